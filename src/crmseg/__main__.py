@@ -1,0 +1,3 @@
+from crmseg.cli.main import app
+
+app(prog_name="crmseg")

@@ -1,0 +1,98 @@
+"""Where SQL runs. One base class, one abstract ``execute``; everything else builds on it.
+
+Callers hand the backend Ibis expressions, never SQL strings; the dialect appears only when
+an expression is compiled here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from crmseg.errors import BackendError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import pyarrow as pa
+    from ibis.backends import BaseBackend
+
+# Canonical tables live in their own schema so they never collide with a user's tables.
+CANONICAL_SCHEMA = "crmseg"
+
+
+class Backend(ABC):
+    """A database that runs crmseg's Ibis expressions."""
+
+    kind: str = "abstract"
+    dialect: str = "duckdb"
+
+    def __init__(self, con: BaseBackend) -> None:
+        self.con = con
+
+    @abstractmethod
+    def execute(self, expr: ir.Expr) -> pa.Table:
+        """Run an expression and return its result as Arrow; failures raise BackendError."""
+
+    # --- built on execute / the Ibis connection ------------------------------------------------
+
+    def sql_of(self, expr: ir.Expr) -> str:
+        import ibis
+
+        try:
+            return str(ibis.to_sql(expr, dialect=self.dialect))
+        except Exception:  # compiling for the message must never hide the real error
+            return "<could not compile expression>"
+
+    def scalar(self, expr: ir.Scalar) -> Any:
+        table = self.execute(expr.name("value").as_table())
+        return table.column(0)[0].as_py() if table.num_rows else None
+
+    def table(self, name: str, database: str | None = None) -> ir.Table:
+        try:
+            return self.con.table(name, database=database)
+        except Exception as exc:
+            where = f"{database}.{name}" if database else name
+            raise BackendError(f"table {where} not found in the {self.kind} database: {exc}")
+
+    def has_table(self, name: str, database: str | None = None) -> bool:
+        try:
+            return name in self.con.list_tables(database=database)
+        except Exception:
+            return False
+
+    def canonical(self, name: str) -> ir.Table:
+        """A loaded canonical table (see crmseg.sources)."""
+        return self.table(name, database=CANONICAL_SCHEMA)
+
+    def canonical_tables(self) -> list[str]:
+        try:
+            return sorted(self.con.list_tables(database=CANONICAL_SCHEMA))
+        except Exception:
+            return []
+
+    def sql(self, query: str) -> ir.Table:
+        """A user's own SQL (the ``sql:`` escape hatch, ``table:`` sources) as an Ibis table."""
+        try:
+            return self.con.sql(query, dialect=self.dialect)
+        except Exception as exc:
+            raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=query)
+
+    @abstractmethod
+    def replace_tables(self, tables: dict[str, ir.Table], database: str) -> None:
+        """Materialise several tables in one transaction: all are replaced, or none."""
+
+    @contextmanager
+    def session(self) -> Iterator[Backend]:
+        yield self
+
+    def close(self) -> None:
+        disconnect = getattr(self.con, "disconnect", None)
+        if disconnect is not None:
+            disconnect()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

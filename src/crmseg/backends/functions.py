@@ -1,0 +1,31 @@
+"""Backend functions Ibis has no portable operation for, one definition per dialect."""
+
+# No `from __future__ import annotations`: Ibis reads these UDF signatures at definition time.
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crmseg.backends.base import Backend
+
+
+def local_to_utc(backend: "Backend", value: Any, tz: str) -> Any:
+    """A naive timestamp read as wall time in ``tz``, as naive UTC."""
+    import ibis
+    import ibis.expr.datatypes as dt
+
+    if backend.dialect == "duckdb":
+
+        @ibis.udf.scalar.builtin(name="timezone")
+        def zoned(zone: str, ts: dt.timestamp) -> dt.Timestamp(timezone="UTC"):  # type: ignore[valid-type, empty-body]
+            """DuckDB's timezone(zone, naive) -> an instant."""
+
+        @ibis.udf.scalar.builtin(name="timezone")
+        def wall(zone: str, ts: dt.Timestamp(timezone="UTC")) -> dt.timestamp:  # type: ignore[valid-type, empty-body]
+            """DuckDB's timezone(zone, instant) -> naive wall time there."""
+
+        return wall("UTC", zoned(tz, value))
+
+    @ibis.udf.scalar.builtin(name="to_utc_timestamp")
+    def to_utc(ts: dt.timestamp, zone: str) -> dt.timestamp:  # type: ignore[empty-body]
+        """Spark's to_utc_timestamp(naive local, zone) -> naive UTC."""
+
+    return to_utc(value, tz)

@@ -1,0 +1,137 @@
+"""The exception tree. Every error crmseg raises on purpose is a ``CrmsegError``.
+
+The CLI prints ``str(error)`` as one red line; each subclass makes that line say *where*
+(file, line, column, field, table) and *what was expected*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CrmsegError(Exception):
+    """Root of every error crmseg raises on purpose."""
+
+    exit_code = 1
+
+    def lines(self) -> list[str]:
+        """One line per problem; the CLI prints these (the first one in red)."""
+        return [str(self)]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a problem is: a file, optionally a line/column or a dotted field path."""
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.file or "<input>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        text = ":".join(parts)
+        if self.field:
+            text += f" [{self.field}]"
+        return text
+
+
+class LocatedError(CrmsegError):
+    """An error at a known place in a user's file."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        self.message = message
+        self.location = location or Location()
+        super().__init__(f"{self.location}: {message}")
+
+
+class ConfigError(LocatedError):
+    """crmseg.yml or a project YAML file is malformed or inconsistent."""
+
+
+class SourceError(CrmsegError):
+    """A source table cannot be read or does not match the canonical data model.
+
+    Carries every problem found (``problems``), so a user fixes them all in one go.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        head = self.problems[0] if self.problems else "source error"
+        more = len(self.problems) - 1
+        super().__init__(head + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+class BackendError(CrmsegError):
+    """The database refused a statement; ``sql`` is what was sent."""
+
+    def __init__(self, message: str, sql: str | None = None) -> None:
+        self.sql = sql
+        super().__init__(message)
+
+
+class StateError(CrmsegError):
+    """The state database (runs, memberships, logs) is missing, locked or inconsistent."""
+
+
+class RuleError(LocatedError):
+    """Base of rule language errors; location has line and column."""
+
+    def __init__(self, message: str, location: Location | None = None, excerpt: str = "") -> None:
+        self.excerpt = excerpt
+        super().__init__(message, location)
+
+    def lines(self) -> list[str]:
+        return [str(self), *([self.excerpt] if self.excerpt else [])]
+
+
+class RuleSyntaxError(RuleError):
+    """A rule does not parse."""
+
+
+class RuleTypeError(RuleError):
+    """A rule parses but does not make sense against the project's schema."""
+
+
+class RuleErrors(CrmsegError):
+    """Several located rule errors of one file (or project), reported together."""
+
+    def __init__(self, errors: Sequence[RuleError]) -> None:
+        self.errors = list(errors)
+        head = str(self.errors[0]) if self.errors else "rule errors"
+        more = len(self.errors) - 1
+        super().__init__(head + (f" (and {more} more error{'s' * (more > 1)})" if more else ""))
+
+    def lines(self) -> list[str]:
+        return [line for e in self.errors for line in e.lines()]
+
+
+class SegmentError(CrmsegError):
+    """A segment cannot be found, run or stored."""
+
+
+class ModelError(CrmsegError):
+    """A statistical model cannot be fitted or used."""
+
+
+class ActivationError(CrmsegError):
+    """A campaign audience or export failed."""
+
+
+class MissingDependencyError(CrmsegError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package} is not installed: install it with pip install 'crmseg[{extra}]'"
+        )

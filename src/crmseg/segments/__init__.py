@@ -1,0 +1,1 @@
+"""Segments: the catalog of definitions, runs and membership history."""

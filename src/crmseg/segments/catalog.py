@@ -1,0 +1,115 @@
+"""Segment definition files (``segments/*.yml``)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from crmseg.config import Strict, YamlDoc, load_yaml, validate
+from crmseg.errors import ConfigError
+from crmseg.rules import Definition
+
+
+class Checks(Strict):
+    min_size: int | None = Field(None, ge=0, description="fewest members allowed")
+    max_size: int | None = Field(None, ge=0, description="most members allowed")
+    max_share: float | None = Field(None, ge=0, le=1, description="largest share of customers")
+    max_churn: float | None = Field(
+        None, ge=0, le=1, description="largest share of members changed since the previous run"
+    )
+    max_daily_churn: float | None = Field(None, ge=0, le=1, description="alias of max_churn")
+    min_stability: float | None = Field(
+        None, ge=0, le=1, description="smallest Jaccard similarity with the previous run"
+    )
+    max_overlap_with: dict[str, float] = Field(
+        default_factory=dict, description="segment -> largest shared share of members"
+    )
+
+
+class SegmentSpec(Strict):
+    name: str = Field(description="layer.name in lower_snake_case")
+    description: str = Field("", description="what the segment means, in plain language")
+    owner: str | None = Field(None, description="team or person responsible")
+    purpose: str | None = Field(None, description="what the segment is used for")
+    refresh: Literal["realtime", "hourly", "daily", "weekly"] = "daily"
+    tags: list[str] = Field(default_factory=list)
+    rule: str | None = Field(None, description="a rule in the crmseg rule language")
+    sql: str | None = Field(None, description="raw SQL returning customer_id (escape hatch)")
+    checks: Checks | None = None
+
+    @model_validator(mode="after")
+    def _rule_or_sql(self) -> SegmentSpec:
+        if (self.rule is None) == (self.sql is None):
+            raise ValueError("give exactly one of 'rule' or 'sql'")
+        return self
+
+
+class SegmentFile(Strict):
+    segments: list[SegmentSpec] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Segment:
+    spec: SegmentSpec
+    definition: Definition
+    file: str
+    line: int
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def hash(self) -> str:
+        return definition_hash(self.definition)
+
+
+def definition_hash(definition: Definition) -> str:
+    body = f"{definition.kind}\0{definition.name}\0{definition.text or ''}\0{definition.sql or ''}"
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def load_segments(root: Path) -> list[Segment]:
+    """Every segment of ``root/segments/*.yml``, in file order; duplicate names are an error."""
+    out: list[Segment] = []
+    seen: dict[str, str] = {}
+    for path in sorted((root / "segments").glob("*.y*ml")):
+        doc = load_yaml(path, _relative(path, root))
+        parsed = validate(SegmentFile, doc)
+        for i, spec in enumerate(parsed.segments):
+            where = doc.location(["segments", i, "name"])
+            if spec.name in seen:
+                raise ConfigError(
+                    f"duplicate segment name {spec.name!r} (first defined at {seen[spec.name]})",
+                    where,
+                )
+            seen[spec.name] = f"{where.file}:{where.line}"
+            out.append(_segment(doc, i, spec))
+    return out
+
+
+def _segment(doc: YamlDoc, i: int, spec: SegmentSpec) -> Segment:
+    key = "rule" if spec.rule is not None else "sql"
+    line, column = doc.text_start(["segments", i, key])
+    definition = Definition(
+        name=spec.name,
+        kind="segment",
+        text=spec.rule,
+        sql=spec.sql,
+        file=doc.file,
+        line=line,
+        column=column,
+        description=spec.description,
+    )
+    return Segment(spec, definition, doc.file, doc.location(["segments", i]).line or 1)

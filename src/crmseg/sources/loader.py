@@ -1,0 +1,332 @@
+"""Loading a user's tables into the canonical data model.
+
+``plan_sources`` reads every configured source, applies the column mapping, checks required
+columns and types and collects *every* problem before raising one SourceError; nothing is
+written. ``load_sources`` then materialises all canonical tables in one transaction, so a failed
+load leaves the previous tables as they were.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crmseg.backends.base import CANONICAL_SCHEMA, Backend
+from crmseg.config import Config, SourceConfig
+from crmseg.errors import BackendError, SourceError
+from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+Progress = Callable[[str, float], None]
+
+# A string that ends in an explicit UTC offset: such timestamps ignore the source timezone.
+_OFFSET = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+@dataclass
+class Planned:
+    """A source ready to materialise: its canonical expression and where it came from."""
+
+    name: str
+    origin: str
+    expr: ir.Table
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def _origin(source: SourceConfig) -> str:
+    return source.path if source.path is not None else f"table {source.table}"
+
+
+def _read(
+    backend: Backend, root: Path, source: SourceConfig, problems: list[str], table: Table, tz: str
+) -> Any:
+    """The raw Ibis table of one source, or None after recording why it cannot be read."""
+    origin = _origin(source)
+    if source.table is not None:
+        database, _, name = source.table.rpartition(".")
+        if not backend.has_table(name, database=database or None):
+            problems.append(f"{origin}: no such table in the {backend.kind} database")
+            return None
+        return backend.table(name, database=database or None)
+    assert source.path is not None
+    pattern = str((root / source.path)) if not Path(source.path).is_absolute() else source.path
+    matches = sorted(glob.glob(pattern))
+    if not matches:
+        problems.append(f"{origin}: file not found")
+        return None
+    try:
+        if source.file_format == "parquet":
+            return backend.con.read_parquet(matches)
+        options: dict[str, Any] = {}
+        if source.delimiter:
+            options["delim"] = source.delimiter
+        raw = backend.con.read_csv(matches, **options)
+        if tz != "UTC":
+            # The CSV sniffer reads a column mixing naive and offset timestamps as UTC
+            # instants; read such columns as text so naive values get the source timezone.
+            zoned = [
+                theirs
+                for col in table.columns
+                if col.dtype == "timestamp"
+                and (theirs := source.columns.get(col.name, col.name)) in raw.columns
+                and raw[theirs].type().is_timestamp()
+                and raw[theirs].type().timezone
+            ]
+            if zoned:
+                raw = backend.con.read_csv(matches, types=dict.fromkeys(zoned, "string"), **options)
+        return raw
+    except Exception as exc:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        problems.append(f"{origin}: cannot read {source.file_format}: {text}")
+        return None
+
+
+def _family(dtype: Any) -> str:
+    if dtype.is_string():
+        return "string"
+    if dtype.is_boolean():
+        return "bool"
+    if dtype.is_integer():
+        return "int"
+    if dtype.is_floating() or dtype.is_decimal():
+        return "float"
+    if dtype.is_timestamp():
+        return "timestamp_tz" if dtype.timezone else "timestamp"
+    if dtype.is_date():
+        return "date"
+    return "other"
+
+
+def dtype_of(ibis_dtype: Any) -> DType:
+    """The rule-language type of a column (extra user columns included)."""
+    fam = _family(ibis_dtype)
+    return {
+        "string": "string",
+        "bool": "bool",
+        "int": "int",
+        "float": "float",
+        "timestamp": "timestamp",
+        "timestamp_tz": "timestamp",
+        "date": "date",
+    }.get(fam, "string")  # type: ignore[return-value]
+
+
+def _localize(backend: Backend, value: Any, tz: str) -> Any:
+    """Naive local wall time in ``tz`` -> naive UTC."""
+    if tz == "UTC":
+        return value
+    from crmseg.backends.functions import local_to_utc
+
+    return local_to_utc(backend, value, tz)
+
+
+def _convert(
+    backend: Backend, raw: Any, want: DType, tz: str
+) -> tuple[Any, Any | None]:
+    """(converted value, value-or-null used to count conversion failures)."""
+    import ibis
+    import ibis.expr.datatypes as dt
+
+    fam = _family(raw.type())
+    target = IBIS_TYPES[want]
+    if want in ("string", "json"):
+        return raw.cast("string"), None
+    if want == "timestamp":
+        if fam == "timestamp":
+            return _localize(backend, raw, tz), None
+        if fam == "timestamp_tz":
+            return raw.cast(dt.Timestamp(timezone="UTC")).cast(dt.timestamp), None
+        if fam == "date":
+            return _localize(backend, raw.cast(dt.timestamp), tz), None
+        text = raw.cast("string").strip()
+        with_offset = text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.timestamp)
+        naive = _localize(backend, text.try_cast(dt.timestamp), tz)
+        value = ibis.cases((text.re_search(_OFFSET), with_offset), else_=naive)
+        return value, value
+    if want == "date":
+        if fam in ("timestamp", "timestamp_tz"):
+            return raw.cast(dt.date), None
+        if fam == "date":
+            return raw, None
+        value = raw.cast("string").strip().try_cast(dt.date)
+        return value, value
+    if want == "int":
+        if fam == "int":
+            return raw.cast(target), None
+        value = raw.try_cast(dt.float64)
+        exact = ibis.ifelse(value == value.floor(), value.cast(target), ibis.null(dt.int64))
+        return exact, exact
+    if want == "float":
+        if fam in ("int", "float"):
+            return raw.cast(target), None
+        value = raw.cast("string").strip().try_cast(dt.float64)
+        return value, value
+    if want == "bool":
+        if fam == "bool":
+            return raw, None
+        text = raw.cast("string").strip().lower()
+        value = ibis.cases(
+            (text.isin(["true", "t", "yes", "y", "1"]), True),
+            (text.isin(["false", "f", "no", "n", "0"]), False),
+            else_=ibis.null(dt.boolean),
+        )
+        return value, value
+    raise AssertionError(want)
+
+
+def plan_sources(
+    config: Config, root: Path, backend: Backend, progress: Progress | None = None
+) -> dict[str, Planned]:
+    """Read, map and check every source; raise one SourceError listing every problem."""
+    problems: list[str] = []
+    planned: dict[str, Planned] = {}
+    checks: list[tuple[str, str, Any, Any, DType]] = []  # table, column, raw, converted, want
+    raws: dict[str, Any] = {}
+    names = list(config.sources)
+    for i, name in enumerate(names):
+        if progress:
+            progress(f"reading {name}", i / max(len(names), 1))
+        source = config.sources[name]
+        canonical = TABLES[name]
+        origin = _origin(source)
+        tz = source.timezone or config.timezone
+        raw = _read(backend, root, source, problems, canonical, tz)
+        if raw is None:
+            continue
+        raws[name] = raw
+        found = list(raw.columns)
+        theirs_for: dict[str, str] = {}
+        for col in canonical.columns:
+            theirs = source.columns.get(col.name, col.name if col.name in found else None)
+            if theirs is None:
+                continue
+            if theirs not in found:
+                problems.append(
+                    f"{origin}: column mapping {name}.{col.name} -> {theirs!r}: no column "
+                    f"{theirs!r} (found: {', '.join(found)})"
+                )
+                continue
+            theirs_for[col.name] = theirs
+        missing = [
+            c
+            for c in canonical.required
+            if c not in theirs_for and c not in source.columns and not _derived(name, c)
+        ]
+        for col_name in missing:
+            problems.append(
+                f"{origin}: required column {name}.{col_name} is missing (found: "
+                f"{', '.join(found)}; map one with columns: {{{col_name}: <your column>}})"
+            )
+        values: dict[str, Any] = {}
+        for col in canonical.columns:
+            theirs_col = theirs_for.get(col.name)
+            if theirs_col is None:
+                continue
+            converted, check = _convert(backend, raw[theirs_col], col.dtype, tz)
+            values[col.name] = converted
+            if check is not None:
+                checks.append((name, col.name, raw[theirs_col], check, col.dtype))
+        used = set(theirs_for.values()) | set(values)
+        extras = [c for c in found if c not in used]
+        for extra in extras:
+            values[extra] = raw[extra]
+        if not values:
+            continue
+        planned[name] = Planned(name, origin, raw.select(**values), extras)
+    _check_types(backend, config, planned, raws, checks, problems)
+    if problems:
+        raise SourceError(problems)
+    if "order_items" in planned and "orders" in planned:
+        planned["order_items"].expr = _fill_items(
+            planned["order_items"].expr, planned["orders"].expr
+        )
+    return planned
+
+
+def _derived(table: str, column: str) -> bool:
+    return table == "order_items" and column in ("customer_id", "ordered_at")
+
+
+def _fill_items(items: ir.Table, orders: ir.Table) -> ir.Table:
+    """order_items take customer_id and ordered_at from their order when not mapped."""
+    missing = [c for c in ("customer_id", "ordered_at") if c not in items.columns]
+    if not missing:
+        return items
+    lookup = orders.select("order_id", *missing)
+    joined = items.left_join(lookup, "order_id")
+    cols = [c for c in joined.columns if not c.endswith("_right")]
+    ordered = ["order_id", *missing, *[c for c in cols if c not in ("order_id", *missing)]]
+    return joined.select(*ordered)
+
+
+def _check_types(
+    backend: Backend,
+    config: Config,
+    planned: Mapping[str, Planned],
+    raws: Mapping[str, Any],
+    checks: list[tuple[str, str, Any, Any, DType]],
+    problems: list[str],
+) -> None:
+    """Count, per column, values that are present but do not convert (one query per table)."""
+    by_table: dict[str, list[tuple[str, Any, Any, DType]]] = {}
+    for table, col, raw, converted, want in checks:
+        by_table.setdefault(table, []).append((col, raw, converted, want))
+    for table, cols in by_table.items():
+        if table not in planned:
+            continue
+        aggs: dict[str, Any] = {}
+        for i, (_col, raw, converted, _want) in enumerate(cols):
+            bad = raw.notnull() & (raw.cast("string").strip() != "") & converted.isnull()
+            aggs[f"n{i}"] = bad.sum()
+            aggs[f"e{i}"] = raw.cast("string").arbitrary(where=bad)
+        try:
+            result = backend.execute(raws[table].aggregate(**aggs)).to_pylist()[0]
+        except BackendError as exc:
+            problems.append(f"{planned[table].origin}: cannot read: {exc}")
+            continue
+        for i, (col, _raw, _converted, want) in enumerate(cols):
+            n = result[f"n{i}"] or 0
+            if n:
+                source = config.sources[table]
+                theirs = source.columns.get(col, col)
+                problems.append(
+                    f"{planned[table].origin}: column {theirs!r} ({table}.{col}): expected "
+                    f"{want}, found {n} value{'s' * (n > 1)} that {'are' if n > 1 else 'is'} "
+                    f"not (e.g. {result[f'e{i}']!r})"
+                )
+
+
+def load_sources(
+    config: Config, root: Path, backend: Backend, progress: Progress | None = None
+) -> dict[str, int]:
+    """Check, then materialise every canonical table in one transaction. Returns row counts."""
+    planned = plan_sources(config, root, backend, progress)
+    if progress:
+        progress("writing canonical tables", 0.9)
+    backend.replace_tables({n: p.expr for n, p in planned.items()}, CANONICAL_SCHEMA)
+    counts: dict[str, int] = {}
+    for name in planned:
+        counts[name] = int(backend.scalar(backend.canonical(name).count()))
+    if progress:
+        progress("loaded", 1.0)
+    return counts
+
+
+def schema_from(tables: Mapping[str, ir.Table]) -> dict[str, dict[str, DType]]:
+    """Column types of canonical tables (loaded or planned), for the rule type checker."""
+    out: dict[str, dict[str, DType]] = {}
+    for name, expr in tables.items():
+        if name not in TABLES:
+            continue
+        table: Table = TABLES[name]
+        cols: dict[str, DType] = {}
+        for col, dtype in expr.schema().items():
+            canonical = table.column(col)
+            cols[col] = canonical.dtype if canonical else dtype_of(dtype)
+        out[name] = cols
+    return out
