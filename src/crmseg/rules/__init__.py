@@ -1,0 +1,12 @@
+"""The rule language: parse, type-check and compile segment rules and trait expressions.
+
+plan = build_plan(definitions, schema)
+wide = plan.wide(tables, as_of)        # one Ibis expression for the whole run
+"""
+
+from crmseg.rules.ast import Node
+from crmseg.rules.defs import Definition, Schema
+from crmseg.rules.parser import parse, render
+from crmseg.rules.plan import Plan, build_plan
+
+__all__ = ["Definition", "Node", "Plan", "Schema", "build_plan", "parse", "render"]

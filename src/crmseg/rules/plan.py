@@ -1,0 +1,497 @@
+"""One plan per run: all traits and segments as columns of one per-customer wide table.
+
+Every distinct aggregate of every definition becomes one column, computed by conditional
+aggregation in one grouped scan per related table; consent and sequences take one extra
+pass each; traits and segments are then columns over that table, in dependency order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from crmseg.errors import Location, RuleError, RuleErrors, RuleSyntaxError, RuleTypeError
+from crmseg.rules import ast as A
+from crmseg.rules.compile import (
+    KEY,
+    ZERO_WHEN_EMPTY,
+    Compiler,
+    agg_metric,
+    attr_col,
+    consent_col,
+    did_agg,
+    seg_col,
+    trait_col,
+    ts,
+)
+from crmseg.rules.defs import Definition, Schema
+from crmseg.rules.parser import parse
+from crmseg.rules.types import Checked, Checker, Key, Type, time_column
+
+
+def _def_error(d: Definition, msg: str) -> RuleTypeError:
+    return RuleTypeError(msg, Location(d.file, d.line, d.column))
+
+
+@dataclass
+class _Needs:
+    """What the wide table must compute for a set of definitions."""
+
+    attrs: set[str] = field(default_factory=set)
+    aggs: list[A.Agg] = field(default_factory=list)
+    consent: set[str] = field(default_factory=set)
+    seqs: list[A.SeqR] = field(default_factory=list)
+
+    def add(self, node: A.Node) -> None:
+        for n in A.walk(node):
+            match n:
+                case A.Attr(col=c):
+                    self.attrs.add(c)
+                case A.Agg() if n not in self.aggs:
+                    self.aggs.append(n)
+                case A.Did():
+                    a = did_agg(n)
+                    if a not in self.aggs:
+                        self.aggs.append(a)
+                case A.Consent(channel=ch):
+                    self.consent.add(ch)
+                case A.SeqR() if n not in self.seqs:
+                    self.seqs.append(n)
+
+
+class Plan:
+    """Type-checked definitions, ready to compile into one wide table."""
+
+    def __init__(self, checked: Mapping[Key, Checked], schema: Schema) -> None:
+        self.checked = dict(checked)
+        self.schema = schema
+        self.segments: list[str] = [k[1] for k in checked if k[0] == "segment"]
+        self.traits: list[str] = [k[1] for k in checked if k[0] == "trait"]
+        # stable internal names for every distinct aggregate / sequence of the whole plan
+        everything = _Needs()
+        for c in self.checked.values():
+            if c.node is not None:
+                everything.add(c.node)
+        self._agg_names = {a: f"__a{i}" for i, a in enumerate(everything.aggs)}
+        self._seq_names = {s: f"__q{i}" for i, s in enumerate(everything.seqs)}
+
+    # dependencies ---------------------------------------------------------------------------
+
+    def key(self, name: str) -> Key:
+        if ("segment", name) in self.checked:
+            return ("segment", name)
+        if ("trait", name) in self.checked:
+            return ("trait", name)
+        raise KeyError(f"no segment or trait named {name!r}")
+
+    def closure(self, names: Sequence[str] | None) -> list[Key]:
+        """The definitions needed for ``names`` (all when None), dependencies first."""
+        roots = list(self.checked) if names is None else [self.key(n) for n in names]
+        out: list[Key] = []
+        seen: set[Key] = set()
+
+        def visit(k: Key) -> None:
+            if k in seen:
+                return
+            seen.add(k)
+            for d in sorted(self.checked[k].deps):
+                visit(d)
+            out.append(k)
+
+        for r in roots:
+            visit(r)
+        return out
+
+    def levels(self, keys: Sequence[Key]) -> list[list[Key]]:
+        level: dict[Key, int] = {}
+        for k in keys:  # keys come dependencies first
+            deps = self.checked[k].deps
+            level[k] = 1 + max((level[d] for d in deps), default=-1)
+        out: list[list[Key]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for k in keys:
+            out[level[k]].append(k)
+        return out
+
+    # the wide table -------------------------------------------------------------------------
+
+    def wide(
+        self,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        sql_segments: Mapping[str, ir.Table] | None = None,
+        select: Sequence[str] | None = None,
+        extra: Mapping[str, A.Node] | None = None,
+    ) -> ir.Table:
+        """One Ibis expression: customer_id, one column per trait, one non-null boolean
+        column per segment. ``extra`` adds internal columns (used by explain)."""
+        keys = self.closure(select)
+        needs = _Needs()
+        for k in keys:
+            node = self.checked[k].node
+            if node is not None:
+                needs.add(node)
+        for node in (extra or {}).values():
+            needs.add(node)
+
+        t = self._base(tables, as_of, needs)
+        t = self._aggregates(t, tables, as_of, needs)
+        t = self._consent(t, tables, as_of, needs)
+        t = self._sequences(t, tables, as_of, needs)
+        t, sql_cols = self._sql(t, keys, sql_segments or {})
+
+        def lookup(n: A.Node) -> ir.Value:
+            match n:
+                case A.Attr(col=c):
+                    return t[attr_col(c)]
+                case A.TraitRef(name=nm):
+                    return t[trait_col(nm)]
+                case A.SegRef(name=nm):
+                    return t[seg_col(nm)]
+                case A.Consent(channel=ch):
+                    return t[consent_col(ch)]
+                case A.Agg():
+                    return t[self._agg_names[n]]
+                case A.Did(negated=neg):
+                    cnt = t[self._agg_names[did_agg(n)]]
+                    return cnt == 0 if neg else cnt >= 1
+                case A.SeqR():
+                    return t[self._seq_names[n]]
+            raise TypeError(f"unexpected reference {type(n).__name__}")
+
+        comp = Compiler(lookup, as_of)
+        for level in self.levels(keys):
+            cols: dict[str, ir.Value] = {}
+            for k in level:
+                c = self.checked[k]
+                if k[0] == "trait":
+                    assert c.node is not None
+                    cols[trait_col(k[1])] = comp(c.node)
+                elif c.node is None:
+                    cols[seg_col(k[1])] = t[sql_cols[k[1]]]
+                else:
+                    cols[seg_col(k[1])] = comp(c.node).fill_null(False)
+            t = t.mutate(**cols)
+        if extra:
+            t = t.mutate(**{name: comp(node) for name, node in extra.items()})
+        out: dict[str, ir.Value] = {"customer_id": t[KEY]}
+        for kind, name in keys:
+            out[name] = t[trait_col(name) if kind == "trait" else seg_col(name)]
+        for name in extra or {}:
+            out[name] = t[name]
+        return t.select(**out)
+
+    def _base(self, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs) -> ir.Table:
+        c = tables["customers"]
+        preds = [c.customer_id.notnull()]
+        if "signup_at" in c.columns:  # customers who sign up after as_of do not exist yet
+            preds.append(c.signup_at.isnull() | (c.signup_at <= ts(as_of)))
+        c = c.filter(*preds)
+        cols: dict[str, ir.Value] = {KEY: c.customer_id.cast("string")}
+        for a in sorted(needs.attrs):
+            v = c[a]
+            cols[attr_col(a)] = v.cast("timestamp") if v.type().is_date() else v
+        return c.select(**cols)
+
+    def _visible(self, name: str, tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+        """A related table limited to rows knowable at as_of, dates read as timestamps."""
+        src = tables[name]
+        casts = {k: src[k].cast("timestamp") for k in src.columns if src[k].type().is_date()}
+        if casts:
+            src = src.mutate(**casts)
+        preds = [src.customer_id.notnull()]
+        time = time_column(name, self.schema)
+        if time is not None and time in src.columns:
+            preds.append(src[time] <= ts(as_of))
+        return src.filter(*preds)
+
+    def _join(self, t: ir.Table, g: ir.Table, cols: Sequence[str]) -> ir.Table:
+        g = g.rename({"__g": KEY})
+        j = t.left_join(g, t[KEY] == g["__g"])
+        return j.select(*t.columns, *cols)
+
+    def _aggregates(
+        self, t: ir.Table, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs
+    ) -> ir.Table:
+        by_table: dict[str, list[A.Agg]] = {}
+        for a in needs.aggs:
+            by_table.setdefault(a.table, []).append(a)
+        for name, aggs in by_table.items():
+            src = self._visible(name, tables, as_of)
+            time = time_column(name, self.schema)
+            row = Compiler(_row_lookup(src), as_of)
+            metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in aggs}
+            g = src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
+            t = self._join(t, g, list(metrics))
+            zero = {
+                self._agg_names[a]: t[self._agg_names[a]].fill_null(0)
+                for a in aggs
+                if a.fn in ZERO_WHEN_EMPTY
+            }
+            if zero:
+                t = t.mutate(**zero)
+        return t
+
+    def _consent(
+        self, t: ir.Table, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs
+    ) -> ir.Table:
+        if not needs.consent:
+            return t
+        chans = sorted(needs.consent)
+        cs = self._visible("consent", tables, as_of)
+        cs = cs.filter(cs.channel.isin(chans))
+        # latest row per customer and channel; on a tie, opted_out wins (the safe answer)
+        w = ibis.window(
+            group_by=[cs.customer_id, cs.channel],
+            order_by=[cs.updated_at.desc(), cs.status.desc()],
+        )
+        cs = cs.mutate(__rn=ibis.row_number().over(w))
+        cs = cs.filter(cs["__rn"] == 0)
+        metrics = {
+            consent_col(ch): cs.count(where=(cs.channel == ch) & (cs.status == "opted_in"))
+            for ch in chans
+        }
+        g = cs.group_by(cs.customer_id.cast("string").name(KEY)).aggregate(**metrics)
+        t = self._join(t, g, list(metrics))
+        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in metrics})
+
+    def _sequences(
+        self, t: ir.Table, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs
+    ) -> ir.Table:
+        if not needs.seqs:
+            return t
+        ev = self._visible("events", tables, as_of)
+        firsts = sorted({s.first for s in needs.seqs})
+        seconds = sorted({s.second for s in needs.seqs})
+        a = ev.filter(ev.name.isin(firsts))
+        a = a.select(__g=a.customer_id.cast("string"), __an=a.name, __at=a.occurred_at).distinct()
+        b = ev.filter(ev.name.isin(seconds))
+        b = b.select(__bk=b.customer_id.cast("string"), __bn=b.name, __bt=b.occurred_at)
+        b = b.distinct()
+        span = ibis.interval(seconds=max(s.within.seconds for s in needs.seqs))
+        j = a.left_join(
+            b, [a["__g"] == b["__bk"], b["__bt"] >= a["__at"], b["__bt"] <= a["__at"] + span]
+        )
+        # per 'a' occurrence: the earliest following occurrence of each second event
+        nxt = {f"__n{i}": j["__bt"].min(where=j["__bn"] == nm) for i, nm in enumerate(seconds)}
+        per_a = j.group_by(["__g", "__an", "__at"]).aggregate(**nxt)
+        metrics: dict[str, ir.Value] = {}
+        for s in needs.seqs:
+            nb = per_a[f"__n{seconds.index(s.second)}"]
+            at = per_a["__at"]
+            cond = per_a["__an"] == s.first
+            if s.first_within is not None:
+                cond &= at >= ts(as_of - timedelta(seconds=s.first_within.seconds))
+            end = at + ibis.interval(seconds=s.within.seconds)
+            if s.negated:  # the window has fully passed and holds no second event
+                cond &= at <= ts(as_of - timedelta(seconds=s.within.seconds))
+                cond &= nb.isnull() | (nb > end)
+            else:
+                cond &= nb <= end
+            metrics[self._seq_names[s]] = per_a.count(where=cond)
+        g = per_a.group_by(per_a["__g"].name(KEY)).aggregate(**metrics)
+        t = self._join(t, g, list(metrics))
+        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in metrics})
+
+    def _sql(
+        self, t: ir.Table, keys: Sequence[Key], sql_segments: Mapping[str, ir.Table]
+    ) -> tuple[ir.Table, dict[str, str]]:
+        cols: dict[str, str] = {}
+        for i, (kind, name) in enumerate(keys):
+            if kind != "segment" or self.checked[(kind, name)].defn.sql is None:
+                continue
+            if name not in sql_segments:
+                raise ValueError(f"sql segment {name!r} needs its table in sql_segments")
+            s = sql_segments[name]
+            col = f"__sql{i}"
+            g = s.select(**{KEY: s.customer_id.cast("string")}).distinct()
+            g = g.mutate(**{col: ibis.literal(True)})
+            t = self._join(t, g, [col])
+            t = t.mutate(**{col: t[col].fill_null(False)})
+            cols[name] = col
+        return t, cols
+
+    # other views ----------------------------------------------------------------------------
+
+    def sql(
+        self,
+        name: str | None,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        dialect: str,
+        sql_segments: Mapping[str, ir.Table] | None = None,
+    ) -> str:
+        """The SQL of the whole plan (or of one segment/trait and its dependencies)."""
+        if dialect == "pyspark":
+            _ = ibis.pyspark  # registers the backend's compile options
+        expr = self.wide(tables, as_of, sql_segments, None if name is None else [name])
+        return str(ibis.to_sql(expr, dialect=dialect))
+
+    def english(self, name: str) -> str:
+        from crmseg.rules.english import sentence
+
+        c = self.checked[self.key(name)]
+        if c.node is None:
+            return f"customers returned by the SQL query of {name}"
+        return sentence(c.node, c.defn.kind, self)
+
+    def explain(
+        self,
+        name: str,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        customer_id: str,
+        sql_segments: Mapping[str, ir.Table] | None = None,
+    ) -> Any:
+        from crmseg.rules.explain import explain
+
+        return explain(self, name, tables, as_of, customer_id, sql_segments)
+
+
+def _row_lookup(src: ir.Table) -> Callable[[A.Node], ir.Value]:
+    def lookup(n: A.Node) -> ir.Value:
+        if isinstance(n, A.Col):
+            return src[n.col]
+        raise TypeError(f"unexpected {type(n).__name__} in a where condition")
+
+    return lookup
+
+
+# --- building a plan ---------------------------------------------------------------------------
+
+
+def _cycles(checked: Mapping[Key, Checked]) -> list[tuple[Key, list[Key]]]:
+    """Each reference cycle once, as (definition to blame, path)."""
+    out: list[tuple[Key, list[Key]]] = []
+    state: dict[Key, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[Key] = []
+    seen_cycles: set[frozenset[Key]] = set()
+
+    def visit(k: Key) -> None:
+        state[k] = 1
+        stack.append(k)
+        for d in sorted(checked[k].deps):
+            if d not in checked:
+                continue
+            if state.get(d) == 1:
+                path = [*stack[stack.index(d) :], d]
+                if frozenset(path) not in seen_cycles:
+                    seen_cycles.add(frozenset(path))
+                    out.append((d, path))
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[k] = 2
+
+    for k in checked:
+        if k not in state:
+            visit(k)
+    return out
+
+
+def _check_all(
+    defs: Sequence[Definition], schema: Schema
+) -> tuple[dict[Key, Checked], list[RuleError]]:
+    errors: list[RuleError] = []
+    parsed: dict[Key, A.Node | None] = {}
+    by_key: dict[Key, Definition] = {}
+    for d in defs:
+        k: Key = (d.kind, d.name)
+        if k in by_key:
+            errors.append(_def_error(d, f"{d.kind} {d.name!r} is defined twice"))
+            continue
+        by_key[k] = d
+        if d.kind == "segment" and d.sql is not None:
+            if d.text is not None:
+                errors.append(_def_error(d, f"segment {d.name!r} has both rule and sql"))
+            parsed[k] = None
+            continue
+        if d.text is None or not d.text.strip():
+            what = "rule" if d.kind == "segment" else "expr"
+            errors.append(_def_error(d, f"{d.kind} {d.name!r} has no {what}"))
+            continue
+        try:
+            parsed[k] = parse(d.text, file=d.file, line=d.line, column=d.column)
+        except RuleSyntaxError as e:
+            errors.append(e)
+    names = {d.name for d in by_key.values()}
+    both = {n for n in names if ("trait", n) in by_key and ("segment", n) in by_key}
+    for n in sorted(both):
+        errors.append(_def_error(by_key[("segment", n)], f"{n!r} is both a trait and a segment"))
+    customers = schema.tables.get("customers", {})
+    for (kind, n), d in by_key.items():
+        if kind == "trait" and n in customers:
+            errors.append(_def_error(d, f"trait {n!r} has the name of a customers column"))
+
+    checked: dict[Key, Checked] = {}
+    busy: set[str] = set()
+    traits = [k[1] for k in by_key if k[0] == "trait"]
+    segments = [k[1] for k in by_key if k[0] == "segment"]
+
+    def trait_type(name: str) -> Type:
+        k: Key = ("trait", name)
+        if k in checked:
+            return checked[k].type
+        if name in busy or k not in parsed:
+            return "any"  # a cycle (reported below) or a trait that did not parse
+        busy.add(name)
+        run(k)
+        busy.discard(name)
+        return checked[k].type
+
+    checker = Checker(schema, trait_type, traits, segments)
+
+    def run(k: Key) -> None:
+        node = parsed[k]
+        if node is None:
+            checked[k] = Checked(by_key[k], None, "bool")
+            return
+        c, errs = checker.check(by_key[k], node)
+        checked[k] = c
+        errors.extend(errs)
+
+    for k in by_key:
+        if k in parsed and k not in checked:
+            run(k)
+    for blame, path in _cycles(checked):
+        msg = "reference cycle: " + " -> ".join(n for _, n in path)
+        errors.append(_def_error(by_key[blame], msg))
+    # keep the caller's order: traits first then segments, each as defined
+    ordered = {k: checked[k] for k in by_key if k in checked}
+    return ordered, errors
+
+
+def build_plan(definitions: Sequence[Definition], schema: Schema, builtins: bool = True) -> Plan:
+    """Parse and type-check every definition; raise RuleErrors listing all problems."""
+    defs = list(definitions)
+    if builtins:
+        defs = _with_builtins(defs, schema)
+    checked, errors = _check_all(defs, schema)
+    if errors:
+        raise RuleErrors(errors)
+    ordered = {k: v for k, v in checked.items() if k[0] == "trait"}
+    ordered.update({k: v for k, v in checked.items() if k[0] == "segment"})
+    return Plan(ordered, schema)
+
+
+def _with_builtins(defs: list[Definition], schema: Schema) -> list[Definition]:
+    """Built-in traits the data supports, minus those the user overrides."""
+    from crmseg.traits.builtin import BUILTIN_TRAITS
+
+    user = {d.name for d in defs if d.kind == "trait"}
+    customers = schema.tables.get("customers", {})
+    pool = [b for b in BUILTIN_TRAITS if b.name not in user and b.name not in customers]
+    while pool:  # drop built-ins whose tables or columns are absent, then their dependents
+        checked, errors = _check_all(pool, schema)
+        bad = {e.location.file for e in errors}
+        failed = {k[1] for k, c in checked.items() if c.node is None} | {
+            d.name for d in pool if f"<builtin:{d.name}>" in bad
+        }
+        if not failed:
+            break
+        pool = [b for b in pool if b.name not in failed]
+    return [*pool, *defs]

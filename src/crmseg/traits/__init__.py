@@ -1,0 +1,1 @@
+"""Traits: per-customer values (built-in library in builtin.py)."""
