@@ -129,28 +129,26 @@ class YamlDoc:
     data: Any
     root: yaml.Node | None
 
-    def node(self, path: Sequence[str | int]) -> yaml.Node | None:
-        """The node at a pydantic-style path, or the deepest existing ancestor."""
+    def node(self, path: Sequence[str | int], key: bool = False) -> yaml.Node | None:
+        """The node at a pydantic-style path (its key node with ``key``), or an ancestor."""
         node = self.root
-        for key in path:
+        for i, part in enumerate(path):
             if isinstance(node, yaml.MappingNode):
-                child = next((v for k, v in node.value if k.value == key), None)
-                if child is None:
-                    # A forbidden extra key: point at the key itself.
-                    child = next((k for k, _ in node.value if k.value == key), None)
+                last = key and i == len(path) - 1
+                child = next((k if last else v for k, v in node.value if k.value == part), None)
                 if child is None:
                     return node
                 node = child
-            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-                if key >= len(node.value):
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
                     return node
-                node = node.value[key]
+                node = node.value[part]
             else:
                 return node
         return node
 
-    def location(self, path: Sequence[str | int] = ()) -> Location:
-        node = self.node(path)
+    def location(self, path: Sequence[str | int] = (), key: bool = False) -> Location:
+        node = self.node(path, key)
         field = ".".join(str(p) for p in path) or None
         if node is None:
             return Location(self.file, field=field)
@@ -224,7 +222,8 @@ def validate(model: type[M], doc: YamlDoc, data: Any = None, prefix: Sequence[st
     except ValidationError as exc:
         err = exc.errors()[0]
         path = [*prefix, *[p for p in err["loc"] if isinstance(p, str | int)]]
-        raise ConfigError(_describe(err), doc.location(path)) from None
+        at_key = err["type"] == "extra_forbidden"
+        raise ConfigError(_describe(err), doc.location(path, key=at_key)) from None
 
 
 def load_config(root: Path) -> Config:

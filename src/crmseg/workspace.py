@@ -232,9 +232,15 @@ class Workspace:
                 f"as_of {at:%Y-%m-%d %H:%M:%S} is before the last run's "
                 f"({last.as_of:%Y-%m-%d %H:%M:%S}); runs must move forward in time"
             )
-        counts = self.load(_scaled(progress, 0.0, 0.5))
+        from crmseg.sources.loader import materialize, plan_sources
+
+        # Everything is checked before anything is written: sources, rules, SQL segments.
+        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.3))
+        plan = self._plan({n: p.expr for n, p in planned.items()})
+        if "customers" in self.backend.canonical_tables():
+            self._sql_segments()  # on a first load their tables do not exist yet
+        counts = materialize(self.backend, planned, _scaled(progress, 0.3, 0.5))
         tables = self._loaded_tables()
-        plan = self._plan(tables)
         if progress:
             progress("computing segments", 0.55)
         chosen = list(select) if select else [s.name for s in segments]

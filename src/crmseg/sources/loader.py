@@ -305,7 +305,13 @@ def load_sources(
     config: Config, root: Path, backend: Backend, progress: Progress | None = None
 ) -> dict[str, int]:
     """Check, then materialise every canonical table in one transaction. Returns row counts."""
-    planned = plan_sources(config, root, backend, progress)
+    return materialize(backend, plan_sources(config, root, backend, progress), progress)
+
+
+def materialize(
+    backend: Backend, planned: Mapping[str, Planned], progress: Progress | None = None
+) -> dict[str, int]:
+    """Replace the canonical tables with checked sources, all in one transaction."""
     if progress:
         progress("writing canonical tables", 0.9)
     backend.replace_tables({n: p.expr for n, p in planned.items()}, CANONICAL_SCHEMA)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from crmseg.backends.state import SegmentResult, StateStore
+from crmseg.errors import StateError
+
+T0 = datetime(2026, 1, 1)
+
+
+def _result(segment: str, ids: list[str]) -> SegmentResult:
+    return SegmentResult(segment, "h1", "rule", pa.array(ids, pa.string()))
+
+
+def _run(store: StateStore, at: datetime, members: dict[str, list[str]], **kw: object) -> int:
+    record = store.record_run(
+        at, at, at, 10, {"customers": 10}, [_result(s, m) for s, m in members.items()], "t", **kw
+    )
+    return record.run_id
+
+
+def test_intervals_follow_membership_over_runs(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.duckdb")
+    _run(store, T0, {"a.x": ["1", "2"]})
+    _run(store, T0 + timedelta(days=1), {"a.x": ["2", "3"]})
+    _run(store, T0 + timedelta(days=2), {"a.x": ["1", "2", "3"]})
+    assert store.members("a.x", T0) == ["1", "2"]
+    assert store.members("a.x", T0 + timedelta(hours=30)) == ["2", "3"]
+    assert store.members("a.x", T0 + timedelta(days=5)) == ["1", "2", "3"]
+    assert store.members("a.x", T0 - timedelta(days=1)) == []
+    stats = store.segments_in_run(2)["a.x"]
+    assert (stats["size"], stats["entered"], stats["exited"]) == (2, 1, 1)
+    # Customer 1 has two intervals: entered, exited, re-entered.
+    rows = store.con.execute(
+        "SELECT entered_at, exited_at FROM memberships WHERE customer_id = '1' ORDER BY 1"
+    ).fetchall()
+    assert rows == [(T0, T0 + timedelta(days=1)), (T0 + timedelta(days=2), None)]
+
+
+def test_rerun_with_same_members_changes_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.duckdb")
+    _run(store, T0, {"a.x": ["1", "2"]})
+    before = store.con.execute("SELECT * FROM memberships ORDER BY ALL").fetchall()
+    _run(store, T0 + timedelta(days=1), {"a.x": ["1", "2"]})
+    _run(store, T0 + timedelta(days=1), {"a.x": ["1", "2"]})
+    assert store.con.execute("SELECT * FROM memberships ORDER BY ALL").fetchall() == before
+
+
+def test_injected_failure_leaves_previous_state(tmp_path: Path) -> None:
+    path = tmp_path / "state.duckdb"
+    store = StateStore(path)
+    _run(store, T0, {"a.x": ["1"], "a.y": ["2"]})
+    with pytest.raises(StateError, match="injected"):
+        _run(store, T0 + timedelta(days=1), {"a.x": ["3"], "a.y": ["4"]}, fail_after=1)
+    store.close()
+    reopened = StateStore(path)
+    assert [r.run_id for r in reopened.runs()] == [1]
+    assert reopened.members("a.x", T0 + timedelta(days=2)) == ["1"]
+    assert reopened.members("a.y", T0 + timedelta(days=2)) == ["2"]
+
+
+def test_runs_must_move_forward(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.duckdb")
+    _run(store, T0, {"a.x": ["1"]})
+    with pytest.raises(StateError, match="before the last run"):
+        _run(store, T0 - timedelta(days=1), {"a.x": ["1"]})
+
+
+def test_run_at_picks_the_latest_run_not_after(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.duckdb")
+    _run(store, T0, {"a.x": ["1"]})
+    _run(store, T0 + timedelta(days=7), {"a.x": ["1"]})
+    run = store.run_at(T0 + timedelta(days=3))
+    assert run is not None and run.run_id == 1
+    assert store.run_at(T0 - timedelta(days=1)) is None

@@ -1,0 +1,135 @@
+"""The real command line, in subprocesses, on small projects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ..conftest import MakeProject, run_cli
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_init_writes_a_skeleton_that_validates(tmp_path: Path) -> None:
+    root = tmp_path / "crm"
+    out = run_cli("init", str(root))
+    assert out.returncode == 0, out.stderr
+    assert (root / "crmseg.yml").exists() and (root / "segments").is_dir()
+    check = run_cli("validate", "--project", str(root))
+    assert check.returncode == 0, check.stderr
+    assert "ok" in check.stdout
+
+
+def test_init_refuses_an_existing_project(make_project: MakeProject) -> None:
+    root = make_project()
+    before = (root / "crmseg.yml").read_text()
+    out = run_cli("init", str(root))
+    assert out.returncode != 0
+    assert "already exists" in out.stderr
+    assert (root / "crmseg.yml").read_text() == before
+
+
+def test_run_then_members_from_history(make_project: MakeProject) -> None:
+    root = make_project()
+    out = run_cli("run", "--project", str(root), "--as-of", "2024-12-31")
+    assert out.returncode == 0, out.stderr
+    assert "demographic.dach" in out.stdout
+    members = run_cli(
+        "members", "demographic.dach", "--project", str(root), "--format", "json"
+    )
+    assert members.returncode == 0, members.stderr
+    assert json.loads(members.stdout)["members"] == ["1", "2"]
+    csv = run_cli("members", "value.buyers", "-p", str(root), "-f", "csv")
+    assert csv.stdout.splitlines() == ["customer_id", "1", "2", "4"]
+
+
+BAD_INPUTS = {
+    "unknown key": (
+        {"crmseg_yml": "name: t\ncolour: red\nsources:\n  customers: {path: data/customers.csv}\n"},
+        "crmseg.yml:2:1 [colour]: unknown key",
+    ),
+    "missing required column": (
+        {"data__orders_csv": "order_id,customer_id,total\n1,1,3.0\n"},
+        "column mapping orders.ordered_at -> 'created': no column 'created'",
+    ),
+    "wrong type": (
+        {"data__orders_csv": "order_id,customer_id,created,total\n1,1,2024-01-01,lots\n"},
+        "column 'total' (orders.amount): expected float, found 1 value that is not (e.g. 'lots')",
+    ),
+    "unreadable file": (
+        {"data__customers_csv": None},
+        "data/customers.csv: file not found",
+    ),
+    "mapping to a missing column": (
+        {
+            "crmseg_yml": (
+                "name: t\nsources:\n  customers: {path: data/customers.csv, "
+                "columns: {email: e_mail}}\n"
+            )
+        },
+        "column mapping customers.email -> 'e_mail': no column 'e_mail'",
+    ),
+    "rule syntax": (
+        {
+            "segments__core_yml": (
+                "segments:\n  - name: demographic.x\n    description: d\n    owner: o\n"
+                "    rule: country in ('DE',\n"
+            )
+        },
+        "segments/core.yml:5:",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_located_line_and_keeps_state(
+    make_project: MakeProject, case: str
+) -> None:
+    root = make_project()
+    first = run_cli("run", "--project", str(root), "--as-of", "2024-12-31")
+    assert first.returncode == 0, first.stderr
+    state = root / ".crmseg" / "state.duckdb"
+    warehouse = root / ".crmseg" / "warehouse.duckdb"
+    before = (state.read_bytes(), warehouse.read_bytes())
+
+    files, expected = BAD_INPUTS[case]
+    make_project(**files)
+    for path in (root / "data" / "customers.csv",):
+        if files.get("data__customers_csv", "") is None:
+            path.unlink()
+    out = run_cli("run", "--project", str(root), "--as-of", "2025-01-31")
+    assert out.returncode != 0
+    lines = _error_lines(out.stderr)
+    assert len(lines) == 1, out.stderr
+    assert expected in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert (state.read_bytes(), warehouse.read_bytes()) == before
+    # History still answers as before.
+    members = run_cli("members", "demographic.dach", "--project", str(root), "-f", "json")
+    assert json.loads(members.stdout)["members"] == ["1", "2"]
+
+
+def test_bad_as_of_is_a_clear_error(make_project: MakeProject) -> None:
+    out = run_cli("run", "--project", str(make_project()), "--as-of", "yesterday")
+    assert out.returncode != 0
+    assert _error_lines(out.stderr) == [
+        "error: --as-of: expected a date like 2026-01-31 or 2026-01-31T12:00:00, got 'yesterday'"
+    ]
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    out = run_cli("--debug", "validate", "--project", str(tmp_path))
+    assert out.returncode != 0
+    assert "Traceback" in out.stderr
+
+
+def test_unknown_segment_suggests_a_name(make_project: MakeProject) -> None:
+    root = make_project()
+    run_cli("run", "--project", str(root), "--as-of", "2024-12-31")
+    out = run_cli("members", "demographic.dac", "--project", str(root))
+    assert out.returncode != 0
+    assert "did you mean 'demographic.dach'" in out.stderr

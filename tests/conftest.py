@@ -1,0 +1,89 @@
+"""Shared fixtures: small real projects on disk (CSV files, a DuckDB warehouse, a state file)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CUSTOMERS_CSV = """\
+customer_id,email,country,signup_at,plan,tier
+1,anna@example.com,DE,2024-01-01 10:00:00,pro,gold
+2,ben@example.com,AT,2024-02-01 10:00:00,basic,silver
+3,cleo@example.com,FR,2024-03-01 10:00:00,,
+4,dan@example.com,,2024-04-01 10:00:00,pro,gold
+"""
+
+ORDERS_CSV = """\
+order_id,customer_id,created,total,category
+10,1,2024-05-01 12:00:00,120.0,skincare
+11,1,2024-06-01 12:00:00,80.5,makeup
+12,2,2024-05-15 12:00:00,300.0,skincare
+13,4,2024-07-01 12:00:00,50.0,haircare
+"""
+
+CONFIG = """\
+name: test-shop
+timezone: UTC
+currency: EUR
+sources:
+  customers: {path: data/customers.csv}
+  orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}
+"""
+
+SEGMENTS = """\
+segments:
+  - name: demographic.dach
+    description: Customers in Germany or Austria.
+    owner: crm-team
+    rule: country in ('DE', 'AT')
+  - name: value.buyers
+    description: Customers with at least one order.
+    owner: crm-team
+    rule: count(orders) >= 1
+"""
+
+MakeProject = Callable[..., Path]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> MakeProject:
+    """Write a small project; keyword arguments replace or add files (None removes one)."""
+
+    def make(name: str = "shop", **files: str | None) -> Path:
+        root = tmp_path / name
+        defaults: dict[str, str | None] = {
+            "crmseg.yml": CONFIG,
+            "data/customers.csv": CUSTOMERS_CSV,
+            "data/orders.csv": ORDERS_CSV,
+            "segments/core.yml": SEGMENTS,
+        }
+        for key, text in files.items():
+            defaults[key.replace("__", "/").replace("_yml", ".yml").replace("_csv", ".csv")] = text
+        for rel, text in defaults.items():
+            if text is None:
+                continue
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return root
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command line in a subprocess."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "crmseg", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )

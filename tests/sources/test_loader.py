@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crmseg.backends.base import CANONICAL_SCHEMA
+from crmseg.backends.duckdb import DuckDBBackend
+from crmseg.config import load_config
+from crmseg.errors import SourceError
+from crmseg.sources.loader import load_sources, plan_sources, schema_from
+
+from ..conftest import MakeProject
+
+
+def _load(root: Path) -> tuple[DuckDBBackend, dict[str, int]]:
+    config = load_config(root)
+    backend = DuckDBBackend(root / "w.duckdb")
+    return backend, load_sources(config, root, backend)
+
+
+def test_csv_with_mapping_loads_canonical_columns(make_project: MakeProject) -> None:
+    backend, counts = _load(make_project())
+    assert counts == {"customers": 4, "orders": 4}
+    orders = backend.execute(backend.canonical("orders").order_by("order_id")).to_pylist()
+    assert orders[0]["ordered_at"].isoformat() == "2024-05-01T12:00:00"
+    assert orders[0]["amount"] == 120.0
+    assert orders[0]["customer_id"] == "1"  # ids are strings whatever the file says
+    schema = backend.canonical("customers").schema()
+    assert str(schema["customer_id"]) == "string"
+    assert "tier" in schema  # extra user columns are kept
+    types = schema_from({"customers": backend.canonical("customers")})["customers"]
+    assert types["signup_at"] == "timestamp" and types["tier"] == "string"
+
+
+def test_naive_timestamps_use_the_project_timezone(make_project: MakeProject) -> None:
+    root = make_project(
+        crmseg_yml="name: t\ntimezone: Europe/Berlin\nsources:\n  customers: {path: data/c.csv}\n",
+        data__c_csv=(
+            "customer_id,signup_at\n"
+            "1,2024-01-01 10:00:00\n"  # CET: UTC+1
+            "2,2024-07-01 10:00:00\n"  # CEST: UTC+2
+            "3,2024-07-01T10:00:00+00:00\n"  # explicit offsets win
+        ),
+    )
+    backend, _ = _load(root)
+    rows = backend.execute(backend.canonical("customers").order_by("customer_id")).to_pylist()
+    assert [r["signup_at"].hour for r in rows] == [9, 8, 10]
+
+
+def test_parquet_glob_source(make_project: MakeProject) -> None:
+    root = make_project(crmseg_yml="name: t\nsources:\n  customers: {path: data/part-*.parquet}\n")
+    for i in range(2):
+        pq.write_table(
+            pa.table({"customer_id": [i * 10 + 1, i * 10 + 2], "country": ["DE", "FR"]}),
+            root / "data" / f"part-{i}.parquet",
+        )
+    backend, counts = _load(root)
+    assert counts == {"customers": 4}
+
+
+def test_backend_table_source(make_project: MakeProject) -> None:
+    root = make_project(
+        crmseg_yml=(
+            "name: t\nbackend: {path: w.duckdb}\nsources:\n  customers: {table: raw.people,"
+            " columns: {customer_id: id}}\n"
+        )
+    )
+    backend = DuckDBBackend(root / "w.duckdb")
+    backend.con.create_database("raw")
+    backend.con.create_table("people", pa.table({"id": [1, 2], "country": ["DE", "AT"]}), database="raw")
+    counts = load_sources(load_config(root), root, backend)
+    assert counts == {"customers": 2}
+
+
+def test_every_problem_is_reported_at_once(make_project: MakeProject) -> None:
+    root = make_project(
+        crmseg_yml=(
+            "name: t\nsources:\n"
+            "  customers: {path: data/customers.csv}\n"
+            "  orders: {path: data/orders.csv, columns: {ordered_at: created_on, amount: total}}\n"
+            "  events: {path: data/missing.csv}\n"
+            "  tickets: {path: data/tickets.csv}\n"
+        ),
+        data__tickets_csv="ticket_id,customer_id,opened_at,csat\n1,1,2024-01-01,great\n2,1,not a date,4\n",
+    )
+    with pytest.raises(SourceError) as info:
+        plan_sources(load_config(root), root, DuckDBBackend())
+    problems = info.value.problems
+    text = "\n".join(problems)
+    assert "data/orders.csv: column mapping orders.ordered_at -> 'created_on': no column" in text
+    assert "data/missing.csv: file not found" in text
+    assert "data/tickets.csv: column 'csat' (tickets.csat): expected float, found 1 value" in text
+    assert "'great'" in text
+    assert "column 'opened_at' (tickets.opened_at): expected timestamp" in text
+    assert len(problems) == 4
+
+
+def test_missing_required_column(make_project: MakeProject) -> None:
+    root = make_project(
+        crmseg_yml=(
+            "name: t\nsources:\n  customers: {path: data/customers.csv}\n"
+            "  orders: {path: data/orders.csv, columns: {ordered_at: created}}\n"
+        ),
+        data__orders_csv="order_id,customer_id,created\n1,1,2024-01-01\n",
+    )
+    with pytest.raises(SourceError, match=r"required column orders\.amount is missing"):
+        plan_sources(load_config(root), root, DuckDBBackend())
+
+
+def test_unreadable_file(make_project: MakeProject) -> None:
+    root = make_project(crmseg_yml="name: t\nsources:\n  customers: {path: data/c.parquet}\n")
+    (root / "data" / "c.parquet").write_bytes(b"this is not parquet")
+    with pytest.raises(SourceError, match=r"data/c\.parquet: cannot read parquet"):
+        plan_sources(load_config(root), root, DuckDBBackend())
+
+
+def test_failed_load_keeps_previous_tables(make_project: MakeProject) -> None:
+    root = make_project()
+    backend, _ = _load(root)
+    (root / "data" / "orders.csv").write_text("order_id,customer_id,created,total\n1,1,x,y\n")
+    with pytest.raises(SourceError):
+        load_sources(load_config(root), root, backend)
+    assert backend.scalar(backend.canonical("orders").count()) == 4
+
+
+def test_removed_source_is_dropped(make_project: MakeProject) -> None:
+    root = make_project()
+    backend, _ = _load(root)
+    (root / "crmseg.yml").write_text("name: t\nsources:\n  customers: {path: data/customers.csv}\n")
+    load_sources(load_config(root), root, backend)
+    assert backend.canonical_tables() == ["customers"]
+    assert CANONICAL_SCHEMA == "crmseg"
+
+
+def test_order_items_get_customer_and_time_from_orders(make_project: MakeProject) -> None:
+    root = make_project(
+        crmseg_yml=(
+            "name: t\nsources:\n  customers: {path: data/customers.csv}\n"
+            "  orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}\n"
+            "  order_items: {path: data/items.csv}\n"
+        ),
+        data__items_csv="order_id,product,quantity,price\n10,serum,2,30.0\n13,shampoo,1,50.0\n",
+    )
+    backend, _ = _load(root)
+    items = backend.execute(backend.canonical("order_items").order_by("order_id")).to_pylist()
+    assert [(i["customer_id"], i["ordered_at"].month) for i in items] == [("1", 5), ("4", 7)]

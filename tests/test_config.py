@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crmseg.config import load_config
+from crmseg.errors import ConfigError
+
+from .conftest import MakeProject
+
+
+def test_loads_the_documented_example(tmp_path: Path) -> None:
+    (tmp_path / "crmseg.yml").write_text(
+        "name: demo-shop\n"
+        "backend: {kind: duckdb, path: .crmseg/warehouse.duckdb}\n"
+        "timezone: UTC\n"
+        "currency: EUR\n"
+        "sources:\n"
+        "  customers: {path: data/customers.parquet}\n"
+        "  orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}\n"
+        "  events: {table: raw.events}\n"
+    )
+    config = load_config(tmp_path)
+    assert config.sources["orders"].columns == {"ordered_at": "created", "amount": "total"}
+    assert config.sources["events"].table == "raw.events"
+    assert config.sources["customers"].file_format == "parquet"
+    assert config.backend.path == ".crmseg/warehouse.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "needle"),
+    [
+        ("name: x\nsources:\n  customers: {path: c.csv}\ncolour: red\n", 4, 1, "unknown key"),
+        ("name: x\nsources:\n  customers: {path: c.csv, colour: 1}\n", 3, 28, "unknown key"),
+        ("name: x\nsources:\n  shoppers: {path: c.csv}\n", 3, 3, "unknown table 'shoppers'"),
+        ("name: x\nsources:\n  orders: {path: o.csv}\n", 3, 3, "'customers' source is required"),
+        ("name: x\nsources:\n  customers: {}\n", 3, 14, "exactly one of 'path'"),
+        ("name: x\ntimezone: Mars/Base\nsources:\n  customers: {path: c.csv}\n", 2, 11, "timezone"),
+        (
+            "name: x\nsources:\n  customers: {path: c.csv, columns: {emial: mail}}\n",
+            3,
+            3,
+            "'emial' is not a column",
+        ),
+        ("name: x\nsources: [\n", 3, 1, "invalid YAML"),
+        ("sources:\n  customers: {path: c.csv}\n", 1, 1, "required key is missing"),
+    ],
+)
+def test_bad_config_is_located(
+    tmp_path: Path, text: str, line: int, column: int, needle: str
+) -> None:
+    (tmp_path / "crmseg.yml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    err = info.value
+    assert needle in err.message
+    assert err.location.file is not None and err.location.file.endswith("crmseg.yml")
+    assert (err.location.line, err.location.column) == (line, column)
+    assert "\n" not in str(err)
+
+
+def test_missing_project_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="crmseg init"):
+        load_config(tmp_path)
+
+
+def test_project_fixture_config_is_valid(make_project: MakeProject) -> None:
+    assert load_config(make_project()).name == "test-shop"
