@@ -108,7 +108,8 @@ def test_bad_input_is_one_located_line_and_keeps_state(
     assert expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
     assert (state.read_bytes(), warehouse.read_bytes()) == before
-    # History still answers as before.
+    # With the input fixed, history still answers as before.
+    make_project()
     members = run_cli("members", "demographic.dach", "--project", str(root), "-f", "json")
     assert json.loads(members.stdout)["members"] == ["1", "2"]
 

@@ -227,7 +227,8 @@ def explain(
     ws = _open(project)
     with ws:
         result = ws.explain(segment, customer, as_of=parse_as_of(as_of))
-    console.print(str(result), markup=False)
+    for line in result.lines():
+        console.print(line, markup=False)
 
 
 @app.command()
