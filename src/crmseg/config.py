@@ -94,7 +94,9 @@ class Config(Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (expected an IANA name such as UTC)")
+            raise ValueError(
+                f"unknown timezone {value!r} (expected an IANA name such as UTC)"
+            ) from None
         return value
 
     @field_validator("sources")
@@ -102,9 +104,7 @@ class Config(Strict):
     def _known_tables(cls, value: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
         unknown = sorted(set(value) - set(TABLES))
         if unknown:
-            raise ValueError(
-                f"unknown table {unknown[0]!r} (expected one of: {', '.join(TABLES)})"
-            )
+            raise ValueError(f"unknown table {unknown[0]!r} (expected one of: {', '.join(TABLES)})")
         if "customers" not in value:
             raise ValueError("the 'customers' source is required")
         for table, source in value.items():
@@ -181,18 +181,18 @@ def load_yaml(path: Path, display: str | None = None) -> YamlDoc:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("file not found", Location(name))
+        raise ConfigError("file not found", Location(name)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read file: {exc}", Location(name))
+        raise ConfigError(f"cannot read file: {exc}", Location(name)) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
-        raise ConfigError(f"invalid YAML: {exc.problem}", where)
+        raise ConfigError(f"invalid YAML: {exc.problem}", where) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", Location(name))
+        raise ConfigError(f"invalid YAML: {exc}", Location(name)) from None
     return YamlDoc(name, data, root)
 
 

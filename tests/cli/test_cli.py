@@ -38,9 +38,7 @@ def test_run_then_members_from_history(make_project: MakeProject) -> None:
     out = run_cli("run", "--project", str(root), "--as-of", "2024-12-31")
     assert out.returncode == 0, out.stderr
     assert "demographic.dach" in out.stdout
-    members = run_cli(
-        "members", "demographic.dach", "--project", str(root), "--format", "json"
-    )
+    members = run_cli("members", "demographic.dach", "--project", str(root), "--format", "json")
     assert members.returncode == 0, members.stderr
     assert json.loads(members.stdout)["members"] == ["1", "2"]
     csv = run_cli("members", "value.buyers", "-p", str(root), "-f", "csv")

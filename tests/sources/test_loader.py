@@ -57,7 +57,7 @@ def test_parquet_glob_source(make_project: MakeProject) -> None:
             pa.table({"customer_id": [i * 10 + 1, i * 10 + 2], "country": ["DE", "FR"]}),
             root / "data" / f"part-{i}.parquet",
         )
-    backend, counts = _load(root)
+    _backend, counts = _load(root)
     assert counts == {"customers": 4}
 
 
@@ -70,7 +70,9 @@ def test_backend_table_source(make_project: MakeProject) -> None:
     )
     backend = DuckDBBackend(root / "w.duckdb")
     backend.con.create_database("raw")
-    backend.con.create_table("people", pa.table({"id": [1, 2], "country": ["DE", "AT"]}), database="raw")
+    backend.con.create_table(
+        "people", pa.table({"id": [1, 2], "country": ["DE", "AT"]}), database="raw"
+    )
     counts = load_sources(load_config(root), root, backend)
     assert counts == {"customers": 2}
 
@@ -84,7 +86,9 @@ def test_every_problem_is_reported_at_once(make_project: MakeProject) -> None:
             "  events: {path: data/missing.csv}\n"
             "  tickets: {path: data/tickets.csv}\n"
         ),
-        data__tickets_csv="ticket_id,customer_id,opened_at,csat\n1,1,2024-01-01,great\n2,1,not a date,4\n",
+        data__tickets_csv=(
+            "ticket_id,customer_id,opened_at,csat\n1,1,2024-01-01,great\n2,1,not a date,4\n"
+        ),
     )
     with pytest.raises(SourceError) as info:
         plan_sources(load_config(root), root, DuckDBBackend())

@@ -54,7 +54,9 @@ class Backend(ABC):
             return self.con.table(name, database=database)
         except Exception as exc:
             where = f"{database}.{name}" if database else name
-            raise BackendError(f"table {where} not found in the {self.kind} database: {exc}")
+            raise BackendError(
+                f"table {where} not found in the {self.kind} database: {exc}"
+            ) from None
 
     def has_table(self, name: str, database: str | None = None) -> bool:
         try:
@@ -77,7 +79,7 @@ class Backend(ABC):
         try:
             return self.con.sql(query, dialect=self.dialect)
         except Exception as exc:
-            raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=query)
+            raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=query) from None
 
     @abstractmethod
     def replace_tables(self, tables: dict[str, ir.Table], database: str) -> None:

@@ -38,7 +38,9 @@ class DuckDBBackend(Backend):
         try:
             con = ibis.duckdb.connect(self.path, read_only=read_only, **config)
         except Exception as exc:
-            raise BackendError(f"cannot open DuckDB database {self.path}: {_first_line(exc)}")
+            raise BackendError(
+                f"cannot open DuckDB database {self.path}: {_first_line(exc)}"
+            ) from None
         # Timestamps are naive UTC throughout; make DuckDB's own conversions agree.
         con.con.execute("SET TimeZone = 'UTC'")
         super().__init__(con)
@@ -54,9 +56,7 @@ class DuckDBBackend(Backend):
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(
-                f"DuckDB failed: {_first_line(exc)}", sql=self.sql_of(expr)
-            ) from exc
+            raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=self.sql_of(expr)) from exc
 
     def replace_tables(self, tables: dict[str, ir.Table], database: str) -> None:
         raw = self.raw

@@ -106,9 +106,7 @@ class StateStore:
             self.con.execute(statement)
         row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         if not row:
-            self.con.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+            self.con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         elif int(row[0][0]) > SCHEMA_VERSION:
             raise StateError(
                 f"{self.path} was written by a newer crmseg (state schema {row[0][0]}); upgrade"

@@ -40,7 +40,9 @@ ProjectOpt = Annotated[
 ]
 AsOfOpt = Annotated[
     str | None,
-    typer.Option("--as-of", help="Instant to compute at, e.g. 2026-01-31 or 2026-01-31T12:00 (UTC)."),
+    typer.Option(
+        "--as-of", help="Instant to compute at, e.g. 2026-01-31 or 2026-01-31T12:00 (UTC)."
+    ),
 ]
 
 
@@ -117,7 +119,9 @@ def init(
     from crmseg.demo.scaffold import init_project
 
     with progress_bar("init") as cb:
-        written = init_project(directory, demo=demo, customers=customers, seed=seed, force=force, progress=cb)
+        written = init_project(
+            directory, demo=demo, customers=customers, seed=seed, force=force, progress=cb
+        )
     console.print(f"created [bold]{directory}[/] ({len(written)} files)")
     if demo:
         console.print(f"next: crmseg run --project {directory}")
@@ -165,7 +169,11 @@ def _print_run(result: Any) -> None:
     for name, size in result.sizes.items():
         share = size / result.customers if result.customers else 0.0
         table.add_row(
-            name, f"{size:,}", f"{share:.1%}", f"{result.entered[name]:,}", f"{result.exited[name]:,}"
+            name,
+            f"{size:,}",
+            f"{share:.1%}",
+            f"{result.entered[name]:,}",
+            f"{result.exited[name]:,}",
         )
     console.print(table)
     console.print(
@@ -209,7 +217,8 @@ def preview(
     with ws:
         p = ws.preview(segment, as_of=parse_as_of(as_of), sql=sql)
     console.print(f"[bold]{p.segment}[/]: {p.english}")
-    console.print(f"{p.size:,} of {p.customers:,} customers ({p.share:.1%}) as of {p.as_of:%Y-%m-%d %H:%M:%S} UTC")
+    when = f"{p.as_of:%Y-%m-%d %H:%M:%S} UTC"
+    console.print(f"{p.size:,} of {p.customers:,} customers ({p.share:.1%}) as of {when}")
     console.print("sample: " + (", ".join(p.sample) or "(none)"))
     if p.sql:
         console.print(p.sql, markup=False)

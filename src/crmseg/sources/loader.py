@@ -54,7 +54,7 @@ def _read(
             return None
         return backend.table(name, database=database or None)
     assert source.path is not None
-    pattern = str((root / source.path)) if not Path(source.path).is_absolute() else source.path
+    pattern = str(root / source.path) if not Path(source.path).is_absolute() else source.path
     matches = sorted(glob.glob(pattern))
     if not matches:
         problems.append(f"{origin}: file not found")
@@ -125,9 +125,7 @@ def _localize(backend: Backend, value: Any, tz: str) -> Any:
     return local_to_utc(backend, value, tz)
 
 
-def _convert(
-    backend: Backend, raw: Any, want: DType, tz: str
-) -> tuple[Any, Any | None]:
+def _convert(backend: Backend, raw: Any, want: DType, tz: str) -> tuple[Any, Any | None]:
     """(converted value, value-or-null used to count conversion failures)."""
     import ibis
     import ibis.expr.datatypes as dt
