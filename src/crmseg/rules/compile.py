@@ -222,7 +222,7 @@ class Compiler:
             case "round":
                 last = n.args[-1]
                 digits = last.value if len(n.args) == 2 and isinstance(last, A.Lit) else 0
-                return x.round(int(digits or 0)).cast("float64")
+                return x.round(digits if isinstance(digits, int) else 0).cast("float64")
             case "days_since" | "hours_since":
                 unit = 86_400 if fn == "days_since" else 3_600
                 # integer seconds on both sides, then floor division: same on every backend

@@ -1,0 +1,117 @@
+"""``explain SEGMENT CUSTOMER``: every sub-condition of a rule with its value for one customer.
+
+The sub-expressions are compiled as extra columns of the same plan and the result is filtered
+to that customer, so the values are exactly the ones the run computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import ibis.expr.types as ir
+
+from crmseg.rules import ast as A
+from crmseg.rules.english import cond, value
+from crmseg.rules.parser import render
+
+if TYPE_CHECKING:
+    from crmseg.rules.plan import Plan
+
+
+@dataclass(frozen=True)
+class Step:
+    text: str  # the sub-expression as written in the rule
+    english: str
+    value: Any  # True / False / None (unknown) for conditions; the value otherwise
+    depth: int
+    kind: Literal["condition", "value"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    segment: str
+    customer_id: str
+    exists: bool  # the customer exists at as_of
+    verdict: bool
+    english: str
+    steps: list[Step] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        head = "IN" if self.verdict else "NOT IN"
+        out = [f"{self.customer_id} is {head} {self.segment}: {self.english}"]
+        if not self.exists:
+            out.append("  (no such customer at this as_of)")
+        for s in self.steps:
+            shown = "unknown" if s.value is None else s.value
+            mark = {True: "✓", False: "✗"}.get(s.value, "·") if s.kind == "condition" else "="
+            out.append(f"{'  ' * (s.depth + 1)}{mark} {s.text}  -> {shown}")
+        return out
+
+
+_BOOL = (A.Binary, A.Unary, A.Between, A.In, A.Like, A.IsNull, A.Did, A.SeqR, A.SegRef)
+
+
+def _is_cond(n: A.Node) -> bool:
+    if isinstance(n, A.Binary):
+        return n.op in ("and", "or", "=", "!=", "<", "<=", ">", ">=")
+    if isinstance(n, A.Unary):
+        return n.op == "not"
+    return isinstance(n, (*_BOOL, A.Consent)) or (isinstance(n, A.Func) and n.fn == "contains")
+
+
+def _operands(n: A.Node) -> list[A.Node]:
+    """The non-literal values a leaf condition compares."""
+    kids = [c for c in A.children(n) if not isinstance(c, A.Lit | A.Now | A.Dur)]
+    if isinstance(n, A.Did | A.SeqR | A.SegRef | A.Consent):
+        return []
+    return kids
+
+
+def _collect(n: A.Node, depth: int, out: list[tuple[A.Node, int, bool]]) -> None:
+    out.append((n, depth, True))
+    if (isinstance(n, A.Binary) and n.op in ("and", "or")) or isinstance(n, A.Unary):
+        for c in A.children(n):
+            _collect(c, depth + 1, out)
+        return
+    for c in _operands(n):
+        if _is_cond(c):
+            _collect(c, depth + 1, out)
+        else:
+            out.append((c, depth + 1, False))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    return v
+
+
+def explain(
+    plan: Plan,
+    name: str,
+    tables: Mapping[str, ir.Table],
+    as_of: datetime,
+    customer_id: str,
+    sql_segments: Mapping[str, ir.Table] | None = None,
+) -> Explanation:
+    c = plan.checked[("segment", name)]
+    text = c.defn.text or ""
+    nodes: list[tuple[A.Node, int, bool]] = []
+    if c.node is not None:
+        _collect(c.node, 0, nodes)
+    extra = {f"__x{i}": n for i, (n, _, _) in enumerate(nodes)}
+    wide = plan.wide(tables, as_of, sql_segments, [name], extra)
+    rows = wide.filter(wide.customer_id == customer_id).to_pyarrow().to_pylist()
+    row = rows[0] if rows else {}
+    steps = []
+    for i, (n, depth, is_cond) in enumerate(nodes):
+        src = text[n.span.start : n.span.end] if n.span.end > n.span.start else render(n)
+        eng = cond(n) if is_cond else value(n)
+        kind: Literal["condition", "value"] = "condition" if is_cond else "value"
+        steps.append(Step(src, eng, _plain(row.get(f"__x{i}")), depth, kind))
+    return Explanation(
+        name, customer_id, bool(rows), bool(row.get(name, False)), plan.english(name), steps
+    )
