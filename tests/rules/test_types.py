@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import pytest
+
+from crmseg.errors import RuleErrors, RuleSyntaxError, RuleTypeError
+from crmseg.rules import Definition, Schema, build_plan
+from tests.rules.conftest import schema
+
+
+def errors(*defs: Definition, sch: Schema | None = None) -> list[str]:
+    with pytest.raises(RuleErrors) as e:
+        build_plan(list(defs), sch or schema())
+    return [str(x) for x in e.value.errors]
+
+
+def seg(rule: str, name: str = "s", line: int = 1, column: int = 1) -> Definition:
+    return Definition(name, "segment", text=rule, file="segments/x.yml", line=line, column=column)
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragment"),
+    [
+        ("contry = 'DE'", "unknown name 'contry'; did you mean 'country'?"),
+        ("country > 3", "cannot compare a string with a number"),
+        ("sum(orders.amout) > 1", "unknown column 'amout' of orders; did you mean 'amount'?"),
+        ("orders.amount > 3", "use it inside an aggregate"),
+        ("orders > 3", "orders is a table; aggregate it"),
+        ("count(orders where plan = 'x') > 1", "unknown column 'plan' of orders"),
+        ("sum(orders.category) > 1", "expected a number, got a string"),
+        ("count(ordrs) > 1", "unknown table 'ordrs'; did you mean 'orders'?"),
+        ("count(customers) > 1", "cannot aggregate over customers"),
+        ("orders_count", "must be a condition"),
+        ("signup_at > '2024-01-01'", "date('2024-01-01')"),
+        ("in_segment('nope')", "unknown segment 'nope'"),
+        ("consent.emial", "unknown consent channel 'emial'"),
+        ("lower(3) = 'x'", "expected a string, got a number"),
+        ("days_since(country) > 3", "expected a timestamp"),
+        ("count(orders where count(orders) > 1) > 1", "nested inside a where"),
+        ("lower(country within 3d) = 'x'", "within is only allowed"),
+        ("did(country)", "takes one quoted event name"),
+        ("fooo(country)", "unknown function 'fooo'"),
+        ("date('2024-13-01') < now", "not a date"),
+        ("did('a') then did('b' within 1d) within 2d", "goes after the second did"),
+        ("signup_at - signup_at > 1", "use days_since"),
+        ("days_since(signup_at) > 30d", "cannot compare with a duration"),
+    ],
+)
+def test_type_errors(rule: str, fragment: str) -> None:
+    [msg] = errors(seg(rule))
+    assert fragment in msg
+
+
+def test_within_on_a_table_without_time() -> None:
+    sch = schema()
+    tables = {k: dict(v) for k, v in sch.tables.items()}
+    del tables["tickets"]["opened_at"]
+    [msg] = errors(seg("count(tickets within 30d) > 1"), sch=Schema(tables))
+    assert "within needs a time column, but tickets has no opened_at" in msg
+
+
+def test_absent_table() -> None:
+    sch = Schema({"customers": schema().tables["customers"]})
+    [msg] = errors(seg("count(orders) > 1"), sch=sch)
+    assert "table orders is not part of this project's data" in msg
+
+
+def test_all_errors_reported_together_with_locations_and_carets() -> None:
+    with pytest.raises(RuleErrors) as e:
+        build_plan(
+            [
+                seg("country = 'DE' and\n  contry > 3", name="a", line=10, column=11),
+                seg("country >", name="b", line=20, column=11),
+                Definition(
+                    "t", "trait", text="sum(orders.amout)", file="traits/t.yml", line=5, column=11
+                ),
+            ],
+            schema(),
+        )
+    errs = e.value.errors
+    assert len(errs) == 3
+    by_file = {(x.location.file, x.location.line): x for x in errs}
+    a = by_file[("segments/x.yml", 11)]
+    assert isinstance(a, RuleTypeError)
+    assert a.location.column == 3  # later lines carry their own indentation
+    assert a.excerpt.splitlines() == ["    contry > 3", "    ^^^^^^"]
+    b = by_file[("segments/x.yml", 20)]
+    assert isinstance(b, RuleSyntaxError) and b.location.column == 20
+    t = by_file[("traits/t.yml", 5)]
+    assert t.location.column == 15  # 'sum(' is 4 chars: the bad name starts at col 5 of text
+    assert "(and 2 more errors)" in str(e.value)
+
+
+def test_cycles_are_named() -> None:
+    msgs = errors(seg("in_segment('b')", "a"), seg("in_segment('a')", "b"))
+    assert any("reference cycle: a -> b -> a" in m for m in msgs)
+    msgs = errors(Definition("x", "trait", text="y + 1"), Definition("y", "trait", text="x * 2"))
+    assert any("reference cycle: x -> y -> x" in m for m in msgs)
+
+
+def test_traits_may_reference_traits_and_user_traits_override_builtins() -> None:
+    plan = build_plan(
+        [Definition("ltv", "trait", text="sum(orders.amount)"),
+         Definition("ltv2", "trait", text="ltv * 2")], schema())  # fmt: skip
+    from crmseg.rules import ast as A
+
+    assert plan.checked[("trait", "ltv")].node == A.Agg("sum", "orders", "amount")
+    assert ("trait", "ltv") in plan.checked[("trait", "ltv2")].deps
+
+
+def test_builtins_skip_absent_tables() -> None:
+    sch = Schema({"customers": schema().tables["customers"]})
+    plan = build_plan([seg("country = 'DE'")], sch)
+    assert plan.traits == []
+    full = build_plan([seg("country = 'DE'")], schema())
+    assert {"orders_count", "ltv", "aov", "tickets_90d", "avg_csat", "refund_total"} <= set(
+        full.traits
+    )
+
+
+def test_duplicate_and_clashing_names() -> None:
+    msgs = errors(seg("true", "a"), seg("false", "a"))
+    assert any("defined twice" in m for m in msgs)
+    msgs = errors(Definition("country", "trait", text="1"))
+    assert any("name of a customers column" in m for m in msgs)
