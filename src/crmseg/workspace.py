@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,52 +212,87 @@ class Workspace:
         _fail_after: int | None = None,
     ) -> RunResult:
         """Load sources, compute every segment at ``as_of`` and record the run atomically."""
+        started = utcnow()
+        at = to_utc(as_of) if as_of else started
+        plan, counts, chosen = self._prepare(select, progress)
+        if progress:
+            progress("computing segments", 0.55)
+        return self._evaluate(plan, counts, chosen, at, started, _fail_after)
+
+    def backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        every: timedelta,
+        select: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> list[RunResult]:
+        """Run the catalog at each instant from ``start`` to ``end`` (inclusive) every ``every``.
+
+        Sources load once; each run sees only the rows visible at its own instant.
+        """
+        if every <= timedelta(0):
+            raise SegmentError("--every must be a positive duration")
+        first, last = to_utc(start), to_utc(end)
+        if last < first:
+            raise SegmentError("--to must not be before --from")
+        instants = []
+        at = first
+        while at <= last:
+            instants.append(at)
+            at += every
+        plan, counts, chosen = self._prepare(select, _scaled(progress, 0.0, 0.2))
+        results = []
+        for i, at in enumerate(instants):
+            if progress:
+                progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
+            results.append(self._evaluate(plan, counts, chosen, at, utcnow(), None))
+        return results
+
+    def _prepare(
+        self, select: Sequence[str] | None, progress: Progress | None
+    ) -> tuple[Plan, dict[str, int], list[str]]:
+        """Check everything, then load the sources; returns the plan and what to compute."""
+        from crmseg.sources.loader import materialize, plan_sources
+
+        segments = self.segments  # definition errors surface before any work
+        for name in select or ():
+            self.segment(name)
+        # Everything is checked before anything is written: sources, rules, SQL segments.
+        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.6))
+        plan = self._plan({n: p.expr for n, p in planned.items()})
+        if "customers" in self.backend.canonical_tables():
+            self._sql_segments()  # on a first load their tables do not exist yet
+        counts = materialize(self.backend, planned, _scaled(progress, 0.6, 1.0))
+        chosen = list(select) if select else [s.name for s in segments]
+        return plan, counts, chosen
+
+    def _evaluate(
+        self,
+        plan: Plan,
+        counts: dict[str, int],
+        chosen: list[str],
+        at: datetime,
+        started: datetime,
+        fail_after: int | None,
+    ) -> RunResult:
         import pyarrow.compute as pc
 
         from crmseg.backends.state import SegmentResult
         from crmseg.segments.catalog import definition_hash
 
-        started = utcnow()
         clock = time.perf_counter()
-        at = to_utc(as_of) if as_of else started
-        segments = self.segments  # definition errors surface before any work
-        if select:
-            for name in select:
-                self.segment(name)
-        last = self.state.last_run()
-        if last is not None and at < last.as_of:
-            from crmseg.errors import StateError
-
-            raise StateError(
-                f"as_of {at:%Y-%m-%d %H:%M:%S} is before the last run's "
-                f"({last.as_of:%Y-%m-%d %H:%M:%S}); runs must move forward in time"
-            )
-        from crmseg.sources.loader import materialize, plan_sources
-
-        # Everything is checked before anything is written: sources, rules, SQL segments.
-        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.3))
-        plan = self._plan({n: p.expr for n, p in planned.items()})
-        if "customers" in self.backend.canonical_tables():
-            self._sql_segments()  # on a first load their tables do not exist yet
-        counts = materialize(self.backend, planned, _scaled(progress, 0.3, 0.5))
         tables = self._loaded_tables()
-        if progress:
-            progress("computing segments", 0.55)
-        chosen = list(select) if select else [s.name for s in segments]
         wide = plan.wide(tables, at, self._sql_segments(), select=chosen)
         result = self.backend.execute(wide.select("customer_id", *chosen))
-        if progress:
-            progress("recording run", 0.85)
         ids = result.column("customer_id")
-        by_name = {s.name: s for s in segments}
+        by_name = {s.name: s for s in self.segments}
         results = []
         for name in chosen:
-            members = pc.filter(ids, result.column(name))
             seg = by_name[name]
+            members = pc.filter(ids, result.column(name)).combine_chunks()
             text = seg.definition.text or seg.definition.sql or ""
-            results.append(
-                SegmentResult(name, definition_hash(seg.definition), text, members.combine_chunks())
-            )
+            results.append(SegmentResult(name, definition_hash(seg.definition), text, members))
         record = self.state.record_run(
             at,
             started,
@@ -266,11 +301,9 @@ class Workspace:
             counts,
             results,
             __version__,
-            fail_after=_fail_after,
+            fail_after=fail_after,
         )
         stats = self.state.segments_in_run(record.run_id)
-        if progress:
-            progress("done", 1.0)
         return RunResult(
             run_id=record.run_id,
             as_of=at,

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crmseg.backends.state import SegmentResult, StateStore
 from crmseg.errors import StateError
@@ -63,13 +66,6 @@ def test_injected_failure_leaves_previous_state(tmp_path: Path) -> None:
     assert reopened.members("a.y", T0 + timedelta(days=2)) == ["2"]
 
 
-def test_runs_must_move_forward(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state.duckdb")
-    _run(store, T0, {"a.x": ["1"]})
-    with pytest.raises(StateError, match="before the last run"):
-        _run(store, T0 - timedelta(days=1), {"a.x": ["1"]})
-
-
 def test_run_at_picks_the_latest_run_not_after(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.duckdb")
     _run(store, T0, {"a.x": ["1"]})
@@ -77,3 +73,55 @@ def test_run_at_picks_the_latest_run_not_after(tmp_path: Path) -> None:
     run = store.run_at(T0 + timedelta(days=3))
     assert run is not None and run.run_id == 1
     assert store.run_at(T0 - timedelta(days=1)) is None
+
+
+# --- history in any run order (backfills) ---------------------------------------------------
+
+
+CUSTOMERS = [str(i) for i in range(6)]
+snapshots = st.lists(
+    st.tuples(st.integers(0, 6), st.frozensets(st.sampled_from(CUSTOMERS))),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs=snapshots)
+def test_intervals_equal_the_snapshots_in_as_of_order(
+    runs: list[tuple[int, frozenset[str]]],
+) -> None:
+    store = StateStore()
+    truth: dict[int, frozenset[str]] = {}
+    for day, members in runs:
+        _run(store, T0 + timedelta(days=day), {"a.x": sorted(members)})
+        truth[day] = members  # a later run at the same instant replaces it
+    days = sorted(truth)
+    for probe in range(-1, 8):
+        at = T0 + timedelta(days=probe, hours=probe % 2 * 5)
+        before = [d for d in days if T0 + timedelta(days=d) <= at]
+        expected = sorted(truth[before[-1]]) if before else []
+        assert store.members("a.x", at) == expected, (runs, probe)
+    rows = store.con.execute(
+        "SELECT customer_id, entered_at, exited_at FROM memberships ORDER BY 1, 2"
+    ).fetchall()
+    for (c1, _e1, x1), (c2, e2, _x2) in itertools.pairwise(rows):
+        if c1 == c2:  # canonical: no overlap, no touching intervals
+            assert x1 is not None and x1 < e2, rows
+    for _c, e, x in rows:
+        assert x is None or e < x
+    # entered/exited of the newest run at each instant match consecutive snapshots.
+    latest = {
+        as_of: run_id
+        for run_id, as_of in store.con.execute(
+            "SELECT run_id, as_of FROM runs ORDER BY run_id"
+        ).fetchall()
+    }
+    prev: frozenset[str] = frozenset()
+    for day in days:
+        stats = store.segments_in_run(latest[T0 + timedelta(days=day)])["a.x"]
+        assert (stats["entered"], stats["exited"]) == (
+            len(truth[day] - prev),
+            len(prev - truth[day]),
+        ), (runs, day)
+        prev = truth[day]

@@ -12,6 +12,7 @@ ever enters as parameters or registered Arrow tables.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,17 +165,12 @@ class StateStore:
     ) -> RunRecord:
         """Write a run and its membership changes atomically.
 
-        Runs move forward in time: an as_of earlier than the last run's is refused (history
-        backfill is its own feature). A run at the same as_of as the last one replaces that
-        instant's memberships.
-        ``fail_after`` injects a failure after that many segments (tests of atomicity).
+        Runs may come in any time order (backfills): each run is a snapshot of membership at
+        its as_of, and intervals always equal what the snapshots say when read in as_of order
+        (see docs/history.md). A run at an instant that already has one replaces that
+        instant's snapshot. ``fail_after`` injects a failure after that many segments (tests
+        of atomicity).
         """
-        last = self.last_run()
-        if last is not None and as_of < last.as_of:
-            raise StateError(
-                f"as_of {as_of:%Y-%m-%d %H:%M:%S} is before the last run's "
-                f"({last.as_of:%Y-%m-%d %H:%M:%S}); runs must move forward in time"
-            )
         with self.transaction():
             run_id = self._next_run_id()
             self.con.execute(
@@ -192,52 +188,158 @@ class StateStore:
             for i, result in enumerate(results):
                 if fail_after is not None and i >= fail_after:
                     raise StateError(f"injected failure after {fail_after} segments")
-                entered, exited = self._apply(run_id, as_of, result)
-                self.con.execute(
-                    "INSERT INTO run_segments VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        result.segment,
-                        result.definition_hash,
-                        result.definition,
-                        len(result.members),
-                        entered,
-                        exited,
-                    ],
-                )
+                self._splice(run_id, as_of, result)
         return RunRecord(run_id, as_of, started_at, finished_at, customers, dict(sources))
 
     def _next_run_id(self) -> int:
         rows = self.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchall()
         return int(rows[0][0])
 
-    def _apply(self, run_id: int, as_of: datetime, result: SegmentResult) -> tuple[int, int]:
-        """Close intervals of customers who left, open intervals for those who entered."""
-        current = pa.table({"customer_id": pa.array(result.members, pa.string())})
-        self.con.register("current_members", current)
+    def _next_instant(self, segment: str, at: datetime) -> tuple[datetime, int] | None:
+        """The first later instant with a run of this segment, and that run's id."""
+        rows = self.con.execute(
+            "SELECT r.as_of, max(r.run_id) FROM runs r JOIN run_segments s USING (run_id) "
+            "WHERE s.segment = ? AND r.as_of > ? GROUP BY r.as_of ORDER BY r.as_of LIMIT 1",
+            [segment, at],
+        ).fetchall()
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def _splice(self, run_id: int, at: datetime, result: SegmentResult) -> None:
+        """Make the intervals agree with this snapshot at ``at``, whatever runs surround it.
+
+        ``old`` is who the intervals say was a member at ``at``; customers who leave get their
+        interval cut at ``at`` (resuming at the next run instant if they were still members
+        then); customers who join get an interval from ``at`` to the next run instant, merged
+        with an interval that ends exactly at ``at`` or starts at the next instant.
+        """
+        seg = result.segment
+        nxt = self._next_instant(seg, at)
+        n_at, n_run = nxt if nxt else (None, None)
+        con = self.con
+        con.register(
+            "current_members", pa.table({"customer_id": pa.array(result.members, pa.string())})
+        )
         try:
-            exited = self.con.execute(
-                "UPDATE memberships SET exited_at = ?, exited_run = ? "
-                "WHERE segment = ? AND exited_at IS NULL "
-                "AND customer_id NOT IN (SELECT customer_id FROM current_members)",
-                [as_of, run_id, result.segment],
-            ).fetchall()[0][0]
-            entered = self.con.execute(
-                "INSERT INTO memberships "
-                "SELECT ?, c.customer_id, ?, NULL, ?, ?, NULL FROM current_members c "
-                "WHERE c.customer_id NOT IN (SELECT customer_id FROM memberships "
-                "WHERE segment = ? AND exited_at IS NULL)",
-                [result.segment, as_of, result.definition_hash, run_id, result.segment],
-            ).fetchall()[0][0]
-            # A rerun at the same instant can close an interval it opened: such an interval
-            # was never visible to any as-of query.
-            self.con.execute(
-                "DELETE FROM memberships WHERE segment = ? AND exited_at <= entered_at",
-                [result.segment],
+            active = (
+                "segment = $seg AND entered_at <= $at AND (exited_at IS NULL OR exited_at > $at)"
+            )
+            params: dict[str, Any] = {"seg": seg, "at": at}
+            self._x(
+                "CREATE OR REPLACE TEMP TABLE old_members AS "
+                f"SELECT DISTINCT customer_id FROM memberships WHERE {active}",
+                params,
+            )
+            self._x(
+                "CREATE OR REPLACE TEMP TABLE leaving AS SELECT customer_id FROM old_members "
+                "EXCEPT SELECT customer_id FROM current_members"
+            )
+            self._x(
+                "CREATE OR REPLACE TEMP TABLE joining AS SELECT customer_id FROM current_members "
+                "EXCEPT SELECT customer_id FROM old_members"
+            )
+            # Leaving: the part of their interval after the next instant survives.
+            if n_at is not None:
+                self._x(
+                    "INSERT INTO memberships SELECT segment, customer_id, $n, exited_at, "
+                    f"definition_hash, $nrun, exited_run FROM memberships WHERE {active} "
+                    "AND customer_id IN (SELECT customer_id FROM leaving) "
+                    "AND (exited_at IS NULL OR exited_at > $n)",
+                    {**params, "n": n_at, "nrun": n_run},
+                )
+            self._x(
+                f"DELETE FROM memberships WHERE {active} AND entered_at = $at "
+                "AND customer_id IN (SELECT customer_id FROM leaving)",
+                params,
+            )
+            self._x(
+                f"UPDATE memberships SET exited_at = $at, exited_run = $run WHERE {active} "
+                "AND customer_id IN (SELECT customer_id FROM leaving)",
+                {**params, "run": run_id},
+            )
+            # Joining: P = an interval ending exactly at `at`, Q = one starting at the next
+            # instant. P+Q merge, P extends, Q starts earlier, or a new interval opens.
+            self._x(
+                "CREATE OR REPLACE TEMP TABLE p_end AS SELECT customer_id FROM memberships "
+                "WHERE segment = $seg AND exited_at = $at "
+                "AND customer_id IN (SELECT customer_id FROM joining)",
+                params,
+            )
+            self._x(
+                "CREATE OR REPLACE TEMP TABLE q_start AS "
+                "SELECT customer_id, exited_at, exited_run FROM memberships "
+                "WHERE segment = $seg AND $n IS NOT NULL AND entered_at = $n "
+                "AND customer_id IN (SELECT customer_id FROM joining)",
+                {**params, "n": n_at},
+            )
+            self._x(
+                "UPDATE memberships m SET exited_at = q.exited_at, exited_run = q.exited_run "
+                "FROM q_start q WHERE m.segment = $seg AND m.exited_at = $at "
+                "AND m.customer_id = q.customer_id",
+                params,
+            )
+            self._x(
+                "DELETE FROM memberships WHERE segment = $seg AND entered_at = $n "
+                "AND customer_id IN (SELECT customer_id FROM q_start) "
+                "AND customer_id IN (SELECT customer_id FROM p_end)",
+                {**params, "n": n_at},
+            )
+            self._x(
+                "UPDATE memberships SET exited_at = $n, exited_run = $nrun "
+                "WHERE segment = $seg AND exited_at = $at "
+                "AND customer_id IN (SELECT customer_id FROM p_end) "
+                "AND customer_id NOT IN (SELECT customer_id FROM q_start)",
+                {**params, "n": n_at, "nrun": n_run},
+            )
+            self._x(
+                "UPDATE memberships SET entered_at = $at, entered_run = $run, "
+                "definition_hash = $hash WHERE segment = $seg AND entered_at = $n "
+                "AND customer_id IN (SELECT customer_id FROM q_start) "
+                "AND customer_id NOT IN (SELECT customer_id FROM p_end)",
+                {**params, "n": n_at, "run": run_id, "hash": result.definition_hash},
+            )
+            self._x(
+                "INSERT INTO memberships SELECT $seg, customer_id, $at, $n, $hash, $run, $nrun "
+                "FROM joining WHERE customer_id NOT IN (SELECT customer_id FROM p_end) "
+                "AND customer_id NOT IN (SELECT customer_id FROM q_start)",
+                {**params, "n": n_at, "hash": result.definition_hash, "run": run_id, "nrun": n_run},
             )
         finally:
-            self.con.unregister("current_members")
-        return int(entered), int(exited)
+            con.unregister("current_members")
+        entered, exited = self._flow(seg, at)
+        self._x(
+            "INSERT INTO run_segments VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                seg,
+                result.definition_hash,
+                result.definition,
+                len(result.members),
+                entered,
+                exited,
+            ],
+        )
+        if n_at is not None and n_run is not None:
+            n_entered, n_exited = self._flow(seg, n_at)
+            self._x(
+                "UPDATE run_segments SET entered = ?, exited = ? WHERE run_id = ? AND segment = ?",
+                [n_entered, n_exited, n_run, seg],
+            )
+
+    def _x(self, sql: str, params: Mapping[str, Any] | list[Any] | None = None) -> Any:
+        """Execute with only the named parameters the statement uses (DuckDB insists)."""
+        if isinstance(params, Mapping):
+            used = set(re.findall(r"\$([a-z_]+)", sql))
+            return self.con.execute(sql, {k: v for k, v in params.items() if k in used})
+        return self.con.execute(sql, params or [])
+
+    def _flow(self, segment: str, at: datetime) -> tuple[int, int]:
+        """(entered, exited) at an instant: intervals start and end only at run instants."""
+        rows = self.con.execute(
+            "SELECT count(*) FILTER (WHERE entered_at = $at), "
+            "count(*) FILTER (WHERE exited_at = $at) FROM memberships WHERE segment = $seg",
+            {"seg": segment, "at": at},
+        ).fetchall()
+        return int(rows[0][0]), int(rows[0][1])
 
     # --- queries ---------------------------------------------------------------------------
 
