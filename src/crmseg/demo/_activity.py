@@ -18,6 +18,7 @@ EVENT_DAYS = 90  # web and app tracking history kept for commerce events
 LOGIN_DAYS = 60
 HOUR = 1 / 24
 MINUTE = HOUR / 60
+SECOND = MINUTE / 60
 EVENT_NAMES = (
     "page_view",
     "product_viewed",
@@ -199,9 +200,11 @@ class Consent:
     flip_at: Floats  # inf when the status never changes
     unsub_at: Floats  # first unsubscribe or complaint through a message, inf if none
 
-    def allows(self, ch: int, at: float) -> Bools:
-        flipped = self.flip_at[ch] <= at
-        ok: Bools = self.has_row[ch] & (self.opted_in[ch] ^ flipped) & (self.unsub_at[ch] > at)
+    def allows(self, ch: int, at: Floats) -> Bools:
+        # A change within the same second as the send counts: stored times are whole seconds.
+        soon = at + SECOND
+        flipped = self.flip_at[ch] <= soon
+        ok: Bools = self.has_row[ch] & (self.opted_in[ch] ^ flipped) & (self.unsub_at[ch] > soon)
         return ok
 
 
@@ -237,7 +240,7 @@ def make_messages(
     campaigns: list[tuple[float, int, str, float]] = []  # (day, channel, id, reach)
     for i, month in enumerate(_months_before(clock.as_of, 6)):
         tag = str(month).replace("-", "_")
-        first = (month.astype("datetime64[D]") - origin.astype("datetime64[D]")).astype(float)
+        first = (month.astype("datetime64[s]") - origin).astype(np.int64) / 86_400
         campaigns.append((first + 4 + 9 * HOUR, 0, f"newsletter_{tag}", 0.5))
         if i % 2 == 0:
             campaigns.append((first + 19 + 17 * HOUR, 1, f"sms_flash_sale_{tag}", 1.0))
@@ -249,14 +252,16 @@ def make_messages(
     rows = _Rows()
     sent_so_far = 0
     for j, (day, ch, _, reach) in enumerate(campaigns):
+        # A send goes out over two hours; consent is checked at each message's own moment.
+        at = day + rng.random(n) * 2 * HOUR
         who = np.flatnonzero(
-            consent.allows(ch, day) & (people.signup < day) & (rng.random(n) < reach)
+            consent.allows(ch, at) & (people.signup < at) & (rng.random(n) < reach)
         )
         m = len(who)
         msg = sent_so_far + np.arange(m)
         sent_so_far += m
         bounce, click, unsub, complaint = rates[ch]
-        t_sent = day + rng.random(m) * 2 * HOUR
+        t_sent = at[who]
         delivered = rng.random(m) >= bounce
         opened = delivered & (rng.random(m) < open_rate[ch, who])
         t_open = t_sent + rng.exponential(6 * HOUR, m) + MINUTE

@@ -249,6 +249,7 @@ EMAIL_DOMAINS = (
     "hotmail.com",
     "example.com",
 )
+DACH_DOMAINS = ("web.de", "gmx.de", "t-online.de", "gmx.at")
 EMAIL_DOMAIN_WEIGHTS = (0.28, 0.12, 0.12, 0.1, 0.07, 0.08, 0.06, 0.04, 0.08, 0.05)
 
 CATEGORIES = ("skincare", "makeup", "haircare", "fragrance", "body", "accessories")

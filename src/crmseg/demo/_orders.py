@@ -164,7 +164,7 @@ def make_orders(rng: np.random.Generator, clock: Clock, people: People) -> Order
     # Dirty: negative amounts on old orders (no order lines) where there are enough of them.
     old = np.flatnonzero(known & (t < span - ITEM_DAYS))
     pool = old if len(old) >= dirty["negative_amounts"] else np.flatnonzero(known & (t < span))
-    neg = rng.choice(pool, dirty["negative_amounts"], replace=False)
+    neg = rng.choice(pool, min(dirty["negative_amounts"], len(pool)), replace=False)
     amount[neg], margin[neg] = -amount[neg], -margin[neg]
     discount[neg] = returned_amount[neg] = 0.0
 
@@ -208,7 +208,7 @@ def make_order_items(rng: np.random.Generator, clock: Clock, orders: Orders) -> 
     per_cat = len(L.PRODUCTS[L.CATEGORIES[0]])
     product = category * per_cat + rng.integers(0, per_cat, size)
     quantity = 1 + choice(rng, (0.85, 0.12, 0.03), size)
-    weight = rng.exponential(1.0, size)
+    weight = rng.gamma(4.0, 1.0, size)  # lines of one order cost roughly alike
     weight_sum = np.bincount(owner, weight, len(rows))[owner]
     price = np.round(orders.amount[o] * weight / weight_sum / quantity, 2)
     names = [p for cat in L.CATEGORIES for p in L.PRODUCTS[cat]]

@@ -96,10 +96,14 @@ def _masked(values: pa.Array, keep: np.ndarray) -> pa.Array:
 
 
 def _truth(people: People) -> pa.Table:
+    # People are numbered in the order their first record signed up.
+    firsts = np.flatnonzero(people.dup_kind < 0)
+    number = np.empty(len(firsts), dtype=np.int64)
+    number[people.person[firsts]] = np.arange(1, len(firsts) + 1)
     return pa.table(
         {
             "customer_id": people.ids,
-            "person_id": numbered("P", people.person + 1, 7),
+            "person_id": numbered("P", number[people.person], 7),
             "duplicate_kind": _masked(
                 pick(DUP_KINDS, np.maximum(people.dup_kind, 0)), people.dup_kind >= 0
             ),
@@ -115,6 +119,8 @@ def generate(
     The result also holds ``truth_people`` (customer_id -> person_id), which is not a
     canonical table. Same arguments, same data.
     """
+    if n_customers < 1:
+        raise ValueError(f"n_customers must be at least 1, got {n_customers}")
     report = progress or (lambda step, fraction: None)
     rng = np.random.Generator(np.random.PCG64(seed))
     clock = Clock.ending(as_of.replace(tzinfo=None))
