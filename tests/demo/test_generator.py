@@ -257,7 +257,8 @@ def test_events_funnel_and_abandoned_carts(frames: dict[str, pd.DataFrame]) -> N
         direction="forward",
         tolerance=pd.Timedelta(hours=1),
     )
-    assert after.done_at.isna().sum() > 100
+    assert after.done_at.isna().sum() > 100  # abandoned
+    assert after.done_at.notna().sum() > 100  # bought
     for p in e.properties.sample(200, random_state=0):
         assert isinstance(json.loads(p), dict)
 
@@ -362,5 +363,14 @@ def test_tiny_shops_work(n: int) -> None:
 
 
 def test_no_customers_is_an_error() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="between 1 and"):
         generate(0, seed=1, as_of=AS_OF)
+
+
+def test_aware_as_of_is_read_as_utc() -> None:
+    from datetime import timezone
+
+    berlin = timezone(timedelta(hours=1))
+    aware = generate(200, seed=2, as_of=datetime(2026, 11, 1, 1, 0, tzinfo=berlin))
+    naive = generate(200, seed=2, as_of=AS_OF)
+    assert aware["orders"].equals(naive["orders"])

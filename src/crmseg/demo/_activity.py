@@ -14,7 +14,7 @@ from ._orders import Orders
 from ._people import People
 from ._strings import hexed, join, numbered, pick
 
-EVENT_DAYS = 90  # web and app tracking history kept for commerce events
+EVENT_DAYS = 60  # web and app tracking history kept for commerce events
 LOGIN_DAYS = 60
 HOUR = 1 / 24
 MINUTE = HOUR / 60
@@ -79,7 +79,7 @@ def make_events(
     )
     c, t = orders.cust[web], orders.t[web]
     product = orders.category[web] * per_cat + rng.integers(0, per_cat, len(web))
-    viewed = rng.random(len(web)) < 0.25
+    viewed = rng.random(len(web)) < 0.15
     _event(
         rows,
         "product_viewed",
@@ -87,6 +87,7 @@ def make_events(
         t[viewed] - rng.uniform(8, 40, viewed.sum()) * MINUTE,
         product[viewed],
     )
+    _event(rows, "added_to_cart", c, t - rng.uniform(9, 25, len(web)) * MINUTE, product)
     _event(
         rows,
         "checkout_started",
@@ -120,7 +121,7 @@ def make_events(
     )
 
     # Browsing.
-    views = rng.poisson(np.where(since < span, 0.6, 0.0))
+    views = rng.poisson(np.where(since < span, 0.4, 0.0))
     owner, _ = spans(views)
     pages = page0 + rng.integers(0, len(L.CATEGORIES) + 1, len(owner))
     _event(

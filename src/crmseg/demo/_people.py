@@ -15,6 +15,8 @@ from ._strings import join, numbered, pick
 
 DUPLICATE_SHARE = 0.02
 PLAN_SHARE = 0.15
+COMPANIES = len(L.COMPANY_WORDS) * len(L.COMPANY_SUFFIXES)
+MAX_CUSTOMERS = 9_000_000  # 7-digit ids, and every person needs their own phone number
 PLANS = ("trial", "basic", "pro")
 # How a planted duplicate record still links to its person.
 DUP_KINDS = ("email_variant", "phone_format", "shared_device")
@@ -22,7 +24,12 @@ DUP_KIND_WEIGHTS = (0.6, 0.25, 0.15)
 
 
 def dirty_counts(n_customers: int) -> dict[str, int]:
-    """How many dirty rows of each kind a dataset of ``n_customers`` has (by design)."""
+    """How many dirty rows of each kind a dataset of ``n_customers`` has (by design).
+
+    invalid emails max(4, n//1000), customers without country max(4, n//1250), orders after
+    as_of max(3, n//2000), negative order amounts max(3, n//1500), orders of unknown customer
+    ids max(3, n//2500); each capped at n//10. For 5,000 customers: 5, 4, 3, 3, 3.
+    """
     n = n_customers
     counts = {
         "invalid_emails": max(4, n // 1000),
@@ -58,7 +65,6 @@ class People:
     order_channel: Ints  # preferred order channel
     fav_category: Ints
     app_user: Bools
-    invalid_email: Bools
 
 
 def _ascii(name: str) -> str:
@@ -223,7 +229,7 @@ def make_people(rng: np.random.Generator, clock: Clock, n: int) -> People:
     rec_country[no_country] = -1
 
     plan = np.where(rng.random(n) < PLAN_SHARE, 1 + (rng.random(n) < 0.35), -1)
-    company = np.where((plan >= 0) & (rng.random(n) < 0.6), rng.integers(0, 56, n), -1)
+    company = np.where((plan >= 0) & (rng.random(n) < 0.6), rng.integers(0, COMPANIES, n), -1)
     fav = choice(rng, L.CATEGORY_WEIGHTS, n_people)[person]
     channel = choice(rng, L.ORDER_CHANNEL_WEIGHTS, n)
     return People(
@@ -246,5 +252,4 @@ def make_people(rng: np.random.Generator, clock: Clock, n: int) -> People:
         order_channel=channel,
         fav_category=fav,
         app_user=(channel == 1) | (rng.random(n) < 0.2),
-        invalid_email=invalid,
     )

@@ -13,7 +13,7 @@ What it plants, so later stages have something to find:
 
 Everything is at or before ``as_of`` except the planted future orders and
 ``subscriptions.next_billing_at``, which is a scheduled date. ``order_items`` covers only
-orders of the last 180 days and commerce events only the last 90 days (tracking history), to
+orders of the last 180 days and commerce events only the last 60 days (tracking history), to
 keep volumes moderate. Events have a null ``customer_id`` for anonymous visitors (they carry an
 ``anonymous_id``), as the canonical model allows.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from ._accounts import make_identifiers, make_subscriptions, make_tickets
 from ._activity import consent_table, make_consent, make_events, make_messages
 from ._base import Clock
 from ._orders import Orders, make_order_items, make_orders
-from ._people import DUP_KINDS, PLANS, People, dirty_counts, make_people
+from ._people import DUP_KINDS, MAX_CUSTOMERS, PLANS, People, dirty_counts, make_people
 from ._strings import join, numbered, pick
 
 __all__ = ["DEFAULT_AS_OF", "dirty_counts", "generate", "write_data"]
@@ -119,11 +119,13 @@ def generate(
     The result also holds ``truth_people`` (customer_id -> person_id), which is not a
     canonical table. Same arguments, same data.
     """
-    if n_customers < 1:
-        raise ValueError(f"n_customers must be at least 1, got {n_customers}")
+    if not 1 <= n_customers <= MAX_CUSTOMERS:
+        raise ValueError(f"n_customers must be between 1 and {MAX_CUSTOMERS:,}, got {n_customers}")
     report = progress or (lambda step, fraction: None)
     rng = np.random.Generator(np.random.PCG64(seed))
-    clock = Clock.ending(as_of.replace(tzinfo=None))
+    if as_of.tzinfo is not None:
+        as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+    clock = Clock.ending(as_of)
     steps = (
         "people",
         "orders",
