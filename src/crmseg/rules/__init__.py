@@ -6,7 +6,18 @@ wide = plan.wide(tables, as_of)        # one Ibis expression for the whole run
 
 from crmseg.rules.ast import Node
 from crmseg.rules.defs import Definition, Schema
+from crmseg.rules.explain import Explanation, Step
 from crmseg.rules.parser import parse, render
 from crmseg.rules.plan import Plan, build_plan
 
-__all__ = ["Definition", "Node", "Plan", "Schema", "build_plan", "parse", "render"]
+__all__ = [
+    "Definition",
+    "Explanation",
+    "Node",
+    "Plan",
+    "Schema",
+    "Step",
+    "build_plan",
+    "parse",
+    "render",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ibis
 import ibis.expr.types as ir
@@ -32,6 +32,9 @@ from crmseg.rules.compile import (
 from crmseg.rules.defs import Definition, Schema
 from crmseg.rules.parser import parse
 from crmseg.rules.types import Checked, Checker, Key, Type, time_column
+
+if TYPE_CHECKING:
+    from crmseg.rules.explain import Explanation
 
 
 def _def_error(d: Definition, msg: str) -> RuleTypeError:
@@ -346,7 +349,7 @@ class Plan:
         as_of: datetime,
         customer_id: str,
         sql_segments: Mapping[str, ir.Table] | None = None,
-    ) -> Any:
+    ) -> Explanation:
         from crmseg.rules.explain import explain
 
         return explain(self, name, tables, as_of, customer_id, sql_segments)
