@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
     from crmseg.rules import Definition, Plan
     from crmseg.segments.catalog import Segment
+    from crmseg.segments.governance import Finding
 
 Progress = Callable[[str, float], None]
 
@@ -60,6 +62,7 @@ class ValidationReport:
     segments: int = 0
     traits: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +187,9 @@ class Workspace:
         except CrmsegError as exc:
             report.problems.extend(exc.lines())
             return report
+        for finding in self.lint():
+            bucket = report.problems if finding.severity == "error" else report.warnings
+            bucket.append(str(finding))
         try:
             planned = plan_sources(self.config, self.root, self.backend, progress)
         except CrmsegError as exc:
@@ -291,8 +297,9 @@ class Workspace:
         for name in chosen:
             seg = by_name[name]
             members = pc.filter(ids, result.column(name)).combine_chunks()
-            text = seg.definition.text or seg.definition.sql or ""
-            results.append(SegmentResult(name, definition_hash(seg.definition), text, members))
+            results.append(
+                SegmentResult(name, definition_hash(seg.definition), seg.recorded, members)
+            )
         record = self.state.record_run(
             at,
             started,
@@ -358,6 +365,237 @@ class Workspace:
             text,
             at,
         )
+
+    def lint(self) -> list[Finding]:
+        from crmseg.segments.governance import lint
+
+        return lint(self.segments, self.config.layers)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """Every segment with owner, layer, refresh, size at the last run, last change, usage."""
+        from crmseg.segments.governance import usage
+
+        used = usage(self.root, self.segments)
+        last = self.state.last_run()
+        sizes = self.state.segments_in_run(last.run_id) if last else {}
+        english = self._english_all()
+        out = []
+        for seg in self.segments:
+            changed = self.state.first_seen(seg.name, seg.hash)
+            out.append(
+                {
+                    "name": seg.name,
+                    "layer": seg.layer,
+                    "owner": seg.spec.owner,
+                    "refresh": seg.spec.refresh,
+                    "tags": list(seg.spec.tags),
+                    "description": seg.spec.description,
+                    "purpose": seg.spec.purpose,
+                    "rule": seg.spec.rule,
+                    "sql": seg.spec.sql,
+                    "english": english.get(seg.name, ""),
+                    "size": sizes.get(seg.name, {}).get("size"),
+                    "last_run": last.as_of if last and seg.name in sizes else None,
+                    "definition_hash": seg.hash,
+                    "last_change": changed,
+                    "changed_since_last_run": bool(
+                        last
+                        and seg.name in sizes
+                        and sizes[seg.name]["definition_hash"] != seg.hash
+                    ),
+                    "used_by": used.get(seg.name, []),
+                    "file": f"{seg.file}:{seg.line}",
+                }
+            )
+        return out
+
+    def history(self, segment: str) -> list[dict[str, Any]]:
+        """Size per run with entered/exited counts and whether the definition changed."""
+        self.segment(segment)
+        rows = self.state.history(segment)
+        previous = None
+        for row in rows:
+            row["definition_changed"] = previous is not None and row["definition_hash"] != previous
+            previous = row["definition_hash"]
+        return rows
+
+    def profile(self, customer_id: str) -> dict[str, Any]:
+        """A customer's current segments and, per segment, every entry and exit."""
+        last = self.state.last_run()
+        intervals = self.state.intervals(customer_id)
+        by_segment: dict[str, list[dict[str, Any]]] = {}
+        for row in intervals:
+            by_segment.setdefault(row["segment"], []).append(row)
+        current = sorted(
+            seg
+            for seg, rows in by_segment.items()
+            if last is not None
+            and any(
+                r["entered_at"] <= last.as_of
+                and (r["exited_at"] is None or r["exited_at"] > last.as_of)
+                for r in rows
+            )
+        )
+        return {
+            "customer_id": customer_id,
+            "as_of": last.as_of if last else None,
+            "current": current,
+            "segments": {
+                seg: {
+                    "first_entered": rows[0]["entered_at"],
+                    "intervals": [
+                        {"entered_at": r["entered_at"], "exited_at": r["exited_at"]} for r in rows
+                    ],
+                }
+                for seg, rows in sorted(by_segment.items())
+            },
+        }
+
+    def overlap(self, segments: Sequence[str] | None = None) -> dict[str, Any]:
+        """Pairwise shared members and Jaccard at the last run."""
+        names = list(segments) if segments else [s.name for s in self.segments]
+        for name in names:
+            self.segment(name)
+        last = self.state.last_run()
+        if last is None:
+            raise SegmentError("no run yet: run 'crmseg run' first")
+        pairs = {(a, b): n for a, b, n in self.state.overlap(names, last.as_of)}
+        size = {n: pairs.get((n, n), 0) for n in names}
+        matrix = {}
+        for a in names:
+            for b in names:
+                shared = pairs.get((a, b), 0)
+                union = size[a] + size[b] - shared
+                matrix[(a, b)] = (shared, shared / union if union else 0.0)
+        return {"as_of": last.as_of, "segments": names, "size": size, "matrix": matrix}
+
+    def check(self) -> list[Any]:
+        """Every segment's configured checks against its latest run."""
+        from crmseg.segments.checks import evaluate
+
+        return evaluate(self.segments, self.state)
+
+    def diff(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """How changed or new definitions move membership versus the last recorded ones.
+
+        Computed on the current source data at ``as_of`` (default now); writes nothing.
+        """
+        from dataclasses import replace
+
+        from crmseg.sources.loader import plan_sources
+
+        at = to_utc(as_of) if as_of else utcnow()
+        recorded: dict[str, tuple[str, str]] = {}
+        for seg in self.segments:
+            history = self.state.history(seg.name)
+            if history:
+                recorded[seg.name] = self.state.definitions_at(history[-1]["run_id"])[seg.name]
+        changed = [s for s in self.segments if recorded.get(s.name, ("", ""))[0] != s.hash]
+        if not changed:
+            return []
+        tables = {n: p.expr for n, p in plan_sources(self.config, self.root, self.backend).items()}
+        sql = self._sql_segments() if "customers" in self.backend.canonical_tables() else {}
+        names = [s.name for s in changed]
+        new_plan = self._plan(tables)
+        new = self._member_sets(new_plan, tables, at, sql, names)
+        old_defs = []
+        was: dict[str, bool] = {}
+        for seg in self.segments:
+            if seg.name in recorded and seg.name in names:
+                body = json.loads(recorded[seg.name][1])
+                old_defs.append(replace(seg.definition, text=body.get("rule"), sql=body.get("sql")))
+                was[seg.name] = True
+            else:
+                old_defs.append(seg.definition)
+        old_names = [n for n in names if was.get(n)]
+        old: dict[str, set[str]] = {n: set() for n in names}
+        if old_names:
+            from crmseg.rules import Schema, build_plan
+            from crmseg.sources.loader import schema_from
+
+            old_sql = dict(sql)
+            for seg in self.segments:
+                body = json.loads(recorded[seg.name][1]) if seg.name in old_names else {}
+                if body.get("sql"):
+                    old_sql[seg.name] = self.backend.sql(body["sql"])
+            old_plan = build_plan([*self.traits, *old_defs], Schema(schema_from(tables)))
+            old.update(self._member_sets(old_plan, tables, at, old_sql, old_names))
+        out = []
+        for name in names:
+            added = sorted(new[name] - old[name])
+            removed = sorted(old[name] - new[name])
+            out.append(
+                {
+                    "segment": name,
+                    "status": "changed" if was.get(name) else "new",
+                    "added": len(added),
+                    "removed": len(removed),
+                    "unchanged": len(new[name] & old[name]),
+                    "examples_added": added[:5],
+                    "examples_removed": removed[:5],
+                    "as_of": at,
+                }
+            )
+        return out
+
+    def _member_sets(
+        self,
+        plan: Plan,
+        tables: dict[str, ir.Table],
+        at: datetime,
+        sql: dict[str, ir.Table],
+        names: list[str],
+    ) -> dict[str, set[str]]:
+        import pyarrow.compute as pc
+
+        wide = plan.wide(tables, at, sql, select=names)
+        result = self.backend.execute(wide.select("customer_id", *names))
+        ids = result.column("customer_id")
+        return {n: set(pc.filter(ids, result.column(n)).to_pylist()) for n in names}
+
+    def test(self) -> list[Any]:
+        """Run the project's segment unit tests (tests/*.yml) on an in-memory DuckDB."""
+        from crmseg.backends.base import CANONICAL_SCHEMA
+        from crmseg.backends.duckdb import DuckDBBackend
+        from crmseg.segments.unittests import run_tests
+
+        def evaluate(tables: Any, at: datetime, names: list[str]) -> dict[str, list[str]]:
+            backend = DuckDBBackend()
+            try:
+                backend.con.create_database(CANONICAL_SCHEMA)
+                for name, table in tables.items():
+                    backend.con.create_table(name, table, database=CANONICAL_SCHEMA)
+                loaded = {n: backend.canonical(n) for n in tables}
+                for name in names:
+                    self.segment(name)
+                plan = self._plan(loaded)
+                sql = {
+                    s.name: backend.sql(s.spec.sql) for s in self.segments if s.spec.sql is not None
+                }
+                wide = plan.wide(loaded, at, sql, select=names)
+                result = backend.execute(wide.select("customer_id", *names))
+            finally:
+                backend.close()
+            ids = result.column("customer_id").to_pylist()
+            return {
+                n: [i for i, keep in zip(ids, result.column(n).to_pylist(), strict=True) if keep]
+                for n in names
+            }
+
+        return run_tests(self.root, list(self.config.sources), evaluate)
+
+    def _english_all(self) -> dict[str, str]:
+        """English of every rule segment, type-checked against the loaded (or planned) data."""
+        try:
+            tables = self._loaded_tables()
+        except SegmentError:
+            from crmseg.sources.loader import plan_sources
+
+            tables = {
+                n: p.expr for n, p in plan_sources(self.config, self.root, self.backend).items()
+            }
+        plan = self._plan(tables)
+        return {s.name: plan.english(s.name) for s in self.segments if s.spec.rule is not None}
 
     def explain(self, segment: str, customer_id: str, as_of: datetime | None = None) -> Any:
         """Each sub-condition's value for one customer, and the verdict."""

@@ -367,6 +367,60 @@ class StateStore:
             for r in rows
         }
 
+    def history(self, segment: str) -> list[dict[str, Any]]:
+        """Size, entered and exited per run of a segment, in as_of order."""
+        rows = self.con.execute(
+            "SELECT r.run_id, r.as_of, r.customers, s.size, s.entered, s.exited, "
+            "s.definition_hash FROM run_segments s JOIN runs r USING (run_id) "
+            "WHERE s.segment = ? ORDER BY r.as_of, r.run_id",
+            [segment],
+        ).fetchall()
+        keys = ("run_id", "as_of", "customers", "size", "entered", "exited", "definition_hash")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def definitions_at(self, run_id: int) -> dict[str, tuple[str, str]]:
+        """segment -> (definition hash, definition JSON) recorded by a run."""
+        rows = self.con.execute(
+            "SELECT segment, definition_hash, definition FROM run_segments WHERE run_id = ?",
+            [run_id],
+        ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def first_seen(self, segment: str, definition_hash: str) -> datetime | None:
+        """The as_of of the first run that used this definition of the segment."""
+        rows = self.con.execute(
+            "SELECT min(r.as_of) FROM run_segments s JOIN runs r USING (run_id) "
+            "WHERE s.segment = ? AND s.definition_hash = ?",
+            [segment, definition_hash],
+        ).fetchall()
+        return rows[0][0] if rows else None
+
+    def intervals(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every membership interval of one customer, by segment and time."""
+        rows = self.con.execute(
+            "SELECT segment, entered_at, exited_at, definition_hash FROM memberships "
+            "WHERE customer_id = ? ORDER BY segment, entered_at",
+            [customer_id],
+        ).fetchall()
+        keys = ("segment", "entered_at", "exited_at", "definition_hash")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def overlap(self, segments: list[str], at: datetime) -> list[tuple[str, str, int]]:
+        """(a, b, shared members) for every ordered pair at an instant (a == b: size)."""
+        self.con.register("chosen", pa.table({"segment": pa.array(segments, pa.string())}))
+        try:
+            rows = self.con.execute(
+                "WITH m AS (SELECT segment, customer_id FROM memberships WHERE entered_at <= $at "
+                "AND (exited_at IS NULL OR exited_at > $at) "
+                "AND segment IN (SELECT segment FROM chosen)) "
+                "SELECT a.segment, b.segment, count(*) FROM m a JOIN m b USING (customer_id) "
+                "GROUP BY ALL",
+                {"at": at},
+            ).fetchall()
+        finally:
+            self.con.unregister("chosen")
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
     def members(self, segment: str, at: datetime) -> list[str]:
         rows = self.con.execute(
             "SELECT customer_id FROM memberships WHERE segment = ? AND entered_at <= ? "

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from crmseg.cli.console import console, error, progress_bar
+from crmseg.cli.console import console, err_console, error, progress_bar
 from crmseg.errors import CrmsegError
 
 app = typer.Typer(
@@ -129,13 +130,23 @@ def init(
 
 @app.command()
 @handled
-def validate(project: ProjectOpt = Path(".")) -> None:
+def validate(
+    project: ProjectOpt = Path("."),
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Treat lint warnings as errors.")
+    ] = False,
+) -> None:
     """Check crmseg.yml, sources, traits and segments without changing anything."""
     ws = _open(project)
     with ws, progress_bar("validate") as cb:
         report = ws.validate(cb)
+    for line in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {line}", markup=True, highlight=False)
     if not report.ok:
         error(report.problems[0], *report.problems[1:])
+        raise typer.Exit(1)
+    if strict and report.warnings:
+        error(f"{len(report.warnings)} lint warning(s) with --strict")
         raise typer.Exit(1)
     tables = ", ".join(f"{n} ({c} columns)" for n, c in report.sources.items())
     console.print(f"[green]ok[/]: {tables}; {report.traits} traits, {report.segments} segments")
@@ -265,6 +276,254 @@ def demo(
         at = max(DEMO_AS_OF, last.as_of) if last else DEMO_AS_OF
         result = ws.run(as_of=at, progress=cb)
     _print_run(result)
+
+
+def parse_every(value: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+)\s*(h|d|w|mo|y)\s*", value)
+    if not match:
+        raise CrmsegError(f"--every: expected a duration like 1d, 1w or 1mo, got {value!r}")
+    days = {"h": 1 / 24, "d": 1, "w": 7, "mo": 30, "y": 365}[match.group(2)]
+    return timedelta(days=int(match.group(1)) * days)
+
+
+@app.command()
+@handled
+def backfill(
+    start: Annotated[str, typer.Option("--from", help="First instant, e.g. 2026-01-01.")],
+    end: Annotated[str, typer.Option("--to", help="Last instant (inclusive).")],
+    every: Annotated[str, typer.Option("--every", help="Step: 1d, 1w, 1mo, ...")] = "1w",
+    project: ProjectOpt = Path("."),
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "-s", help="Only these segments.")
+    ] = None,
+) -> None:
+    """Run the catalog at each date in a range (point-in-time correct) to build history."""
+    first, last = parse_as_of(start), parse_as_of(end)
+    assert first is not None and last is not None
+    ws = _open(project)
+    with ws, progress_bar("backfill") as cb:
+        results = ws.backfill(first, last, parse_every(every), select=select, progress=cb)
+    from rich.table import Table
+
+    shown = results[-8:]  # the table stays readable; history has every run
+    title = f"backfill: {len(results)} runs" + (", the last 8 shown" if len(results) > 8 else "")
+    table = Table(title=title)
+    table.add_column("segment")
+    for r in shown:
+        table.add_column(f"{r.as_of:%Y-%m-%d}", justify="right")
+    for name in shown[0].sizes if shown else []:
+        table.add_row(name, *(f"{r.sizes[name]:,}" for r in shown))
+    console.print(table)
+
+
+@app.command()
+@handled
+def catalog(
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or md.")] = "text",
+) -> None:
+    """List segments with owner, layer, refresh, size, last change and where they are used."""
+    if fmt not in ("text", "json", "md"):
+        raise CrmsegError(f"--format: expected text, json or md, got {fmt!r}")
+    ws = _open(project)
+    with ws:
+        entries = ws.catalog()
+    if fmt == "json":
+        sys.stdout.write(json.dumps(entries, default=str, indent=2) + "\n")
+        return
+    if fmt == "md":
+        sys.stdout.write(_catalog_md(entries, ws.config.name))
+        return
+    from rich.table import Table
+
+    table = Table(title="segment catalog")
+    for col in ("segment", "owner", "refresh", "size", "last change", "used by"):
+        table.add_column(col)
+    for e in entries:
+        size = "" if e["size"] is None else f"{e['size']:,}"
+        change = f"{e['last_change']:%Y-%m-%d}" if e["last_change"] else "not run yet"
+        if e["changed_since_last_run"]:
+            change = "changed, not run"
+        table.add_row(
+            e["name"], e["owner"] or "", e["refresh"], size, change, ", ".join(e["used_by"])
+        )
+    console.print(table)
+
+
+def _catalog_md(entries: list[dict[str, Any]], project: str) -> str:
+    out = [f"# Segment catalog: {project}", ""]
+    for layer in dict.fromkeys(e["layer"] for e in entries):
+        out += [f"## {layer or '(no layer)'}", ""]
+        for e in (e for e in entries if e["layer"] == layer):
+            out += [f"### `{e['name']}`", "", e["description"] or "_no description_", ""]
+            if e["english"]:
+                out += [f"**Rule:** {e['english']}", ""]
+            code = e["rule"] or e["sql"] or ""
+            out += ["```", code.strip(), "```", ""]
+            size = "not run yet" if e["size"] is None else f"{e['size']:,} members"
+            out += [
+                f"- owner: {e['owner'] or '-'}; purpose: {e['purpose'] or '-'}",
+                f"- refresh: {e['refresh']}; tags: {', '.join(e['tags']) or '-'}",
+                f"- size at the last run: {size}",
+                f"- used by: {', '.join(e['used_by']) or 'nothing yet'}",
+                f"- defined in: {e['file']}",
+                "",
+            ]
+    return "\n".join(out)
+
+
+@app.command()
+@handled
+def history(
+    segment: Annotated[str, typer.Argument(help="Segment name.")],
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Size per run with entered/exited counts (definition changes flagged)."""
+    ws = _open(project)
+    with ws:
+        rows = ws.history(segment)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"history of {segment}")
+    for col in ("run", "as of", "members", "+entered", "-exited", "definition"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["run_id"]),
+            f"{r['as_of']:%Y-%m-%d %H:%M}",
+            f"{r['size']:,}",
+            f"{r['entered']:,}",
+            f"{r['exited']:,}",
+            r["definition_hash"] + (" (changed)" if r["definition_changed"] else ""),
+        )
+    console.print(table)
+
+
+@app.command()
+@handled
+def profile(
+    customer: Annotated[str, typer.Argument(help="Customer id.")],
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """A customer's current segments and every entry and exit, per segment."""
+    ws = _open(project)
+    with ws:
+        data = ws.profile(customer)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    when = f"{data['as_of']:%Y-%m-%d %H:%M}" if data["as_of"] else "never"
+    console.print(
+        f"[bold]{customer}[/] at the last run ({when}): "
+        + (", ".join(data["current"]) or "in no segment")
+    )
+    for seg, info in data["segments"].items():
+        spans = "; ".join(
+            f"{i['entered_at']:%Y-%m-%d} -> "
+            + (f"{i['exited_at']:%Y-%m-%d}" if i["exited_at"] else "now")
+            for i in info["intervals"]
+        )
+        console.print(f"  {seg}: first entered {info['first_entered']:%Y-%m-%d}; {spans}")
+
+
+@app.command()
+@handled
+def diff(
+    project: ProjectOpt = Path("."),
+    as_of: AsOfOpt = None,
+) -> None:
+    """Preview how changed definitions move membership versus the last run (writes nothing)."""
+    ws = _open(project)
+    with ws:
+        changes = ws.diff(as_of=parse_as_of(as_of))
+    if not changes:
+        console.print("no definition changed since the last run")
+        return
+    for c in changes:
+        console.print(
+            f"[bold]{c['segment']}[/] ({c['status']}): [green]+{c['added']:,}[/] "
+            f"[red]-{c['removed']:,}[/] ={c['unchanged']:,}"
+        )
+        if c["examples_added"]:
+            console.print("  added e.g.: " + ", ".join(c["examples_added"]))
+        if c["examples_removed"]:
+            console.print("  removed e.g.: " + ", ".join(c["examples_removed"]))
+
+
+@app.command()
+@handled
+def check(project: ProjectOpt = Path(".")) -> None:
+    """Evaluate every segment's checks on its latest run; non-zero exit on failure."""
+    ws = _open(project)
+    with ws:
+        results = ws.check()
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        error(str(r))
+    console.print(f"{len(results) - len(failed)} of {len(results)} checks passed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def overlap(
+    segments: Annotated[list[str] | None, typer.Argument(help="Segments (default: all).")] = None,
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Pairwise overlap at the last run: shared members and Jaccard."""
+    ws = _open(project)
+    with ws:
+        data = ws.overlap(segments)
+    names = data["segments"]
+    if fmt == "json":
+        out = {
+            "as_of": str(data["as_of"]),
+            "size": data["size"],
+            "pairs": [
+                {"a": a, "b": b, "shared": n, "jaccard": j}
+                for (a, b), (n, j) in data["matrix"].items()
+            ],
+        }
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"overlap as of {data['as_of']:%Y-%m-%d %H:%M} (shared / Jaccard)")
+    table.add_column("")
+    for n in names:
+        table.add_column(n, justify="right")
+    for a in names:
+        cells = [f"{data['matrix'][(a, b)][0]:,} / {data['matrix'][(a, b)][1]:.2f}" for b in names]
+        table.add_row(a, *cells)
+    console.print(table)
+
+
+@app.command(name="test")
+@handled
+def test_(project: ProjectOpt = Path(".")) -> None:
+    """Run the segment unit tests in tests/*.yml; print expected vs actual on failure."""
+    ws = _open(project)
+    with ws:
+        outcomes = ws.test()
+    failed = 0
+    for o in outcomes:
+        if o.ok:
+            console.print(f"[green]PASS[/] {o.file}:{o.line} {o.name}")
+            continue
+        failed += 1
+        error(f"FAIL {o.file}:{o.line} {o.name}" + (f": {o.error}" if o.error else ""))
+        for seg, (missing, unexpected) in o.failures.items():
+            err_console.print(f"  {seg}: expected but missing {missing}; unexpected {unexpected}")
+    console.print(f"{len(outcomes) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
 
 
 def entrypoint() -> None:  # pragma: no cover - console script

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,16 @@ class Segment:
     @property
     def hash(self) -> str:
         return definition_hash(self.definition)
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0] if "." in self.name else ""
+
+    @property
+    def recorded(self) -> str:
+        """The definition as runs record it (JSON), so diff can rebuild it later."""
+        body = {"rule": self.spec.rule} if self.spec.rule is not None else {"sql": self.spec.sql}
+        return json.dumps(body, sort_keys=True)
 
 
 def definition_hash(definition: Definition) -> str:
