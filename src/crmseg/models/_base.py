@@ -7,12 +7,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from scipy.optimize import minimize
 
 from crmseg.errors import ModelError
 from crmseg.models.summary import compress
 
 Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+
+def codes(values: Floats) -> tuple[Ints, Floats]:
+    """Index of each value in the distinct values, and the distinct values."""
+    idx, uniq = pd.factorize(values)
+    return np.asarray(idx, dtype=np.int64), np.asarray(uniq, dtype=np.float64)
 
 
 def as_floats(name: str, value: npt.ArrayLike) -> Floats:
@@ -56,15 +64,23 @@ class Model:
         self.n_customers_: float = 0.0  # total weight
         self.converged_: bool = False
 
-    # Subclasses: log-likelihood per unique row, optionally with the gradient in natural params.
+    # Subclasses: log-likelihood per unique row and its gradient in natural parameters.
     def _prepare(self, rows: Floats) -> Any:
         return rows
 
     def _loglik(self, theta: Floats, data: Any) -> Floats:
         raise NotImplementedError
 
-    def _loglik_grad(self, theta: Floats, data: Any) -> tuple[Floats, Floats] | None:
-        return None
+    def _loglik_grad(self, theta: Floats, data: Any) -> tuple[Floats, Floats]:
+        raise NotImplementedError
+
+    def _total(self, theta: Floats, data: Any, w: Floats) -> tuple[float, Floats]:
+        """Weighted sums of the log-likelihood and its gradient (natural parameters).
+
+        Plain sums, not `@`: a BLAS call wakes OpenBLAS' thread pool, whose spinning slows
+        scipy's own small BLAS calls inside L-BFGS-B on busy machines."""
+        ll, g = self._loglik_grad(theta, data)
+        return float(np.sum(w * ll)), np.sum(w[:, None] * g, axis=0)
 
     def _start(self, rows: Floats, w: Floats) -> Floats:
         return np.ones(len(self.names))
@@ -88,47 +104,21 @@ class Model:
         rows, w = rows[keep], w[keep]
         data = self._prepare(rows)
         total = float(w.sum())
-        with_grad = self._loglik_grad(self._start(rows, w), data) is not None
 
-        def objective(phi: Floats) -> float:
-            ll = self._loglik(np.exp(phi), data)
-            val = -float(w @ ll) / total
-            return val if np.isfinite(val) else 1e300
-
-        def objective_grad(phi: Floats) -> tuple[float, Floats]:
+        def objective(phi: Floats) -> tuple[float, Floats]:
             theta = np.exp(phi)
-            out = self._loglik_grad(theta, data)
-            assert out is not None
-            ll, g = out
-            val = -float(w @ ll) / total
-            if not np.isfinite(val):
+            ll, g = self._total(theta, data, w)
+            if not np.isfinite(ll) or not np.all(np.isfinite(g)):
                 return 1e300, np.zeros_like(phi)
-            return val, -(w @ g) * theta / total
+            # mean per customer, so tolerances do not depend on the number of customers
+            return -ll / total, -g * theta / total
 
         phi0 = np.log(self._start(rows, w))
         bounds = [(-18.0, 18.0)] * len(phi0)  # keeps exp() finite while the optimiser explores
         opts = {"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9}
-        if with_grad:
-            res = minimize(
-                objective_grad, phi0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts
-            )
-        else:
-            res = minimize(objective, phi0, method="L-BFGS-B", bounds=bounds, options=opts)
-            # Forward-difference gradients stall early; a simplex polish settles the optimum.
-            res = minimize(
-                objective,
-                res.x,
-                method="Nelder-Mead",
-                options={
-                    "xatol": 1e-8,
-                    "fatol": 1e-13,
-                    "maxiter": 4000,
-                    "initial_simplex": res.x
-                    + np.vstack([np.zeros(len(phi0)), 0.01 * np.eye(len(phi0))]),
-                },
-            )
+        res = minimize(objective, phi0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
         theta = np.exp(res.x)
-        ll = float(w @ self._loglik(theta, data))
+        ll = self._total(theta, data, w)[0]
         if not np.isfinite(ll):
             raise ModelError(f"{type(self).__name__}.fit did not reach a finite log-likelihood")
         self.params_ = {n: float(v) for n, v in zip(self.names, theta, strict=True)}
@@ -136,34 +126,28 @@ class Model:
         self.converged_ = bool(res.success)
         self.n_rows_ = len(rows)
         self.n_customers_ = total
-        self.standard_errors_ = self._standard_errors(res.x, objective, total)
+        hess = self._hessian(res.x, objective) * total
+        self.standard_errors_ = self._standard_errors(res.x, hess)
         self.fit_seconds_ = time.perf_counter() - started
 
-    def _standard_errors(self, phi: Floats, objective: Any, total: float) -> dict[str, float]:
-        """Delta-method errors from a central-difference Hessian in log space."""
-        k = len(phi)
-        h = 1e-4
-        f0 = objective(phi)
-        hess = np.zeros((k, k))
-        for i in range(k):
-            for j in range(i, k):
-                ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
-                if i == j:
-                    v = (objective(phi + ei) - 2 * f0 + objective(phi - ei)) / h**2
-                else:
-                    v = (
-                        objective(phi + ei + ej)
-                        - objective(phi + ei - ej)
-                        - objective(phi - ei + ej)
-                        + objective(phi - ei - ej)
-                    ) / (4 * h**2)
-                hess[i, j] = hess[j, i] = v * total
+    @staticmethod
+    def _hessian(phi: Floats, objective: Any) -> Floats:
+        """Central differences of the analytic gradient (mean NLL, log space): 2k calls."""
+        k, h = len(phi), 1e-4
+        step = np.eye(k) * h
+        cols = [
+            (objective(phi + step[i])[1] - objective(phi - step[i])[1]) / (2 * h) for i in range(k)
+        ]
+        hess = np.array(cols)
+        return np.asarray((hess + hess.T) / 2, dtype=np.float64)
+
+    def _standard_errors(self, phi: Floats, hess: Floats) -> dict[str, float]:
+        """Delta method: Cov(theta) = diag(theta) H^-1 diag(theta) with H in log space."""
         try:
             cov = np.linalg.inv(hess)
         except np.linalg.LinAlgError:
             return {n: float("nan") for n in self.names}
-        theta = np.exp(phi)
-        var = np.diag(cov) * theta**2
+        var = np.diag(cov) * np.exp(phi) ** 2
         return {
             n: float(np.sqrt(v)) if v > 0 else float("nan")
             for n, v in zip(self.names, var, strict=True)

@@ -14,6 +14,7 @@ Floats = npt.NDArray[np.float64]
 
 _SERIES_MAX_Z = 0.75
 _TERMS = 140  # 0.75**140 < 1e-17: the series is done by then
+_BUCKETS = (0.01, 0.05, 0.2, 0.45, _SERIES_MAX_Z)
 
 # Composite Gauss-Legendre rule on [0, 1] with panels that shrink geometrically towards both
 # ends: the integrand below can be steep next to 1 (large exponent, z near 1) and has a
@@ -64,3 +65,46 @@ def _log_h1_quad(b: Floats, c: Floats, z: Floats, omz: Floats) -> Floats:
     log_int = top + np.log(np.exp(log_f - top[:, None]).sum(axis=1))
     out: Floats = (d - 1) * np.log(omz) + log_int
     return out
+
+
+def log_h1_grad(
+    b: Floats, c: Floats, z: Floats, omz: Floats
+) -> tuple[Floats, Floats, Floats, Floats]:
+    """log 2F1(1, b; c; z) and its partial derivatives in b, c and z."""
+    b, c, z, omz = (np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(b, c, z, omz))
+    val, db, dc, dz = (np.empty(b.shape) for _ in range(4))
+    near = z > _SERIES_MAX_Z
+    # Bucket rows by z so that small-z rows (the usual case) sum only the terms they need.
+    lower = 0.0
+    for upper in _BUCKETS:
+        part = ~near & (z > lower) & (z <= upper) if lower > 0 else ~near & (z <= upper)
+        lower = upper
+        if not np.any(part):
+            continue
+        bb, cc, zz = b[part], c[part], z[part]
+        n = min(int(np.ceil(-39.2 / np.log(max(float(zz.max()), 1e-300)))) + 1, _TERMS)
+        k = np.arange(n - 1, dtype=np.float64)
+        ib, ic = 1 / (bb[:, None] + k), 1 / (cc[:, None] + k)
+        terms = np.cumprod((bb[:, None] + k) * ic * zz[:, None], axis=1)  # terms 1..n-1
+        h = 1 + terms.sum(axis=1)
+        val[part] = np.log(h)
+        # d term_j / d b = term_j * sum_{i<j} 1/(b+i); likewise for c with a minus sign
+        db[part] = (terms * np.cumsum(ib, axis=1)).sum(axis=1) / h
+        dc[part] = -(terms * np.cumsum(ic, axis=1)).sum(axis=1) / h
+        # d/dz sum_j term_j = sum_j j term_j / z, whose z -> 0 limit is b/c
+        safe = np.where(zz > 0, zz, 1.0)
+        dz[part] = np.where(zz > 0, (terms * (k + 1)).sum(axis=1) / safe, bb / cc) / h
+    if np.any(near):
+        # Rare rows (z > 0.75): central differences on the quadrature are accurate enough.
+        bb, cc, zz, oo = b[near], c[near], z[near], omz[near]
+        val[near] = _log_h1_quad(bb, cc, zz, oo)
+        hb, hc, hz = 1e-6 * np.maximum(bb, 1), 1e-6 * np.maximum(cc, 1), 1e-4 * oo
+        db[near] = (_log_h1_quad(bb + hb, cc, zz, oo) - _log_h1_quad(bb - hb, cc, zz, oo)) / (
+            2 * hb
+        )
+        dc[near] = (_log_h1_quad(bb, cc + hc, zz, oo) - _log_h1_quad(bb, cc - hc, zz, oo)) / (
+            2 * hc
+        )
+        up = _log_h1_quad(bb, cc, zz + hz, oo - hz)
+        dz[near] = (up - _log_h1_quad(bb, cc, zz - hz, oo + hz)) / (2 * hz)
+    return val, db, dc, dz

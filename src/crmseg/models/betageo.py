@@ -3,14 +3,24 @@ chance of dropping out after each purchase, gamma heterogeneity in the purchase 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import betaln, expit, gammaln, hyp2f1, psi
 
 from crmseg.errors import ModelError
-from crmseg.models._base import Floats, Model, as_floats, check_frt
+from crmseg.models._base import Floats, Ints, Model, as_floats, check_frt, codes
+
+
+@dataclass(frozen=True)
+class _Rows:
+    x: Floats
+    ux: Floats  # distinct frequencies, and each row's index into them
+    at_x: Ints
+    ut: Floats  # distinct times (T and recency), and each row's indices into them
+    at_t: Ints
+    at_tx: Ints
 
 
 class BetaGeo(Model):
@@ -33,36 +43,91 @@ class BetaGeo(Model):
         rate = float(w @ rows[:, 0]) / max(float(w @ rows[:, 2]), 1e-9)
         return np.array([1.0, 1.0 / max(rate, 1e-6), 1.0, 1.0])
 
-    def _parts(self, theta: Floats, rows: Floats) -> tuple[Floats, Floats, Floats, Floats]:
-        r, alpha, a, b = theta
+    def _prepare(self, rows: Floats) -> _Rows:
+        # Special functions depend on x only and logs on the time only: evaluate them on the
+        # few distinct values and gather, instead of once per row.
         x, tx, t = rows[:, 0], rows[:, 1], rows[:, 2]
-        rep = x > 0
-        bx1 = np.where(rep, b + x - 1, b)  # only used where x > 0; keeps betaln finite
-        base = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
-        alive = betaln(a, b + x) - (r + x) * np.log(alpha + t)
-        gone = np.where(rep, betaln(a + 1, bx1) - (r + x) * np.log(alpha + tx), -np.inf)
-        return base, alive, gone, bx1
+        at_x, ux = codes(x)
+        at_time, ut = codes(np.concatenate([t, tx]))
+        return _Rows(x, ux, at_x, ut, at_time[: len(x)], at_time[len(x) :])
 
-    def _loglik(self, theta: Floats, data: Any) -> Floats:
-        base, alive, gone, _ = self._parts(theta, data)
-        out: Floats = base + np.logaddexp(alive, gone)
-        return out
+    def _loglik(self, theta: Floats, data: _Rows) -> Floats:
+        return self._loglik_grad(theta, data)[0]
 
-    def _loglik_grad(self, theta: Floats, data: Any) -> tuple[Floats, Floats]:
+    def _loglik_grad(self, theta: Floats, data: _Rows) -> tuple[Floats, Floats]:
         r, alpha, a, b = theta
-        x, tx, t = data[:, 0], data[:, 1], data[:, 2]
-        base, alive, gone, bx1 = self._parts(theta, data)
+        ux, ix, x = data.ux, data.at_x, data.x
+        rep = ux > 0
+        bx1 = np.where(rep, b + ux - 1, b)  # only used where x > 0; keeps betaln finite
+        head = gammaln(r + ux) - gammaln(r) - betaln(a, b)
+        stay = betaln(a, b + ux)
+        left = np.where(rep, betaln(a + 1, bx1), -np.inf)
+        la = np.log(alpha + data.ut)
+        la_t, la_tx = la[data.at_t], la[data.at_tx]
+        alive = stay[ix] - (r + x) * la_t
+        gone = left[ix] - (r + x) * la_tx
         lse = np.logaddexp(alive, gone)
-        wa, wg = np.exp(alive - lse), np.exp(gone - lse)
-        dab = psi(a + b + x)
+        wg = np.exp(gone - lse)
+        wa = 1 - wg
+        inv = 1 / (alpha + data.ut)
+        d_ab = psi(a + b + ux)
         g = np.empty((len(x), 4))
-        g[:, 0] = (
-            psi(r + x) - psi(r) + np.log(alpha) - wa * np.log(alpha + t) - wg * np.log(alpha + tx)
+        g[:, 0] = (psi(r + ux) - psi(r))[ix] + np.log(alpha) - wa * la_t - wg * la_tx
+        g[:, 1] = r / alpha - (r + x) * (wa * inv[data.at_t] + wg * inv[data.at_tx])
+        g[:, 2] = psi(a + b) - psi(a) + (psi(a) - d_ab)[ix] + wg * (psi(a + 1) - psi(a))
+        g[:, 3] = (
+            (psi(a + b) - psi(b)) + (psi(b + ux) - d_ab)[ix] + wg * (psi(bx1) - psi(b + ux))[ix]
         )
-        g[:, 1] = r / alpha - (r + x) * (wa / (alpha + t) + wg / (alpha + tx))
-        g[:, 2] = -(psi(a) - psi(a + b)) + wa * (psi(a) - dab) + wg * (psi(a + 1) - dab)
-        g[:, 3] = -(psi(b) - psi(a + b)) + wa * (psi(b + x) - dab) + wg * (psi(bx1) - dab)
-        return base + lse, g
+        return head[ix] + r * np.log(alpha) + lse, g
+
+    def _total(self, theta: Floats, data: _Rows, w: Floats) -> tuple[float, Floats]:
+        # Same sums as the per-row version, but x-only terms are summed per distinct x
+        # (weights pooled by bincount), so each row costs a few gathers and one softplus.
+        r, alpha, a, b = theta
+        ux, ix, x = data.ux, data.at_x, data.x
+        pooled = np.bincount(ix, weights=w, minlength=len(ux))
+        n = float(pooled.sum())
+        rep = ux > 0
+        bx1 = np.where(rep, b + ux - 1, b)
+        stay = betaln(a, b + ux)
+        shift = np.where(rep, betaln(a + 1, bx1), -np.inf) - stay  # gone - alive, x part
+        la, inv = np.log(alpha + data.ut), 1 / (alpha + data.ut)
+        la_t, la_tx = la[data.at_t], la[data.at_tx]
+        rx = r + x
+        d = shift[ix] - rx * (la_tx - la_t)
+        soft = np.logaddexp(0.0, d)
+        wg = w * np.exp(d - soft)  # weight times P(the "left after last purchase" branch)
+        d_ab = psi(a + b + ux)
+        per_x = gammaln(r + ux) - gammaln(r) - betaln(a, b) + stay
+        ll = (
+            float(np.sum(pooled * per_x))
+            + n * r * np.log(alpha)
+            - float(np.sum(w * rx * la_t))
+            + float(np.sum(w * soft))
+        )
+        inv_t = inv[data.at_t]
+        g = np.array(
+            [
+                float(np.sum(pooled * (psi(r + ux) - psi(r))))
+                + n * np.log(alpha)
+                - float(np.sum(w * la_t))
+                - float(np.sum(wg * (la_tx - la_t))),
+                n * r / alpha
+                - float(np.sum(w * rx * inv_t))
+                - float(np.sum(wg * rx * (inv[data.at_tx] - inv_t))),
+                n * (psi(a + b) - psi(a))
+                + float(np.sum(pooled * (psi(a) - d_ab)))
+                + float(np.sum(wg)) * (psi(a + 1) - psi(a)),
+                n * (psi(a + b) - psi(b))
+                + float(np.sum(pooled * (psi(b + ux) - d_ab)))
+                + float(
+                    np.sum(
+                        np.bincount(ix, weights=wg, minlength=len(ux)) * (psi(bx1) - psi(b + ux))
+                    )
+                ),
+            ]
+        )
+        return ll, g
 
     def p_alive(self, frequency: npt.ArrayLike, recency: npt.ArrayLike, T: npt.ArrayLike) -> Floats:
         """Probability each customer is still active at T."""

@@ -7,52 +7,71 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from scipy.special import expit, gammaln
+from scipy.special import expit, gammaln, psi
 
-from crmseg.models._base import Floats, Model, as_floats, check_frt
-from crmseg.models._hyp import log_h1
-
-Ints = npt.NDArray[np.int64]
+from crmseg.models._base import Floats, Ints, Model, as_floats, check_frt, codes
+from crmseg.models._hyp import log_h1_grad
 
 
 @dataclass(frozen=True)
 class _Rows:
     x: Floats
-    t: Floats
-    px: Floats  # unique (frequency, time) pairs the tail integral is needed at
+    ux: Floats  # distinct frequencies, and each row's index into them
+    at_x: Ints
+    ut: Floats  # distinct T values, and each row's index into them
+    at_big_t: Ints
+    px: Floats  # distinct (frequency, time) pairs the tail integral is needed at
     pt: Floats
     at_tx: Ints  # row -> pair index at recency
     at_t: Ints  # row -> pair index at T
 
 
 def _pairs(x: Floats, tx: Floats, t: Floats) -> _Rows:
-    # The costly term depends on (x, t_x) and (x, T) separately; there are far fewer distinct
-    # pairs than rows, so evaluate it once per pair.
-    both = np.concatenate([x, x]), np.concatenate([tx, t])
-    cx, ux = pd.factorize(both[0])
-    ct, ut = pd.factorize(both[1])
-    key, uk = pd.factorize(cx.astype(np.int64) * max(len(ut), 1) + ct)
-    uk = np.asarray(uk, dtype=np.int64)
-    px = np.asarray(ux, dtype=np.float64)[uk // max(len(ut), 1)]
-    pt = np.asarray(ut, dtype=np.float64)[uk % max(len(ut), 1)]
-    key = np.asarray(key, dtype=np.int64)
+    # Every term depends on a row only through x, T or the pairs (x, t_x) and (x, T); there
+    # are far fewer of those than rows, so each is evaluated once and gathered.
     n = len(x)
-    return _Rows(x, t, px, pt, key[:n], key[n:])
+    cx, ux = codes(np.concatenate([x, x]))
+    ct, ut = codes(np.concatenate([tx, t]))
+    size = max(len(ut), 1)
+    key, uk = codes((cx * size + ct).astype(np.float64))
+    uk_i = uk.astype(np.int64)
+    at_big_t, big_ut = codes(t)
+    return _Rows(
+        x=x,
+        ux=ux,
+        at_x=cx[:n],
+        ut=big_ut,
+        at_big_t=at_big_t,
+        px=ux[uk_i // size],
+        pt=ut[uk_i % size],
+        at_tx=key[:n],
+        at_t=key[n:],
+    )
 
 
-def _log_tail(theta: Floats, x: Floats, t: Floats) -> Floats:
-    """log of int_t^inf (alpha+u)^-(r+x) (beta+u)^-(s+1) du."""
+def _log_tail(theta: Floats, x: Floats, t: Floats) -> tuple[Floats, Floats]:
+    """log of int_t^inf (alpha+u)^-(r+x) (beta+u)^-(s+1) du, and its gradient in theta."""
     r, alpha, s, beta = theta
     m = r + s + x
     la, lb = np.log(alpha + t), np.log(beta + t)
+    g = np.empty((len(x), 4))
     if alpha >= beta:
         z, omz = (alpha - beta) / (alpha + t), (beta + t) / (alpha + t)
-        out: Floats = -(r + x) * la - s * lb - np.log(m) + log_h1(r + x, m + 1, z, omz)
+        h, hb, hc, hz = log_h1_grad(r + x, m + 1, z, omz)
+        out: Floats = -(r + x) * la - s * lb - np.log(m) + h
+        g[:, 0] = -la - 1 / m + hb + hc
+        g[:, 1] = -(r + x) / (alpha + t) + hz * (beta + t) / (alpha + t) ** 2
+        g[:, 2] = -lb - 1 / m + hc
+        g[:, 3] = -s / (beta + t) - hz / (alpha + t)
     else:
         z, omz = (beta - alpha) / (beta + t), (alpha + t) / (beta + t)
-        out = -(s + 1) * lb - (r + x - 1) * la - np.log(m) + log_h1(s + 1 + 0 * x, m + 1, z, omz)
-    return out
+        h, hb, hc, hz = log_h1_grad(s + 1 + 0 * x, m + 1, z, omz)
+        out = -(s + 1) * lb - (r + x - 1) * la - np.log(m) + h
+        g[:, 0] = -la - 1 / m + hc
+        g[:, 1] = -(r + x - 1) / (alpha + t) - hz / (beta + t)
+        g[:, 2] = -lb - 1 / m + hb + hc
+        g[:, 3] = -(s + 1) / (beta + t) + hz * (alpha + t) / (beta + t) ** 2
+    return out, g
 
 
 def _log_diff(a: Floats, b: Floats) -> Floats:
@@ -96,19 +115,39 @@ class ParetoNBD(Model):
         return np.array([1.0, 1.0 / max(rate, 1e-6), 1.0, span])
 
     @staticmethod
-    def _log_gone(theta: Floats, d: _Rows) -> Floats:
-        """log of s * int_{t_x}^T (...) du: the likelihood of having dropped out in (t_x, T]."""
-        tail = _log_tail(theta, d.px, d.pt)
-        out: Floats = np.log(theta[2]) + _log_diff(tail[d.at_tx], tail[d.at_t])
-        return out
+    def _log_gone(theta: Floats, d: _Rows) -> tuple[Floats, Floats]:
+        """log of s * int_{t_x}^T (...) du, the likelihood of having left in (t_x, T], and its
+        gradient."""
+        tail, dtail = _log_tail(theta, d.px, d.pt)
+        one, two = tail[d.at_tx], tail[d.at_t]
+        val: Floats = np.log(theta[2]) + _log_diff(one, two)
+        ratio = np.exp(np.minimum(two - one, 0.0))  # J(T) / J(t_x), in [0, 1]
+        some = ratio < 1
+        scale = np.where(some, 1 / np.where(some, 1 - ratio, 1.0), 0.0)
+        grad = (dtail[d.at_tx] - ratio[:, None] * dtail[d.at_t]) * scale[:, None]
+        grad[:, 2] += 1 / theta[2]
+        return val, grad
 
     def _loglik(self, theta: Floats, data: _Rows) -> Floats:
+        return self._loglik_grad(theta, data)[0]
+
+    def _loglik_grad(self, theta: Floats, data: _Rows) -> tuple[Floats, Floats]:
         r, alpha, s, beta = theta
-        x, t = data.x, data.t
-        alive = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
-        head = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
-        out: Floats = head + np.logaddexp(alive, self._log_gone(theta, data))
-        return out
+        ux, ut = data.ux, data.ut
+        ix, it = data.at_x, data.at_big_t
+        x = data.x
+        lat, lbt = np.log(alpha + ut), np.log(beta + ut)
+        alive = -(r + x) * lat[it] - s * lbt[it]
+        head = (gammaln(r + ux) - gammaln(r))[ix] + r * np.log(alpha) + s * np.log(beta)
+        gone, dgone = self._log_gone(theta, data)
+        lse = np.logaddexp(alive, gone)
+        wa, wg = np.exp(alive - lse), np.exp(gone - lse)
+        g = wg[:, None] * np.where(wg[:, None] > 0, dgone, 0.0)
+        g[:, 0] += (psi(r + ux) - psi(r))[ix] + np.log(alpha) - wa * lat[it]
+        g[:, 1] += r / alpha - wa * (r + x) / (alpha + ut)[it]
+        g[:, 2] += np.log(beta) - wa * lbt[it]
+        g[:, 3] += s / beta - wa * s / (beta + ut)[it]
+        return head + lse, g
 
     def p_alive(self, frequency: npt.ArrayLike, recency: npt.ArrayLike, T: npt.ArrayLike) -> Floats:
         """Probability each customer is still active at T."""
@@ -117,7 +156,7 @@ class ParetoNBD(Model):
         x, tx, t = check_frt(frequency, recency, T)
         shape = x.shape
         x, tx, t = x.ravel(), tx.ravel(), t.ravel()
-        gone = self._log_gone(theta, _pairs(x, tx, t))
+        gone, _ = self._log_gone(theta, _pairs(x, tx, t))
         odds = gone + (r + x) * np.log(alpha + t) + s * np.log(beta + t)
         out: Floats = expit(-odds).reshape(shape)
         return out

@@ -47,23 +47,28 @@ def _window(
 ) -> tuple[Ints, Ints, Ints, Floats, Floats]:
     """Per customer: first period, last period, distinct periods, sum of all period totals and
     the first period's total. Customers without rows get count 0."""
-    # One stable sort by (customer, period) lets every reduction run on contiguous runs.
-    order = np.lexsort((periods, codes))
-    c, p, a = codes[order], periods[order], amounts[order]
-    starts = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (p[1:] != p[:-1])][: len(c)])
-    cells = np.add.reduceat(a, starts) if len(a) else np.zeros(0)
-    cc, cp = c[starts], p[starts]
-    count = np.bincount(cc, minlength=n_customers).astype(np.int64)
-    total = np.asarray(np.bincount(cc, weights=cells, minlength=n_customers), dtype=np.float64)
     first = np.zeros(n_customers, dtype=np.int64)
     last = np.zeros(n_customers, dtype=np.int64)
-    head = np.zeros(n_customers)
-    is_first = np.r_[True, cc[1:] != cc[:-1]] if len(cc) else np.zeros(0, dtype=bool)
-    is_last = np.r_[cc[1:] != cc[:-1], True] if len(cc) else np.zeros(0, dtype=bool)
-    first[cc[is_first]] = cp[is_first]
-    head[cc[is_first]] = cells[is_first]
-    last[cc[is_last]] = cp[is_last]
-    return first, last, count, total, head
+    count = np.zeros(n_customers, dtype=np.int64)
+    if len(codes) == 0:
+        return first, last, count, np.zeros(n_customers), np.zeros(n_customers)
+    lo = int(periods.min())
+    span = int(periods.max()) - lo + 1
+    # Sorting the packed (customer, period) keys alone, without an argsort, is the cheapest
+    # way to find distinct periods; amounts never need reordering because totals are plain
+    # bincounts and the first period's total is a masked bincount.
+    keys = np.sort(codes * span + (periods - lo))
+    cells = keys[np.r_[True, keys[1:] != keys[:-1]]]
+    cust, per = cells // span, cells % span + lo
+    count[:] = np.bincount(cust, minlength=n_customers)
+    starts = np.r_[True, cust[1:] != cust[:-1]]
+    ends = np.r_[cust[1:] != cust[:-1], True]
+    first[cust[starts]] = per[starts]
+    last[cust[ends]] = per[ends]
+    total = np.asarray(np.bincount(codes, weights=amounts, minlength=n_customers), dtype=float)
+    at_first = periods == first[codes]
+    head = np.bincount(codes[at_first], weights=amounts[at_first], minlength=n_customers)
+    return first, last, count, total, np.asarray(head, dtype=np.float64)
 
 
 def rfm_summary(
@@ -134,6 +139,20 @@ def rfm_summary(
     return out[seen]
 
 
+def _integer_groups(cols: list[Floats]) -> Ints | None:
+    """Group ids when every column holds small non-negative whole numbers (daily or weekly
+    summaries): the packed value itself is the key, so one hash pass suffices."""
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for c in cols:
+        top = float(c.max()) if len(c) else 0.0
+        if top >= 2**20 or float(c.min(initial=0.0)) < 0 or not np.array_equal(c, np.floor(c)):
+            return None
+        key = key * (int(top) + 1) + c.astype(np.int64)
+    if len(cols) * 20 > 62:
+        return None
+    return np.asarray(pd.factorize(key)[0], dtype=np.int64)
+
+
 def compress(
     frequency: npt.ArrayLike,
     recency: npt.ArrayLike,
@@ -155,21 +174,23 @@ def compress(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
     if len(w) != n:
         raise ModelError("compress: weights must have one value per customer")
-    # Hash each column, then pack the codes into one int64 key: far faster than
-    # np.unique(axis=0) on floats.
-    codes, levels = zip(*(pd.factorize(c) for c in cols), strict=True)
-    sizes = [max(len(lv), 1) for lv in levels]
-    if float(np.prod(np.asarray(sizes, dtype=np.float64))) < 2.0**62:
-        key = np.zeros(n, dtype=np.int64)
-        for code, size in zip(codes, sizes, strict=True):
-            key = key * size + code
-        group = np.asarray(pd.factorize(key)[0], dtype=np.int64)
-    else:  # too many distinct values to pack: let pandas hash the rows
-        frame = pd.DataFrame(dict(enumerate(cols)))
-        ngroup = frame.groupby(list(range(len(cols))), sort=False).ngroup()
-        group = np.asarray(ngroup.to_numpy(), dtype=np.int64)
+    group = _integer_groups(cols)
+    if group is None:
+        # Hash each column, then pack the codes into one int64 key: far faster than
+        # np.unique(axis=0) on floats.
+        codes, levels = zip(*(pd.factorize(c) for c in cols), strict=True)
+        sizes = [max(len(lv), 1) for lv in levels]
+        if float(np.prod(np.asarray(sizes, dtype=np.float64))) < 2.0**62:
+            key = np.zeros(n, dtype=np.int64)
+            for code, size in zip(codes, sizes, strict=True):
+                key = key * size + code
+            group = np.asarray(pd.factorize(key)[0], dtype=np.int64)
+        else:  # too many distinct values to pack: let pandas hash the rows
+            frame = pd.DataFrame(dict(enumerate(cols)))
+            ngroup = frame.groupby(list(range(len(cols))), sort=False).ngroup()
+            group = np.asarray(ngroup.to_numpy(), dtype=np.int64)
     m = int(group.max()) + 1 if n else 0
     rep = np.zeros(m, dtype=np.int64)
-    rep[group[::-1]] = np.arange(n)[::-1]  # first row of each group
+    rep[group] = np.arange(n)  # rows in a group are identical: any one represents it
     rows = np.column_stack([c[rep] for c in cols]) if n else np.zeros((0, len(cols)))
     return rows, np.asarray(np.bincount(group, weights=w, minlength=m), dtype=np.float64)
