@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crmseg.demo.generator import DEFAULT_AS_OF, dirty_counts, generate, write_data
-from crmseg.sources.model import TABLES
+from crmseg.sources.model import CHANNELS, MESSAGE_KINDS, TABLES
 
 N = 3000
 AS_OF = datetime(2026, 11, 1)
@@ -300,9 +300,10 @@ def test_tickets(frames: dict[str, pd.DataFrame]) -> None:
 def test_consent_and_messages(frames: dict[str, pd.DataFrame]) -> None:
     consent, messages = frames["consent"], frames["messages"]
     assert set(consent.status) == {"opted_in", "opted_out"}
+    assert set(consent.channel) | set(messages.channel) <= set(CHANNELS)
     assert set(consent.basis) == {"consent", "contract"}
     assert (consent.status == "opted_out").sum() > 0.2 * N
-    assert set(messages.kind) >= {"sent", "delivered", "open", "click", "bounce", "unsubscribe"}
+    assert set(messages.kind) == set(MESSAGE_KINDS)
     assert messages.campaign_id.str.match(
         r"^(newsletter|sms_flash_sale|push_new_in)_\d{4}_\d{2}$"
     ).all()

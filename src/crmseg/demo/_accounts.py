@@ -14,6 +14,7 @@ STATUSES = ("trialing", "active", "past_due", "paused", "canceled")
 TRIAL_DAYS = 14
 MONTH = 365.25 / 12
 PRICES = (0.0, 19.0, 49.0)  # trial, basic, pro
+HOUR = 1 / 24
 
 
 def make_subscriptions(
@@ -73,7 +74,7 @@ def make_tickets(rng: np.random.Generator, clock: Clock, people: People) -> pa.T
     owner, _ = spans(count)
     m = len(owner)
     opened = people.signup[owner] + rng.random(m) * (span - people.signup[owner])
-    closed = opened + HOURS * rng.uniform(1, 6, m) + rng.exponential(1.2, m)
+    closed = opened + HOUR * rng.uniform(1, 6, m) + rng.exponential(1.2, m)
     still_open = (closed >= span) | (rng.random(m) < 0.03)
     closed = np.where(still_open, np.nan, closed)
     kind = choice(rng, L.TICKET_KIND_WEIGHTS, m)
@@ -102,9 +103,6 @@ def make_tickets(rng: np.random.Generator, clock: Clock, people: People) -> pa.T
             "refund_amount": pa.array(refund[order], mask=np.isnan(refund[order])),
         }
     )
-
-
-HOURS = 1 / 24
 
 
 def make_identifiers(rng: np.random.Generator, people: People) -> pa.Table:

@@ -8,6 +8,8 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
+from crmseg.sources.model import MESSAGE_KINDS
+
 from . import _lists as L
 from ._base import Bools, Clock, Floats, Ints, spans, time_order
 from ._orders import Orders
@@ -272,33 +274,23 @@ def make_messages(
         t_left = t_sent + rng.exponential(HOUR, m) + 2 * MINUTE
         out = left | complained
         consent.unsub_at[ch, who[out]] = np.minimum(consent.unsub_at[ch, who[out]], t_left[out])
-        for kind, mask, at in (
+        replied = opened & (rng.random(m) < (0.004 if ch == 0 else 0.0))
+        delay = rng.uniform(1, 90, m) / 86_400
+        for kind, mask, when in (
             ("sent", np.ones(m, bool), t_sent),
-            ("delivered", delivered, t_sent + rng.uniform(1, 90, m) / 86_400),
-            ("bounce", ~delivered, t_sent + rng.uniform(1, 90, m) / 86_400),
+            ("delivered", delivered, t_sent + delay),
+            ("bounce", ~delivered, t_sent + delay),
             ("open", opened, t_open),
             ("click", clicked, np.where(ch == 1, t_sent, t_open) + rng.uniform(0.2, 5, m) * MINUTE),
+            ("reply", replied, t_open + rng.exponential(2 * HOUR, m)),
             ("unsubscribe", left, t_left),
             ("complaint", complained, t_left),
         ):
-            k = int(mask.sum())
             rows.add(
                 cust=who[mask],
-                t=np.minimum(at[mask], clock.span - 1 / 86_400),
-                kind=np.full(
-                    k,
-                    (
-                        "sent",
-                        "delivered",
-                        "open",
-                        "click",
-                        "reply",
-                        "unsubscribe",
-                        "complaint",
-                        "bounce",
-                    ).index(kind),
-                ),
-                campaign=np.full(k, j),
+                t=np.minimum(when[mask], clock.span - SECOND),
+                kind=np.full(int(mask.sum()), MESSAGE_KINDS.index(kind)),
+                campaign=np.full(int(mask.sum()), j),
                 msg=msg[mask],
             )
     cust, campaign = rows.get("cust"), rows.get("campaign")
@@ -310,19 +302,7 @@ def make_messages(
             "campaign_id": pick(names, campaign),
             "message_id": numbered("M", rows.get("msg") + 1, 9),
             "occurred_at": clock.ts(rows.get("t")),
-            "kind": pick(
-                (
-                    "sent",
-                    "delivered",
-                    "open",
-                    "click",
-                    "reply",
-                    "unsubscribe",
-                    "complaint",
-                    "bounce",
-                ),
-                rows.get("kind"),
-            ),
+            "kind": pick(MESSAGE_KINDS, rows.get("kind")),
         }
     )
 
