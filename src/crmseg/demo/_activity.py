@@ -250,7 +250,7 @@ def make_messages(
         else:
             campaigns.append((first + 11 + 12 * HOUR, 2, f"push_new_in_{tag}", 1.0))
     # rates: bounce, click given open (sms: given delivery), unsubscribe, complaint
-    rates = {0: (0.015, 0.12, 0.003, 0.0004), 1: (0.02, 0.04, 0.006, 0.0), 2: (0.03, 0.2, 0.0, 0.0)}
+    rates = {0: (0.015, 0.12, 0.003, 0.001), 1: (0.02, 0.04, 0.006, 0.0), 2: (0.03, 0.2, 0.0, 0.0)}
     names = [c[2] for c in campaigns]
     rows = _Rows()
     sent_so_far = 0
@@ -274,7 +274,7 @@ def make_messages(
         t_left = t_sent + rng.exponential(HOUR, m) + 2 * MINUTE
         out = left | complained
         consent.unsub_at[ch, who[out]] = np.minimum(consent.unsub_at[ch, who[out]], t_left[out])
-        replied = opened & (rng.random(m) < (0.004 if ch == 0 else 0.0))
+        replied = opened & (rng.random(m) < (0.01 if ch == 0 else 0.0))
         delay = rng.uniform(1, 90, m) / 86_400
         for kind, mask, when in (
             ("sent", np.ones(m, bool), t_sent),
