@@ -345,6 +345,7 @@ def test_identifiers(frames: dict[str, pd.DataFrame]) -> None:
 def test_write_data(tmp_path: Path) -> None:
     steps: list[tuple[str, float]] = []
     counts = write_data(tmp_path, 300, progress=lambda s, f: steps.append((s, f)))
+    assert set(counts) == set(TABLES)
     for name in TABLES:
         assert pq.read_metadata(tmp_path / "data" / f"{name}.parquet").num_rows == counts[name]
     truth = pq.read_table(tmp_path / "truth" / "people.parquet")
