@@ -1,0 +1,1 @@
+"""The demo shop: a generated mixed e-commerce and subscription business."""
