@@ -22,6 +22,9 @@ BG_LL = -9582.4
 PNBD_PUB = {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}  # Fader & Hardie note
 PNBD_LL = -9595.0
 GG_PUB = {"p": 6.25, "q": 3.74, "v": 15.44}  # Fader, Hardie & Lee 2005, "RFM and CLV"
+GG_LL = -4055.92  # Fader & Hardie 2013, "The Gamma-Gamma Model of Monetary Value"
+# Standard errors CLVTools' test suite pins for its Pareto/NBD fit on the same data.
+PNBD_SE = {"r": 0.0476264, "alpha": 0.8427222, "s": 0.1872594, "beta": 6.2105448}
 
 
 def _close(fitted: dict[str, float], published: dict[str, float]) -> None:
@@ -75,11 +78,14 @@ def test_paretonbd_matches_published_cdnow(pnbd: ParetoNBD) -> None:
     assert pnbd.params_ is not None
     _close(pnbd.params_, PNBD_PUB)
     assert abs(pnbd.log_likelihood_ - PNBD_LL) < 0.5
+    for name, want in PNBD_SE.items():
+        assert pnbd.standard_errors_[name] == pytest.approx(want, rel=0.01), name
 
 
 def test_gammagamma_matches_published_cdnow(gg: GammaGamma, cdnow_spend: pd.DataFrame) -> None:
     assert gg.params_ is not None
     _close(gg.params_, GG_PUB)
+    assert abs(gg.log_likelihood_ - GG_LL) < 0.5  # zbar is rounded to cents in the file
     assert gg.n_customers_ == int((cdnow_spend["x"] > 0).sum()) == 946  # repeat buyers only
     assert gg.n_rows_ < gg.n_customers_
 
@@ -244,6 +250,34 @@ def test_compressed_fit_equals_full_fit(cls: Any, cdnow_summary: pd.DataFrame) -
         full.log_likelihood_, rel=1e-12
     )
     assert small.log_likelihood_ == pytest.approx(full.log_likelihood_, rel=1e-12)
+
+
+def test_betageo_pooled_sums_equal_per_row_sums(cdnow_summary: pd.DataFrame) -> None:
+    m = BetaGeo()
+    rows, w = compress(*_frt(cdnow_summary))
+    data = m._prepare(rows)
+    for theta in ([0.24, 4.4, 0.79, 2.4], [1.3, 0.5, 2.0, 0.6]):
+        th = np.array(theta)
+        ll, g = m._loglik_grad(th, data)
+        total, grad = m._total(th, data, w)
+        assert total == pytest.approx(float(np.sum(w * ll)), rel=1e-12)
+        np.testing.assert_allclose(grad, np.sum(w[:, None] * g, axis=0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("cls", [BetaGeo, ParetoNBD, GammaGamma])
+def test_analytic_gradient_matches_differences(cls: Any, cdnow_spend: pd.DataFrame) -> None:
+    cols = ["x", "zbar", "zbar"] if cls is GammaGamma else ["x", "t_x", "T"]
+    rows = cdnow_spend[cdnow_spend["x"] > 0][cols].to_numpy()[:300]
+    m = cls()
+    data = m._prepare(rows)
+    theta = np.array([0.6, 8.0, 0.9, 3.0] if cls is not GammaGamma else [5.0, 3.0, 14.0])
+    _, g = m._total(theta, data, np.ones(len(rows)))
+    for i in range(len(theta)):
+        e = np.zeros(len(theta))
+        e[i] = 1e-6 * theta[i]
+        up = m._total(theta + e, data, np.ones(len(rows)))[0]
+        down = m._total(theta - e, data, np.ones(len(rows)))[0]
+        assert g[i] == pytest.approx((up - down) / (2 * e[i]), rel=1e-5)
 
 
 def test_weights_equal_repeated_rows(cdnow_spend: pd.DataFrame) -> None:

@@ -40,7 +40,7 @@ class BetaGeo(Model):
         return self
 
     def _start(self, rows: Floats, w: Floats) -> Floats:
-        rate = float(w @ rows[:, 0]) / max(float(w @ rows[:, 2]), 1e-9)
+        rate = float(np.sum(w * rows[:, 0])) / max(float(np.sum(w * rows[:, 2])), 1e-9)
         return np.array([1.0, 1.0 / max(rate, 1e-6), 1.0, 1.0])
 
     def _prepare(self, rows: Floats) -> _Rows:

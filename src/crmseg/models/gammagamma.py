@@ -61,7 +61,7 @@ class GammaGamma(Model):
         return self
 
     def _start(self, rows: Floats, w: Floats) -> Floats:
-        mean = float(w @ rows[:, 1]) / float(w.sum())
+        mean = float(np.sum(w * rows[:, 1])) / float(w.sum())
         return np.array([1.0, 2.0, max(mean, 1e-6)])
 
     def _loglik(self, theta: Floats, data: Any) -> Floats:

@@ -110,8 +110,8 @@ class ParetoNBD(Model):
         return _pairs(rows[:, 0], rows[:, 1], rows[:, 2])
 
     def _start(self, rows: Floats, w: Floats) -> Floats:
-        span = max(float(w @ rows[:, 2]) / float(w.sum()), 1e-6)
-        rate = float(w @ rows[:, 0]) / max(float(w @ rows[:, 2]), 1e-9)
+        span = max(float(np.sum(w * rows[:, 2])) / float(w.sum()), 1e-6)
+        rate = float(np.sum(w * rows[:, 0])) / max(float(np.sum(w * rows[:, 2])), 1e-9)
         return np.array([1.0, 1.0 / max(rate, 1e-6), 1.0, span])
 
     @staticmethod
