@@ -341,3 +341,16 @@ def test_gammagamma_bad_inputs_raise(bg: BetaGeo) -> None:
     gg = GammaGamma().fit([1, 2, 3, 1], [10.0, 12.0, 9.0, 30.0])
     with pytest.raises(ModelError, match="horizon_months"):
         gg.clv(bg, [1], [1], [2], [10.0], horizon_months=0)
+
+
+def test_betageo_expectations_continuous_at_a_equal_one() -> None:
+    values = []
+    for a in (1 - 1e-4, 1.0, 1 + 1e-4):
+        m = BetaGeo()
+        m.params_ = {"r": 0.5, "alpha": 5.0, "a": a, "b": 2.0}
+        values.append(
+            [float(m.expected_purchases(10, 3, 20, 30)), float(m.expected_purchases_new(10))]
+        )
+    np.testing.assert_allclose(values[1], values[0], rtol=1e-3)
+    np.testing.assert_allclose(values[1], values[2], rtol=1e-3)
+    assert np.isfinite(values).all()

@@ -132,3 +132,18 @@ def test_empty_holdout_gives_zeros() -> None:
     assert got.loc[1, "monetary_value_holdout"] == 0.0
     assert got.loc[1, "duration_holdout"] == 12.0
     assert got.loc[1, "T"] == 19.0
+
+
+def test_day_periods_match_pandas_and_mixed_layouts_parse() -> None:
+    stamps = pd.Series(
+        pd.to_datetime(
+            ["1969-12-31 23:59:59", "1970-01-01", "2024-02-29 13:00", "1900-03-01"], format="mixed"
+        )
+    )
+    for unit in ("ns", "s"):
+        got = rfm_summary([1, 2, 3, 4], stamps.dt.as_unit(unit), None, "2030-01-01")
+        days = pd.DatetimeIndex(stamps).to_period("D").asi8
+        want = pd.Period("2030-01-01", "D").ordinal - days
+        np.testing.assert_array_equal(got["T"].to_numpy(), want)
+    mixed = rfm_summary(["a", "a"], ["2024-01-01 09:00", "2024-01-03"], [1.0, 2.0], "2024-01-10")
+    assert mixed.loc["a", "recency"] == 2.0

@@ -15,8 +15,8 @@ from crmseg.errors import ModelError
 from crmseg.models.summary import compress
 
 Floats = npt.NDArray[np.float64]
-_WARM_ROWS = 20_000
 Ints = npt.NDArray[np.int64]
+_WARM_ROWS = 20_000  # above this many distinct rows, start from a sample's fit
 
 
 def codes(values: Floats) -> tuple[Ints, Floats]:
@@ -79,8 +79,8 @@ class Model:
     def _total(self, theta: Floats, data: Any, w: Floats) -> tuple[float, Floats]:
         """Weighted sums of the log-likelihood and its gradient (natural parameters).
 
-        Plain sums, not `@`: a BLAS call wakes OpenBLAS' thread pool, whose spinning slows
-        scipy's own small BLAS calls inside L-BFGS-B on busy machines."""
+        Plain sums, not `@`: a BLAS call wakes OpenBLAS' thread pool, whose spinning then
+        slows every small BLAS call that follows on a busy machine."""
         ll, g = self._loglik_grad(theta, data)
         return float(np.sum(w * ll)), np.sum(w[:, None] * g, axis=0)
 
@@ -131,21 +131,20 @@ class Model:
             phi0 = _search(self._objective(self._prepare(rows[some]), counts[some]), phi0)
         else:
             phi0 = _search(objective, phi0)
-        phi, grad, ok = _newton(objective, phi0)
+        phi, value, grad, ok = _newton(objective, phi0)
         if not ok:  # not locally convex yet: search on the full data, then polish again
-            phi, grad, ok = _newton(objective, _search(objective, phi0))
-        res = _Result(phi, ok)
-        theta = np.exp(res.x)
-        ll = self._total(theta, data, w)[0]
-        if not np.isfinite(ll):
+            phi, value, grad, ok = _newton(objective, _search(objective, phi0))
+        theta = np.exp(phi)
+        ll = -value * total
+        if not np.isfinite(ll) or value >= 1e300:
             raise ModelError(f"{type(self).__name__}.fit did not reach a finite log-likelihood")
         self.params_ = {n: float(v) for n, v in zip(self.names, theta, strict=True)}
         self.log_likelihood_ = ll
-        self.converged_ = res.success
+        self.converged_ = ok
         self.n_rows_ = len(rows)
         self.n_customers_ = total
-        hess = _hessian(objective, res.x, grad) * total
-        self.standard_errors_ = self._standard_errors(res.x, hess)
+        hess = _hessian(objective, phi, grad) * total
+        self.standard_errors_ = self._standard_errors(phi, hess)
         self.fit_seconds_ = time.perf_counter() - started
 
     def _standard_errors(self, phi: Floats, hess: Floats) -> dict[str, float]:
@@ -162,11 +161,6 @@ class Model:
 
 
 Objective = Callable[[Floats], tuple[float, Floats]]
-
-
-class _Result:
-    def __init__(self, x: Floats, success: bool) -> None:
-        self.x, self.success = x, success
 
 
 def _search(objective: Objective, phi0: Floats) -> Floats:
@@ -189,21 +183,21 @@ def _hessian(objective: Objective, phi: Floats, grad: Floats) -> Floats:
     return np.asarray((hess + hess.T) / 2, dtype=np.float64)
 
 
-def _newton(objective: Objective, phi: Floats) -> tuple[Floats, Floats, bool]:
+def _newton(objective: Objective, phi: Floats) -> tuple[Floats, float, Floats, bool]:
     """Chord-Newton from a nearby start: one Hessian, then one gradient per step.
-    Returns the point, its gradient and whether it converged."""
+    Returns the point, its objective and gradient, and whether it converged."""
     value, grad = objective(phi)
     try:
         chol = np.linalg.cholesky(_hessian(objective, phi, grad))
     except np.linalg.LinAlgError:
-        return phi, grad, False
+        return phi, value, grad, False
     for _ in range(30):
         step = np.linalg.solve(chol.T, np.linalg.solve(chol, grad))
         new_value, new_grad = objective(phi - step)
         if not new_value <= value + 1e-12 * abs(value):
-            return phi, grad, False
+            return phi, value, grad, False
         phi, value, grad = phi - step, new_value, new_grad
         # log-parameters, so 1e-6 relative per parameter; the next step would be ~50x smaller
         if np.max(np.abs(step)) < 1e-6:
-            return phi, grad, bool(np.max(np.abs(grad)) < 1e-6)
-    return phi, grad, False
+            return phi, value, grad, bool(np.max(np.abs(grad)) < 1e-6)
+    return phi, value, grad, False

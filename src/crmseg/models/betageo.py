@@ -150,7 +150,7 @@ class BetaGeo(Model):
         T: npt.ArrayLike,
     ) -> Floats:
         """Expected purchases in the next ``t`` periods given each customer's history."""
-        r, alpha, a, b = self._theta()
+        r, alpha, a, b = _off_one(self._theta())
         x, tx, big_t = check_frt(frequency, recency, T)
         h = as_floats("t", t)
         z = h / (alpha + big_t + h)
@@ -163,12 +163,19 @@ class BetaGeo(Model):
 
     def expected_purchases_new(self, t: npt.ArrayLike) -> Floats:
         """Expected purchases in ``t`` periods by a customer who has just arrived."""
-        r, alpha, a, b = self._theta()
+        r, alpha, a, b = _off_one(self._theta())
         h = as_floats("t", t)
         z = h / (alpha + h)
         tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b - 1, z)
         out: Floats = (a + b - 1) / (a - 1) * (1 - tail)
         return _finite(out, "expected_purchases_new")
+
+
+def _off_one(theta: Floats) -> Floats:
+    # The expectations divide by a - 1 (0/0 at a = 1, where the limit is finite); moving a
+    # by 1e-7 changes them by a relative ~1e-7.
+    r, alpha, a, b = theta
+    return np.array([r, alpha, a if abs(a - 1) > 1e-7 else 1 + 1e-7, b])
 
 
 def _finite(values: Floats, what: str) -> Floats:
