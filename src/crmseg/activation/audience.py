@@ -1,0 +1,358 @@
+"""The audience funnel of one campaign at one instant.
+
+segment members -> exclusions -> consent for the channel -> suppression -> frequency caps ->
+priority within the group -> holdout and splits.
+
+Per-customer facts (consent, suppression rules, messages already sent) come from one rule
+language plan over the canonical tables, so ``consent.email`` here means exactly what it means
+in a segment rule; crmseg's own send log is joined in as an Ibis memtable. The set logic of the
+funnel then runs on the resulting Arrow columns.
+
+The consent step is not a configuration option: ``_consent_filter`` runs for every audience and
+``_require_consent`` re-checks the final audience, so no campaign file can switch it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import pyarrow as pa
+
+from crmseg.activation.assign import assign
+from crmseg.activation.campaigns import (
+    Campaign,
+    evaluate_segment_expr,
+    parse_duration,
+)
+from crmseg.errors import ActivationError
+from crmseg.rules import Definition, Schema, build_plan
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from crmseg.backends.base import Backend
+
+# The send log's Arrow layout (see store.py); audiences read it to count what crmseg sent.
+SEND_LOG_SCHEMA = pa.schema(
+    [
+        ("campaign", pa.string()),
+        ("customer_key", pa.string()),
+        ("arm", pa.string()),
+        ("variant", pa.string()),
+        ("channel", pa.string()),
+        ("sent_at", pa.timestamp("us")),
+    ]
+)
+
+Members = Callable[[str], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    count: int
+
+
+@dataclass
+class Audience:
+    campaign: str
+    channel: str
+    as_of: datetime
+    steps: list[Step] = field(default_factory=list)
+    treatment: list[tuple[str, str | None]] = field(default_factory=list)
+    holdout: list[str] = field(default_factory=list)
+
+    def funnel(self) -> str:
+        """``10,000 in segment -> 9,100 with email consent -> ... -> 7,300 treatment / 800 holdout``
+        on one line."""
+        parts = [f"{s.count:,} {s.label}" for s in self.steps]
+        parts.append(f"{len(self.treatment):,} treatment / {len(self.holdout):,} holdout")
+        return " -> ".join(parts)
+
+
+@dataclass
+class _Facts:
+    """Per-customer columns for every campaign in scope, executed once."""
+
+    customers: set[str]
+    columns: dict[str, list[Any]]
+    ids: list[str]
+
+    def true(self, column: str) -> set[str]:
+        return {k for k, v in zip(self.ids, self.columns[column], strict=True) if v}
+
+    def value(self, column: str) -> dict[str, int]:
+        return {k: int(v or 0) for k, v in zip(self.ids, self.columns[column], strict=True)}
+
+
+def _cap_key(seconds: int, channel: str | None) -> str:
+    return f"__sent_{seconds}_{channel or 'all'}"
+
+
+def _rule_defs(c: Campaign, i: int, tables: Mapping[str, ir.Table]) -> dict[str, Definition]:
+    """Suppression and consent as segment definitions (name -> Definition) for campaign i."""
+    s, ch = c.spec.suppress, c.spec.channel
+    out: dict[str, Definition] = {}
+
+    def add(key: str, text: str, line: int = 1, column: int = 1, file: str | None = None) -> None:
+        out[key] = Definition(f"__c{i}_{key}", "segment", text, None, file, line, column)
+
+    if "consent" in tables:
+        add("consent", f"consent.{ch}")
+    if s.purchased_within and "orders" in tables:
+        add("purchased", f"count(orders within {s.purchased_within}) >= 1")
+    if "messages" in tables:
+        if s.messaged_within:
+            add("messaged", f"count(messages where kind = 'sent' within {s.messaged_within}) >= 1")
+        for flag, kind in (
+            ("unsubscribed", "unsubscribe"),
+            ("complained", "complaint"),
+            ("bounced", "bounce"),
+        ):
+            if getattr(s, flag):
+                add(flag, f"count(messages where channel = '{ch}' and kind = '{kind}') >= 1")
+    for name, text in s.rules.items():
+        line, column = c.rule_locations.get(name, (1, 1))
+        add(f"rule_{name}", text, line, column, c.file)
+    return out
+
+
+def _windows(c: Campaign) -> list[tuple[int, str | None]]:
+    """(window seconds, channel or None) of every count the campaign needs."""
+    out: list[tuple[int, str | None]] = []
+    for cap in c.spec.frequency_cap:
+        out.append(
+            (
+                int(parse_duration(cap.per).total_seconds()),
+                c.spec.channel if cap.scope == "channel" else None,
+            )
+        )
+    if c.spec.suppress.messaged_within:
+        out.append((int(parse_duration(c.spec.suppress.messaged_within).total_seconds()), None))
+    return out
+
+
+def _facts(
+    campaigns: Sequence[Campaign],
+    backend: Backend,
+    tables: Mapping[str, ir.Table],
+    traits: Sequence[Definition],
+    send_log: pa.Table,
+    as_of: datetime,
+) -> _Facts:
+    from crmseg.sources.loader import schema_from
+
+    defs: list[Definition] = []
+    windows: set[tuple[int, str | None]] = set()
+    for i, c in enumerate(campaigns):
+        defs.extend(_rule_defs(c, i, tables).values())
+        windows.update(_windows(c))
+    counts: dict[str, Definition] = {}
+    if "messages" in tables:
+        for seconds, ch in sorted(windows, key=str):
+            where = "kind = 'sent'" + (f" and channel = '{ch}'" if ch else "")
+            key = _cap_key(seconds, ch)
+            # every duration unit is a whole number of hours
+            text = f"count(messages where {where} within {seconds // 3600}h)"
+            counts[key] = Definition(key, "trait", text)
+    plan = build_plan([*traits, *counts.values(), *defs], Schema(schema_from(tables)))
+    names = [d.name for d in defs] + list(counts)
+    wide = plan.wide(tables, as_of, select=names)
+    wide = _with_send_log(wide, tables, send_log, as_of, sorted(windows, key=str))
+    result = backend.execute(wide)
+    ids = [str(v) for v in result.column("customer_id").to_pylist()]
+    cols = {n: result.column(n).to_pylist() for n in result.column_names if n != "customer_id"}
+    return _Facts(set(ids), cols, ids)
+
+
+def _with_send_log(
+    wide: ir.Table,
+    tables: Mapping[str, ir.Table],
+    send_log: pa.Table,
+    as_of: datetime,
+    windows: Sequence[tuple[int, str | None]],
+) -> ir.Table:
+    """Add crmseg's own sends (treatment arm) per window; a send the messages table already
+    mirrors (same customer, campaign_id = campaign, kind sent) is counted once."""
+    if not windows:
+        return wide
+    log = ibis.memtable(send_log.cast(SEND_LOG_SCHEMA))
+    at = ibis.literal(as_of, type="timestamp")
+    log = log.filter(log.arm == "treatment", log.sent_at <= at)
+    if "messages" in tables:
+        m = tables["messages"]
+        m = m.filter(m.kind == "sent", m.occurred_at <= at, m.campaign_id.notnull())
+        m = m.select(
+            __mk=m.customer_id.cast("string"), __mc=m.campaign_id.cast("string")
+        ).distinct()
+        log = log.anti_join(m, [log.customer_key == m["__mk"], log.campaign == m["__mc"]])
+    metrics = {}
+    for seconds, ch in windows:
+        cond = log.sent_at >= at - ibis.interval(seconds=seconds)
+        if ch:
+            cond &= log.channel == ch
+        metrics[f"__log{_cap_key(seconds, ch)}"] = log.count(where=cond)
+    g = log.group_by(__lk=log.customer_key).aggregate(**metrics)
+    j = wide.left_join(g, wide.customer_id == g["__lk"])
+    cols = {k: j[k].fill_null(0) for k in metrics}
+    return j.select(*wide.columns, **cols)
+
+
+def _consent_filter(keys: set[str], facts: _Facts, index: int) -> set[str]:
+    """Only customers whose latest consent row for the channel at as_of is opted_in."""
+    column = f"__c{index}_consent"
+    if column not in facts.columns:  # no consent table: nobody has consent
+        return set()
+    return keys & facts.true(column)
+
+
+def _require_consent(c: Campaign, keys: Iterable[str], facts: _Facts, index: int) -> None:
+    allowed = _consent_filter(set(keys), facts, index)
+    leaked = set(keys) - allowed
+    if leaked:  # cannot happen unless the funnel is broken; never send in that case
+        raise ActivationError(
+            f"campaign {c.name}: {len(leaked)} customers without {c.spec.channel} consent "
+            "reached the audience; nothing was sent"
+        )
+
+
+def _sent(facts: _Facts, seconds: int, channel: str | None) -> dict[str, int]:
+    key = _cap_key(seconds, channel)
+    out = {k: 0 for k in facts.ids}
+    if key in facts.columns:
+        for k, v in facts.value(key).items():
+            out[k] += v
+    logged = f"__log{key}"
+    if logged in facts.columns:
+        for k, v in facts.value(logged).items():
+            out[k] += v
+    return out
+
+
+def _eligible(
+    c: Campaign,
+    index: int,
+    facts: _Facts,
+    members: Members,
+    steps: list[Step] | None = None,
+) -> set[str]:
+    """Everything up to (not including) the group step; records the funnel in ``steps``."""
+    spec = c.spec
+    note = steps.append if steps is not None else (lambda _s: None)
+    cache: dict[str, set[str]] = {}
+
+    def seg(name: str) -> set[str]:
+        if name not in cache:
+            cache[name] = {str(k) for k in members(name)}
+        return cache[name]
+
+    names = {n: seg(n) for n in c.segments}
+    keys = evaluate_segment_expr(spec.segment, names, facts.customers)
+    note(Step("in segment", len(keys)))
+    if spec.exclude:
+        for name in spec.exclude:
+            keys = keys - seg(name)
+        note(Step("after exclusions", len(keys)))
+    keys = _consent_filter(keys, facts, index)
+    note(Step(f"with {spec.channel} consent", len(keys)))
+    s = spec.suppress
+    labels = {
+        "purchased": f"not purchased within {s.purchased_within}",
+        "messaged": f"not messaged within {s.messaged_within}",
+        "unsubscribed": f"not unsubscribed from {spec.channel}",
+        "complained": f"no {spec.channel} complaint",
+        "bounced": f"no {spec.channel} bounce",
+    }
+    for key in _suppression_keys(c):
+        column = f"__c{index}_{key}"
+        hit = facts.true(column) if column in facts.columns else set()
+        if key == "messaged" and s.messaged_within:
+            seconds = int(parse_duration(s.messaged_within).total_seconds())
+            logged = facts.value(f"__log{_cap_key(seconds, None)}") if _has_log(facts) else {}
+            hit |= {k for k, v in logged.items() if v}
+        keys = keys - hit
+        note(Step(labels.get(key, f"not {key.removeprefix('rule_')}"), len(keys)))
+    for cap in spec.frequency_cap:
+        seconds = int(parse_duration(cap.per).total_seconds())
+        sent = _sent(facts, seconds, spec.channel if cap.scope == "channel" else None)
+        keys = {k for k in keys if sent.get(k, 0) + 1 <= cap.max}
+        where = spec.channel if cap.scope == "channel" else "all channels"
+        note(Step(f"under cap {cap.max} per {cap.per} ({where})", len(keys)))
+    return keys
+
+
+def _has_log(facts: _Facts) -> bool:
+    return any(k.startswith("__log") for k in facts.columns)
+
+
+def _suppression_keys(c: Campaign) -> list[str]:
+    s = c.spec.suppress
+    keys = []
+    if s.purchased_within:
+        keys.append("purchased")
+    if s.messaged_within:
+        keys.append("messaged")
+    keys += [f for f in ("unsubscribed", "complained", "bounced") if getattr(s, f)]
+    keys += [f"rule_{n}" for n in s.rules]
+    return keys
+
+
+def _outranks(a: Campaign, b: Campaign) -> bool:
+    """Whether ``a`` wins a customer over ``b`` in their group (ties: the smaller name)."""
+    return (a.spec.priority, b.name) > (b.spec.priority, a.name)
+
+
+def build_audience(
+    campaign: Campaign,
+    campaigns: Sequence[Campaign],
+    backend: Backend,
+    tables: Mapping[str, ir.Table],
+    members: Members,
+    send_log: pa.Table,
+    as_of: datetime,
+    traits: Sequence[Definition] = (),
+) -> Audience:
+    """The funnel and arms of ``campaign`` at ``as_of``.
+
+    ``campaigns`` is the whole catalog (for the group step); ``members(segment)`` answers
+    segment membership at ``as_of``; ``send_log`` is crmseg's send log so far.
+    """
+    spec = campaign.spec
+    peers = [
+        p
+        for p in campaigns
+        if spec.group is not None
+        and p.spec.group == spec.group
+        and p.name != campaign.name
+        and p.spec.enabled
+    ]
+    scope = [campaign, *(p for p in peers if _outranks(p, campaign))]
+    facts = _facts(scope, backend, tables, traits, send_log, as_of)
+    audience = Audience(campaign.name, spec.channel, as_of)
+    keys = _eligible(campaign, 0, facts, members, audience.steps)
+    if spec.group is not None:
+        for i, peer in enumerate(scope[1:], start=1):
+            keys -= _eligible(peer, i, facts, members)
+        # Whoever an activation of another group campaign at this instant already took stays
+        # theirs, whatever the data says now.
+        names = {p.name for p in peers}
+        taken = {
+            str(row["customer_key"])
+            for row in send_log.to_pylist()
+            if row["campaign"] in names and row["sent_at"] == as_of
+        }
+        keys -= taken
+        audience.steps.append(Step(f"first in group {spec.group}", len(keys)))
+    ordered = sorted(keys)
+    _require_consent(campaign, ordered, facts, 0)
+    splits = [(s.name, s.weight) for s in spec.splits]
+    audience.holdout, audience.treatment = assign(campaign.name, ordered, spec.holdout, splits)
+    return audience
+
+
+def empty_send_log() -> pa.Table:
+    return SEND_LOG_SCHEMA.empty_table()

@@ -1,0 +1,417 @@
+"""Activating campaigns: audience, send log, exports and syncs, in that order.
+
+Within one call every audience, send-log row, activation record, file-destination sync state
+and outbox batch is written in one state-store transaction (all or nothing). Files are staged
+and renamed into place after the commit; webhook batches are delivered after the commit from the
+outbox, so a crash in between leaves batches that the next activation retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import pyarrow as pa
+
+from crmseg.activation.audience import SEND_LOG_SCHEMA, Audience, Members, build_audience
+from crmseg.activation.campaigns import (
+    RECORD_FIELDS,
+    AdListDestination,
+    Campaign,
+    FileDestination,
+    WebhookDestination,
+)
+from crmseg.activation.destinations.adlists import LAYOUTS, hash_email, hash_phone
+from crmseg.activation.destinations.files import write_records
+from crmseg.activation.destinations.webhook import post_batches
+from crmseg.activation.store import ActivationStore, Batch
+from crmseg.activation.sync import Diff, diff, make_batches, replace_synced
+from crmseg.errors import ActivationError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from crmseg.backends.base import Backend
+    from crmseg.backends.state import StateStore
+    from crmseg.rules import Definition
+
+
+@dataclass
+class DestinationReport:
+    name: str
+    kind: str
+    target: str  # file path(s) or URL
+    mode: str
+    records: int = 0  # rows written (files) or customers in the diff (syncs)
+    adds: int = 0
+    removes: int = 0
+    batches: int = 0
+    delivered: int = 0
+    failed: int = 0
+    requests: int = 0
+    error: str | None = None
+
+
+@dataclass
+class ActivationResult:
+    campaign: str
+    as_of: datetime
+    dry_run: bool
+    audience: Audience
+    activation_id: int | None = None
+    destinations: list[DestinationReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(d.error is None for d in self.destinations)
+
+
+@dataclass
+class Context:
+    """What an activation reads: the project's data, state and definitions."""
+
+    root: Path
+    backend: Backend
+    tables: Mapping[str, ir.Table]
+    state: StateStore
+    members: Members
+    traits: Sequence[Definition] = ()
+
+
+def _dest_key(c: Campaign, name: str) -> str:
+    return f"{c.name}/{name}"
+
+
+def _expand(root: Path, template: str, c: Campaign, at: datetime) -> Path:
+    path = Path(template.format(campaign=c.name, as_of=f"{at:%Y%m%dT%H%M%S}"))
+    return path if path.is_absolute() else root / path
+
+
+def activate(
+    targets: Sequence[Campaign],
+    catalog: Sequence[Campaign],
+    ctx: Context,
+    as_of: datetime,
+    now: datetime,
+    dry_run: bool = False,
+) -> list[ActivationResult]:
+    """Activate ``targets`` (in the given order) at ``as_of`` as one unit."""
+    store = ActivationStore(ctx.state)
+    for c in targets:
+        previous = store.activation_at(c.name, as_of)
+        if previous is not None and not dry_run:
+            raise ActivationError(
+                f"campaign {c.name} was already activated at {as_of:%Y-%m-%d %H:%M:%S} "
+                f"(activation {previous}); activate at a later --as-of"
+            )
+    if not dry_run:
+        _retry_pending(targets, ctx, store, now)
+    results: list[ActivationResult] = []
+    staged: list[tuple[Path, Path]] = []
+    log = store.send_log()
+    try:
+        if dry_run:
+            for c in targets:
+                audience = build_audience(
+                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.traits
+                )
+                result = ActivationResult(c.name, as_of, True, audience)
+                result.destinations = _preview(c, audience, ctx, store)
+                results.append(result)
+                # later campaigns of the same call see these sends (caps, groups)
+                log = pa.concat_tables([log, _log_rows(audience)])
+            return results
+        with ctx.state.transaction():
+            for c in targets:
+                audience = build_audience(
+                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.traits
+                )
+                aid = store.record(audience, c.hash, now)
+                result = ActivationResult(c.name, as_of, False, audience, aid)
+                result.destinations = _stage(c, audience, aid, ctx, store, staged, now)
+                results.append(result)
+                log = store.send_log()
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    for c, result in zip(targets, results, strict=True):
+        _deliver(c, result, ctx, store, now)
+    return results
+
+
+def _log_rows(a: Audience) -> pa.Table:
+    keys = [k for k, _ in a.treatment] + a.holdout
+    return pa.table(
+        {
+            "campaign": [a.campaign] * len(keys),
+            "customer_key": keys,
+            "arm": ["treatment"] * len(a.treatment) + ["holdout"] * len(a.holdout),
+            "variant": [v for _, v in a.treatment] + [None] * len(a.holdout),
+            "channel": [a.channel] * len(keys),
+            "sent_at": pa.array([a.as_of] * len(keys), pa.timestamp("us")),
+        },
+        schema=SEND_LOG_SCHEMA,
+    )
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def _fields_needed(c: Campaign) -> list[str]:
+    cols: list[str] = []
+    for d in c.spec.destination:
+        wanted: list[str] = []
+        if isinstance(d, FileDestination | WebhookDestination):
+            wanted = [f for f in d.fields if f not in RECORD_FIELDS]
+        elif isinstance(d, AdListDestination):
+            wanted = list(d.identifiers)
+        cols += [f for f in wanted if f not in cols]
+    return cols
+
+
+def _customer_fields(c: Campaign, ctx: Context, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    cols = _fields_needed(c)
+    if not cols or not keys:
+        return {}
+    customers = ctx.tables["customers"]
+    missing = [f for f in cols if f not in customers.columns]
+    if missing:
+        raise ActivationError(
+            f"{c.file}:{c.line}: campaign {c.name}: field {missing[0]!r} is neither a customer "
+            f"column nor one of {', '.join(RECORD_FIELDS)}"
+        )
+    wanted = ibis.memtable(pa.table({"__k": pa.array(list(keys), pa.string())}))
+    t = customers.select(
+        __k=customers.customer_id.cast("string"), **{f: customers[f] for f in cols}
+    )
+    t = t.semi_join(wanted, "__k")
+    rows = ctx.backend.execute(t).to_pylist()
+    return {str(r.pop("__k")): r for r in rows}
+
+
+def _records(
+    a: Audience, people: Mapping[str, Mapping[str, Any]], keys: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    variants = dict(a.treatment)
+    out = []
+    for key in keys if keys is not None else [k for k, _ in a.treatment]:
+        rec: dict[str, Any] = {
+            "customer_key": key,
+            "campaign": a.campaign,
+            "arm": "treatment",
+            "variant": variants.get(key),
+            "channel": a.channel,
+            "sent_at": a.as_of,
+        }
+        rec.update(people.get(key, {}))
+        out.append(rec)
+    return out
+
+
+def _ad_rows(
+    d: AdListDestination, people: Mapping[str, Mapping[str, Any]], keys: Sequence[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    layout = LAYOUTS[d.platform]
+    header = [layout[i] for i in d.identifiers]
+    rows = []
+    for key in keys:
+        p = people.get(key, {})
+        row: dict[str, Any] = {}
+        if "email" in d.identifiers:
+            row[layout["email"]] = hash_email(p.get("email"))
+        if "phone" in d.identifiers:
+            row[layout["phone"]] = hash_phone(p.get("phone"), d.default_region, d.platform)
+        if any(v is not None for v in row.values()):  # a row with nothing to match is noise
+            rows.append(row)
+    return header, rows
+
+
+# --- staging (inside the transaction) -----------------------------------------------------
+
+
+def _stage(
+    c: Campaign,
+    a: Audience,
+    aid: int,
+    ctx: Context,
+    store: ActivationStore,
+    staged: list[tuple[Path, Path]],
+    now: datetime,
+) -> list[DestinationReport]:
+    target = [k for k, _ in a.treatment]
+    reports = []
+    people: dict[str, dict[str, Any]] | None = None
+    for d in c.spec.destination:
+        name = d.name or d.type
+        key = _dest_key(c, name)
+        change = diff(store, key, target) if d.sync == "incremental" else Diff(target, [])
+        if people is None:
+            people = _customer_fields(c, ctx, sorted(set(target) | set(change.removes)))
+        report = DestinationReport(name, d.type, "", d.sync, adds=len(change.adds))
+        report.removes = len(change.removes)
+        if isinstance(d, WebhookDestination):
+            report.target = d.url
+            batches = make_batches(key, aid, change, d.batch_size, _webhook_body(c, a, d, people))
+            store.add_batches(batches, now)
+            report.batches = len(batches)
+            report.records = len(change.adds) + len(change.removes)
+        elif isinstance(d, FileDestination):
+            path = _expand(ctx.root, d.path, c, a.as_of)
+            report.target = str(path)
+            if d.sync == "incremental":
+                recs = _records(a, people, change.adds)
+                for r in recs:
+                    r["op"] = "add"
+                recs += [{"customer_key": k, "op": "remove"} for k in change.removes]
+                fields = [*d.fields, "op"]
+            else:
+                recs, fields = _records(a, people), list(d.fields)
+            _stage_file(
+                path, staged, lambda p, r=recs, f=fields, d=d: write_records(p, d.file_format, r, f)
+            )
+            report.records = len(recs)
+        else:
+            report.target, report.records = _stage_ad_list(c, a, d, change, people, ctx, staged)
+        if not isinstance(d, WebhookDestination):
+            replace_synced(store, key, target, now)
+        reports.append(report)
+    return reports
+
+
+def _stage_file(path: Path, staged: list[tuple[Path, Path]], write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.staged")
+    write(tmp)
+    staged.append((tmp, path))
+
+
+def _stage_ad_list(
+    c: Campaign,
+    a: Audience,
+    d: AdListDestination,
+    change: Diff,
+    people: Mapping[str, Mapping[str, Any]],
+    ctx: Context,
+    staged: list[tuple[Path, Path]],
+) -> tuple[str, int]:
+    path = _expand(ctx.root, d.path, c, a.as_of)
+    parts = (
+        [(path, change.adds)]
+        if d.sync == "full"
+        else [
+            (path.with_name(f"{path.stem}.add{path.suffix or '.csv'}"), change.adds),
+            (path.with_name(f"{path.stem}.remove{path.suffix or '.csv'}"), change.removes),
+        ]
+    )
+    total = 0
+    for p, keys in parts:
+        header, rows = _ad_rows(d, people, keys)
+        _stage_file(p, staged, lambda t, r=rows, h=header: write_records(t, "csv", r, h))
+        total += len(rows)
+    return ", ".join(str(p) for p, _ in parts), total
+
+
+def _webhook_body(
+    c: Campaign, a: Audience, d: WebhookDestination, people: Mapping[str, Mapping[str, Any]]
+) -> Any:
+    def body(op: str, bid: str, keys: list[str]) -> dict[str, Any]:
+        if op == "add":
+            records = [{f: r.get(f) for f in d.fields} for r in _records(a, people, keys)]
+        else:  # a removal needs no personal data
+            records = [{"customer_key": k} for k in keys]
+        return {
+            "campaign": c.name,
+            "destination": d.name or d.type,
+            "batch_id": bid,
+            "op": op,
+            "as_of": a.as_of.isoformat(),
+            "records": records,
+        }
+
+    return body
+
+
+def _preview(
+    c: Campaign, a: Audience, ctx: Context, store: ActivationStore
+) -> list[DestinationReport]:
+    target = [k for k, _ in a.treatment]
+    out = []
+    for d in c.spec.destination:
+        name = d.name or d.type
+        change = diff(store, _dest_key(c, name), target) if d.sync == "incremental" else None
+        where = (
+            d.url
+            if isinstance(d, WebhookDestination)
+            else str(_expand(ctx.root, d.path, c, a.as_of))
+        )
+        report = DestinationReport(name, d.type, where, d.sync)
+        report.adds = len(change.adds) if change else len(target)
+        report.removes = len(change.removes) if change else 0
+        report.records = report.adds + report.removes
+        out.append(report)
+    return out
+
+
+# --- delivery (after the commit) -----------------------------------------------------------
+
+
+def _send(
+    c: Campaign,
+    d: WebhookDestination,
+    batches: Sequence[Batch],
+    ctx: Context,
+    store: ActivationStore,
+    now: datetime,
+) -> tuple[int, int, int, str | None]:
+    res = post_batches(
+        d.url,
+        batches,
+        max_attempts=d.max_attempts,
+        backoff_seconds=d.backoff_seconds,
+        timeout_seconds=d.timeout_seconds,
+        headers=d.headers,
+        dead_letter=_expand(ctx.root, d.dead_letter, c, now),
+        on_delivered=lambda b, n: store.delivered(b, n, now),
+        on_failed=lambda b, n: store.failed(b, n),
+    )
+    return len(res.delivered), len(res.failed), res.requests, res.error
+
+
+def _deliver(
+    c: Campaign, result: ActivationResult, ctx: Context, store: ActivationStore, now: datetime
+) -> None:
+    for d, report in zip(c.spec.destination, result.destinations, strict=True):
+        if not isinstance(d, WebhookDestination):
+            continue
+        pending = store.pending(_dest_key(c, report.name))
+        delivered, failed, requests, error = _send(c, d, pending, ctx, store, now)
+        report.delivered += delivered
+        report.failed += failed
+        report.requests += requests
+        if error:
+            left = len(pending) - delivered
+            report.error = (
+                f"{error}; {left} batch(es) left pending, retried on the next activation "
+                f"(dead letter: {_expand(ctx.root, d.dead_letter, c, now)})"
+            )
+
+
+def _retry_pending(
+    targets: Sequence[Campaign], ctx: Context, store: ActivationStore, now: datetime
+) -> None:
+    """Deliver what earlier activations left in the outbox, before a new diff is taken."""
+    for c in targets:
+        for d in c.spec.destination:
+            if isinstance(d, WebhookDestination):
+                pending = store.pending(_dest_key(c, d.name or d.type))
+                if pending:
+                    _send(c, d, pending, ctx, store, now)

@@ -1,0 +1,234 @@
+"""Activation's tables in the state database: activations, send_log, sync_state, sync_batches.
+
+Created by ``migrate`` (idempotent) on the state store's connection; writes happen inside
+``StateStore.transaction()`` so an activation records all of its rows or none.
+
+- ``activations``: one row per (non-dry) activation with its funnel.
+- ``send_log``: one row per customer per activation: treatment rows are sends, holdout rows are
+  recorded so measurement can compare arms.
+- ``sync_state``: per destination, the customer keys last synced successfully.
+- ``sync_batches``: the outbox: every batch of a diff with its idempotency key and payload, so a
+  failed sync is retried from exactly the same diff.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from crmseg.activation.audience import SEND_LOG_SCHEMA, Audience, Step
+
+if TYPE_CHECKING:
+    from crmseg.backends.state import StateStore
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS activations (
+        activation_id INTEGER PRIMARY KEY,
+        campaign VARCHAR NOT NULL,
+        as_of TIMESTAMP NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        channel VARCHAR NOT NULL,
+        campaign_hash VARCHAR NOT NULL,
+        funnel VARCHAR NOT NULL,
+        treatment BIGINT NOT NULL,
+        holdout BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS send_log (
+        activation_id INTEGER NOT NULL,
+        campaign VARCHAR NOT NULL,
+        customer_key VARCHAR NOT NULL,
+        arm VARCHAR NOT NULL,
+        variant VARCHAR,
+        channel VARCHAR NOT NULL,
+        sent_at TIMESTAMP NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS sync_state (
+        destination VARCHAR NOT NULL,
+        customer_key VARCHAR NOT NULL,
+        synced_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (destination, customer_key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS sync_batches (
+        destination VARCHAR NOT NULL,
+        batch_id VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,
+        op VARCHAR NOT NULL,
+        keys VARCHAR NOT NULL,
+        payload VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        PRIMARY KEY (destination, batch_id)
+    )""",
+]
+
+
+@dataclass(frozen=True)
+class Batch:
+    destination: str
+    batch_id: str  # also the idempotency key
+    seq: int
+    op: str  # add | remove
+    keys: list[str]
+    payload: Any  # the JSON-able records sent for this batch
+
+
+class ActivationStore:
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.con = state.con
+        migrate(state)
+
+    # --- send log --------------------------------------------------------------------------
+
+    def send_log(self) -> pa.Table:
+        table = self.con.execute(
+            "SELECT campaign, customer_key, arm, variant, channel, sent_at FROM send_log"
+        ).fetch_arrow_table()
+        return table.cast(SEND_LOG_SCHEMA)
+
+    def last_activation(self, campaign: str, before: datetime | None = None) -> datetime | None:
+        rows = self.con.execute(
+            "SELECT max(as_of) FROM activations WHERE campaign = ? "
+            "AND (CAST(? AS TIMESTAMP) IS NULL OR as_of <= ?)",
+            [campaign, before, before],
+        ).fetchall()
+        return rows[0][0] if rows else None
+
+    def activation_at(self, campaign: str, at: datetime) -> int | None:
+        rows = self.con.execute(
+            "SELECT activation_id FROM activations WHERE campaign = ? AND as_of = ?",
+            [campaign, at],
+        ).fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def record(self, audience: Audience, campaign_hash: str, created_at: datetime) -> int:
+        """Write the activation and its send-log rows (call inside a transaction)."""
+        rows = self.con.execute(
+            "SELECT coalesce(max(activation_id), 0) + 1 FROM activations"
+        ).fetchall()
+        activation_id = int(rows[0][0])
+        funnel = [{"step": s.label, "count": s.count} for s in audience.steps]
+        self.con.execute(
+            "INSERT INTO activations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                activation_id,
+                audience.campaign,
+                audience.as_of,
+                created_at,
+                audience.channel,
+                campaign_hash,
+                json.dumps(funnel),
+                len(audience.treatment),
+                len(audience.holdout),
+            ],
+        )
+        keys = [k for k, _ in audience.treatment] + audience.holdout
+        n_t = len(audience.treatment)
+        log = pa.table(
+            {
+                "activation_id": pa.array([activation_id] * len(keys), pa.int32()),
+                "campaign": pa.array([audience.campaign] * len(keys), pa.string()),
+                "customer_key": pa.array(keys, pa.string()),
+                "arm": pa.array(["treatment"] * n_t + ["holdout"] * len(audience.holdout)),
+                "variant": pa.array(
+                    [v for _, v in audience.treatment] + [None] * len(audience.holdout),
+                    pa.string(),
+                ),
+                "channel": pa.array([audience.channel] * len(keys), pa.string()),
+                "sent_at": pa.array([audience.as_of] * len(keys), pa.timestamp("us")),
+            }
+        )
+        self.con.register("__new_sends", log)
+        try:
+            self.con.execute("INSERT INTO send_log SELECT * FROM __new_sends")
+        finally:
+            self.con.unregister("__new_sends")
+        return activation_id
+
+    def activations(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        rows = self.con.execute(
+            "SELECT activation_id, campaign, as_of, created_at, channel, funnel, treatment, "
+            "holdout FROM activations WHERE ? IS NULL OR campaign = ? ORDER BY activation_id",
+            [campaign, campaign],
+        ).fetchall()
+        keys = ("activation_id", "campaign", "as_of", "created_at", "channel", "funnel")
+        out = []
+        for r in rows:
+            item = dict(zip(keys, r[:6], strict=True))
+            item["funnel"] = [Step(s["step"], s["count"]) for s in json.loads(r[5])]
+            item["treatment"], item["holdout"] = int(r[6]), int(r[7])
+            out.append(item)
+        return out
+
+    # --- incremental sync ------------------------------------------------------------------
+
+    def synced(self, destination: str) -> set[str]:
+        rows = self.con.execute(
+            "SELECT customer_key FROM sync_state WHERE destination = ?", [destination]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def pending(self, destination: str) -> list[Batch]:
+        rows = self.con.execute(
+            "SELECT destination, batch_id, seq, op, keys, payload FROM sync_batches "
+            "WHERE destination = ? AND status = 'pending' ORDER BY created_at, seq",
+            [destination],
+        ).fetchall()
+        return [Batch(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
+
+    def add_batches(self, batches: list[Batch], created_at: datetime) -> None:
+        for b in batches:
+            self.con.execute(
+                "INSERT INTO sync_batches VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0)",
+                [
+                    b.destination,
+                    b.batch_id,
+                    b.seq,
+                    b.op,
+                    json.dumps(b.keys),
+                    json.dumps(b.payload, default=str),
+                    created_at,
+                ],
+            )
+
+    def delivered(self, batch: Batch, attempts: int, at: datetime) -> None:
+        """Mark a batch delivered and apply it to the synced set, atomically."""
+        with self.state.transaction():
+            self.con.execute(
+                "UPDATE sync_batches SET status = 'delivered', attempts = attempts + ? "
+                "WHERE destination = ? AND batch_id = ?",
+                [attempts, batch.destination, batch.batch_id],
+            )
+            keys = pa.table({"customer_key": pa.array(batch.keys, pa.string())})
+            self.con.register("__batch_keys", keys)
+            try:
+                self.con.execute(
+                    "DELETE FROM sync_state WHERE destination = ? "
+                    "AND customer_key IN (SELECT customer_key FROM __batch_keys)",
+                    [batch.destination],
+                )
+                if batch.op == "add":
+                    self.con.execute(
+                        "INSERT INTO sync_state SELECT ?, customer_key, ? FROM __batch_keys",
+                        [batch.destination, at],
+                    )
+            finally:
+                self.con.unregister("__batch_keys")
+
+    def failed(self, batch: Batch, attempts: int) -> None:
+        self.con.execute(
+            "UPDATE sync_batches SET attempts = attempts + ? WHERE destination = ? "
+            "AND batch_id = ?",
+            [attempts, batch.destination, batch.batch_id],
+        )
+
+
+def migrate(state: StateStore) -> None:
+    """Create activation's tables if missing (safe to call on every open)."""
+    for statement in _DDL:
+        state.con.execute(statement)
