@@ -123,6 +123,13 @@ def bench_fit(
     print(f"    lifetimes params {fmt(theirs.params_.to_dict())}")
     print(f"    largest relative parameter gap {params_gap(ours.params_, theirs.params_):.2e}")
     rows, w = compress(x, tx, big_t)
+    # both parameter sets scored by the same (our) likelihood: who sits higher?
+    at_theirs = np.array([float(theirs.params_[k]) for k in model.names])
+    ll_theirs = model._total(at_theirs, model._prepare(rows), w)[0]
+    print(
+        f"    log-likelihood at crmseg's params {ours.log_likelihood_:.3f}, "
+        f"at lifetimes' params {ll_theirs:.3f}"
+    )
     packed, t_packed = timed(
         lambda: getattr(lt, fitter)().fit(rows[:, 0], rows[:, 1], rows[:, 2], weights=w)
     )

@@ -80,6 +80,18 @@ def _window(
     return first, last, count, total, np.asarray(head, dtype=np.float64)
 
 
+def _customer_codes(ids: npt.NDArray[Any]) -> tuple[Ints, Any]:
+    """Sorted distinct customer ids and each row's index into them."""
+    if ids.dtype.kind in "iu" and len(ids):
+        lo, hi = int(ids.min()), int(ids.max())
+        if hi - lo <= 4 * len(ids):
+            # Dense integer ids index themselves: no hashing or sorting. Ids without rows
+            # get no transactions and are dropped with the other unseen customers.
+            return (ids - lo).astype(np.int64), np.arange(lo, hi + 1, dtype=ids.dtype)
+    codes, uniques = pd.factorize(ids, sort=True)
+    return np.asarray(codes, dtype=np.int64), uniques
+
+
 def rfm_summary(
     customer_ids: Sequence[Any] | npt.ArrayLike | pd.Series,
     timestamps: Sequence[Any] | npt.ArrayLike | pd.Series,
@@ -124,8 +136,7 @@ def rfm_summary(
             raise ModelError("rfm_summary: calibration_end is after as_of")
         keep = np.asarray(stamps <= cal_stamp)
         hold = ~keep & np.asarray(stamps <= end_stamp)
-    codes_all, uniques = pd.factorize(id_values, sort=True)
-    codes_all = codes_all.astype(np.int64)
+    codes_all, uniques = _customer_codes(id_values)
     k = len(uniques)
     first, last, count, total, head = _window(codes_all[keep], periods[keep], amt[keep], k)
     seen = count > 0
