@@ -147,3 +147,18 @@ def test_day_periods_match_pandas_and_mixed_layouts_parse() -> None:
         np.testing.assert_array_equal(got["T"].to_numpy(), want)
     mixed = rfm_summary(["a", "a"], ["2024-01-01 09:00", "2024-01-03"], [1.0, 2.0], "2024-01-10")
     assert mixed.loc["a", "recency"] == 2.0
+
+
+def test_sparse_and_dense_integer_ids_agree() -> None:
+    ts = ["2024-01-01", "2024-01-02", "2024-01-05", "2024-01-02"]
+    amounts = [1.0, 2.0, 3.0, 4.0]
+    dense = rfm_summary([5, 5, 5, 7], ts, amounts, "2024-01-10")
+    sparse = rfm_summary([5, 5, 5, 10**12], ts, amounts, "2024-01-10")  # hashed path
+    assert list(dense.index) == [5, 7] and list(sparse.index) == [5, 10**12]
+    np.testing.assert_array_equal(dense.to_numpy(), sparse.to_numpy())
+    assert dense.loc[5].to_dict() == {
+        "frequency": 2.0,
+        "recency": 4.0,
+        "T": 9.0,
+        "monetary_value": 2.5,
+    }

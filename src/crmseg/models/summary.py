@@ -66,9 +66,13 @@ def _window(
     keys = codes * span + (periods - lo)
     if n_customers * span < 2**31:  # int32 sorts markedly faster
         keys = keys.astype(np.int32)
-    keys = np.sort(keys).astype(np.int64)
-    cells = keys[np.r_[True, keys[1:] != keys[:-1]]]
-    cust, per = cells // span, cells % span + lo
+    keys = np.sort(keys)
+    fresh = np.empty(len(keys), dtype=bool)
+    fresh[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=fresh[1:])
+    cells = keys[fresh].astype(np.int64)
+    cust, per = np.divmod(cells, span)
+    per += lo
     count[:] = np.bincount(cust, minlength=n_customers)
     starts = np.r_[True, cust[1:] != cust[:-1]]
     ends = np.r_[cust[1:] != cust[:-1], True]
