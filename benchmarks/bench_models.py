@@ -123,9 +123,8 @@ def bench_fit(
     report(label, t_ours, t_theirs, target)
     print(f"    lifetimes params {fmt(theirs.params_.to_dict())}")
     gap = params_gap(ours.params_, theirs.params_)
-    print(
-        f"    largest relative parameter gap {gap:.2e} (within 1%: {'yes' if gap <= 0.01 else 'NO'})"
-    )
+    verdict = "yes" if gap <= 0.01 else "NO"
+    print(f"    largest relative parameter gap {gap:.2e} (within 1%: {verdict})")
     rows, w = compress(x, tx, big_t)
     # both parameter sets scored by the same (our) likelihood: who sits higher?
     at_theirs = np.array([float(theirs.params_[k]) for k in model.names])
