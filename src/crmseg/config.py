@@ -175,6 +175,28 @@ class YamlDoc:
         return (mark.line + 1, mark.column + 1)
 
 
+    def source_text(self, path: Sequence[str | int], value: str) -> tuple[str, int, int]:
+        """A scalar's text as written in the file, with the (line, column) it starts at.
+
+        Block scalars (``|`` and ``>``) keep their continuation lines as they appear in the
+        file (indentation included), so a position inside the text maps to the same
+        line and column of the file; the rule language treats newlines as spaces.
+        """
+        line, column = self.text_start(path)
+        node = self.node(path)
+        if not isinstance(node, yaml.ScalarNode) or node.style not in ("|", ">"):
+            return value, line, column
+        lines = (node.start_mark.buffer or "").splitlines()
+        end = node.end_mark.line  # 0-based; the block ends before this line (or on it)
+        raw = lines[line - 1 : max(end, line)]
+        while raw and not raw[-1].strip():
+            raw.pop()
+        if not raw:
+            return value, line, column
+        text = "\n".join([raw[0][column - 1 :], *(r.rstrip() for r in raw[1:])])
+        return text, line, column
+
+
 def load_yaml(path: Path, display: str | None = None) -> YamlDoc:
     """Read a YAML file; a syntax error becomes a located ConfigError."""
     name = display or str(path)

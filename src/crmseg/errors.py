@@ -90,7 +90,7 @@ class RuleError(LocatedError):
         super().__init__(message, location)
 
     def lines(self) -> list[str]:
-        return [str(self), *([self.excerpt] if self.excerpt else [])]
+        return [str(self), *self.excerpt.splitlines()]
 
 
 class RuleSyntaxError(RuleError):

@@ -112,11 +112,11 @@ def load_segments(root: Path) -> list[Segment]:
 
 def _segment(doc: YamlDoc, i: int, spec: SegmentSpec) -> Segment:
     key = "rule" if spec.rule is not None else "sql"
-    line, column = doc.text_start(["segments", i, key])
+    text, line, column = doc.source_text(["segments", i, key], spec.rule or spec.sql or "")
     definition = Definition(
         name=spec.name,
         kind="segment",
-        text=spec.rule,
+        text=text if spec.rule is not None else None,
         sql=spec.sql,
         file=doc.file,
         line=line,

@@ -39,12 +39,12 @@ def load_traits(root: Path) -> list[Definition]:
                     where,
                 )
             seen[spec.name] = f"{where.file}:{where.line}"
-            line, column = doc.text_start(["traits", i, "expr"])
+            text, line, column = doc.source_text(["traits", i, "expr"], spec.expr)
             out.append(
                 Definition(
                     name=spec.name,
                     kind="trait",
-                    text=spec.expr,
+                    text=text,
                     file=doc.file,
                     line=line,
                     column=column,
