@@ -173,3 +173,26 @@ def test_demo_project_unit_tests_pass(tmp_path: Path) -> None:
     assert outcomes and all(o.ok for o in outcomes), [
         (o.name, o.failures, o.error) for o in outcomes
     ]
+
+
+def test_errors_in_block_rules_point_into_the_file(make_project: MakeProject) -> None:
+    root = make_project(
+        segments__core_yml=(
+            "segments:\n"
+            "  - name: demographic.x\n"
+            "    description: d\n"
+            "    owner: o\n"
+            "    rule: >-\n"
+            "      country = 'DE'\n"
+            "      and contry = 'AT'\n"
+        )
+    )
+    out = run_cli("validate", "-p", str(root))
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert (
+        lines[0] == "error: segments/core.yml:7:11: unknown name 'contry'; did you mean 'country'?"
+    )
+    # The excerpt shows the file's line with the caret under the name.
+    assert lines[1].endswith("and contry = 'AT'")
+    assert lines[2].index("^") == lines[1].index("contry")
