@@ -132,3 +132,11 @@ def test_unknown_segment_suggests_a_name(make_project: MakeProject) -> None:
     out = run_cli("members", "demographic.dac", "--project", str(root))
     assert out.returncode != 0
     assert "did you mean 'demographic.dach'" in out.stderr
+
+
+def test_version() -> None:
+    from crmseg import __version__
+
+    out = run_cli("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == __version__

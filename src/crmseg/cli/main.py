@@ -89,8 +89,9 @@ def _open(project: Path) -> Any:
     return Workspace.open(project)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
@@ -100,6 +101,9 @@ def main(
         from crmseg import __version__
 
         console.print(__version__)
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
         raise typer.Exit(0)
 
 
