@@ -8,7 +8,17 @@ from pathlib import Path
 import typer.main
 
 from crmseg.cli.main import app
-from crmseg.config import BackendConfig, Config, SourceConfig, StateConfig
+from crmseg.config import (
+    BackendConfig,
+    Config,
+    GoldenConfig,
+    IdentityConfig,
+    QualityCheckConfig,
+    QualityConfig,
+    SourceConfig,
+    SplinkConfig,
+    StateConfig,
+)
 from crmseg.sources.model import TABLES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -21,9 +31,16 @@ def test_every_config_key_is_documented() -> None:
         (BackendConfig, "backend."),
         (StateConfig, "state."),
         (SourceConfig, "sources.<table>."),
+        (QualityConfig, "quality."),
+        (QualityCheckConfig, "quality.checks.<check>."),
+        (IdentityConfig, "identity."),
+        (GoldenConfig, "identity.golden."),
+        (SplinkConfig, "identity.splink."),
     ):
         for key in model.model_fields:
-            if model is Config and key in ("backend", "state", "sources"):
+            if model is Config and key in ("backend", "state", "sources", "quality", "identity"):
+                continue
+            if (model, key) in ((IdentityConfig, "golden"), (IdentityConfig, "splink")):
                 continue
             assert f"`{prefix}{key}`" in text, f"{prefix}{key} missing from configuration.md"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,6 +80,154 @@ class SourceConfig(Strict):
         return "csv"
 
 
+# --- quality and identity ------------------------------------------------------------------
+
+Severity = Literal["warn", "error", "off"]
+QUALITY_CHECKS = (
+    "missing_values",
+    "invalid_emails",
+    "unparseable_phones",
+    "duplicate_customer_ids",
+    "unknown_customers",
+    "future_timestamps",
+    "implausible_timestamps",
+    "negative_amounts",
+    "absurd_amounts",
+    "currency_mismatch",
+    "unknown_consent_values",
+    "stale_consent",
+    "tracking_drift",
+)
+
+
+_IMPORTANT: dict[str, tuple[str, ...]] = {"customers": ("email", "country", "signup_at")}
+
+
+class QualityCheckConfig(Strict):
+    """How one data-quality check is judged."""
+
+    severity: Severity = Field("warn", description="warn, error (stops the run) or off")
+    max_rate: float = Field(
+        0.0, ge=0, le=1, description="share of affected rows tolerated before it counts"
+    )
+
+
+class QualityConfig(Strict):
+    enabled: bool = Field(True, description="run the checks before every run")
+    checks: dict[str, QualityCheckConfig] = Field(
+        default_factory=dict, description="check name -> severity and tolerated rate"
+    )
+    important: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(_IMPORTANT),
+        description="table -> columns whose missing values are reported (besides required ones)",
+    )
+    consent_max_age_months: int = Field(
+        24, ge=1, description="opt-ins last confirmed longer ago than this are stale"
+    )
+    earliest: datetime = Field(
+        datetime(1990, 1, 1), description="timestamps before this are implausible"
+    )
+    max_amount: float = Field(100_000.0, gt=0, description="order amounts above this are absurd")
+    examples: int = Field(5, ge=0, le=100, description="example rows kept per finding")
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, QualityCheckConfig]) -> dict[str, QualityCheckConfig]:
+        for name in value:
+            if name not in QUALITY_CHECKS:
+                raise ValueError(
+                    f"unknown quality check {name!r} (expected one of: {', '.join(QUALITY_CHECKS)})"
+                )
+        return value
+
+    @field_validator("important")
+    @classmethod
+    def _known_columns(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for table, columns in value.items():
+            if table not in TABLES:
+                raise ValueError(f"unknown table {table!r} (expected one of: {', '.join(TABLES)})")
+            for col in columns:
+                if TABLES[table].column(col) is None:
+                    raise ValueError(f"{table}: {col!r} is not a column of the canonical table")
+        return value
+
+    def check(self, name: str) -> QualityCheckConfig:
+        return self.checks.get(name, QualityCheckConfig())
+
+
+Survivorship = Literal["most_recent", "most_frequent", "earliest", "source_priority"]
+
+
+class GoldenConfig(Strict):
+    """Which record's value a resolved person's golden profile keeps, per attribute."""
+
+    default: Survivorship = Field("most_recent", description="rule for attributes not listed")
+    attributes: dict[str, Survivorship] = Field(
+        default_factory=dict, description="customers column -> survivorship rule"
+    )
+    source_column: str | None = Field(
+        None, description="customers column naming a record's system (for source_priority)"
+    )
+    source_priority: tuple[str, ...] = Field(
+        (), description="values of source_column, most trusted first"
+    )
+
+    @model_validator(mode="after")
+    def _priority_needs_source(self) -> GoldenConfig:
+        uses = self.default == "source_priority" or "source_priority" in self.attributes.values()
+        if uses and (self.source_column is None or not self.source_priority):
+            raise ValueError("source_priority needs source_column and source_priority")
+        return self
+
+
+class SplinkConfig(Strict):
+    """Probabilistic matching with Splink (optional extra ``identity``)."""
+
+    enabled: bool = Field(False, description="add Splink matches to the deterministic ones")
+    threshold: float = Field(
+        0.999, gt=0, lt=1, description="match probability at which two records are merged"
+    )
+    blocking: tuple[tuple[str, ...], ...] = Field(
+        (("last_name", "first_name"), ("last_name", "birth_date"), ("first_name", "birth_date")),
+        description="blocking rules: records are compared when all these columns are equal",
+    )
+    max_pairs: int = Field(
+        1_000_000, ge=1000, description="random pairs sampled to estimate u probabilities"
+    )
+    seed: int = Field(42, description="sampling seed, for reproducible models")
+
+
+class IdentityConfig(Strict):
+    enabled: bool = Field(True, description="resolve customer records to people before traits")
+    match_on: tuple[Literal["email", "phone", "identifiers"], ...] = Field(
+        ("email", "phone", "identifiers"), description="deterministic links"
+    )
+    identifier_types: tuple[str, ...] | None = Field(
+        None, description="id_type values of the identifiers table that link (default: all)"
+    )
+    default_region: str = Field(
+        "DE", description="region for phone numbers without country code or customer country"
+    )
+    email_plus_addressing: bool = Field(
+        False, description="drop '+tag' from the local part before matching"
+    )
+    email_ignore_dots: bool = Field(False, description="drop dots from the local part")
+    max_cluster_size: int = Field(
+        20, ge=2, le=1000, description="larger clusters (shared emails, info@) are not merged"
+    )
+    golden: GoldenConfig = Field(default_factory=GoldenConfig)
+    splink: SplinkConfig = Field(default_factory=SplinkConfig)
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        import phonenumbers
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r} (expected e.g. 'DE', 'US', 'GB')")
+        return value.upper()
+
+
 class Config(Strict):
     name: str = Field(description="project name")
     backend: BackendConfig = Field(default_factory=BackendConfig)
@@ -87,6 +236,8 @@ class Config(Strict):
     currency: str = Field("EUR", description="reporting currency (ISO 4217)")
     sources: dict[str, SourceConfig] = Field(description="canonical table name -> source")
     layers: tuple[str, ...] = Field(DEFAULT_LAYERS, description="allowed segment name prefixes")
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
     @field_validator("timezone")
     @classmethod

@@ -126,6 +126,23 @@ class ActivationError(CrmsegError):
     """A campaign audience or export failed."""
 
 
+class QualityError(CrmsegError):
+    """A data-quality check at severity ``error`` failed; the run wrote nothing.
+
+    ``problems`` holds one line per failed check (the first is the message).
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        head = self.problems[0] if self.problems else "data quality check failed"
+        more = len(self.problems) - 1
+        tail = f" (and {more} more failed check{'s' * (more > 1)})" if more else ""
+        super().__init__(head + tail)
+
+    def lines(self) -> list[str]:
+        return [str(self), *self.problems[1:]]
+
+
 class MissingDependencyError(CrmsegError):
     """An optional dependency is needed; the message names the extra to install."""
 

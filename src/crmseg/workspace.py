@@ -92,6 +92,7 @@ class Workspace:
         self.config = config
         self._backend: Backend | None = None
         self._state: StateStore | None = None
+        self._quality_report: Any = None  # checked by _prepare, stored with its run
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Workspace:
@@ -168,10 +169,13 @@ class Workspace:
         }
 
     def _loaded_tables(self) -> dict[str, ir.Table]:
+        """The loaded canonical tables, identity-resolved: customer_id is the person's key."""
+        from crmseg.identity.resolve import resolved_tables
+
         names = self.backend.canonical_tables()
         if "customers" not in names:
             raise SegmentError("no data loaded yet: run 'crmseg run' first")
-        return {n: self.backend.canonical(n) for n in names}
+        return resolved_tables({n: self.backend.canonical(n) for n in names})
 
     # --- verbs ---------------------------------------------------------------------------
 
@@ -220,7 +224,7 @@ class Workspace:
         """Load sources, compute every segment at ``as_of`` and record the run atomically."""
         started = utcnow()
         at = to_utc(as_of) if as_of else started
-        plan, counts, chosen = self._prepare(select, progress)
+        plan, counts, chosen = self._prepare(select, progress, at)
         if progress:
             progress("computing segments", 0.55)
         return self._evaluate(plan, counts, chosen, at, started, _fail_after)
@@ -247,7 +251,7 @@ class Workspace:
         while at <= last:
             instants.append(at)
             at += every
-        plan, counts, chosen = self._prepare(select, _scaled(progress, 0.0, 0.2))
+        plan, counts, chosen = self._prepare(select, _scaled(progress, 0.0, 0.2), last)
         results = []
         for i, at in enumerate(instants):
             if progress:
@@ -256,22 +260,106 @@ class Workspace:
         return results
 
     def _prepare(
-        self, select: Sequence[str] | None, progress: Progress | None
+        self,
+        select: Sequence[str] | None,
+        progress: Progress | None,
+        at: datetime | None = None,
     ) -> tuple[Plan, dict[str, int], list[str]]:
         """Check everything, then load the sources; returns the plan and what to compute."""
+        from crmseg.identity.normalize import PhoneBook
         from crmseg.sources.loader import materialize, plan_sources
 
         segments = self.segments  # definition errors surface before any work
         for name in select or ():
             self.segment(name)
-        # Everything is checked before anything is written: sources, rules, SQL segments.
-        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.6))
-        plan = self._plan({n: p.expr for n, p in planned.items()})
+        # Everything is checked before anything is written: sources, quality, rules, SQL.
+        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.4))
+        phones = PhoneBook(self.config.identity.default_region)
+        exprs = {n: p.expr for n, p in planned.items()}
+        self._quality_report = self._check_quality(
+            exprs, at or utcnow(), phones, _scaled(progress, 0.4, 0.5)
+        )
+        self._quality_report.raise_for_errors()
+        plan = self._plan(exprs)
         if "customers" in self.backend.canonical_tables():
             self._sql_segments()  # on a first load their tables do not exist yet
-        counts = materialize(self.backend, planned, _scaled(progress, 0.6, 1.0))
+        resolution = self._resolve_identity(exprs, phones, _scaled(progress, 0.5, 0.7))
+        try:
+            extra = {} if resolution is None else _planned_extra(resolution.tables)
+            counts = materialize(self.backend, {**planned, **extra}, _scaled(progress, 0.7, 1.0))
+        finally:
+            if resolution is not None:
+                resolution.close()
+        counts = {n: c for n, c in counts.items() if n in planned}
         chosen = list(select) if select else [s.name for s in segments]
         return plan, counts, chosen
+
+    # --- quality and identity ------------------------------------------------------------
+
+    def _state_if_exists(self) -> StateStore | None:
+        """The state store when it exists; checks must not create it."""
+        if self._state is not None:
+            return self._state
+        path = Path(self.config.state.path)
+        return self.state if (path if path.is_absolute() else self.root / path).exists() else None
+
+    def _check_quality(
+        self,
+        tables: dict[str, ir.Table],
+        at: datetime,
+        phones: Any = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        from crmseg.quality.checks import QualityReport, check_quality
+        from crmseg.quality.store import previous_event_names
+
+        if not self.config.quality.enabled:
+            return QualityReport(at, [])
+        state = self._state_if_exists()
+        previous = previous_event_names(state, at) if state is not None else None
+        return check_quality(self.backend, self.config, tables, at, phones, previous, progress)
+
+    def _resolve_identity(
+        self, tables: dict[str, ir.Table], phones: Any, progress: Progress | None = None
+    ) -> Any:
+        from crmseg.identity.resolve import resolve
+
+        ident = self.config.identity
+        if not ident.enabled:
+            return None
+        extra = None
+        if ident.splink.enabled:
+            from crmseg.identity.probabilistic import splink_links
+
+            def extra(scratch: Any, customers: ir.Table) -> tuple[ir.Table, ir.Table]:
+                return splink_links(scratch, customers, ident, phones)
+
+        return resolve(self.backend, ident, tables, phones, extra, progress)
+
+    def quality(self, as_of: datetime | None = None, progress: Progress | None = None) -> Any:
+        """Run the data-quality checks on the current sources at ``as_of``; writes nothing."""
+        from crmseg.sources.loader import plan_sources
+
+        at = to_utc(as_of) if as_of else utcnow()
+        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.3))
+        return self._check_quality(
+            {n: p.expr for n, p in planned.items()}, at, None, _scaled(progress, 0.3, 1.0)
+        )
+
+    def quality_trend(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Affected rows per check over the last ``limit`` runs (stored by each run)."""
+        from crmseg.quality.store import trend
+
+        state = self._state_if_exists()
+        return trend(state, limit) if state is not None else []
+
+    def identity(self) -> dict[str, Any]:
+        """Merge statistics of the loaded data: people, merged clusters, links, blocked values."""
+        from crmseg.identity.report import identity_stats
+
+        if "customers" not in self.backend.canonical_tables():
+            raise SegmentError("no data loaded yet: run 'crmseg run' first")
+        return identity_stats(self.backend)
 
     def _evaluate(
         self,
@@ -310,6 +398,12 @@ class Workspace:
             __version__,
             fail_after=fail_after,
         )
+        report = self._quality_report
+        if report is not None and report.as_of == at:
+            from crmseg.quality.store import save
+
+            save(self.state, record.run_id, report)
+            self._quality_report = None
         stats = self.state.segments_in_run(record.run_id)
         return RunResult(
             run_id=record.run_id,
@@ -420,7 +514,12 @@ class Workspace:
         return rows
 
     def profile(self, customer_id: str) -> dict[str, Any]:
-        """A customer's current segments and, per segment, every entry and exit."""
+        """A customer's current segments, every entry and exit, and the source records behind
+        the person (any of their customer ids finds them)."""
+        from crmseg.identity.report import source_records
+
+        records = source_records(self.backend, customer_id)
+        customer_id = records["customer_key"]
         last = self.state.last_run()
         intervals = self.state.intervals(customer_id)
         by_segment: dict[str, list[dict[str, Any]]] = {}
@@ -438,6 +537,8 @@ class Workspace:
         )
         return {
             "customer_id": customer_id,
+            "records": records["records"],
+            "links": records["links"],
             "as_of": last.as_of if last else None,
             "current": current,
             "segments": {
@@ -494,6 +595,7 @@ class Workspace:
         if not changed:
             return []
         tables = {n: p.expr for n, p in plan_sources(self.config, self.root, self.backend).items()}
+        tables = _with_loaded_identity(self.backend, tables, self.config)
         sql = self._sql_segments() if "customers" in self.backend.canonical_tables() else {}
         names = [s.name for s in changed]
         new_plan = self._plan(tables)
@@ -604,6 +706,24 @@ class Workspace:
         tables = self._loaded_tables()
         plan = self._plan(tables)
         return plan.explain(segment, tables, at, customer_id, self._sql_segments())
+
+
+def _with_loaded_identity(
+    backend: Backend, tables: dict[str, ir.Table], config: Config
+) -> dict[str, ir.Table]:
+    """Source tables resolved with the identity map of the last load (diff writes nothing)."""
+    from crmseg.identity.resolve import resolve_with_map
+
+    if not config.identity.enabled or "identity_map" not in backend.canonical_tables():
+        return tables
+    return resolve_with_map(tables, backend.canonical("identity_map"), config.identity.golden)
+
+
+def _planned_extra(tables: dict[str, ir.Table]) -> dict[str, Any]:
+    """Identity's tables, shaped like planned sources so they load in the same transaction."""
+    from crmseg.sources.loader import Planned
+
+    return {n: Planned(n, "identity resolution", t) for n, t in tables.items()}
 
 
 def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:

@@ -414,7 +414,7 @@ def profile(
     project: ProjectOpt = Path("."),
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
-    """A customer's current segments and every entry and exit, per segment."""
+    """A customer's segments, every entry and exit, and the source records behind them."""
     ws = _open(project)
     with ws:
         data = ws.profile(customer)
@@ -422,10 +422,24 @@ def profile(
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         return
     when = f"{data['as_of']:%Y-%m-%d %H:%M}" if data["as_of"] else "never"
+    key = data["customer_id"]
     console.print(
-        f"[bold]{customer}[/] at the last run ({when}): "
+        f"[bold]{key}[/] at the last run ({when}): "
         + (", ".join(data["current"]) or "in no segment")
     )
+    if data.get("records"):
+        console.print(f"source records behind {key}:")
+        for rec in data["records"]:
+            rows = ", ".join(f"{n} {t}" for t, n in sorted(rec["rows"].items()))
+            console.print(
+                f"  {rec['customer_id']}: {rec.get('email') or '-'} {rec.get('phone') or ''} "
+                f"(signed up {rec.get('signup_at') or '?'}; {rows or 'no other rows'})",
+                markup=False,
+            )
+        for link in data.get("links", []):
+            console.print(
+                f"  linked by {link['kind']} {link['value']} ({link['customer_id']})", markup=False
+            )
     for seg, info in data["segments"].items():
         spans = "; ".join(
             f"{i['entered_at']:%Y-%m-%d} -> "
@@ -528,6 +542,139 @@ def test_(project: ProjectOpt = Path(".")) -> None:
     console.print(f"{len(outcomes) - failed} passed, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def quality(
+    project: ProjectOpt = Path("."),
+    as_of: AsOfOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    trend: Annotated[
+        bool, typer.Option("--trend", help="Show affected rows per check over the last runs.")
+    ] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list checks that found nothing.")
+    ] = False,
+) -> None:
+    """Data-quality checks on the current sources (writes nothing); non-zero exit on errors."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    ws = _open(project)
+    if trend:
+        with ws:
+            rows = ws.quality_trend()
+        if fmt == "json":
+            sys.stdout.write(json.dumps(rows, default=str) + "\n")
+            return
+        _print_quality_trend(rows)
+        return
+    with ws, progress_bar("quality") as cb:
+        report = ws.quality(as_of=parse_as_of(as_of), progress=cb)
+    if fmt == "json":
+        out = {
+            "as_of": str(report.as_of),
+            "findings": [f.as_dict() for f in report.findings],
+        }
+        sys.stdout.write(json.dumps(out, default=str) + "\n")
+    else:
+        console.print(f"data quality as of {report.as_of:%Y-%m-%d %H:%M:%S} UTC")
+        for f in report.findings:
+            if not (show_all or f.affected):
+                continue
+            color = {"error": "red", "warn": "yellow"}.get(f.level, "green")
+            pct = f"{f.rate:.2%}" if f.total else "n/a"
+            console.print(
+                f"[{color}]{f.level:5}[/] {f.check} [bold]{f.where}[/]: {f.affected:,} of "
+                f"{f.total:,} ({pct}) {_escape(f.message)}"
+            )
+            for example in f.examples[: 1 if not show_all else len(f.examples)]:
+                console.print("      e.g. " + json.dumps(example, default=str), markup=False)
+        console.print(
+            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), "
+            f"{len(report.findings)} checks"
+        )
+    if report.errors:
+        error(*[f"{f.line()} (severity error)" for f in report.errors])
+        raise typer.Exit(1)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _print_quality_trend(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    runs = sorted({(r["as_of"], r["run_id"]) for r in rows})
+    table = Table(title="data quality over the last runs (affected rows)")
+    table.add_column("check")
+    table.add_column("where")
+    for as_of, run_id in runs:
+        table.add_column(f"{as_of:%Y-%m-%d} #{run_id}", justify="right")
+    cells: dict[tuple[str, str], dict[int, int]] = {}
+    for r in rows:
+        where = f"{r['table']}.{r['column']}" if r["column"] else r["table"]
+        cells.setdefault((r["check"], where), {})[r["run_id"]] = r["affected"]
+    for (check, where), by_run in sorted(cells.items()):
+        if any(by_run.values()):
+            table.add_row(check, where, *(f"{by_run.get(run, 0):,}" for _, run in runs))
+    console.print(table)
+
+
+@app.command()
+@handled
+def identity(
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Identity resolution of the loaded data: people, merged records, links, what was blocked."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    ws = _open(project)
+    with ws:
+        stats = ws.identity()
+    if fmt == "json":
+        sys.stdout.write(json.dumps(stats, default=str) + "\n")
+        return
+    if not stats.get("enabled"):
+        console.print("identity resolution is off (identity.enabled: false in crmseg.yml)")
+        return
+    console.print(
+        f"{stats['records']:,} customer records -> {stats['people']:,} people: "
+        f"{stats['merged_records']:,} records merged into {stats['merged_people']:,} people"
+    )
+    sizes = ", ".join(f"{n} records: {c:,}" for n, c in stats["clusters_by_size"].items())
+    console.print(f"clusters by size: {sizes or 'none'}")
+    for link in stats["links"]:
+        console.print(
+            f"  linked by {link['kind']}: {link['values']:,} shared values, "
+            f"{link['records']:,} records"
+        )
+    if stats.get("splink_pairs"):
+        console.print(f"  Splink matched {stats['splink_pairs']:,} pairs; strongest:")
+        for m in stats["splink_matches"][:5]:
+            console.print(
+                f"    {m['customer_id_l']} ~ {m['customer_id_r']}: weight "
+                f"{m['match_weight']:.1f}, probability {m['match_probability']:.4f}"
+            )
+    if stats["largest_clusters"]:
+        console.print(
+            "largest: "
+            + ", ".join(f"{c['customer_key']} ({c['records']})" for c in stats["largest_clusters"])
+        )
+    if stats["blocked_records"]:
+        console.print(
+            f"[yellow]not merged[/]: {stats['blocked_records']:,} records in clusters larger "
+            "than identity.max_cluster_size"
+        )
+    for hub in stats["blocked_values"]:
+        console.print(
+            f"[yellow]not used as a link[/]: {hub['kind']} {hub['value']!r} is shared by "
+            f"{hub['records']:,} records"
+        )
 
 
 def entrypoint() -> None:  # pragma: no cover - console script

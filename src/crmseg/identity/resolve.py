@@ -1,0 +1,289 @@
+"""Deterministic identity resolution: records sharing a normalised email, an E.164 phone or an
+identifier (device id, loyalty card, ...) are one person.
+
+``resolve`` computes, from the (planned or loaded) canonical tables, the tables a run
+materialises next to the canonical ones, in the same transaction:
+
+* ``identity_map`` (customer_id, customer_key, cluster_size, status): every customer record and
+  the key of its person (``status`` is single, merged or blocked);
+* ``golden_customers``: one customers row per person, named by its key;
+* ``identity_links`` (customer_id, kind, value): the shared values that linked merged records;
+* ``identity_blocked`` (kind, value, records): values shared by more records than
+  ``max_cluster_size`` allows (``info@``, a family email), never used as links.
+
+A value shared by too many records is dropped before linking; a component that still grows
+beyond ``max_cluster_size`` through chains is not merged at all (its records stay single, with
+status ``blocked``) and is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from crmseg.backends.base import CANONICAL_SCHEMA
+from crmseg.config import GoldenConfig, IdentityConfig
+from crmseg.identity.components import Scratch, connected_components
+from crmseg.identity.golden import golden_customers, record_order
+from crmseg.identity.normalize import PhoneBook, distinct_phones, email_key
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from crmseg.backends.base import Backend
+
+Progress = Callable[[str, float], None]
+
+# Tables identity adds to the warehouse's crmseg schema (next to the canonical ones).
+IDENTITY_TABLES = (
+    "identity_map",
+    "golden_customers",
+    "identity_links",
+    "identity_blocked",
+    "identity_matches",
+)
+
+
+@dataclass
+class Resolution:
+    """What a resolution produced: expressions to materialise and how long each step took."""
+
+    tables: dict[str, ir.Table]
+    scratch: Scratch
+    rounds: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.scratch.close()
+
+
+def _phone_lookup(
+    scratch: Scratch, backend: Backend, customers: ir.Table, phones: PhoneBook
+) -> ir.Table | None:
+    import ibis
+
+    distinct = backend.execute(distinct_phones(customers))
+    if distinct.num_rows == 0:
+        return None
+    if "country" not in distinct.column_names:
+        distinct = distinct.append_column("country", pa.nulls(distinct.num_rows, pa.string()))
+    looked_up = phones.table(distinct).select(["phone", "country", "e164"])
+    return scratch.put("phones", ibis.memtable(looked_up))
+
+
+def customer_phones(customers: ir.Table, lookup: ir.Table) -> ir.Table:
+    """(customer_id, e164) for customers whose phone parses."""
+    import ibis
+
+    country = customers.country if "country" in customers.columns else ibis.null("string")
+    keyed = customers.filter(customers.phone.notnull()).select(
+        "customer_id",
+        _phone=customers.phone,
+        _country=ibis.ifelse(customers.phone.strip().startswith("+"), ibis.null("string"), country),
+    )
+    joined = keyed.join(
+        lookup,
+        (keyed._phone == lookup.phone)
+        & (keyed._country.fill_null("") == lookup.country.fill_null("")),
+    )
+    return joined.filter(joined.e164.notnull()).select("customer_id", e164=joined.e164)
+
+
+def linking_values(
+    scratch: Scratch,
+    backend: Backend,
+    config: IdentityConfig,
+    tables: Mapping[str, ir.Table],
+    phones: PhoneBook,
+) -> ir.Table:
+    """(customer_id, kind, value): every normalised value that may link records."""
+    import ibis
+
+    customers = tables["customers"]
+    parts: list[ir.Table] = []
+    plus, dots = config.email_plus_addressing, config.email_ignore_dots
+    if "email" in config.match_on and "email" in customers.columns:
+        parts.append(
+            customers.select(
+                "customer_id",
+                kind=ibis.literal("email"),
+                value=email_key(customers.email, plus, dots),
+            )
+        )
+    if "phone" in config.match_on and "phone" in customers.columns:
+        lookup = _phone_lookup(scratch, backend, customers, phones)
+        if lookup is not None:
+            found = customer_phones(customers, lookup)
+            parts.append(found.select("customer_id", kind=ibis.literal("phone"), value=found.e164))
+    if "identifiers" in config.match_on and "identifiers" in tables:
+        ids = tables["identifiers"]
+        id_type = ids.id_type.strip().lower()
+        if config.identifier_types is not None:
+            ids = ids.filter(id_type.isin([t.lower() for t in config.identifier_types]))
+            id_type = ids.id_type.strip().lower()
+        # Alternate emails link with customers' emails; other types only with their own type.
+        is_email = id_type == "email"
+        value = ibis.ifelse(is_email, email_key(ids.id_value, plus, dots), ids.id_value.strip())
+        parts.append(ids.select("customer_id", kind=id_type, value=value))
+    if not parts:
+        return customers.select(
+            "customer_id", kind=ibis.literal("none"), value=ibis.null("string")
+        ).limit(0)
+    union = parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=True)
+    return union.filter(union.customer_id.notnull() & union.value.notnull() & (union.value != ""))
+
+
+def resolve(
+    backend: Backend,
+    config: IdentityConfig,
+    tables: Mapping[str, ir.Table],
+    phones: PhoneBook,
+    extra_links: Callable[[Scratch, ir.Table], tuple[ir.Table, ir.Table]] | None = None,
+    progress: Progress | None = None,
+) -> Resolution:
+    """Resolve the customer records of ``tables`` to people (see the module docstring).
+
+    ``extra_links`` may add (customer_id, kind, value) rows and a report of them, e.g.
+    Splink's matched pairs (stored as ``identity_matches``).
+    Intermediate tables live in ``scratch`` until the caller materialises the result.
+    """
+    import ibis
+
+    scratch = Scratch(backend)
+    res = Resolution({}, scratch)
+    clock = time.perf_counter()
+
+    def lap(step: str, fraction: float) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        res.timings[step] = now - clock
+        clock = now
+        if progress:
+            progress(step, fraction)
+
+    try:
+        customers = tables["customers"]
+        values = scratch.put("values", linking_values(scratch, backend, config, tables, phones))
+        lap("normalise", 0.3)
+        limit = config.max_cluster_size
+        counted = values.group_by("kind", "value").aggregate(records=values.customer_id.nunique())
+        blocked = counted.filter(counted.records > limit)
+        shared = counted.filter((counted.records >= 2) & (counted.records <= limit))
+        links = values.semi_join(shared, ["kind", "value"])
+        matches = None
+        if extra_links is not None:
+            extra, matches = extra_links(scratch, customers)
+            links = ibis.union(links, extra.select("customer_id", "kind", "value"))
+        links = scratch.put("links", links)
+        lap("link", 0.4)
+        edges = links.select("customer_id", value=links.kind + ":" + links.value)
+        components, res.rounds = connected_components(scratch, edges)
+        lap("components", 0.8)
+
+        # The survivor: the earliest-created record of the component, ties by smallest id.
+        first = customers.filter(customers.customer_id.notnull())
+        if "signup_at" in first.columns:
+            first = first.group_by("customer_id").aggregate(signup_at=first.signup_at.min())
+        else:
+            first = first.select("customer_id").distinct()
+        members = components.join(first, "customer_id")
+        members = members.mutate(_order=record_order(members, members.component))
+        sizes = members.group_by("component").aggregate(
+            size=members.customer_id.count(),
+            key=members.customer_id.argmin(members._order),
+        )
+        keyed = components.join(sizes, "component").select("customer_id", "key", "size")
+        ids = customers.filter(customers.customer_id.notnull()).select("customer_id").distinct()
+        j = ids.left_join(keyed, "customer_id")
+        merged = j.size.notnull() & (j.size <= limit)
+        status = ibis.cases((merged, "merged"), (j.size.notnull(), "blocked"), else_="single")
+        idmap = scratch.put(
+            "map",
+            j.select(
+                customer_id=j.customer_id,
+                customer_key=ibis.ifelse(merged, j.key, j.customer_id),
+                cluster_size=ibis.ifelse(merged, j.size, 1).cast("int64"),
+                status=status,
+                component_size=j.size.fill_null(1).cast("int64"),
+            ),
+        )
+        res.tables = {
+            "identity_map": idmap,
+            "golden_customers": golden_customers(customers, idmap, config.golden),
+            "identity_links": links.join(
+                idmap.filter(idmap.status != "single").select("customer_id"), "customer_id"
+            ).select("customer_id", "kind", "value"),
+            "identity_blocked": blocked.select("kind", "value", "records"),
+        }
+        if matches is not None:
+            res.tables["identity_matches"] = matches
+        lap("survivors", 1.0)
+    except BaseException:
+        scratch.close()
+        raise
+    return res
+
+
+def _keyed(table: ir.Table, idmap: ir.Table) -> ir.Table:
+    """``table`` with customer_id replaced by the person's key (unknown ids unchanged)."""
+    import ibis
+
+    moved = idmap.filter(idmap.customer_key != idmap.customer_id).select(
+        _cid=idmap.customer_id, _key=idmap.customer_key
+    )
+    j = table.left_join(moved, table.customer_id == moved._cid)
+    return j.select(
+        *[
+            ibis.coalesce(j._key, j.customer_id).name(c) if c == "customer_id" else j[c]
+            for c in table.columns
+        ]
+    )
+
+
+def resolved_tables(loaded: Mapping[str, ir.Table]) -> dict[str, ir.Table]:
+    """Canonical tables with every customer_id replaced by its person's key.
+
+    ``loaded`` are the tables of the warehouse's crmseg schema; without an identity map (identity
+    off, or data loaded by an older version) the canonical ones are returned unchanged.
+    """
+    from crmseg.sources.model import TABLES
+
+    canonical = {n: t for n, t in loaded.items() if n in TABLES}
+    if "identity_map" not in loaded or "golden_customers" not in loaded:
+        return canonical
+    out: dict[str, ir.Table] = {}
+    for name, table in canonical.items():
+        if name == "customers":
+            out[name] = loaded["golden_customers"]
+        elif "customer_id" in table.columns:
+            out[name] = _keyed(table, loaded["identity_map"])
+        else:
+            out[name] = table
+    return out
+
+
+def resolve_with_map(
+    tables: Mapping[str, ir.Table], idmap: ir.Table, golden: GoldenConfig
+) -> dict[str, ir.Table]:
+    """Source tables resolved with an existing map (records it does not know stay single)."""
+    out: dict[str, ir.Table] = {}
+    for name, table in tables.items():
+        if name == "customers":
+            out[name] = golden_customers(table, idmap, golden)
+        elif "customer_id" in table.columns:
+            out[name] = _keyed(table, idmap)
+        else:
+            out[name] = table
+    return out
+
+
+def has_identity(backend: Backend) -> bool:
+    return "identity_map" in backend.canonical_tables()
+
+
+def identity_map(backend: Backend) -> ir.Table:
+    return backend.table("identity_map", database=CANONICAL_SCHEMA)

@@ -1,0 +1,208 @@
+"""Data-quality checks: the demo shop's planted dirty rows, severities that stop a run, and
+findings stored per run (with tracking drift between runs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import ibis
+import pyarrow as pa
+import pytest
+
+from crmseg.backends.duckdb import DuckDBBackend
+from crmseg.config import Config
+from crmseg.demo.generator import dirty_counts, generate
+from crmseg.errors import QualityError
+from crmseg.quality.checks import check_quality
+from crmseg.workspace import Workspace
+
+from ..conftest import MakeProject, run_cli
+
+AS_OF = datetime(2026, 11, 1)
+
+
+def _config(**quality: object) -> Config:
+    return Config.model_validate(
+        {"name": "t", "sources": {"customers": {"path": "x.csv"}}, "quality": quality}
+    )
+
+
+def _affected(report: object, check: str, where: str) -> int:
+    found = [f for f in report.findings if f.check == check and f.where == where]  # type: ignore[attr-defined]
+    assert found, (check, where)
+    return int(found[0].affected)
+
+
+def test_demo_dirty_rows_are_found_with_examples() -> None:
+    n = 5000
+    data = generate(n, 3, AS_OF)
+    backend = DuckDBBackend()
+    try:
+        tables = {k: ibis.memtable(v) for k, v in data.items() if k != "truth_people"}
+        report = check_quality(backend, _config(), tables, AS_OF)
+    finally:
+        backend.close()
+    dirty = dirty_counts(n)
+    assert _affected(report, "invalid_emails", "customers.email") == dirty["invalid_emails"]
+    assert _affected(report, "missing_values", "customers.country") == dirty["missing_country"]
+    assert _affected(report, "future_timestamps", "orders.ordered_at") == dirty["future_orders"]
+    assert _affected(report, "negative_amounts", "orders.amount") == dirty["negative_amounts"]
+    assert _affected(report, "unknown_customers", "orders.customer_id") == dirty["orphan_orders"]
+    assert _affected(report, "duplicate_customer_ids", "customers.customer_id") == 0
+    assert _affected(report, "unknown_consent_values", "consent.status") == 0
+    assert not report.errors
+    invalid = next(f for f in report.findings if f.check == "invalid_emails")
+    broken = [e["email"].endswith("@") or "@" not in e["email"] for e in invalid.examples]
+    assert len(broken) == 5 and all(broken)
+    future = next(f for f in report.findings if f.check == "future_timestamps" and f.affected)
+    assert all(e["ordered_at"] > "2026-11-01" for e in future.examples)
+
+
+def test_small_tables_checks_and_severity() -> None:
+    customers = pa.table(
+        {
+            "customer_id": ["1", "1", "2", "3"],
+            "email": ["a@x.example", "a@x.example", "bad", None],
+            "phone": ["0151 1234567", None, "call me", None],
+            "country": ["DE", "DE", "DE", None],
+            "signup_at": pa.array([datetime(2024, 1, 1)] * 3 + [datetime(1970, 1, 1)]),
+        }
+    )
+    consent = pa.table(
+        {
+            "customer_id": ["1", "2", "3"],
+            "channel": ["email", "fax", "email"],
+            "status": ["opted_in", "opted_in", "maybe"],
+            "updated_at": pa.array(
+                [datetime(2020, 1, 1), datetime(2026, 1, 1), datetime(2026, 1, 1)]
+            ),
+        }
+    )
+    orders = pa.table(
+        {
+            "order_id": ["o1", "o2"],
+            "customer_id": ["1", "9"],
+            "ordered_at": pa.array([datetime(2025, 1, 1), datetime(2025, 1, 1)]),
+            "amount": [250_000.0, 10.0],
+            "currency": ["EUR", "usd"],
+        }
+    )
+    config = _config(
+        checks={
+            "duplicate_customer_ids": {"severity": "error"},
+            "invalid_emails": {"max_rate": 0.5},
+        }
+    )
+    backend = DuckDBBackend()
+    try:
+        tables = {
+            "customers": ibis.memtable(customers),
+            "consent": ibis.memtable(consent),
+            "orders": ibis.memtable(orders),
+        }
+        report = check_quality(backend, config, tables, AS_OF)
+    finally:
+        backend.close()
+    got = {(f.check, f.where): f for f in report.findings}
+    assert got[("duplicate_customer_ids", "customers.customer_id")].affected == 2
+    assert got[("duplicate_customer_ids", "customers.customer_id")].level == "error"
+    assert got[("invalid_emails", "customers.email")].affected == 1
+    assert got[("invalid_emails", "customers.email")].level == "ok"  # 1 of 3 is under 50%
+    assert got[("unparseable_phones", "customers.phone")].affected == 1
+    assert got[("implausible_timestamps", "customers.signup_at")].affected == 1
+    assert got[("unknown_consent_values", "consent.channel")].affected == 1
+    assert got[("unknown_consent_values", "consent.status")].affected == 1
+    assert got[("stale_consent", "consent.updated_at")].affected == 1
+    assert got[("absurd_amounts", "orders.amount")].affected == 1
+    assert got[("currency_mismatch", "orders.currency")].affected == 1
+    assert got[("unknown_customers", "orders.customer_id")].affected == 1
+    with pytest.raises(QualityError, match=r"^data quality: duplicate_customer_ids customers"):
+        report.raise_for_errors()
+
+
+def test_findings_are_stored_per_run_and_drift_is_found(make_project: MakeProject) -> None:
+    events = "customer_id,name,occurred_at\n1,login,2024-05-01 10:00:00\n"
+    config = (
+        "name: t\nsources:\n  customers: {path: data/customers.csv}\n"
+        "  orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}\n"
+        "  events: {path: data/events.csv}\n"
+    )
+    root = make_project(crmseg_yml=config, data__events_csv=events)
+    with Workspace.open(root) as ws:
+        first = ws.run(as_of=datetime(2024, 12, 31))
+        make_project(
+            crmseg_yml=config,
+            data__events_csv=events + "2,checkout_v2,2024-12-01 10:00:00\n",
+        )
+        second = ws.run(as_of=datetime(2025, 1, 31))
+        trend = ws.quality_trend()
+    runs = {r["run_id"] for r in trend}
+    assert runs == {first.run_id, second.run_id}
+    drift = [r for r in trend if r["check"] == "tracking_drift"]
+    assert [(r["run_id"], r["affected"]) for r in drift] == [(second.run_id, 1)]
+    missing = [r for r in trend if r["check"] == "missing_values" and r["column"] == "country"]
+    assert [r["affected"] for r in missing] == [1, 1]  # customer 4 has no country
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_error_finding_stops_the_run_and_writes_nothing(make_project: MakeProject) -> None:
+    root = make_project()
+    first = run_cli("run", "--project", str(root), "--as-of", "2024-12-31")
+    assert first.returncode == 0, first.stderr
+    state = root / ".crmseg" / "state.duckdb"
+    warehouse = root / ".crmseg" / "warehouse.duckdb"
+    before = (state.read_bytes(), warehouse.read_bytes())
+    config = (root / "crmseg.yml").read_text()
+    make_project(
+        crmseg_yml=config + "quality:\n  checks:\n    negative_amounts: {severity: error}\n",
+        data__orders_csv=(
+            "order_id,customer_id,created,total,category\n"
+            "10,1,2024-05-01 12:00:00,120.0,skincare\n11,2,2024-06-01 12:00:00,-80.5,makeup\n"
+        ),
+    )
+    out = run_cli("run", "--project", str(root), "--as-of", "2025-01-31")
+    assert out.returncode != 0
+    lines = _error_lines(out.stderr)
+    assert len(lines) == 1, out.stderr
+    assert "negative_amounts orders.amount: 1 of 2 (50.00%) are negative" in lines[0]
+    assert "nothing was written" in lines[0]
+    assert "Traceback" not in out.stderr
+    assert (state.read_bytes(), warehouse.read_bytes()) == before
+    # `crmseg quality` shows the same finding (and exits non-zero), writing nothing either.
+    check = run_cli("quality", "--project", str(root), "--as-of", "2025-01-31", "-f", "json")
+    assert check.returncode == 1
+    findings = json.loads(check.stdout)["findings"]
+    assert any(f["check"] == "negative_amounts" and f["level"] == "error" for f in findings)
+    assert (state.read_bytes(), warehouse.read_bytes()) == before
+
+
+def test_unknown_check_name_is_a_located_config_error(make_project: MakeProject) -> None:
+    root = make_project()
+    text = (
+        root / "crmseg.yml"
+    ).read_text() + "quality:\n  checks:\n    spelling: {severity: warn}\n"
+    (root / "crmseg.yml").write_text(text)
+    out = run_cli("validate", "--project", str(root))
+    assert out.returncode != 0
+    assert "crmseg.yml:" in out.stderr and "unknown quality check 'spelling'" in out.stderr
+
+
+def test_identity_cli_reports_merges(make_project: MakeProject, tmp_path: Path) -> None:
+    customers = (
+        "customer_id,email,country,signup_at\n1,a@x.example,DE,2024-01-01 10:00:00\n"
+        "2,A@X.example ,DE,2024-02-01 10:00:00\n3,c@x.example,DE,2024-02-01 10:00:00\n"
+    )
+    root = make_project(
+        data__customers_csv=customers, data__orders_csv="order_id,customer_id,created,total\n"
+    )
+    assert run_cli("run", "--project", str(root), "--as-of", "2024-12-31").returncode == 0
+    out = run_cli("identity", "--project", str(root))
+    assert out.returncode == 0, out.stderr
+    assert "3 customer records -> 2 people: 2 records merged into 1 people" in out.stdout
+    profile = run_cli("profile", "2", "--project", str(root), "-f", "json")
+    assert [r["customer_id"] for r in json.loads(profile.stdout)["records"]] == ["1", "2"]
