@@ -68,3 +68,13 @@ def test_every_cli_command_and_option_is_documented() -> None:
         for opt in getattr(param, "opts", []):
             if opt.startswith("--") and opt != "--help":
                 assert opt in text, opt
+
+
+def test_every_builtin_trait_is_documented() -> None:
+    from crmseg.traits.builtin import BUILTIN_TRAITS, FUNCTIONS, MODEL_TRAITS
+
+    text = (DOCS / "traits.md").read_text()
+    for name in [d.name for d in BUILTIN_TRAITS] + list(MODEL_TRAITS):
+        assert f"`{name}`" in text, f"built-in trait {name} missing from traits.md"
+    for fn in FUNCTIONS:
+        assert f"`{fn}(" in text, f"built-in function {fn} missing from traits.md"

@@ -228,6 +228,150 @@ class IdentityConfig(Strict):
         return value.upper()
 
 
+# --- built-in traits: lifecycle, RFM, value tiers, models -----------------------------------
+
+
+class LifecycleConfig(Strict):
+    """Thresholds of ``lifecycle.stage``; each defaults to a multiple of the purchase cycle."""
+
+    cycle_days: float | None = Field(
+        None,
+        gt=0,
+        description="purchase cycle in days (default: median over repeat buyers of "
+        "their median days between orders)",
+    )
+    default_cycle_days: float = Field(
+        30.0, gt=0, description="cycle used when the data has no repeat buyers yet"
+    )
+    new_factor: float = Field(1.0, gt=0, description="new: one order, placed within this x cycle")
+    at_risk_factor: float = Field(
+        2.0, gt=0, description="at_risk: last order older than this x cycle"
+    )
+    churned_factor: float = Field(
+        4.0, gt=0, description="churned: last order older than this x cycle"
+    )
+    new_days: float | None = Field(None, gt=0, description="overrides new_factor x cycle")
+    at_risk_days: float | None = Field(None, gt=0, description="overrides at_risk_factor x cycle")
+    churned_days: float | None = Field(None, gt=0, description="overrides churned_factor x cycle")
+    loyal_orders: int = Field(4, ge=2, description="loyal: at least this many orders, still active")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LifecycleConfig:
+        if self.at_risk_days is None and self.churned_days is None:
+            if self.churned_factor <= self.at_risk_factor:
+                raise ValueError("churned_factor must be larger than at_risk_factor")
+        elif (
+            self.at_risk_days is not None
+            and self.churned_days is not None
+            and self.churned_days <= self.at_risk_days
+        ):
+            raise ValueError("churned_days must be larger than at_risk_days")
+        return self
+
+
+class RfmCell(Strict):
+    """One named region of the RFM grid: recency score x frequency-monetary score ranges."""
+
+    name: str = Field(description="segment name, e.g. Champions")
+    recency: tuple[int, int] = Field(description="inclusive range of the recency score")
+    frequency_monetary: tuple[int, int] = Field(
+        description="inclusive range of the frequency-monetary score"
+    )
+
+
+def _cell(name: str, r: tuple[int, int], fm: tuple[int, int]) -> RfmCell:
+    return RfmCell(name=name, recency=r, frequency_monetary=fm)
+
+
+# The standard 11-segment grid over recency (R) and frequency-monetary (FM) scores 1-5: every
+# one of the 25 cells has exactly one name.
+STANDARD_RFM_GRID: tuple[RfmCell, ...] = (
+    _cell("Champions", (5, 5), (4, 5)),
+    _cell("Loyal Customers", (3, 4), (4, 5)),
+    _cell("Potential Loyalist", (4, 5), (2, 3)),
+    _cell("New Customers", (5, 5), (1, 1)),
+    _cell("Promising", (4, 4), (1, 1)),
+    _cell("Need Attention", (3, 3), (3, 3)),
+    _cell("About To Sleep", (3, 3), (1, 2)),
+    _cell("Can't Lose Them", (1, 2), (5, 5)),
+    _cell("At Risk", (1, 2), (3, 4)),
+    _cell("Lost", (1, 1), (1, 1)),
+    _cell("Hibernating", (1, 2), (1, 2)),
+)
+
+
+class RfmConfig(Strict):
+    grid: tuple[RfmCell, ...] = Field(
+        STANDARD_RFM_GRID,
+        description="named cells of the R x FM grid, first match wins (default: the standard "
+        "11-segment grid)",
+    )
+    monetary: Literal["ltv", "revenue_total", "margin_total"] = Field(
+        "ltv", description="the trait scored as monetary value"
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _ranges(cls, value: tuple[RfmCell, ...]) -> tuple[RfmCell, ...]:
+        for cell in value:
+            for lo, hi in (cell.recency, cell.frequency_monetary):
+                if not 1 <= lo <= hi <= 5:
+                    raise ValueError(
+                        f"{cell.name}: score ranges must satisfy 1 <= low <= high <= 5"
+                    )
+        return value
+
+
+class ValueTier(Strict):
+    name: str = Field(description="tier name, e.g. 'top 1%'")
+    top: float = Field(gt=0, le=1, description="share of customers from the top, e.g. 0.01")
+
+
+class ValueTiersConfig(Strict):
+    tiers: tuple[ValueTier, ...] = Field(
+        (
+            ValueTier(name="top 1%", top=0.01),
+            ValueTier(name="top 5%", top=0.05),
+            ValueTier(name="top 20%", top=0.2),
+        ),
+        description="tiers from the smallest share up; a customer gets the first that fits",
+    )
+    rest: str = Field("rest", description="name of everyone else")
+
+    @field_validator("tiers")
+    @classmethod
+    def _increasing(cls, value: tuple[ValueTier, ...]) -> tuple[ValueTier, ...]:
+        tops = [t.top for t in value]
+        if tops != sorted(tops) or len(set(tops)) != len(tops):
+            raise ValueError("tiers must go from the smallest share to the largest")
+        return value
+
+
+class ModelsConfig(Strict):
+    """Model traits (``clv.*``, ``churn.*``, ``cluster.*``); fitted only when a rule uses them."""
+
+    clv_model: Literal["bgnbd", "paretonbd"] = Field(
+        "bgnbd", description="purchase model behind clv.* (BG/NBD or Pareto/NBD)"
+    )
+    clv_months: int = Field(12, ge=1, le=120, description="horizon of clv.value_12m in months")
+    discount_rate_monthly: float = Field(
+        0.01, ge=0, lt=1, description="monthly discount rate of CLV"
+    )
+    churn_horizon_days: int = Field(
+        90, ge=7, description="churn = no purchase in this many days after the features"
+    )
+    churn_holdout: float = Field(
+        0.25, gt=0, lt=1, description="share of customers held out to report the AUC"
+    )
+    clusters_k: tuple[int, int] = Field(
+        (2, 8), description="smallest and largest k tried; the best silhouette wins"
+    )
+    sample_size: int = Field(
+        20_000, ge=100, description="customers sampled for churn training and silhouettes"
+    )
+    seed: int = Field(42, description="seed for sampling and model initialisation")
+
+
 class Config(Strict):
     name: str = Field(description="project name")
     backend: BackendConfig = Field(default_factory=BackendConfig)
@@ -236,6 +380,10 @@ class Config(Strict):
     currency: str = Field("EUR", description="reporting currency (ISO 4217)")
     sources: dict[str, SourceConfig] = Field(description="canonical table name -> source")
     layers: tuple[str, ...] = Field(DEFAULT_LAYERS, description="allowed segment name prefixes")
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    rfm: RfmConfig = Field(default_factory=RfmConfig)
+    value_tiers: ValueTiersConfig = Field(default_factory=ValueTiersConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
 

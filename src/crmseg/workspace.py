@@ -78,6 +78,7 @@ class Preview:
     english: str
     sql: str | None
     as_of: datetime
+    thresholds: dict[str, Any] = field(default_factory=dict)  # lifecycle thresholds it uses
 
     @property
     def share(self) -> float:
@@ -161,7 +162,85 @@ class Workspace:
         from crmseg.sources.loader import schema_from
 
         definitions = [*self.traits, *(s.definition for s in self.segments)]
-        return build_plan(definitions, Schema(schema_from(tables)))
+        return build_plan(
+            definitions,
+            Schema(schema_from(tables)),
+            builtins=self._builtin_traits,
+            model_provider=self._model_traits,
+        )
+
+    @cached_property
+    def _builtin_traits(self) -> list[Definition]:
+        from crmseg.traits.builtin import builtin_traits
+
+        c = self.config
+        return builtin_traits(c.lifecycle, c.rfm, c.value_tiers)
+
+    @cached_property
+    def _model_traits(self) -> Any:
+        """Fits clv/churn/cluster traits when a computed rule uses them; records each fit."""
+        from crmseg.models.traits import ModelTraits, save_records
+
+        return ModelTraits(
+            self.backend.execute,
+            self.config.models,
+            self._builtin_traits,
+            record=lambda records: save_records(self.state.con, records, utcnow()),
+        )
+
+    def model_records(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """Recorded model fits (params, fit time, data window, metrics), newest first."""
+        from crmseg.models.traits import load_records
+
+        return load_records(self.state.con, to_utc(as_of) if as_of else None)
+
+    def trait_catalog(self, as_of: datetime | None = None) -> dict[str, Any]:
+        """Built-in, user and model traits with their English, plus the lifecycle thresholds
+        derived from the loaded data at ``as_of`` (default now)."""
+        from crmseg.traits.builtin import FUNCTIONS, MODEL_TRAITS, THRESHOLDS
+
+        at = to_utc(as_of) if as_of else utcnow()
+        tables = self._loaded_tables()
+        plan = self._plan(tables)
+        user = {d.name for d in self.traits}
+        rows = [
+            {
+                "name": name,
+                "kind": "user" if name in user else "built-in",
+                "description": plan.checked[("trait", name)].defn.description,
+                "expr": plan.checked[("trait", name)].defn.text,
+                "english": plan.english(name),
+            }
+            for name in plan.traits
+        ]
+        rows += [
+            {"name": m.name, "kind": "model", "description": m.description, "expr": None,
+             "english": f"the {m.description}"}
+            for m in MODEL_TRAITS.values()
+        ]  # fmt: skip
+        rows += [
+            {"name": f"{n}({f.signature})", "kind": "function", "description": f.description,
+             "expr": f.template, "english": f.description}
+            for n, f in FUNCTIONS.items()
+        ]  # fmt: skip
+        return {
+            "as_of": at,
+            "traits": rows,
+            "thresholds": self._thresholds(plan, tables, at, list(THRESHOLDS)),
+        }
+
+    def _thresholds(
+        self, plan: Plan, tables: dict[str, ir.Table], at: datetime, names: list[str]
+    ) -> dict[str, Any]:
+        """Values of population-wide traits (the same for every customer) at ``at``."""
+        from crmseg.traits.builtin import THRESHOLDS
+
+        wanted = [n for n in names if n in THRESHOLDS and n in plan.traits]
+        if not wanted:
+            return {}
+        wide = plan.wide(tables, at, select=wanted)
+        rows = self.backend.execute(wide.select(*wanted).limit(1)).to_pylist()
+        return dict(rows[0]) if rows else {n: None for n in wanted}
 
     def _sql_segments(self) -> dict[str, ir.Table]:
         return {
@@ -450,6 +529,7 @@ class Workspace:
         )
         sample = [str(v) for v in self.backend.execute(sample_expr).column(0).to_pylist()]
         text = plan.sql(segment, tables, at, self.backend.dialect) if sql else None
+        used = [k[1] for k in plan.closure([segment]) if k[0] == "trait"]
         return Preview(
             segment,
             int(stats["size"] or 0),
@@ -458,6 +538,7 @@ class Workspace:
             plan.english(segment),
             text,
             at,
+            self._thresholds(plan, tables, at, used),
         )
 
     def lint(self) -> list[Finding]:

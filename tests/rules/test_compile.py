@@ -140,7 +140,11 @@ def test_trait_values(plan: Plan, duck: tuple[Any, Mapping[str, ibis.Table]]) ->
     assert [by[c]["orders_count"] for c in ("c1", "c2", "c4", "c5", "c6")] == [3, 2, 1, 1, 0]
     assert by["c1"]["ltv"] == 170.0 and by["c2"]["ltv"] == 40.0 and by["c6"]["ltv"] == 0.0
     assert by["c6"]["aov"] is None
-    assert by["c1"]["discount_share"] == pytest.approx(1 / 3)
+    assert by["c1"]["discount_share"] == pytest.approx(50 / 180)  # value of discounted orders
+    assert by["c1"]["median_order_gap_days"] == pytest.approx(30.0)  # gaps 48.5 and 11.5 days
+    assert by["c1"]["last_order_gap_days"] == pytest.approx(11.5)
+    assert by["c1"]["top_category"] == "hair"
+    assert by["c4"]["median_order_gap_days"] is None
     assert by["c6"]["discount_share"] is None  # 0 / 0
     assert by["c2"]["days_since_last_order"] == 60
     assert by["c1"]["mrr"] == 30.0 and by["c2"]["mrr"] == 0.0

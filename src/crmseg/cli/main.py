@@ -235,6 +235,8 @@ def preview(
     when = f"{p.as_of:%Y-%m-%d %H:%M:%S} UTC"
     console.print(f"{p.size:,} of {p.customers:,} customers ({p.share:.1%}) as of {when}")
     console.print("sample: " + (", ".join(p.sample) or "(none)"))
+    for name, value in p.thresholds.items():
+        console.print(f"threshold {name} = {value:g}" if value is not None else f"{name}: n/a")
     if p.sql:
         console.print(p.sql, markup=False)
 
@@ -253,6 +255,44 @@ def explain(
         result = ws.explain(segment, customer, as_of=parse_as_of(as_of))
     for line in result.lines():
         console.print(line, markup=False)
+
+
+@app.command()
+@handled
+def traits(
+    project: ProjectOpt = Path("."),
+    as_of: AsOfOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """List built-in, user and model traits in plain English, with the lifecycle thresholds
+    derived from the data and the latest model fits."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    ws = _open(project)
+    with ws:
+        data = ws.trait_catalog(as_of=parse_as_of(as_of))
+        data["models"] = ws.model_records()[:5]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"traits as of {data['as_of']:%Y-%m-%d %H:%M} UTC")
+    for col in ("trait", "kind", "meaning"):
+        table.add_column(col)
+    for t in data["traits"]:
+        table.add_row(t["name"], t["kind"], t["description"] or t["english"])
+    console.print(table)
+    for name, value in data["thresholds"].items():
+        shown = "n/a (no orders)" if value is None else f"{value:g} days"
+        console.print(f"{name} = {shown}")
+    for m in data["models"]:
+        metrics = ", ".join(f"{k}={v}" for k, v in m["metrics"].items() if k != "clusters")
+        console.print(
+            f"model {m['model']} as of {m['as_of']:%Y-%m-%d}: {m['customers']:,} customers, "
+            f"{m['fit_seconds']:.2f}s; {metrics}",
+            markup=False,
+        )
 
 
 @app.command()

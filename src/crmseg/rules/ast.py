@@ -120,6 +120,14 @@ class Call(Node):
 
 
 @dataclass(frozen=True)
+class Case(Node):
+    """``case when c1 then v1 [when ...] [else d] end``: the first true condition wins."""
+
+    whens: tuple[tuple[Node, Node], ...]
+    default: Node | None = None
+
+
+@dataclass(frozen=True)
 class Seq(Node):
     """``did('a') then [not] did('b') within D`` as parsed."""
 
@@ -150,6 +158,24 @@ class Col(Node):
 @dataclass(frozen=True)
 class TraitRef(Node):
     name: str
+
+
+@dataclass(frozen=True)
+class ModelRef(Node):
+    """A per-customer value fitted outside the plan (``clv.p_alive``, ``churn.risk``, ...)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class PopFunc(Node):
+    """A population-relative function over all customers at as_of: ``ntile(x, n)`` (1..n, ties
+    share the lower tile), ``percent_rank(x)`` (share of customers with a smaller value),
+    ``median_all(x)`` (the median over customers). Nulls take no part and get null."""
+
+    fn: str
+    arg: Node
+    n: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,7 +227,24 @@ class SeqR(Node):
     first_within: Dur | None = None
 
 
-AGG_FNS = ("count", "sum", "avg", "min", "max", "count_distinct", "first", "last")
+AGG_FNS = (
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count_distinct",
+    "first",
+    "last",
+    "median",
+    "mode",
+    "median_gap",
+    "last_gap",
+)
+# Aggregates that need a pass of their own (a grouped sub-aggregate or a window per customer):
+# the most frequent value, and the median / latest gap in days between consecutive rows.
+SPECIAL_AGGS = ("mode", "median_gap", "last_gap")
+POP_FNS = ("ntile", "percent_rank", "median_all")
 SCALAR_FNS = (
     "coalesce",
     "lower",
@@ -215,7 +258,7 @@ SCALAR_FNS = (
     "hours_since",
 )
 SPECIAL_FNS = ("date", "did", "did_not", "in_segment")
-ALL_FNS = AGG_FNS + SCALAR_FNS + SPECIAL_FNS
+ALL_FNS = AGG_FNS + SCALAR_FNS + SPECIAL_FNS + POP_FNS
 
 
 def children(node: Node) -> tuple[Node, ...]:
@@ -233,6 +276,10 @@ def children(node: Node) -> tuple[Node, ...]:
             return (*args, *(x for x in (w, d) if x is not None))
         case Seq(first=a, second=b):
             return (a, b)
+        case Case(whens=whens, default=d):
+            return (*(x for pair in whens for x in pair), *((d,) if d is not None else ()))
+        case PopFunc(arg=a):
+            return (a,)
         case Func(args=args):
             return args
         case Agg(where=w, within=d):

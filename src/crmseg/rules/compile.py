@@ -123,6 +123,12 @@ class Compiler:
                 return ibis.literal(s, type="string")
             case A.Attr() | A.Col() | A.TraitRef() | A.SegRef() | A.Consent() | A.SeqR():
                 return self.lookup(n)
+            case A.ModelRef():
+                return self.lookup(n)
+            case A.Case(whens=whens, default=dflt):
+                return self.case(whens, dflt)
+            case A.PopFunc():
+                return self.pop(n)
             case A.Agg() | A.Did():
                 return self.lookup(n)
             case A.Unary(op="not", arg=a):
@@ -184,6 +190,42 @@ class Compiler:
             return a * b
         # true division everywhere; x / 0 is null (not an error, not infinity)
         return a.cast("float64") / b.cast("float64").nullif(0)
+
+    def case(self, whens: tuple[tuple[A.Node, A.Node], ...], dflt: A.Node | None) -> ir.Value:
+        values = [self(v) for _, v in whens] + ([self(dflt)] if dflt is not None else [])
+        typed = next((v for v in values if not _is_null(v)), None)
+        if typed is None:
+            return ibis.null()
+
+        def fit(v: ir.Value) -> ir.Value:
+            return v.cast(typed.type()) if _is_null(v) else v
+
+        pairs = []
+        for (c, _), v in zip(whens, values, strict=False):
+            cv = self(c)
+            if not _is_null(cv):  # `when null` never applies
+                pairs.append((cv, fit(v)))
+        else_ = fit(values[-1]) if dflt is not None else ibis.null().cast(typed.type())
+        if not pairs:
+            return else_
+        return ibis.cases(*pairs, else_=else_)
+
+    def pop(self, n: A.PopFunc) -> ir.Value:
+        """Window functions over every customer of the wide table (the population at as_of).
+        Null values form their own partition and get null; ties share the lower rank."""
+        x = self(n.arg)
+        if _is_null(x):
+            return ibis.null().cast("float64")
+        if n.fn == "median_all":
+            return x.cast("float64").median().over(ibis.window())
+        part = x.isnull()
+        rank = ibis.rank().over(ibis.window(group_by=part, order_by=x)).cast("float64")
+        count = x.count().over(ibis.window(group_by=part)).cast("float64")
+        if n.fn == "percent_rank":
+            v = rank / count
+        else:
+            v = ((rank * n.n) / count).floor().cast("int64") + 1
+        return ibis.ifelse(part, ibis.null().cast(v.type()), v)
 
     def isin(self, a: A.Node, items: Iterable[A.Node], neg: bool) -> ir.Value:
         x = self(a)
@@ -255,6 +297,12 @@ def agg_metric(
             return c.sum(where=where)
         case "avg":
             return c.mean(where=where)
+        case "median":
+            # Spark cannot take median(where=): filter by nulling instead
+            v = c.cast("float64")
+            return (
+                ibis.ifelse(where, v, ibis.null("float64")) if where is not None else v
+            ).median()
         case "min":
             return c.min(where=where)
         case "max":

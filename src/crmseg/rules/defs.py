@@ -28,3 +28,16 @@ class Schema:
     """Present canonical tables -> column -> dtype (canonical and extra columns)."""
 
     tables: Mapping[str, Mapping[str, DType]]
+
+
+@dataclass(frozen=True)
+class ModelTrait:
+    """A per-customer value fitted outside the plan (a model output) that rules may use.
+
+    ``type`` is a checker type ("number", "string", ...); ``tables`` the canonical tables the
+    model needs (a project without them cannot use it)."""
+
+    name: str
+    type: Literal["number", "string", "bool", "time"]
+    tables: tuple[str, ...] = ("orders",)
+    description: str = ""

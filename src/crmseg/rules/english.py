@@ -127,6 +127,10 @@ def value(n: A.Node) -> str:
                 "max": f"the largest {_SINGULAR.get(t, t)} {col}",
                 "first": f"the {col} of the first {_SINGULAR.get(t, t)}",
                 "last": f"the {col} of the latest {_SINGULAR.get(t, t)}",
+                "median": f"the median {_SINGULAR.get(t, t)} {col}",
+                "mode": f"the most frequent {_SINGULAR.get(t, t)} {col}",
+                "median_gap": f"the median days between {thing}",
+                "last_gap": f"the days between the latest two {thing}",
             }[fn]
             return head + tail
         case A.Func(fn="days_since" | "hours_since" as fn, args=(a,)):
@@ -152,6 +156,21 @@ def value(n: A.Node) -> str:
             return f"{value(l)} {word} {value(r)}"
         case A.Dur():
             return duration(n)
+        case A.ModelRef(name=nm):
+            from crmseg.traits.builtin import MODEL_TRAITS
+
+            m = MODEL_TRAITS.get(nm)
+            return f"the {m.description}" if m and m.description else f"the {_words(nm)}"
+        case A.PopFunc(fn="ntile", arg=a, n=k):
+            return f"the {k}-tile of {value(a)} among all customers (1 = lowest)"
+        case A.PopFunc(fn="percent_rank", arg=a):
+            return f"the share of customers with a smaller {value(a).removeprefix('the ')}"
+        case A.PopFunc(fn="median_all", arg=a):
+            return f"the median over all customers of {value(a)}"
+        case A.Case(whens=whens, default=dflt):
+            parts = [f"{value(v)} when {cond(c)}" for c, v in whens]
+            tail = f", else {value(dflt)}" if dflt is not None else ""
+            return f"({'; '.join(parts)}{tail})"
     return f"({cond(n)})"
 
 

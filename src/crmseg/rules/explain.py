@@ -38,6 +38,7 @@ class Explanation:
     verdict: bool
     english: str
     steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the drivers of churn.risk
 
     def lines(self) -> list[str]:
         head = "IN" if self.verdict else "NOT IN"
@@ -48,6 +49,7 @@ class Explanation:
             shown = "unknown" if s.value is None else s.value
             mark = {True: "✓", False: "✗"}.get(s.value, "·") if s.kind == "condition" else "="
             out.append(f"{'  ' * (s.depth + 1)}{mark} {s.text}  -> {shown}")
+        out.extend(f"  note: {n}" for n in self.notes)
         return out
 
 
@@ -103,6 +105,16 @@ def explain(
     if c.node is not None:
         _collect(c.node, 0, nodes)
     extra = {f"__x{i}": n for i, (n, _, _) in enumerate(nodes)}
+    # a rule that uses churn.risk (directly or through traits) also shows its drivers
+    uses = {
+        m.name
+        for k in plan.closure([name])
+        if (node := plan.checked[k].node) is not None
+        for m in A.walk(node)
+        if isinstance(m, A.ModelRef)
+    }
+    if "churn.risk" in uses:
+        extra["__drivers"] = A.ModelRef("churn.top_features")
     wide = plan.wide(tables, as_of, sql_segments, [name], extra)
     rows = wide.filter(wide.customer_id == customer_id).to_pyarrow().to_pylist()
     row = rows[0] if rows else {}
@@ -112,6 +124,9 @@ def explain(
         eng = cond(n) if is_cond else value(n)
         kind: Literal["condition", "value"] = "condition" if is_cond else "value"
         steps.append(Step(src, eng, _plain(row.get(f"__x{i}")), depth, kind))
+    notes = []
+    if row.get("__drivers"):
+        notes.append(f"churn.risk drivers (log-odds vs. an average customer): {row['__drivers']}")
     return Explanation(
-        name, customer_id, bool(rows), bool(row.get(name, False)), plan.english(name), steps
+        name, customer_id, bool(rows), bool(row.get(name, False)), plan.english(name), steps, notes
     )

@@ -144,6 +144,12 @@ class _Build(Transformer[Token, A.Node]):
             within = A.Dur(d.seconds, d.text, span=_span(dur))
         return A.Call(str(name).lower(), tuple(args or ()), where, within, span=_span(meta))
 
+    def case_expr(self, meta: Meta, c: list[Any]) -> A.Node:
+        # [CASE, (WHEN, cond, THEN, value)+, ELSE|None, default|None, END]
+        body = c[1:-3]
+        whens = tuple((body[i + 1], body[i + 3]) for i in range(0, len(body), 4))
+        return A.Case(whens, c[-2], span=_span(meta))
+
     def seq(self, meta: Meta, c: list[Any]) -> A.Node:
         d = duration(str(c[-1]))
         w = A.Dur(d.seconds, d.text, span=_span(c[-1]))
@@ -291,6 +297,18 @@ def render(n: A.Node) -> str:
             return f"{fn}({s.strip()})"
         case A.Seq(first=f, second=s2, negated=neg, within=d):
             return f"{render(f)} then {'not ' if neg else ''}{render(s2)} within {_dur(d)}"
+        case A.Case(whens=whens, default=dflt):
+            # `when did('a') then` would read as a sequence: a condition ending in a call
+            # gets parentheses
+            conds = [render(c) for c, _ in whens]
+            conds = [f"({c})" if c.endswith(")") else c for c in conds]
+            clauses = [f"when {c} then {render(v)}" for c, (_, v) in zip(conds, whens, strict=True)]
+            tail = f" else {render(dflt)}" if dflt is not None else ""
+            return f"case {' '.join(clauses)}{tail} end"
+        case A.ModelRef(name=nm):
+            return nm
+        case A.PopFunc(fn=fn, arg=a, n=k):
+            return f"{fn}({render(a)}{f', {k}' if fn == 'ntile' else ''})"
         # resolved nodes render back to equivalent surface text
         case A.Attr(col=c):
             return c

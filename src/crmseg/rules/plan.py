@@ -7,6 +7,8 @@ pass each; traits and segments are then columns over that table, in dependency o
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +31,7 @@ from crmseg.rules.compile import (
     trait_col,
     ts,
 )
-from crmseg.rules.defs import Definition, Schema
+from crmseg.rules.defs import Definition, ModelTrait, Schema
 from crmseg.rules.parser import parse
 from crmseg.rules.types import Checked, Checker, Key, Type, time_column
 
@@ -49,10 +51,13 @@ class _Needs:
     aggs: list[A.Agg] = field(default_factory=list)
     consent: set[str] = field(default_factory=set)
     seqs: list[A.SeqR] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
 
     def add(self, node: A.Node) -> None:
         for n in A.walk(node):
             match n:
+                case A.ModelRef(name=nm):
+                    self.models.add(nm)
                 case A.Attr(col=c):
                     self.attrs.add(c)
                 case A.Agg() if n not in self.aggs:
@@ -67,12 +72,31 @@ class _Needs:
                     self.seqs.append(n)
 
 
-class Plan:
-    """Type-checked definitions, ready to compile into one wide table."""
+# Per-customer model outputs for a set of model trait names at as_of: one table per name with
+# customer_id and a column of that name (several names may share one table).
+ModelProvider = Callable[[Sequence[str], Mapping[str, ir.Table], datetime], Mapping[str, ir.Table]]
 
-    def __init__(self, checked: Mapping[Key, Checked], schema: Schema) -> None:
+
+def model_col(name: str) -> str:
+    return f"__m_{name}"
+
+
+class Plan:
+    """Type-checked definitions, ready to compile into one wide table.
+
+    ``model_provider`` computes model traits (``clv.*``, ``churn.*``, ...) when a definition
+    being computed uses them; plans that do not mention them never call it.
+    """
+
+    def __init__(
+        self,
+        checked: Mapping[Key, Checked],
+        schema: Schema,
+        model_provider: ModelProvider | None = None,
+    ) -> None:
         self.checked = dict(checked)
         self.schema = schema
+        self.model_provider = model_provider
         self.segments: list[str] = [k[1] for k in checked if k[0] == "segment"]
         self.traits: list[str] = [k[1] for k in checked if k[0] == "trait"]
         # stable internal names for every distinct aggregate / sequence of the whole plan
@@ -93,8 +117,15 @@ class Plan:
         raise KeyError(f"no segment or trait named {name!r}")
 
     def closure(self, names: Sequence[str] | None) -> list[Key]:
-        """The definitions needed for ``names`` (all when None), dependencies first."""
-        roots = list(self.checked) if names is None else [self.key(n) for n in names]
+        """The definitions needed for ``names`` (all when None), dependencies first.
+
+        "All" leaves out built-in traits that need fitted models: those are computed only
+        when named or used."""
+        roots = (
+            [k for k in self.checked if not self._builtin_model_user(k)]
+            if names is None
+            else [self.key(n) for n in names]
+        )
         out: list[Key] = []
         seen: set[Key] = set()
 
@@ -110,6 +141,17 @@ class Plan:
             visit(r)
         return out
 
+    def _builtin_model_user(self, k: Key) -> bool:
+        c = self.checked[k]
+        if not (c.defn.file or "").startswith("<builtin:"):
+            return False
+        return any(
+            isinstance(n, A.ModelRef)
+            for d in self.closure([k[1]])
+            if (node := self.checked[d].node) is not None
+            for n in A.walk(node)
+        )
+
     def levels(self, keys: Sequence[Key]) -> list[list[Key]]:
         level: dict[Key, int] = {}
         for k in keys:  # keys come dependencies first
@@ -120,6 +162,15 @@ class Plan:
             out[level[k]].append(k)
         return out
 
+    def models_needed(self, select: Sequence[str] | None = None) -> list[str]:
+        """The model traits the definitions of ``select`` (all when None) depend on."""
+        needs = _Needs()
+        for k in self.closure(select):
+            node = self.checked[k].node
+            if node is not None:
+                needs.add(node)
+        return sorted(needs.models)
+
     # the wide table -------------------------------------------------------------------------
 
     def wide(
@@ -129,9 +180,11 @@ class Plan:
         sql_segments: Mapping[str, ir.Table] | None = None,
         select: Sequence[str] | None = None,
         extra: Mapping[str, A.Node] | None = None,
+        models: Mapping[str, ir.Table] | None = None,
     ) -> ir.Table:
         """One Ibis expression: customer_id, one column per trait, one non-null boolean
-        column per segment. ``extra`` adds internal columns (used by explain)."""
+        column per segment. ``extra`` adds internal columns (used by explain); ``models``
+        gives model trait tables (default: asked from the plan's model provider)."""
         keys = self.closure(select)
         needs = _Needs()
         for k in keys:
@@ -143,6 +196,7 @@ class Plan:
 
         t = self._base(tables, as_of, needs)
         t = self._aggregates(t, tables, as_of, needs)
+        t = self._models(t, tables, as_of, needs, models)
         t = self._consent(t, tables, as_of, needs)
         t = self._sequences(t, tables, as_of, needs)
         t, sql_cols = self._sql(t, keys, sql_segments or {})
@@ -164,6 +218,8 @@ class Plan:
                     return cnt == 0 if neg else cnt >= 1
                 case A.SeqR():
                     return t[self._seq_names[n]]
+                case A.ModelRef(name=nm):
+                    return t[model_col(nm)]
             raise TypeError(f"unexpected reference {type(n).__name__}")
 
         comp = Compiler(lookup, as_of)
@@ -226,8 +282,15 @@ class Plan:
         for name, aggs in by_table.items():
             src = self._visible(name, tables, as_of)
             time = time_column(name, self.schema)
+            plain = [a for a in aggs if a.fn not in A.SPECIAL_AGGS]
             row = Compiler(_row_lookup(src), as_of)
-            metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in aggs}
+            metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in plain}
+            special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
+            if special:
+                src, more = self._windowed(src, special, time, as_of)
+                row = Compiler(_row_lookup(src), as_of)
+                metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in plain}
+                metrics.update(more)
             g = src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
             t = self._join(t, g, list(metrics))
             zero = {
@@ -237,6 +300,87 @@ class Plan:
             }
             if zero:
                 t = t.mutate(**zero)
+        return t
+
+    def _windowed(
+        self, src: ir.Table, aggs: Sequence[A.Agg], time: str | None, as_of: datetime
+    ) -> tuple[ir.Table, dict[str, ir.Value]]:
+        """Aggregates that look at several rows of a customer, as window columns on the same
+        scan: ``mode`` (most frequent value; ties: the smallest value) and the gaps in days
+        between consecutive rows (``median_gap``; ``last_gap``, from the latest time to the
+        latest earlier one). Rows outside the aggregate's where/within form their own
+        window partition and are not aggregated."""
+        row = Compiler(_row_lookup(src), as_of)
+        keys: dict[str, ir.Value] = {}
+        for i, a in enumerate(aggs):
+            assert a.col is not None
+            conds = [src[a.col].notnull()]
+            if a.where is not None:
+                conds.append(row(a.where).fill_null(False))
+            if a.within is not None:
+                assert time is not None
+                conds.append(src[time] >= ts(as_of - timedelta(seconds=a.within.seconds)))
+            keys[f"__w{i}k"] = functools.reduce(operator.and_, conds)
+        src = src.mutate(**keys)
+        first: dict[str, ir.Value] = {}
+        for i, a in enumerate(aggs):
+            assert a.col is not None
+            v, k = src[a.col], src[f"__w{i}k"]
+            part = [src.customer_id, k]
+            if a.fn == "mode":
+                first[f"__w{i}c"] = v.count().over(ibis.window(group_by=[*part, v]))
+            else:
+                secs = v.epoch_seconds()
+                lag = secs.lag().over(ibis.window(group_by=part, order_by=v))
+                first[f"__w{i}g"] = (secs - lag).cast("float64") / 86_400.0
+                first[f"__w{i}t"] = v.max().over(ibis.window(group_by=part))
+        src = src.mutate(**first)
+        second = {
+            f"__w{i}m": src[f"__w{i}c"]
+            .max()
+            .over(ibis.window(group_by=[src.customer_id, src[f"__w{i}k"]]))
+            for i, a in enumerate(aggs)
+            if a.fn == "mode"
+        }
+        if second:
+            src = src.mutate(**second)
+        metrics: dict[str, ir.Value] = {}
+        for i, a in enumerate(aggs):
+            assert a.col is not None
+            v, k = src[a.col], src[f"__w{i}k"]
+            if a.fn == "mode":
+                metric = v.min(where=k & (src[f"__w{i}c"] == src[f"__w{i}m"]))
+            elif a.fn == "median_gap":
+                # Spark cannot take median(where=): filter by nulling instead
+                metric = ibis.ifelse(k, src[f"__w{i}g"], ibis.null("float64")).median()
+            else:
+                metric = src[f"__w{i}g"].max(where=k & (v == src[f"__w{i}t"]))
+            metrics[self._agg_names[a]] = metric
+        return src, metrics
+
+    def _models(
+        self,
+        t: ir.Table,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        needs: _Needs,
+        models: Mapping[str, ir.Table] | None,
+    ) -> ir.Table:
+        if not needs.models:
+            return t
+        names = sorted(needs.models)
+        if models is None or any(n not in models for n in names):
+            if self.model_provider is None:
+                raise ValueError(f"model traits {', '.join(names)} need a model provider")
+            models = {**(models or {}), **self.model_provider(names, tables, as_of)}
+        by_table: dict[int, tuple[ir.Table, list[str]]] = {}
+        for n in names:
+            entry = by_table.setdefault(id(models[n]), (models[n], []))
+            entry[1].append(n)
+        for m, cols in by_table.values():
+            key = {KEY: m.customer_id.cast("string")}
+            g = m.select(**key, **{model_col(c): m[c] for c in cols})
+            t = self._join(t, g, [model_col(c) for c in cols])
         return t
 
     def _consent(
@@ -397,7 +541,7 @@ def _cycles(checked: Mapping[Key, Checked]) -> list[tuple[Key, list[Key]]]:
 
 
 def _check_all(
-    defs: Sequence[Definition], schema: Schema
+    defs: Sequence[Definition], schema: Schema, models: Mapping[str, ModelTrait] | None = None
 ) -> tuple[dict[Key, Checked], list[RuleError]]:
     errors: list[RuleError] = []
     parsed: dict[Key, A.Node | None] = {}
@@ -446,7 +590,7 @@ def _check_all(
         busy.discard(name)
         return checked[k].type
 
-    checker = Checker(schema, trait_type, traits, segments)
+    checker = Checker(schema, trait_type, traits, segments, models)
 
     def run(k: Key) -> None:
         node = parsed[k]
@@ -468,28 +612,45 @@ def _check_all(
     return ordered, errors
 
 
-def build_plan(definitions: Sequence[Definition], schema: Schema, builtins: bool = True) -> Plan:
-    """Parse and type-check every definition; raise RuleErrors listing all problems."""
+def build_plan(
+    definitions: Sequence[Definition],
+    schema: Schema,
+    builtins: bool | Sequence[Definition] = True,
+    models: Mapping[str, ModelTrait] | None = None,
+    model_provider: ModelProvider | None = None,
+) -> Plan:
+    """Parse and type-check every definition; raise RuleErrors listing all problems.
+
+    ``builtins``: True for the default built-in traits, a list for configured ones (see
+    ``crmseg.traits.builtin.builtin_traits``), False for none. ``models``: the model traits
+    rules may use (default: the built-in catalog)."""
+    from crmseg.traits.builtin import BUILTIN_TRAITS, MODEL_TRAITS
+
     defs = list(definitions)
-    if builtins:
-        defs = _with_builtins(defs, schema)
-    checked, errors = _check_all(defs, schema)
+    catalog = MODEL_TRAITS if models is None else models
+    if builtins is not False:
+        pool = BUILTIN_TRAITS if builtins is True else list(builtins)
+        defs = _with_builtins(defs, schema, pool, catalog)
+    checked, errors = _check_all(defs, schema, catalog)
     if errors:
         raise RuleErrors(errors)
     ordered = {k: v for k, v in checked.items() if k[0] == "trait"}
     ordered.update({k: v for k, v in checked.items() if k[0] == "segment"})
-    return Plan(ordered, schema)
+    return Plan(ordered, schema, model_provider)
 
 
-def _with_builtins(defs: list[Definition], schema: Schema) -> list[Definition]:
+def _with_builtins(
+    defs: list[Definition],
+    schema: Schema,
+    builtins: Sequence[Definition],
+    models: Mapping[str, ModelTrait],
+) -> list[Definition]:
     """Built-in traits the data supports, minus those the user overrides."""
-    from crmseg.traits.builtin import BUILTIN_TRAITS
-
     user = {d.name for d in defs if d.kind == "trait"}
     customers = schema.tables.get("customers", {})
-    pool = [b for b in BUILTIN_TRAITS if b.name not in user and b.name not in customers]
+    pool = [b for b in builtins if b.name not in user and b.name not in customers]
     while pool:  # drop built-ins whose tables or columns are absent, then their dependents
-        checked, errors = _check_all(pool, schema)
+        checked, errors = _check_all(pool, schema, models)
         bad = {e.location.file for e in errors}
         failed = {k[1] for k, c in checked.items() if c.node is None} | {
             d.name for d in pool if f"<builtin:{d.name}>" in bad

@@ -11,7 +11,7 @@ from typing import Literal
 
 from crmseg.errors import RuleTypeError
 from crmseg.rules import ast as A
-from crmseg.rules.defs import Definition, Schema
+from crmseg.rules.defs import Definition, ModelTrait, Schema
 from crmseg.rules.parser import locate
 from crmseg.sources.model import CHANNELS, TABLES, DType
 
@@ -78,11 +78,13 @@ class Checker:
         trait_type: Callable[[str], Type],
         trait_names: Iterable[str],
         segment_names: Iterable[str],
+        models: Mapping[str, ModelTrait] | None = None,
     ) -> None:
         self.schema = schema
         self.trait_type = trait_type
         self.traits = set(trait_names)
         self.segments = set(segment_names)
+        self.models = dict(models or {})
         self.customers: Mapping[str, DType] = schema.tables.get("customers", {})
 
     def check(self, defn: Definition, node: A.Node) -> tuple[Checked, list[RuleTypeError]]:
@@ -187,7 +189,31 @@ class _Run:
                 return self.call(n, table)
             case A.Seq():
                 return self.seq(n, table)
+            case A.Case():
+                return self.case(n, table)
         raise self.fail(n, f"unexpected {type(n).__name__}")
+
+    def case(self, n: A.Case, table: str | None) -> tuple[A.Node, Type]:
+        flat = [x for pair in n.whens for x in pair]
+        checked = self.many([*flat, *([n.default] if n.default is not None else [])], table)
+        acc: Type = "null"
+        whens = []
+        for i in range(0, len(flat), 2):
+            (rc, tc), (rv, _) = checked[i], checked[i + 1]
+            self.want(flat[i], tc, "bool")
+            whens.append((rc, rv))
+        values = [(flat[i + 1], checked[i + 1][1]) for i in range(0, len(flat), 2)]
+        if n.default is not None:
+            values.append((n.default, checked[-1][1]))
+        for node, t in values:
+            u = self.unify(acc, t)
+            if u is None or u == "duration":
+                raise self.fail(
+                    node, f"case values must have one type: {_WORDS[acc]} and {_WORDS[t]} differ"
+                )
+            acc = u
+        default = checked[-1][0] if n.default is not None else None
+        return replace(n, whens=tuple(whens), default=default), acc
 
     def comparable(self, n: A.Node, a: Type, b: Type) -> None:
         if self.unify(a, b) is None:
@@ -238,6 +264,14 @@ class _Run:
         if dotted in self.ck.traits:
             self.deps.add(("trait", dotted))
             return A.TraitRef(dotted, span=n.span), self.ck.trait_type(dotted)
+        if dotted in self.ck.models:
+            m = self.ck.models[dotted]
+            missing = [t for t in m.tables if t not in tables]
+            if missing:
+                raise self.fail(
+                    n, f"{dotted} needs the {', '.join(missing)} table, which this project lacks"
+                )
+            return A.ModelRef(dotted, span=n.span), m.type
         if parts[0] == "consent" and len(parts) == 2:
             if "consent" not in tables:
                 raise self.fail(n, "consent.* needs the consent table, which this project lacks")
@@ -260,7 +294,12 @@ class _Run:
             )
         if len(parts) == 2 and parts[0] == "customers" and parts[1] in self.ck.customers:
             return A.Attr(parts[1], span=n.span), _DTYPES[self.ck.customers[parts[1]]]
-        options = [*self.ck.customers, *self.ck.traits, *(f"consent.{c}" for c in CHANNELS)]
+        options = [
+            *self.ck.customers,
+            *self.ck.traits,
+            *self.ck.models,
+            *(f"consent.{c}" for c in CHANNELS),
+        ]
         raise self.fail(n, f"unknown name {dotted!r}{suggest(dotted, options)}")
 
     # calls ----------------------------------------------------------------------------------
@@ -273,9 +312,16 @@ class _Run:
         return v
 
     def call(self, n: A.Call, table: str | None) -> tuple[A.Node, Type]:
+        from crmseg.traits.builtin import FUNCTIONS
+
         fn = n.fn
+        if fn in FUNCTIONS and fn not in A.ALL_FNS:
+            return self.macro(n, table)
         if fn not in A.ALL_FNS:
-            raise self.fail(n, f"unknown function {fn!r}{suggest(fn, A.ALL_FNS)}")
+            known = (*A.ALL_FNS, *FUNCTIONS)
+            raise self.fail(n, f"unknown function {fn!r}{suggest(fn, known)}")
+        if fn in A.POP_FNS:
+            return self.pop(n, table)
         if fn in A.AGG_FNS:
             return self.agg(n, table)
         if n.where is not None:
@@ -303,6 +349,56 @@ class _Run:
             self.deps.add(("segment", seg))
             return A.SegRef(seg, span=n.span), "bool"
         return self.scalar(n, table)
+
+    def macro(self, n: A.Call, table: str | None) -> tuple[A.Node, Type]:
+        """A parameterised built-in such as ``last_order_at_in('skincare')``: its template
+        with the literal arguments filled in, checked like any expression."""
+        from crmseg.rules.parser import parse, render
+        from crmseg.traits.builtin import FUNCTIONS
+
+        f = FUNCTIONS[n.fn]
+        if n.where is not None or n.within is not None:
+            raise self.fail(n, f"{n.fn}() takes no where or within")
+        ok = len(n.args) == len(f.params) and all(
+            isinstance(a, A.Lit) and a.kind in ("string", "number") for a in n.args
+        )
+        if not ok:
+            raise self.fail(n, f"{n.fn}() takes {f.signature}, e.g. {f.example}")
+        text = f.template.format(**{p: render(a) for p, a in zip(f.params, n.args, strict=True)})
+        before = len(self.errors)
+        try:
+            node, t = self.expr(_nospan(parse(text)), table)
+        except _Fail:
+            why = self.errors[before].message if len(self.errors) > before else "invalid"
+            del self.errors[before:]
+            raise self.fail(n, f"{n.fn}() is not available here: {why}") from None
+        return replace(node, span=n.span), t
+
+    def pop(self, n: A.Call, table: str | None) -> tuple[A.Node, Type]:
+        fn = n.fn
+        if table is not None:
+            raise self.fail(n, f"{fn}() compares customers; it cannot be used in a where")
+        if n.where is not None or n.within is not None:
+            raise self.fail(n, f"{fn}() takes no where or within")
+        want = 2 if fn == "ntile" else 1
+        if len(n.args) != want:
+            ex = "ntile(ltv, 5)" if fn == "ntile" else f"{fn}(ltv)"
+            raise self.fail(n, f"{fn}() takes {want} argument(s), e.g. {ex}")
+        [(arg, t)] = self.many(n.args[:1], None)
+        if any(isinstance(x, A.PopFunc) for x in A.walk(arg)):
+            raise self.fail(n, f"{fn}() cannot contain another ntile/percent_rank/median_all")
+        if fn == "median_all":
+            self.want(n.args[0], t, "number")
+        else:
+            self.want(n.args[0], t, "number", "time")
+        tiles = 0
+        if fn == "ntile":
+            k = n.args[1]
+            if not (isinstance(k, A.Lit) and isinstance(k.value, int) and 2 <= k.value <= 1000):
+                raise self.fail(k, "ntile()'s count must be a whole number from 2 to 1000")
+            tiles = k.value
+        out: Type = "number"
+        return A.PopFunc(fn, arg, tiles, span=n.span), out
 
     def events(self, n: A.Node) -> None:
         cols = self.ck.schema.tables.get("events")
@@ -398,8 +494,12 @@ class _Run:
             raise self.fail(ref, f"{fn}() needs a column, e.g. {fn}({tname}.<column>)")
         if fn in ("sum", "avg"):
             self.want(ref, ctype, "number")
-        if fn in ("min", "max"):
+        if fn in ("min", "max", "mode"):
             self.want(ref, ctype, "number", "time", "string")
+        if fn == "median":
+            self.want(ref, ctype, "number")
+        if fn in ("median_gap", "last_gap"):
+            self.want(ref, ctype, "time")
         where = None
         if n.where is not None:
             where, wt = self.expr(n.where, tname)
@@ -410,7 +510,8 @@ class _Run:
         if n.within is not None and time_column(tname, self.ck.schema) is None:
             spec = TABLES[tname].time
             raise self.fail(n.within, f"within needs a time column, but {tname} has no {spec}")
-        out: Type = "number" if fn in ("count", "count_distinct", "sum", "avg") else ctype
+        numeric = ("count", "count_distinct", "sum", "avg", "median", "median_gap", "last_gap")
+        out: Type = "number" if fn in numeric else ctype
         return A.Agg(fn, tname, col, where, n.within, span=n.span), out
 
     def seq(self, n: A.Seq, table: str | None) -> tuple[A.Node, Type]:
@@ -427,3 +528,20 @@ class _Run:
         second = self.string_arg(n.second, "event name")
         self.events(n)
         return A.SeqR(first, second, n.negated, n.within, n.first.within, span=n.span), "bool"
+
+
+def _nospan(node: A.Node) -> A.Node:
+    """A copy of a tree without positions (an expanded template has none in the rule)."""
+    import dataclasses
+
+    def fix(v: object) -> object:
+        if isinstance(v, A.Node):
+            return _nospan(v)
+        if isinstance(v, tuple):
+            return tuple(fix(x) for x in v)
+        return v
+
+    changes = {
+        f.name: fix(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "span"
+    }
+    return replace(node, span=A.NOSPAN, **changes)
