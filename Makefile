@@ -14,11 +14,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[models,report]"
 	@touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,spark,identity]"
+	$(BIN)/pip install --quiet -e ".[dev,spark,identity,models,report]"
 	@touch $@ $(STAMP_RUN)
 
 demo: $(STAMP_RUN)
