@@ -23,6 +23,8 @@ from crmseg.errors import CrmsegError, SegmentError
 if TYPE_CHECKING:
     import ibis.expr.types as ir
 
+    from crmseg.activation.campaigns import Campaign
+    from crmseg.activation.runner import ActivationResult
     from crmseg.backends.base import Backend
     from crmseg.backends.state import StateStore
     from crmseg.rules import Definition, Plan
@@ -787,6 +789,75 @@ class Workspace:
         tables = self._loaded_tables()
         plan = self._plan(tables)
         return plan.explain(segment, tables, at, customer_id, self._sql_segments())
+
+    # --- activation ----------------------------------------------------------------------
+
+    @cached_property
+    def campaigns(self) -> list[Campaign]:
+        from crmseg.activation.campaigns import load_campaigns
+
+        return load_campaigns(self.root, [s.name for s in self.segments])
+
+    def campaign(self, name: str) -> Campaign:
+        import difflib
+
+        from crmseg.errors import ActivationError
+
+        for c in self.campaigns:
+            if c.name == name:
+                return c
+        close = difflib.get_close_matches(name, [c.name for c in self.campaigns], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ActivationError(f"no campaign named {name!r}{hint}")
+
+    def activate(
+        self, name: str, dry_run: bool = False, as_of: datetime | None = None
+    ) -> ActivationResult:
+        """Build a campaign's audience at ``as_of`` (default: the last run) and, unless
+        ``dry_run``, record it in the send log and deliver it to its destinations."""
+        return self._activate([self.campaign(name)], dry_run, as_of)[0]
+
+    def activate_due(
+        self, dry_run: bool = False, as_of: datetime | None = None
+    ) -> list[ActivationResult]:
+        """Activate every campaign due at ``as_of`` (send window), highest priority first."""
+        at = self._activation_instant(as_of)
+        from crmseg.activation.store import ActivationStore
+
+        store = ActivationStore(self.state)
+        due = [c for c in self.campaigns if c.due(at, store.last_activation(c.name, at))]
+        due.sort(key=lambda c: (-c.spec.priority, c.name))
+        return self._activate(due, dry_run, at) if due else []
+
+    def _activation_instant(self, as_of: datetime | None) -> datetime:
+        if as_of is not None:
+            return to_utc(as_of)
+        last = self.state.last_run()
+        return last.as_of if last else utcnow()
+
+    def _activate(
+        self, targets: list[Campaign], dry_run: bool, as_of: datetime | None
+    ) -> list[ActivationResult]:
+        from crmseg.activation.runner import Context, activate
+
+        at = self._activation_instant(as_of)
+        context = Context(
+            root=self.root,
+            backend=self.backend,
+            tables=self._loaded_tables(),
+            state=self.state,
+            members=lambda segment: self.members(segment, at),
+            traits=self.traits,
+        )
+        return activate(targets, self.campaigns, context, at, utcnow(), dry_run)
+
+    def activations(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        """Recorded activations (with their funnels), oldest first."""
+        from crmseg.activation.store import ActivationStore
+
+        if campaign is not None:
+            self.campaign(campaign)
+        return ActivationStore(self.state).activations(campaign)
 
 
 def _with_loaded_identity(
