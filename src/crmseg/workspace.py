@@ -859,6 +859,173 @@ class Workspace:
             self.campaign(campaign)
         return ActivationStore(self.state).activations(campaign)
 
+    # --- measurement ---------------------------------------------------------------------
+
+    def _measure_facts(self) -> Any:
+        """Orders, messages and subscriptions up to the latest run (the data's known end)."""
+        from crmseg.measurement.data import load_facts
+
+        last = self.state.last_run()
+        if last is None:
+            raise SegmentError("no run yet: run 'crmseg run' first")
+        return load_facts(self.backend.execute, self._loaded_tables(), last.as_of)
+
+    def measure_outcomes(
+        self, window_days: int = 30, segments: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Per run and segment: members and their conversion, revenue, AOV, repeat, churn,
+        unsubscribe and complaint rates and messages in the ``window_days`` after the run.
+        Stored in the state database (``measure_outcomes``) and returned."""
+        from crmseg.measurement.outcomes import compute_outcomes
+
+        names = list(segments) if segments else [s.name for s in self.segments]
+        for name in names:
+            self.segment(name)
+        facts = self._measure_facts()
+        return compute_outcomes(self.state, facts, names, window_days, computed_at=utcnow())
+
+    def measure_campaigns(
+        self, window_days: int = 14, campaigns: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Treatment vs holdout lift (conversion, revenue per member) of every campaign in the
+        send log, with 95% intervals and p-values; stored (``measure_lift``) and returned."""
+        from crmseg.activation.store import ActivationStore
+        from crmseg.measurement.campaigns import measure_campaigns
+
+        log = ActivationStore(self.state).send_log()
+        known = set(log.column("campaign").to_pylist())
+        for name in campaigns or ():
+            if name not in known:
+                raise SegmentError(f"campaign {name!r} has no sends in the send log")
+        return measure_campaigns(
+            self.state, self._measure_facts(), log, window_days, campaigns, utcnow()
+        )
+
+    def power(
+        self,
+        size: int,
+        baseline: float,
+        holdout_share: float = 0.1,
+        alpha: float = 0.05,
+        power: float = 0.8,
+        effect: float | None = None,
+    ) -> Any:
+        """Minimum detectable effect of an audience, and the size needed for ``effect``."""
+        from crmseg.measurement.power import power_report
+
+        return power_report(size, baseline, holdout_share, alpha, power, effect)
+
+    def measure_power(
+        self, holdout_share: float = 0.1, window_days: int = 30, alpha: float = 0.05,
+        power: float = 0.8,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Per segment at the last run: the lift a holdout test could detect, from its size
+        and its latest complete conversion rate (segments too small to measure are flagged)."""
+        from crmseg.measurement.outcomes import stored_outcomes
+        from crmseg.measurement.power import power_report
+
+        last = self.state.last_run()
+        if last is None:
+            raise SegmentError("no run yet: run 'crmseg run' first")
+        sizes = self.state.segments_in_run(last.run_id)
+        rows = [r for r in stored_outcomes(self.state, window_days) if r["complete"]]
+        if not rows:
+            rows = [r for r in self.measure_outcomes(window_days) if r["complete"]]
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            latest[r["segment"]] = r  # rows are in as_of order
+        total = sum(r["converters"] for r in latest.values())
+        members = sum(r["members"] for r in latest.values())
+        fallback = total / members if members else 0.05
+        out = []
+        for name, info in sizes.items():
+            rate = latest[name]["conversion_rate"] if name in latest else None
+            base = rate if rate and 0 < rate < 1 else min(max(fallback, 0.001), 0.999)
+            result = power_report(int(info["size"]), base, holdout_share, alpha, power)
+            out.append({"segment": name, **result.as_dict()})
+        return out
+
+    def measure_cohorts(self, months: int = 12) -> dict[str, Any]:
+        """Acquisition cohorts by first-order month: retention matrix and revenue."""
+        from crmseg.measurement.cohorts import cohorts
+
+        return cohorts(self._measure_facts(), months)
+
+    def _trait_values(self, names: Sequence[str], at: datetime) -> Any:
+        """customer_id and the given traits of every customer at ``at`` (an Arrow table);
+        model outputs (``clv.value_12m``) come straight from the fitted model's table."""
+        from crmseg.traits.builtin import MODEL_TRAITS
+
+        tables = self._loaded_tables()
+        if names and all(n in MODEL_TRAITS for n in names):
+            fitted = self._model_traits(list(names), tables, at)
+            return self.backend.execute(fitted[names[0]].select("customer_id", *names))
+        wide = self._plan(tables).wide(tables, at, select=list(names))
+        return self.backend.execute(wide.select("customer_id", *names))
+
+    def measure_transitions(
+        self, trait: str = "lifecycle.stage", run_a: int | None = None, run_b: int | None = None
+    ) -> dict[str, Any]:
+        """Customers by ``trait`` value at run A (default: the run before the last) against
+        run B (default: the last run): who moved from loyal to at risk."""
+        from crmseg.measurement.transitions import matrix
+
+        runs = {r.run_id: r for r in self.state.runs()}
+        ordered = list(runs.values())
+        if len(ordered) < 2 and (run_a is None or run_b is None):
+            raise SegmentError("transitions need two runs: run 'crmseg backfill' first")
+        a = runs.get(run_a) if run_a is not None else ordered[-2]
+        b = runs.get(run_b) if run_b is not None else ordered[-1]
+        if a is None or b is None:
+            raise SegmentError(f"no run with id {run_a if a is None else run_b}")
+        before, after = self._trait_values([trait], a.as_of), self._trait_values([trait], b.as_of)
+        return {
+            "trait": trait,
+            "from_run": a.run_id,
+            "to_run": b.run_id,
+            "from_as_of": a.as_of,
+            "to_as_of": b.as_of,
+            **matrix(before, after, trait),
+        }
+
+    def measure_stability(self, segments: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Members kept and Jaccard similarity between consecutive runs of each segment."""
+        from crmseg.measurement.transitions import stability
+
+        names = list(segments) if segments else [s.name for s in self.segments]
+        for name in names:
+            self.segment(name)
+        return stability(self.state, names)
+
+    def measure_review(
+        self, holdout_share: float = 0.1, min_size: int = 100, window_days: int = 14
+    ) -> list[dict[str, Any]]:
+        """Segments unused, tiny, unmeasurable or unstable, and campaigns without measurable
+        lift, each with a suggested action (uses stored lift; measures campaigns if none)."""
+        from crmseg.measurement.campaigns import stored_lift
+        from crmseg.measurement.review import review
+
+        lift = [r for r in stored_lift(self.state) if r["window_days"] == window_days]
+        if not lift:
+            lift = self.measure_campaigns(window_days)
+        findings = review(
+            self.catalog(),
+            self.measure_stability(),
+            self.measure_power(holdout_share),
+            lift,
+            min_size=min_size,
+        )
+        return [f.as_dict() for f in findings]
+
+    def report(
+        self, out: str | Path | None = None, window_days: int = 14, progress: Progress | None = None
+    ) -> Path:
+        """Write the self-contained HTML report (default: ``report.html`` in the project)."""
+        from crmseg.measurement.report import build_report
+
+        path = Path(out) if out is not None else self.root / "report.html"
+        return build_report(self, path, window_days, progress)
+
 
 def _with_loaded_identity(
     backend: Backend, tables: dict[str, ir.Table], config: Config

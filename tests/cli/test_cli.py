@@ -140,3 +140,14 @@ def test_version() -> None:
     out = run_cli("--version")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == __version__
+
+
+def test_run_activate_sends_due_campaigns(tmp_path: Path) -> None:
+    from crmseg.demo.scaffold import init_project
+
+    root = tmp_path / "shop"
+    init_project(root, demo=True, customers=1000)
+    out = run_cli("run", "-p", str(root), "--as-of", "2026-11-01", "--activate")
+    assert out.returncode == 0, out.stderr
+    assert "in segment ->" in out.stdout and "treatment /" in out.stdout
+    assert (root / "exports" / "vip_early_access.csv").exists()

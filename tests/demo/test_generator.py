@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crmseg.demo.generator import DEFAULT_AS_OF, dirty_counts, generate, write_data
+from crmseg.demo.generator import DEFAULT_AS_OF, HISTORY, dirty_counts, generate, write_data
 from crmseg.sources.model import CHANNELS, MESSAGE_KINDS, TABLES
 
 N = 3000
@@ -53,7 +53,7 @@ def test_same_seed_same_files(tmp_path: Path) -> None:
     write_data(tmp_path / "a", 400, seed=5)
     write_data(tmp_path / "b", 400, seed=5)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.parquet"))
-    assert len(files) == len(TABLES) + 1
+    assert len(files) == len(TABLES) + len(HISTORY)
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 

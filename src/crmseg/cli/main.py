@@ -164,12 +164,27 @@ def run(
     select: Annotated[
         list[str] | None, typer.Option("--select", "-s", help="Only these segments (repeatable).")
     ] = None,
+    activate: Annotated[
+        bool,
+        typer.Option("--activate", help="Then activate every campaign due at the run's as_of."),
+    ] = False,
 ) -> None:
     """Load sources, compute every segment and record the run."""
     ws = _open(project)
-    with ws, progress_bar("run") as cb:
-        result = ws.run(as_of=parse_as_of(as_of), select=select, progress=cb)
-    _print_run(result)
+    with ws:
+        with progress_bar("run") as cb:
+            result = ws.run(as_of=parse_as_of(as_of), select=select, progress=cb)
+        _print_run(result)
+        if activate:
+            activations = ws.activate_due(as_of=result.as_of)
+            if not activations:
+                console.print("no campaign is due")
+            for r in activations:
+                _print_activation(r)
+            failed = [d for r in activations for d in r.destinations if d.error]
+            if failed:
+                error(f"{len(failed)} destination(s) failed: {failed[0].error}")
+                raise typer.Exit(1)
 
 
 def _print_run(result: Any) -> None:
@@ -833,6 +848,177 @@ def _print_activation(r: Any) -> None:
         if d.kind == "webhook" and not r.dry_run:
             line += f" in {d.delivered}/{d.batches} batches, {d.requests} requests"
         console.print(line + f" to {d.target}", markup=False)
+
+
+_MEASURES = ("outcomes", "campaigns", "cohorts", "transitions", "stability", "review")
+
+
+@app.command()
+@handled
+def measure(
+    what: Annotated[
+        str, typer.Argument(help="outcomes, campaigns, cohorts, transitions, stability, review.")
+    ],
+    project: ProjectOpt = Path("."),
+    window: Annotated[
+        int | None,
+        typer.Option("--window", help="Days after a run or send (outcomes 30, campaigns 14)."),
+    ] = None,
+    trait: Annotated[
+        str, typer.Option("--trait", help="Trait for transitions (e.g. rfm.segment).")
+    ] = "lifecycle.stage",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Measure outcomes by segment, campaign lift, cohorts, transitions, stability or review."""
+    if what not in _MEASURES:
+        raise CrmsegError(f"measure: expected one of {', '.join(_MEASURES)}, got {what!r}")
+    ws = _open(project)
+    with ws:
+        data: Any
+        if what == "outcomes":
+            data = ws.measure_outcomes(window or 30)
+        elif what == "campaigns":
+            data = ws.measure_campaigns(window or 14)
+        elif what == "cohorts":
+            data = ws.measure_cohorts()
+        elif what == "transitions":
+            data = ws.measure_transitions(trait)
+        elif what == "stability":
+            data = ws.measure_stability()
+        else:
+            data = ws.measure_review(window_days=window or 14)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    _print_measure(what, data)
+
+
+def _print_measure(what: str, data: Any) -> None:
+    from rich.table import Table
+
+    def pct(v: float | None, digits: int = 1) -> str:
+        return "-" if v is None else f"{v * 100:.{digits}f}%"
+
+    if what == "campaigns":
+        table = Table(title="campaign lift: treatment vs holdout (95% CI)")
+        for col in ("campaign", "metric", "treated/held", "treatment", "holdout", "lift", "95% CI",
+                    "p", "significant"):  # fmt: skip
+            table.add_column(col)
+        for r in data:
+            conv = r["metric"] == "conversion"
+
+            def f(v: float, conv: bool = conv) -> str:
+                return f"{v * 100:+.2f} pts" if conv else f"{v:+,.2f}"
+
+            table.add_row(
+                r["campaign"], r["metric"], f"{r['treatment_n']:,}/{r['holdout_n']:,}",
+                pct(r["treatment"]) if conv else f"{r['treatment']:,.2f}",
+                pct(r["holdout"]) if conv else f"{r['holdout']:,.2f}",
+                f(r["lift"]), f"{f(r['lower'])} to {f(r['upper'])}", f"{r['p_value']:.3f}",
+                ("yes" if r["significant"] else "no") + ("" if r["complete"] else " (open)"),
+            )  # fmt: skip
+        console.print(table)
+    elif what == "outcomes":
+        table = Table(title="outcomes by segment after each run")
+        for col in ("segment", "as of", "members", "conversion", "rev/member", "AOV", "repeat",
+                    "churn", "unsub", "complaint", "msgs/member", "window"):  # fmt: skip
+            table.add_column(col)
+        for r in data:
+            table.add_row(
+                r["segment"], f"{r['as_of']:%Y-%m-%d}", f"{r['members']:,}",
+                pct(r["conversion_rate"]), f"{r['revenue_per_member'] or 0:,.2f}",
+                f"{r['aov'] or 0:,.2f}", pct(r["repeat_rate"]), pct(r["churn_rate"]),
+                pct(r["unsubscribe_rate"], 2), pct(r["complaint_rate"], 2),
+                f"{r['messages_per_member'] or 0:.2f}",
+                "complete" if r["complete"] else "open",
+            )  # fmt: skip
+        console.print(table)
+    elif what == "cohorts":
+        table = Table(title="retention by acquisition cohort (share ordering in month N)")
+        table.add_column("cohort")
+        table.add_column("customers", justify="right")
+        for age in data["ages"]:
+            table.add_column(f"M{age}", justify="right")
+        for label, size, row in zip(data["cohorts"], data["size"], data["retention"], strict=True):
+            table.add_row(label, f"{size:,}", *[pct(v, 0) if v is not None else "" for v in row])
+        console.print(table)
+    elif what == "transitions":
+        table = Table(
+            title=f"{data['trait']}: {data['from_as_of']:%Y-%m-%d} (rows) -> "
+            f"{data['to_as_of']:%Y-%m-%d} (columns)"
+        )
+        table.add_column("")
+        for v in data["to"]:
+            table.add_column(v, justify="right")
+        for v, row in zip(data["from"], data["counts"], strict=True):
+            table.add_row(v, *[f"{n:,}" for n in row])
+        console.print(table)
+    elif what == "stability":
+        table = Table(title="stability between consecutive runs")
+        for col in ("segment", "from", "to", "size", "kept", "jaccard"):
+            table.add_column(col)
+        for r in data:
+            table.add_row(r["segment"], f"{r['previous']:%Y-%m-%d}", f"{r['as_of']:%Y-%m-%d}",
+                          f"{r['size']:,}", f"{r['kept']:,}", f"{r['jaccard']:.2f}")  # fmt: skip
+        console.print(table)
+    else:
+        if not data:
+            console.print("nothing to flag")
+        for item in data:
+            console.print(f"[bold]{item['kind']}[/] {item['subject']}: {item['detail']}")
+            console.print(f"    -> {item['action']}", markup=False)
+
+
+@app.command()
+@handled
+def power(
+    size: Annotated[int, typer.Option("--size", min=2, help="Audience size (all arms).")],
+    baseline: Annotated[
+        float, typer.Option("--baseline", help="Conversion rate without treatment, e.g. 0.05.")
+    ],
+    holdout: Annotated[float, typer.Option("--holdout", help="Holdout share.")] = 0.1,
+    alpha: Annotated[float, typer.Option("--alpha", help="Two-sided test level.")] = 0.05,
+    power_: Annotated[float, typer.Option("--power", help="Chance of detecting the MDE.")] = 0.8,
+    effect: Annotated[
+        float | None,
+        typer.Option("--effect", help="Target absolute lift, e.g. 0.01: prints the size needed."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Minimum detectable effect of a holdout test, and the audience a target effect needs."""
+    from crmseg.measurement.power import power_report
+
+    r = power_report(size, baseline, holdout, alpha, power_, effect)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(r.as_dict()) + "\n")
+        return
+    console.print(
+        f"{size:,} customers, {holdout:.0%} holdout, baseline {baseline:.2%}: detectable lift "
+        f"{r.mde * 100:.2f} points ({r.relative_mde:.0%} relative) at alpha {alpha}, "
+        f"power {power_}"
+    )
+    if r.too_small:
+        console.print("[yellow]too small to measure[/]: only a very large lift would show")
+    if effect is not None and r.size_needed is not None:
+        console.print(f"to detect +{effect * 100:.2f} points you need {r.size_needed:,} customers")
+
+
+@app.command()
+@handled
+def report(
+    project: ProjectOpt = Path("."),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default report.html).")
+    ] = None,
+    window: Annotated[
+        int, typer.Option("--window", help="Days after a send that count for campaign lift.")
+    ] = 14,
+) -> None:
+    """Write the self-contained HTML report (charts work offline)."""
+    ws = _open(project)
+    with ws, progress_bar("report") as cb:
+        path = ws.report(out, window, cb)
+    console.print(f"report written to [bold]{path}[/]")
 
 
 def entrypoint() -> None:  # pragma: no cover - console script

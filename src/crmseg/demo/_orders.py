@@ -224,3 +224,56 @@ def make_order_items(rng: np.random.Generator, clock: Clock, orders: Orders) -> 
             "price": price,
         }
     )
+
+
+def new_orders(
+    clock: Clock,
+    people: People,
+    cust: Ints,
+    t: Floats,
+    amount: Floats,
+    discount_rate: float,
+    first_number: int,
+) -> Orders:
+    """Extra orders of known customers (not time-sorted), numbered from ``first_number``."""
+    k = len(cust)
+    category = people.fav_category[cust]
+    channel = people.order_channel[cust]
+    discount = np.round(amount * discount_rate, 2)
+    margin = np.round((amount - discount) * np.array(L.CATEGORY_MARGINS)[category], 2)
+    currencies = sorted({x[5] for x in L.COUNTRIES})
+    by_country = np.array([currencies.index(x[5]) for x in L.COUNTRIES] + [currencies.index("EUR")])
+    ids = numbered("O", np.arange(first_number, first_number + k), 9)
+    customer_ids = numbered("C", cust + 1, 7)
+    table = pa.table(
+        {
+            "order_id": ids,
+            "customer_id": customer_ids,
+            "ordered_at": clock.ts(t),
+            "amount": amount,
+            "discount": discount,
+            "margin": margin,
+            "returned_amount": np.zeros(k),
+            "currency": pick(currencies, by_country[people.country[cust]]),
+            "channel": pick(L.ORDER_CHANNELS, channel),
+            "category": pick(L.CATEGORIES, category),
+        }
+    )
+    return Orders(cust, t, amount, category, channel, ids, customer_ids, table)
+
+
+def merge_orders(a: Orders, b: Orders) -> Orders:
+    """Both sets of orders in time order; ids stay as they are, so order lines stay valid."""
+    t = np.concatenate([a.t, b.t])
+    order = time_order(t)
+    take = pa.array(order)
+    return Orders(
+        np.concatenate([a.cust, b.cust])[order],
+        t[order],
+        np.concatenate([a.amount, b.amount])[order],
+        np.concatenate([a.category, b.category])[order],
+        np.concatenate([a.channel, b.channel])[order],
+        pa.concat_arrays([a.ids, b.ids]).take(take),
+        pa.concat_arrays([a.customer_ids, b.customer_ids]).take(take),
+        pa.concat_tables([a.table, b.table]).take(take),
+    )

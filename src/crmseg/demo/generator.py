@@ -9,7 +9,10 @@ What it plants, so later stages have something to find:
 * about 2% duplicate people (email case/whitespace variants, phones in other formats, shared
   device ids); ``truth/people.parquet`` maps every customer_id to its real person_id;
 * dirty rows in exact numbers (:func:`dirty_counts`): invalid emails, customers without a
-  country, orders after ``as_of``, orders with negative amounts, orders of unknown customers.
+  country, orders after ``as_of``, orders with negative amounts, orders of unknown customers;
+* two past email campaigns with recorded treatment and holdout arms (``history/``): a win-back
+  whose treatment truly converts ``LIFT`` more within ``WINDOW_DAYS`` days (the extra orders are
+  in ``orders``) and a newsletter with no effect; ``truth/campaigns.json`` says so.
 
 Everything is at or before ``as_of`` except the planted future orders and
 ``subscriptions.next_billing_at``, which is a scheduled date. ``order_items`` covers only
@@ -20,10 +23,12 @@ keep volumes moderate. Events have a null ``customer_id`` for anonymous visitors
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,17 +39,24 @@ from . import _lists as L
 from ._accounts import make_identifiers, make_subscriptions, make_tickets
 from ._activity import consent_table, make_consent, make_events, make_messages
 from ._base import Clock
-from ._orders import Orders, make_order_items, make_orders
+from ._campaigns import plant_campaigns
+from ._orders import Orders, make_order_items, make_orders, merge_orders
 from ._people import DUP_KINDS, MAX_CUSTOMERS, PLANS, People, dirty_counts, make_people
 from ._strings import join, numbered, pick
 
-__all__ = ["DEFAULT_AS_OF", "dirty_counts", "generate", "write_data"]
+__all__ = ["DEFAULT_AS_OF", "HISTORY", "dirty_counts", "generate", "write_data"]
 
 Progress = Callable[[str, float], None]
 
 # Fixed, so a seed always gives the same files.
 DEFAULT_AS_OF = datetime(2026, 11, 1)
-TIERS_AT = (150.0, 400.0, 1000.0)  # spend of the last 365 days for silver, gold, platinum
+TIERS_AT = (150.0, 400.0, 1000.0)
+# Non-canonical outputs: name in generate()'s result -> file under the project.
+HISTORY = {
+    "truth_people": "truth/people.parquet",
+    "history_send_log": "history/send_log.parquet",
+    "history_campaigns": "history/campaigns.parquet",
+}  # spend of the last 365 days for silver, gold, platinum
 
 
 def _customers(rng: np.random.Generator, clock: Clock, people: People, orders: Orders) -> pa.Table:
@@ -111,13 +123,20 @@ def _truth(people: People) -> pa.Table:
     )
 
 
+def _campaign_table(records: list[dict[str, Any]]) -> pa.Table:
+    cols = {k: [r[k] for r in records] for k in records[0]}
+    cols["funnel"] = [json.dumps(f) for f in cols["funnel"]]
+    return pa.table(cols)
+
+
 def generate(
     n_customers: int, seed: int, as_of: datetime, progress: Progress | None = None
 ) -> dict[str, pa.Table]:
     """All canonical tables of a demo shop with ``n_customers`` customer records.
 
-    The result also holds ``truth_people`` (customer_id -> person_id), which is not a
-    canonical table. Same arguments, same data.
+    The result also holds the non-canonical tables of :data:`HISTORY`: ``truth_people``
+    (customer_id -> person_id), and the past campaigns' send log and descriptions (with their
+    planted true lift). Same arguments, same data.
     """
     if not 1 <= n_customers <= MAX_CUSTOMERS:
         raise ValueError(f"n_customers must be between 1 and {MAX_CUSTOMERS:,}, got {n_customers}")
@@ -134,6 +153,7 @@ def generate(
         "events",
         "consent",
         "messages",
+        "past campaigns",
         "tickets",
         "identifiers",
         "customers",
@@ -157,6 +177,13 @@ def generate(
     step("consent")
     messages = make_messages(rng, clock, people, consent)
     step("messages")
+    # Its own stream, so every table the campaigns do not touch stays as it was.
+    campaign_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))
+    planted, send_log, records = plant_campaigns(campaign_rng, clock, people, orders, consent)
+    orders = merge_orders(orders, planted)
+    items = pa.concat_tables([items, make_order_items(campaign_rng, clock, planted)])
+    items = items.take(pc.sort_indices(items, [("ordered_at", "ascending")]))
+    step("past campaigns")
     tickets = make_tickets(rng, clock, people)
     step("tickets")
     identifiers = make_identifiers(rng, people)
@@ -174,6 +201,8 @@ def generate(
         "tickets": tickets,
         "identifiers": identifiers,
         "truth_people": _truth(people),
+        "history_send_log": send_log,
+        "history_campaigns": _campaign_table(records),
     }
 
 
@@ -184,19 +213,20 @@ def write_data(
     as_of: datetime | None = None,
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Write ``data/<table>.parquet`` for every canonical table and ``truth/people.parquet``.
+    """Write ``data/<table>.parquet`` for every canonical table and the files of
+    :data:`HISTORY` (truth and the past campaigns).
 
     Returns the row count of every canonical table (the truth file has one row per customer).
     """
     report = progress or (lambda step, fraction: None)
     tables = generate(n_customers, seed, as_of or DEFAULT_AS_OF, lambda s, f: report(s, 0.8 * f))
     out_dir = Path(out_dir)
-    (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    (out_dir / "truth").mkdir(parents=True, exist_ok=True)
+    for folder in ("data", "truth", "history"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
     def write(name: str, table: pa.Table) -> None:
-        folder, file = ("truth", "people") if name == "truth_people" else ("data", name)
-        pq.write_table(table, out_dir / folder / f"{file}.parquet", compression="zstd")
+        path = out_dir / HISTORY.get(name, f"data/{name}.parquet")
+        pq.write_table(table, path, compression="zstd")
 
     # Parquet encoding releases the GIL, so two writers keep both cores busy.
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -204,4 +234,4 @@ def write_data(
         for i, (name, job) in enumerate(jobs):
             job.result()
             report(f"write {name}", 0.8 + 0.2 * (i + 1) / len(jobs))
-    return {name: table.num_rows for name, table in tables.items() if name != "truth_people"}
+    return {name: table.num_rows for name, table in tables.items() if name not in HISTORY}

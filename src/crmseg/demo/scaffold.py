@@ -93,9 +93,11 @@ def init_project(
         written.append(path)
     if demo:
         from crmseg.demo.generator import write_data
+        from crmseg.demo.history import record_past_campaigns
 
         counts = write_data(
             directory, n_customers=customers, seed=seed, as_of=DEMO_AS_OF, progress=progress
         )
         written.extend(directory / "data" / f"{name}.parquet" for name in counts)
+        record_past_campaigns(directory)  # their send log, as if crmseg had sent them
     return written
