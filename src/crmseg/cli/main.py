@@ -601,6 +601,124 @@ def test_(project: ProjectOpt = Path(".")) -> None:
 
 @app.command()
 @handled
+def campaigns(
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """List campaigns: segment, channel, group and priority, holdout, destinations."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    ws = _open(project)
+    with ws:
+        rows = [
+            {
+                "name": c.name,
+                "segment": c.spec.segment,
+                "exclude": c.spec.exclude,
+                "channel": c.spec.channel,
+                "group": c.spec.group,
+                "priority": c.spec.priority,
+                "holdout": c.spec.holdout,
+                "splits": [s.name for s in c.spec.splits],
+                "destinations": [d.name or d.type for d in c.spec.destination],
+                "owner": c.spec.owner,
+                "file": f"{c.file}:{c.line}",
+            }
+            for c in ws.campaigns
+        ]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title="campaigns")
+    for col in ("campaign", "segment", "channel", "group", "priority", "holdout", "destinations"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["segment"],
+            r["channel"],
+            r["group"] or "",
+            str(r["priority"]),
+            f"{r['holdout']:.0%}",
+            ", ".join(r["destinations"]),
+        )
+    console.print(table)
+
+
+@app.command()
+@handled
+def activate(
+    campaign: Annotated[
+        str | None, typer.Argument(help="Campaign name (or use --due for every due campaign).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    as_of: AsOfOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the funnel and diffs; record and send nothing.")
+    ] = False,
+    due: Annotated[
+        bool, typer.Option("--due", help="Activate every campaign due at --as-of.")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Build a campaign's audience (consent, suppression, caps, group, holdout) and deliver it."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    if (campaign is None) == (not due):
+        raise CrmsegError("give a CAMPAIGN or --due (not both)")
+    ws = _open(project)
+    with ws:
+        if due:
+            results = ws.activate_due(dry_run=dry_run, as_of=parse_as_of(as_of))
+        else:
+            assert campaign is not None
+            results = [ws.activate(campaign, dry_run=dry_run, as_of=parse_as_of(as_of))]
+    if fmt == "json":
+        sys.stdout.write(json.dumps([_activation_json(r) for r in results], default=str) + "\n")
+    else:
+        if not results:
+            console.print("no campaign is due")
+        for r in results:
+            _print_activation(r)
+    failed = [d for r in results for d in r.destinations if d.error]
+    if failed:
+        error(f"{len(failed)} destination(s) failed: {failed[0].error}")
+        raise typer.Exit(1)
+
+
+def _activation_json(r: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "campaign": r.campaign,
+        "as_of": r.as_of,
+        "dry_run": r.dry_run,
+        "activation_id": r.activation_id,
+        "funnel": [{"step": s.label, "count": s.count} for s in r.audience.steps],
+        "treatment": len(r.audience.treatment),
+        "holdout": len(r.audience.holdout),
+        "destinations": [asdict(d) for d in r.destinations],
+    }
+
+
+def _print_activation(r: Any) -> None:
+    a = r.audience
+    what = "dry run" if r.dry_run else f"activation {r.activation_id}"
+    console.print(f"[bold]{r.campaign}[/] ({a.channel}), {what} as of {r.as_of:%Y-%m-%d %H:%M} UTC")
+    console.print("  " + a.funnel(), markup=False)
+    for d in r.destinations:
+        change = f"+{d.adds:,} -{d.removes:,}" if d.mode == "incremental" else f"{d.adds:,}"
+        verb = "would send" if r.dry_run else "sent"
+        line = f"  -> {d.name} ({d.kind}, {d.mode}): {verb} {change}"
+        if d.kind == "webhook" and not r.dry_run:
+            line += f" in {d.delivered}/{d.batches} batches, {d.requests} requests"
+        console.print(line + f" to {d.target}", markup=False)
+
+
+@app.command()
+@handled
 def quality(
     project: ProjectOpt = Path("."),
     as_of: AsOfOpt = None,
@@ -730,124 +848,6 @@ def identity(
             f"[yellow]not used as a link[/]: {hub['kind']} {hub['value']!r} is shared by "
             f"{hub['records']:,} records"
         )
-
-
-@app.command()
-@handled
-def campaigns(
-    project: ProjectOpt = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
-) -> None:
-    """List campaigns: segment, channel, group and priority, holdout, destinations."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
-    ws = _open(project)
-    with ws:
-        rows = [
-            {
-                "name": c.name,
-                "segment": c.spec.segment,
-                "exclude": c.spec.exclude,
-                "channel": c.spec.channel,
-                "group": c.spec.group,
-                "priority": c.spec.priority,
-                "holdout": c.spec.holdout,
-                "splits": [s.name for s in c.spec.splits],
-                "destinations": [d.name or d.type for d in c.spec.destination],
-                "owner": c.spec.owner,
-                "file": f"{c.file}:{c.line}",
-            }
-            for c in ws.campaigns
-        ]
-    if fmt == "json":
-        sys.stdout.write(json.dumps(rows) + "\n")
-        return
-    from rich.table import Table
-
-    table = Table(title="campaigns")
-    for col in ("campaign", "segment", "channel", "group", "priority", "holdout", "destinations"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["segment"],
-            r["channel"],
-            r["group"] or "",
-            str(r["priority"]),
-            f"{r['holdout']:.0%}",
-            ", ".join(r["destinations"]),
-        )
-    console.print(table)
-
-
-@app.command()
-@handled
-def activate(
-    campaign: Annotated[
-        str | None, typer.Argument(help="Campaign name (or use --due for every due campaign).")
-    ] = None,
-    project: ProjectOpt = Path("."),
-    as_of: AsOfOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the funnel and diffs; record and send nothing.")
-    ] = False,
-    due: Annotated[
-        bool, typer.Option("--due", help="Activate every campaign due at --as-of.")
-    ] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
-) -> None:
-    """Build a campaign's audience (consent, suppression, caps, group, holdout) and deliver it."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
-    if (campaign is None) == (not due):
-        raise CrmsegError("give a CAMPAIGN or --due (not both)")
-    ws = _open(project)
-    with ws:
-        if due:
-            results = ws.activate_due(dry_run=dry_run, as_of=parse_as_of(as_of))
-        else:
-            assert campaign is not None
-            results = [ws.activate(campaign, dry_run=dry_run, as_of=parse_as_of(as_of))]
-    if fmt == "json":
-        sys.stdout.write(json.dumps([_activation_json(r) for r in results], default=str) + "\n")
-    else:
-        if not results:
-            console.print("no campaign is due")
-        for r in results:
-            _print_activation(r)
-    failed = [d for r in results for d in r.destinations if d.error]
-    if failed:
-        error(f"{len(failed)} destination(s) failed: {failed[0].error}")
-        raise typer.Exit(1)
-
-
-def _activation_json(r: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "campaign": r.campaign,
-        "as_of": r.as_of,
-        "dry_run": r.dry_run,
-        "activation_id": r.activation_id,
-        "funnel": [{"step": s.label, "count": s.count} for s in r.audience.steps],
-        "treatment": len(r.audience.treatment),
-        "holdout": len(r.audience.holdout),
-        "destinations": [asdict(d) for d in r.destinations],
-    }
-
-
-def _print_activation(r: Any) -> None:
-    a = r.audience
-    what = "dry run" if r.dry_run else f"activation {r.activation_id}"
-    console.print(f"[bold]{r.campaign}[/] ({a.channel}), {what} as of {r.as_of:%Y-%m-%d %H:%M} UTC")
-    console.print("  " + a.funnel(), markup=False)
-    for d in r.destinations:
-        change = f"+{d.adds:,} -{d.removes:,}" if d.mode == "incremental" else f"{d.adds:,}"
-        verb = "would send" if r.dry_run else "sent"
-        line = f"  -> {d.name} ({d.kind}, {d.mode}): {verb} {change}"
-        if d.kind == "webhook" and not r.dry_run:
-            line += f" in {d.delivered}/{d.batches} batches, {d.requests} requests"
-        console.print(line + f" to {d.target}", markup=False)
 
 
 _MEASURES = ("outcomes", "campaigns", "cohorts", "transitions", "stability", "review")
