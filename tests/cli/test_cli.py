@@ -151,3 +151,13 @@ def test_run_activate_sends_due_campaigns(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "in segment ->" in out.stdout and "treatment /" in out.stdout
     assert (root / "exports" / "vip_early_access.csv").exists()
+
+
+def test_demo_command_runs_and_writes_the_report(tmp_path: Path) -> None:
+    shop = tmp_path / "demo-shop"
+    out = run_cli("demo", "--dir", str(shop), "--customers", "600")
+    assert out.returncode == 0, out.stderr
+    assert "value.vip" in out.stdout and "report:" in out.stdout
+    assert (shop / "report.html").stat().st_size > 100_000
+    with_history = run_cli("history", "value.vip", "-p", str(shop), "-f", "json")
+    assert len(json.loads(with_history.stdout)) == 7  # six months of backfill + the run

@@ -319,8 +319,12 @@ def demo(
     customers: Annotated[int, typer.Option("--customers", min=10)] = 5000,
     seed: Annotated[int, typer.Option("--seed")] = 42,
 ) -> None:
-    """Create the demo shop (if missing), run it and print a summary of its segments."""
-    from crmseg.demo.scaffold import init_project
+    """Create the demo shop (if missing), run it, print its segments and write the report.
+
+    A new shop first gets six months of monthly history (a backfill), so the report's trends,
+    transitions and stability have something to show.
+    """
+    from crmseg.demo.scaffold import DEMO_AS_OF, init_project
     from crmseg.workspace import Workspace
 
     if not (directory / "crmseg.yml").exists():
@@ -328,13 +332,23 @@ def demo(
             init_project(directory, demo=True, customers=customers, seed=seed, progress=cb)
         console.print(f"created demo shop in [bold]{directory}[/]")
     ws = Workspace.open(directory)
-    from crmseg.demo.scaffold import DEMO_AS_OF
-
-    with ws, progress_bar("run") as cb:
+    with ws:
         last = ws.state.last_run()
-        at = max(DEMO_AS_OF, last.as_of) if last else DEMO_AS_OF
-        result = ws.run(as_of=at, progress=cb)
-    _print_run(result)
+        if last is None:
+            with progress_bar("history") as cb:
+                ws.backfill(
+                    DEMO_AS_OF - timedelta(days=180),
+                    DEMO_AS_OF - timedelta(days=30),
+                    timedelta(days=30),
+                    progress=cb,
+                )
+        with progress_bar("run") as cb:
+            at = max(DEMO_AS_OF, last.as_of) if last else DEMO_AS_OF
+            result = ws.run(as_of=at, progress=cb)
+        _print_run(result)
+        with progress_bar("report") as cb:
+            path = ws.report(directory / "report.html", progress=cb)
+    console.print(f"report: [bold]{path.resolve()}[/] (open it in a browser)")
 
 
 def parse_every(value: str) -> timedelta:
