@@ -473,7 +473,6 @@ class YamlDoc:
             return (mark.line + 1, mark.column + 2)
         return (mark.line + 1, mark.column + 1)
 
-
     def source_text(self, path: Sequence[str | int], value: str) -> tuple[str, int, int]:
         """A scalar's text as written in the file, with the (line, column) it starts at.
 
