@@ -105,3 +105,17 @@ def test_sql_segment_escape_hatch(make_project: MakeProject) -> None:
     with Workspace.open(root) as ws:
         ws.run(as_of=AS_OF)  # first load: SQL segments are checked after the tables exist
         assert ws.members("custom.big_orders") == ["1", "2"]
+
+
+def test_failed_run_keeps_the_previous_data(make_project: MakeProject) -> None:
+    root = make_project()
+    with Workspace.open(root) as ws:
+        ws.run(as_of=AS_OF)
+    (root / "data" / "orders.csv").write_text(
+        "order_id,customer_id,created,total\n99,3,2024-01-01 00:00:00,5\n"
+    )
+    with Workspace.open(root) as ws:
+        with pytest.raises(StateError, match="injected"):
+            ws.run(as_of=datetime(2025, 1, 31), _fail_after=0)
+        assert ws.backend.scalar(ws.backend.canonical("orders").count()) == 4
+        assert ws.preview("value.buyers", as_of=AS_OF).size == 3

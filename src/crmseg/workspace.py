@@ -305,10 +305,12 @@ class Workspace:
         """Load sources, compute every segment at ``as_of`` and record the run atomically."""
         started = utcnow()
         at = to_utc(as_of) if as_of else started
-        plan, counts, chosen = self._prepare(select, progress, at)
-        if progress:
-            progress("computing segments", 0.55)
-        return self._evaluate(plan, counts, chosen, at, started, _fail_after)
+        # The new data commits only with the run: a failure anywhere leaves the old data.
+        with self.backend.pending():
+            plan, counts, chosen = self._prepare(select, progress, at)
+            if progress:
+                progress("computing segments", 0.55)
+            return self._evaluate(plan, counts, chosen, at, started, _fail_after)
 
     def backfill(
         self,
@@ -332,12 +334,13 @@ class Workspace:
         while at <= last:
             instants.append(at)
             at += every
-        plan, counts, chosen = self._prepare(select, _scaled(progress, 0.0, 0.2), last)
         results = []
-        for i, at in enumerate(instants):
-            if progress:
-                progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
-            results.append(self._evaluate(plan, counts, chosen, at, utcnow(), None))
+        with self.backend.pending():
+            plan, counts, chosen = self._prepare(select, _scaled(progress, 0.0, 0.2), last)
+            for i, at in enumerate(instants):
+                if progress:
+                    progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
+                results.append(self._evaluate(plan, counts, chosen, at, utcnow(), None))
         return results
 
     def _prepare(

@@ -86,6 +86,12 @@ class Backend(ABC):
         """Materialise several tables in one transaction: all are replaced, or none."""
 
     @contextmanager
+    def pending(self) -> Iterator[None]:
+        """Hold table replacements until the block succeeds (backends without transactions
+        replace immediately)."""
+        yield
+
+    @contextmanager
     def session(self) -> Iterator[Backend]:
         yield self
 

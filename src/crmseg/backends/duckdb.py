@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ class DuckDBBackend(Backend):
             ) from None
         # Timestamps are naive UTC throughout; make DuckDB's own conversions agree.
         con.con.execute("SET TimeZone = 'UTC'")
+        self._pending = False
         super().__init__(con)
 
     @property
@@ -65,7 +68,9 @@ class DuckDBBackend(Backend):
                 self.con.create_database(database)
         except Exception as exc:
             raise BackendError(f"DuckDB failed: {_first_line(exc)}") from exc
-        raw.execute("BEGIN TRANSACTION")
+        own = not self._pending
+        if own:
+            raw.execute("BEGIN TRANSACTION")
         current = ""
         try:
             for name, expr in tables.items():
@@ -74,7 +79,30 @@ class DuckDBBackend(Backend):
             # A source removed from the config must not linger as a stale table.
             for stale in set(self.con.list_tables(database=database)) - set(tables):
                 self.con.drop_table(stale, database=database)
-            raw.execute("COMMIT")
+            if own:
+                raw.execute("COMMIT")
         except Exception as exc:
-            raw.execute("ROLLBACK")
+            if own:
+                raw.execute("ROLLBACK")
             raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=current) from exc
+
+    @contextmanager
+    def pending(self) -> Iterator[None]:
+        """Keep table replacements uncommitted until the block ends without an error.
+
+        Queries inside the block see the new tables; an error rolls them back, so a run that
+        fails after loading leaves the previous data in place.
+        """
+        if self._pending:
+            yield
+            return
+        self.raw.execute("BEGIN TRANSACTION")
+        self._pending = True
+        try:
+            yield
+        except BaseException:
+            self._pending = False
+            self.raw.execute("ROLLBACK")
+            raise
+        self._pending = False
+        self.raw.execute("COMMIT")
