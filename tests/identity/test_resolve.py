@@ -177,7 +177,7 @@ def test_golden_profile_survivorship(backend: DuckDBBackend) -> None:
     assert row["city"] == "Hamburg"  # most frequent
     assert row["plan"] == "pro"  # most recent non-null
     assert row["email"] == "P@x.example"  # from the most trusted system
-    assert row["signup_at"] == datetime(2024, 3, 1)  # default: most recent
+    assert row["signup_at"] == datetime(2024, 1, 1)  # always the earliest record: exists since
 
 
 def _union_find(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, str]:
@@ -307,3 +307,42 @@ def test_identity_off_keeps_records(make_project: MakeProject, tmp_path: Path) -
         assert ws.run(as_of=datetime(2024, 12, 31)).customers == 5
         assert ws.members("value.four_orders") == []
         assert ws.identity() == {"enabled": False}
+
+
+def test_repeated_customer_id_is_one_customer(make_project: MakeProject) -> None:
+    from crmseg import Workspace
+
+    root = make_project(
+        data__customers_csv=(
+            "customer_id,email,country,signup_at\n"
+            "1,a@x.de,DE,2024-01-01 00:00:00\n"
+            "1,a@x.de,FR,2024-02-01 00:00:00\n"
+            "2,b@x.de,AT,2024-01-01 00:00:00\n"
+        ),
+        segments__core_yml=(
+            "segments:\n"
+            "  - {name: demographic.de, description: d, owner: o, rule: country = 'DE'}\n"
+            "  - {name: demographic.not_de, description: d, owner: o, rule: not country = 'DE'}\n"
+        ),
+    )
+    with Workspace.open(root) as ws:
+        result = ws.run(as_of=datetime(2024, 12, 31))
+        assert result.customers == 2
+        in_de, not_de = ws.members("demographic.de"), ws.members("demographic.not_de")
+        assert not set(in_de) & set(not_de)
+
+
+def test_merged_person_exists_from_their_first_record(make_project: MakeProject) -> None:
+    from crmseg import Workspace
+
+    root = make_project(
+        data__customers_csv=(
+            "customer_id,email,country,signup_at\n"
+            "1,a@x.de,DE,2023-01-01 00:00:00\n"
+            "9,A@X.de ,DE,2024-06-01 00:00:00\n"
+        ),
+        data__orders_csv="order_id,customer_id,created,total\n10,1,2023-02-01 12:00:00,5\n",
+    )
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 12, 31))
+        assert ws.members("value.buyers", as_of=datetime(2023, 6, 1)) == ["1"]

@@ -9,7 +9,9 @@ is the survivor whose id becomes the ``customer_key``. Per attribute:
 * ``source_priority``: the value from the most trusted system (``source_column`` ranked by
   ``source_priority``; ties and unknown systems: most recent).
 
-Nulls never win while any record has a value. People with one record pass through untouched.
+Nulls never win while any record has a value. ``signup_at`` is always the earliest record's:
+a person exists from their first record. People with one record pass through untouched; rows
+repeating one customer_id are collapsed like a merged person.
 """
 
 from __future__ import annotations
@@ -42,9 +44,16 @@ def golden_customers(customers: ir.Table, idmap: ir.Table, config: GoldenConfig)
 
     schema = customers.schema()
     cols = list(customers.columns)
-    m = idmap.select(_cid=idmap.customer_id, _key=idmap.customer_key, _status=idmap.status)
+    m = idmap.select(
+        _cid=idmap.customer_id, _key=idmap.customer_key, _status=idmap.status
+    ).distinct()
+    # A customer_id listed twice in the source is one record split in two: collapse it like a
+    # merged person, or the plan would evaluate the same id twice.
+    dupes = customers.group_by(_did="customer_id").aggregate(_rows=ibis._.count())
     tagged = customers.left_join(m, customers.customer_id == m._cid)
-    merged = tagged._status.fill_null("single") == "merged"
+    tagged = tagged.left_join(dupes, tagged.customer_id == dupes._did)
+    tagged = tagged.mutate(_key=tagged._key.fill_null(tagged.customer_id))
+    merged = (tagged._status.fill_null("single") == "merged") | (tagged._rows > 1)
     single = tagged.filter(~merged).select(*cols)
     multi = tagged.filter(merged)
     multi = multi.mutate(_order=record_order(multi, multi._key))
@@ -59,7 +68,11 @@ def golden_customers(customers: ir.Table, idmap: ir.Table, config: GoldenConfig)
             continue
         value = multi[col]
         kind = rule(col)
-        if kind == "most_recent":
+        if col == "signup_at":
+            # A person exists from their first record, whatever the rule for other columns:
+            # otherwise merging a new duplicate would hide them from earlier as_of instants.
+            aggs[col] = value.min()
+        elif kind == "most_recent":
             aggs[col] = value.argmax(multi._order, where=value.notnull())
         elif kind == "earliest":
             aggs[col] = value.argmin(multi._order, where=value.notnull())
