@@ -119,3 +119,18 @@ def test_failed_run_keeps_the_previous_data(make_project: MakeProject) -> None:
             ws.run(as_of=datetime(2025, 1, 31), _fail_after=0)
         assert ws.backend.scalar(ws.backend.canonical("orders").count()) == 4
         assert ws.preview("value.buyers", as_of=AS_OF).size == 3
+
+
+def test_members_after_a_run_that_did_not_select_the_segment(make_project: MakeProject) -> None:
+    with Workspace.open(make_project()) as ws:
+        ws.run(as_of=datetime(2024, 5, 2))  # only customer 1 has ordered
+        ws.run(as_of=AS_OF, select=["demographic.dach"])
+        assert ws.members("value.buyers") == ["1"]
+        assert ws.members("value.buyers", as_of=AS_OF) == ["1"]  # history, not recomputed
+
+
+def test_history_shows_the_newest_run_per_instant(make_project: MakeProject) -> None:
+    with Workspace.open(make_project()) as ws:
+        ws.run(as_of=AS_OF)
+        ws.run(as_of=AS_OF)
+        assert [h["run_id"] for h in ws.history("value.buyers")] == [2]

@@ -507,9 +507,11 @@ class Workspace:
         """
         self.segment(segment)
         at = to_utc(as_of) if as_of else None
-        run = self.state.run_at(at)
-        if run is not None and segment in self.state.segments_in_run(run.run_id):
-            return self.state.members(segment, at or run.as_of)
+        # The segment's own latest run counts: a later run that did not select it leaves its
+        # intervals open, so history still answers.
+        runs = [h for h in self.state.history(segment) if at is None or h["as_of"] <= at]
+        if runs:
+            return self.state.members(segment, at or runs[-1]["as_of"])
         return self._compute_members(segment, at or utcnow())
 
     def _compute_members(self, segment: str, at: datetime) -> list[str]:

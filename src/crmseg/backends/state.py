@@ -372,7 +372,10 @@ class StateStore:
         rows = self.con.execute(
             "SELECT r.run_id, r.as_of, r.customers, s.size, s.entered, s.exited, "
             "s.definition_hash FROM run_segments s JOIN runs r USING (run_id) "
-            "WHERE s.segment = ? ORDER BY r.as_of, r.run_id",
+            "WHERE s.segment = ? "
+            # A rerun at the same instant replaced the earlier snapshot: show the newest only.
+            "QUALIFY row_number() OVER (PARTITION BY r.as_of ORDER BY r.run_id DESC) = 1 "
+            "ORDER BY r.as_of, r.run_id",
             [segment],
         ).fetchall()
         keys = ("run_id", "as_of", "customers", "size", "entered", "exited", "definition_hash")
