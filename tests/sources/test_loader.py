@@ -43,11 +43,19 @@ def test_naive_timestamps_use_the_project_timezone(make_project: MakeProject) ->
             "1,2024-01-01 10:00:00\n"  # CET: UTC+1
             "2,2024-07-01 10:00:00\n"  # CEST: UTC+2
             "3,2024-07-01T10:00:00+00:00\n"  # explicit offsets win
+            "4,2024-06-01\n"  # a date is local midnight, not an offset of -01
+            "5,2024-07-01 10:00:00.5-02:30\n"
         ),
     )
     backend, _ = _load(root)
     rows = backend.execute(backend.canonical("customers").order_by("customer_id")).to_pylist()
-    assert [r["signup_at"].hour for r in rows] == [9, 8, 10]
+    assert [r["signup_at"].isoformat() for r in rows] == [
+        "2024-01-01T09:00:00",
+        "2024-07-01T08:00:00",
+        "2024-07-01T10:00:00",
+        "2024-05-31T22:00:00",
+        "2024-07-01T12:30:00.500000",
+    ]
 
 
 def test_parquet_glob_source(make_project: MakeProject) -> None:

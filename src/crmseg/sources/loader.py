@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, float], None]
 
-# A string that ends in an explicit UTC offset: such timestamps ignore the source timezone.
-_OFFSET = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# A string whose time of day ends in an explicit UTC offset: such timestamps ignore the source
+# timezone. The time part is required so a date's "-01" is never read as an offset.
+_OFFSET = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
 @dataclass
