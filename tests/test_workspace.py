@@ -134,3 +134,33 @@ def test_history_shows_the_newest_run_per_instant(make_project: MakeProject) -> 
         ws.run(as_of=AS_OF)
         ws.run(as_of=AS_OF)
         assert [h["run_id"] for h in ws.history("value.buyers")] == [2]
+
+
+def test_sql_segment_errors_name_the_segment(make_project: MakeProject) -> None:
+    root = make_project(
+        segments__sql_yml=(
+            "segments:\n  - name: custom.broken\n    description: d\n    owner: o\n"
+            "    sql: selec customer_id from crmseg.orders\n"
+        )
+    )
+    with Workspace.open(root) as ws:
+        with pytest.raises(SegmentError, match=r"segments/sql.yml:2: segment custom.broken"):
+            ws.run(as_of=AS_OF)
+        assert ws.state.runs() == []
+
+
+def test_sql_segments_count_resolved_people(make_project: MakeProject) -> None:
+    root = make_project(
+        data__customers_csv=(
+            "customer_id,email,country,signup_at\n"
+            "1,a@x.de,DE,2023-01-01 00:00:00\n"
+            "9,A@X.de ,DE,2024-06-01 00:00:00\n"
+        ),
+        segments__sql_yml=(
+            "segments:\n  - name: custom.nines\n    description: d\n    owner: o\n"
+            "    sql: select '9' as customer_id\n"
+        ),
+    )
+    with Workspace.open(root) as ws:
+        ws.run(as_of=AS_OF)
+        assert ws.members("custom.nines") == ["1"]  # record 9 is person 1

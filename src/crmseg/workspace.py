@@ -245,9 +245,27 @@ class Workspace:
         return dict(rows[0]) if rows else {n: None for n in wanted}
 
     def _sql_segments(self) -> dict[str, ir.Table]:
-        return {
-            s.name: self.backend.sql(s.spec.sql) for s in self.segments if s.spec.sql is not None
-        }
+        """The ``sql:`` segments as tables of person keys (their SQL sees record ids)."""
+        from crmseg.errors import BackendError
+        from crmseg.identity.resolve import keyed_ids
+
+        loaded = {n: self.backend.canonical(n) for n in self.backend.canonical_tables()}
+        out: dict[str, ir.Table] = {}
+        for seg in self.segments:
+            if seg.spec.sql is None:
+                continue
+            where = f"{seg.file}:{seg.line}: segment {seg.name}"
+            try:
+                table = self.backend.sql(seg.spec.sql)
+            except BackendError as exc:
+                raise SegmentError(f"{where}: {exc}") from None
+            if "customer_id" not in table.columns:
+                raise SegmentError(
+                    f"{where}: the sql must return a customer_id column "
+                    f"(it returns {', '.join(table.columns)})"
+                )
+            out[seg.name] = keyed_ids(table.select("customer_id"), loaded)
+        return out
 
     def _loaded_tables(self) -> dict[str, ir.Table]:
         """The loaded canonical tables, identity-resolved: customer_id is the person's key."""
@@ -287,6 +305,12 @@ class Workspace:
             report.problems.extend(exc.lines())
         except CrmsegError as exc:
             report.problems.extend(exc.lines())
+        if "customers" in self.backend.canonical_tables():
+            # SQL segments name warehouse tables: checkable once data has been loaded.
+            try:
+                self._sql_segments()
+            except CrmsegError as exc:
+                report.problems.extend(exc.lines())
         return report
 
     def load(self, progress: Progress | None = None) -> dict[str, int]:

@@ -29,7 +29,7 @@ from crmseg.backends.base import CANONICAL_SCHEMA
 from crmseg.config import GoldenConfig, IdentityConfig
 from crmseg.identity.components import Scratch, connected_components
 from crmseg.identity.golden import golden_customers, record_order
-from crmseg.identity.normalize import PhoneBook, distinct_phones, email_key
+from crmseg.sources.normalize import PhoneBook, distinct_phones, email_key
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -226,6 +226,14 @@ def resolve(
         scratch.close()
         raise
     return res
+
+
+def keyed_ids(ids: ir.Table, loaded: Mapping[str, ir.Table]) -> ir.Table:
+    """A table of record ids (``customer_id``) as distinct person keys, when identity ran."""
+    if "identity_map" not in loaded:
+        return ids
+    keyed = _keyed(ids.select(customer_id=ids.customer_id.cast("string")), loaded["identity_map"])
+    return keyed.distinct()
 
 
 def _keyed(table: ir.Table, idmap: ir.Table) -> ir.Table:
