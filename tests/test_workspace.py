@@ -164,3 +164,18 @@ def test_sql_segments_count_resolved_people(make_project: MakeProject) -> None:
     with Workspace.open(root) as ws:
         ws.run(as_of=AS_OF)
         assert ws.members("custom.nines") == ["1"]  # record 9 is person 1
+
+
+def test_explain_resolves_any_record_id_and_rejects_unknown_ids(make_project: MakeProject) -> None:
+    root = make_project(
+        data__customers_csv=(
+            "customer_id,email,country,signup_at\n"
+            "1,a@x.de,DE,2023-01-01 00:00:00\n"
+            "9,A@X.de ,DE,2024-06-01 00:00:00\n"
+        ),
+    )
+    with Workspace.open(root) as ws:
+        ws.run(as_of=AS_OF)
+        assert ws.explain("demographic.dach", "9", as_of=AS_OF).verdict is True
+        with pytest.raises(SegmentError, match="no customer with id 'nope'"):
+            ws.explain("demographic.dach", "nope", as_of=AS_OF)

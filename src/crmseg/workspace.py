@@ -813,11 +813,18 @@ class Workspace:
 
     def explain(self, segment: str, customer_id: str, as_of: datetime | None = None) -> Any:
         """Each sub-condition's value for one customer, and the verdict."""
+        from crmseg.identity.report import source_records
+
         self.segment(segment)
         at = to_utc(as_of) if as_of else utcnow()
         tables = self._loaded_tables()
+        records = source_records(self.backend, customer_id)
+        if not records["records"]:
+            raise SegmentError(f"no customer with id {customer_id!r} in the loaded data")
         plan = self._plan(tables)
-        return plan.explain(segment, tables, at, customer_id, self._sql_segments())
+        # Any of a person's record ids explains the person (their key).
+        key = str(records["customer_key"])
+        return plan.explain(segment, tables, at, key, self._sql_segments())
 
     # --- activation ----------------------------------------------------------------------
 
