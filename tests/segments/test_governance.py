@@ -196,3 +196,32 @@ def test_errors_in_block_rules_point_into_the_file(make_project: MakeProject) ->
     # The excerpt shows the file's line with the caret under the name.
     assert lines[1].endswith("and contry = 'AT'")
     assert lines[2].index("^") == lines[1].index("contry")
+
+
+def test_unit_test_fixture_errors_and_offsets(make_project: MakeProject) -> None:
+    bad = """\
+tests:
+  - name: broken timestamp
+    as_of: 2024-12-31
+    customers: [{customer_id: a, signup_at: notadate}]
+    expect: {value.buyers: []}
+"""
+    root = make_project(tests__unit_yml=bad)
+    out = run_cli("test", "-p", str(root))
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "internal error" not in out.stderr
+    assert (
+        "tests/unit.yml:2" in out.stderr and "customers.signup_at: expected timestamp" in out.stderr
+    )
+    offset = """\
+tests:
+  - name: an order at 23:30 -02:00 is on the next day in UTC
+    as_of: 2026-06-01T00:00:00
+    customers: [{customer_id: a}]
+    orders:
+      - {order_id: o1, customer_id: a, ordered_at: 2026-05-31T23:30:00-02:00, amount: 5}
+    expect: {value.buyers: []}
+"""
+    (root / "tests" / "unit.yml").write_text(offset)
+    ok = run_cli("test", "-p", str(root))
+    assert ok.returncode == 0, ok.stdout + ok.stderr

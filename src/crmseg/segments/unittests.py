@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from crmseg.config import Strict, load_yaml, validate
-from crmseg.errors import ConfigError, CrmsegError
+from crmseg.errors import ConfigError, CrmsegError, Location
 from crmseg.sources.model import TABLES, DType
 
 _ARROW: dict[DType, pa.DataType] = {
@@ -96,18 +96,21 @@ def fixture_tables(
         columns: dict[str, pa.Array] = {}
         extra = [c for r in rows for c in r if canonical.column(c) is None]
         for col in canonical.columns:
-            values = [_value(r.get(col.name), col.dtype) for r in rows]
             try:
+                values = [_value(r.get(col.name), col.dtype) for r in rows]
                 columns[col.name] = pa.array(values, _ARROW[col.dtype])
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
                 raise ConfigError(
                     f"test {test.name!r}: {name}.{col.name}: expected {col.dtype} ({exc})",
+                    Location(file, line),
                 ) from None
         for col_name in dict.fromkeys(extra):
             try:
                 columns[col_name] = pa.array([r.get(col_name) for r in rows])
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise ConfigError(f"test {test.name!r}: {name}.{col_name}: {exc}") from None
+                raise ConfigError(
+                    f"test {test.name!r}: {name}.{col_name}: {exc}", Location(file, line)
+                ) from None
         out[name] = pa.table(columns)
     return out
 
@@ -119,12 +122,19 @@ def _value(value: Any, dtype: DType) -> Any:
         return str(value)
     if dtype == "timestamp":
         if isinstance(value, datetime):
-            return value.replace(tzinfo=None)
+            return _naive_utc(value)
         if isinstance(value, date):
             return datetime(value.year, value.month, value.day)
-        return datetime.fromisoformat(str(value))
+        return _naive_utc(datetime.fromisoformat(str(value)))
     if dtype == "date" and isinstance(value, str):
         return date.fromisoformat(value)
+    return value
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """Fixture instants with an offset keep their instant; naive ones are UTC already."""
+    if value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -139,7 +149,7 @@ def run_tests(
         outcome = Outcome(file, line, test.name)
         try:
             tables = fixture_tables(test, present, file, line)
-            actual = evaluate(tables, test.as_of, list(test.expect))
+            actual = evaluate(tables, _naive_utc(test.as_of), list(test.expect))
         except CrmsegError as exc:
             outcome.error = str(exc)
             outcomes.append(outcome)
