@@ -72,14 +72,14 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def parse_as_of(value: str | None) -> datetime | None:
+def parse_as_of(value: str | None, option: str = "--as-of") -> datetime | None:
     if value is None:
         return None
     try:
         return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise CrmsegError(
-            f"--as-of: expected a date like 2026-01-31 or 2026-01-31T12:00:00, got {value!r}"
+            f"{option}: expected a date like 2026-01-31 or 2026-01-31T12:00:00, got {value!r}"
         ) from None
 
 
@@ -371,7 +371,7 @@ def backfill(
     ] = None,
 ) -> None:
     """Run the catalog at each date in a range (point-in-time correct) to build history."""
-    first, last = parse_as_of(start), parse_as_of(end)
+    first, last = parse_as_of(start, "--from"), parse_as_of(end, "--to")
     assert first is not None and last is not None
     ws = _open(project)
     with ws, progress_bar("backfill") as cb:
@@ -453,6 +453,8 @@ def history(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Size per run with entered/exited counts (definition changes flagged)."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
     ws = _open(project)
     with ws:
         rows = ws.history(segment)
@@ -484,6 +486,8 @@ def profile(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """A customer's segments, every entry and exit, and the source records behind them."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
     ws = _open(project)
     with ws:
         data = ws.profile(customer)
@@ -565,6 +569,8 @@ def overlap(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Pairwise overlap at the last run: shared members and Jaccard."""
+    if fmt not in ("text", "json"):
+        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
     ws = _open(project)
     with ws:
         data = ws.overlap(segments)
@@ -876,7 +882,9 @@ def measure(
     project: ProjectOpt = Path("."),
     window: Annotated[
         int | None,
-        typer.Option("--window", help="Days after a run or send (outcomes 30, campaigns 14)."),
+        typer.Option(
+            "--window", min=1, help="Days after a run or send (outcomes 30, campaigns 14)."
+        ),
     ] = None,
     trait: Annotated[
         str, typer.Option("--trait", help="Trait for transitions (e.g. rfm.segment).")
@@ -1025,7 +1033,8 @@ def report(
         Path | None, typer.Option("--out", "-o", help="HTML file (default report.html).")
     ] = None,
     window: Annotated[
-        int, typer.Option("--window", help="Days after a send that count for campaign lift.")
+        int,
+        typer.Option("--window", min=1, help="Days after a send that count for campaign lift."),
     ] = 14,
 ) -> None:
     """Write the self-contained HTML report (charts work offline)."""
