@@ -284,6 +284,19 @@ class Workspace:
         from crmseg.sources.loader import plan_sources
 
         report = ValidationReport()
+        path = Path(self.config.backend.path)
+        if (
+            self._backend is None
+            and not (path if path.is_absolute() else self.root / path).exists()
+        ):
+            # Nothing loaded yet: check in memory rather than create the warehouse file.
+            from crmseg.backends.duckdb import DuckDBBackend
+
+            self._backend = DuckDBBackend(
+                ":memory:",
+                threads=self.config.backend.threads,
+                memory_limit=self.config.backend.memory_limit,
+            )
         try:
             report.segments = len(self.segments)
             report.traits = len(self.traits)

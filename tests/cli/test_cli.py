@@ -161,3 +161,10 @@ def test_demo_command_runs_and_writes_the_report(tmp_path: Path) -> None:
     assert (shop / "report.html").stat().st_size > 100_000
     with_history = run_cli("history", "value.vip", "-p", str(shop), "-f", "json")
     assert len(json.loads(with_history.stdout)) == 7  # six months of backfill + the run
+
+
+def test_validate_writes_nothing(make_project: MakeProject) -> None:
+    root = make_project()
+    out = run_cli("validate", "-p", str(root))
+    assert out.returncode == 0, out.stderr
+    assert not (root / ".crmseg").exists()
