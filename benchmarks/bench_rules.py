@@ -9,6 +9,7 @@ and their ratio (the plan should be close to 1x: one scan of orders, not fifty).
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from datetime import datetime
 
@@ -164,6 +165,9 @@ def main() -> None:
     print(f"plan (50 segments + all traits): {plan_s:.3f}s")
     print(f"hand-written SQL (same aggregates): {hand_s:.3f}s")
     print(f"ratio plan / hand-written: {plan_s / hand_s:.2f}x")
+    # Process high-water mark (KiB on Linux): data generation, DuckDB and both queries.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the benchmark process: {peak:,.0f} MiB")
 
 
 if __name__ == "__main__":
