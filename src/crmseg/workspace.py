@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from crmseg.activation.runner import ActivationResult
     from crmseg.backends.base import Backend
     from crmseg.backends.state import StateStore
-    from crmseg.rules import Definition, Plan
+    from crmseg.rules import Definition, Library, Plan
     from crmseg.segments.catalog import Segment
     from crmseg.segments.governance import Finding
 
@@ -167,16 +167,16 @@ class Workspace:
         return build_plan(
             definitions,
             Schema(schema_from(tables)),
-            builtins=self._builtin_traits,
+            builtins=self._library,
             model_provider=self._model_traits,
         )
 
     @cached_property
-    def _builtin_traits(self) -> list[Definition]:
-        from crmseg.traits.builtin import builtin_traits
+    def _library(self) -> Library:
+        """Built-in traits with the project's thresholds, functions and model traits."""
+        from crmseg.traits import library
 
-        c = self.config
-        return builtin_traits(c.lifecycle, c.rfm, c.value_tiers)
+        return library(self.config)
 
     @cached_property
     def _model_traits(self) -> Any:
@@ -186,7 +186,7 @@ class Workspace:
         return ModelTraits(
             self.backend.execute,
             self.config.models,
-            self._builtin_traits,
+            self._library,
             record=lambda records: save_records(self.state.con, records, utcnow()),
         )
 
@@ -745,7 +745,9 @@ class Workspace:
                 body = json.loads(recorded[seg.name][1]) if seg.name in old_names else {}
                 if body.get("sql"):
                     old_sql[seg.name] = self.backend.sql(body["sql"])
-            old_plan = build_plan([*self.traits, *old_defs], Schema(schema_from(tables)))
+            old_plan = build_plan(
+                [*self.traits, *old_defs], Schema(schema_from(tables)), builtins=self._library
+            )
             old.update(self._member_sets(old_plan, tables, at, old_sql, old_names))
         out = []
         for name in names:

@@ -13,6 +13,7 @@ import ibis
 import pytest
 
 from crmseg.rules import Definition, Plan, build_plan
+from crmseg.traits import library
 from tests.rules.conftest import AS_OF, schema
 
 ALL = {"c1", "c2", "c4", "c5", "c6"}  # c3 signs up after as_of
@@ -110,7 +111,7 @@ def definitions() -> list[Definition]:
 
 @pytest.fixture(scope="module")
 def plan() -> Plan:
-    return build_plan(definitions(), schema())
+    return build_plan(definitions(), schema(), builtins=library())
 
 
 def members(plan: Plan, con: Any, tables: Mapping[str, ibis.Table]) -> dict[str, set[str]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from crmseg.rules import Definition, build_plan
+from crmseg.traits import library
 from tests.rules.conftest import schema
 from tests.rules.test_compile import RULES
 
@@ -53,7 +54,7 @@ from tests.rules.test_compile import RULES
 )
 def test_sentences(rule: str, english: str) -> None:
     defs = [Definition("s", "segment", text=rule), Definition("vip", "segment", text="true")]
-    assert build_plan(defs, schema()).english("s") == english
+    assert build_plan(defs, schema(), builtins=library()).english("s") == english
 
 
 def test_every_rule_renders() -> None:
@@ -61,7 +62,7 @@ def test_every_rule_renders() -> None:
     defs += [Definition("big_spender", "trait", text="ltv >= 100"),
              Definition("double_ltv", "trait", text="ltv * 2"),
              Definition("wien", "segment", sql="select 1")]  # fmt: skip
-    plan = build_plan(defs, schema())
+    plan = build_plan(defs, schema(), builtins=library())
     for name in plan.segments:
         text = plan.english(name)
         assert text.startswith("customers ") and len(text) > 12
@@ -69,6 +70,6 @@ def test_every_rule_renders() -> None:
 
 
 def test_trait_english() -> None:
-    plan = build_plan([], schema())
+    plan = build_plan([], schema(), builtins=library())
     assert plan.english("ltv") == "the total order amount minus the total order returned amount"
     assert plan.english("orders_count") == "the number of orders"

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crmseg.rules import Definition, build_plan
+from crmseg.traits import library
 from tests.rules.conftest import AS_OF, schema
 
 
@@ -15,7 +16,7 @@ def test_explain_lists_sub_conditions_with_values(
     duck: tuple[Any, Mapping[str, ibis.Table]],
 ) -> None:
     rule = "orders_count >= 3 and (ltv >= 500 or country = 'DE')"
-    plan = build_plan([Definition("s", "segment", text=rule)], schema())
+    plan = build_plan([Definition("s", "segment", text=rule)], schema(), builtins=library())
     e = plan.explain("s", duck[1], AS_OF, "c1")
     assert e.verdict is True and e.exists
     steps = {s.text: s.value for s in e.steps}
@@ -32,7 +33,8 @@ def test_explain_lists_sub_conditions_with_values(
 def test_explain_shows_unknown_for_nulls_and_missing_customers(
     duck: tuple[Any, Mapping[str, ibis.Table]],
 ) -> None:
-    plan = build_plan([Definition("s", "segment", text="avg(orders.amount) > 50")], schema())
+    defs = [Definition("s", "segment", text="avg(orders.amount) > 50")]
+    plan = build_plan(defs, schema(), builtins=library())
     e = plan.explain("s", duck[1], AS_OF, "c6")
     assert e.verdict is False
     assert [s.value for s in e.steps] == [None, None]  # unknown, not false
@@ -74,6 +76,6 @@ def test_rule_and_its_negation_are_never_both_true(
     duck: tuple[Any, Mapping[str, ibis.Table]], rule: str
 ) -> None:
     defs = [Definition("r", "segment", text=rule), Definition("n", "segment", text=f"not ({rule})")]
-    rows = build_plan(defs, schema(), builtins=False).wide(duck[1], AS_OF).to_pyarrow()
+    rows = build_plan(defs, schema()).wide(duck[1], AS_OF).to_pyarrow()
     for r in rows.to_pylist():
         assert not (r["r"] and r["n"]), (rule, r)

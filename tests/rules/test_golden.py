@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from crmseg.rules import Definition, build_plan
+from crmseg.traits import library
 from tests.rules.conftest import AS_OF, schema, unbound_tables
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "rules"
@@ -36,7 +37,7 @@ def test_golden_sql(case: str, dialect: str) -> None:
     if dialect == "pyspark":
         pytest.importorskip("pyspark")
     defs = [Definition(n, "segment", text=t) for n, t in CASES.items()]
-    plan = build_plan(defs, schema())
+    plan = build_plan(defs, schema(), builtins=library())
     sql = plan.sql(case, unbound_tables(), AS_OF, dialect).strip() + "\n"
     path = FIXTURES / f"{case}.{dialect}.sql"
     if os.environ.get("CRMSEG_UPDATE_GOLDEN") == "1":

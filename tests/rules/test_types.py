@@ -4,12 +4,13 @@ import pytest
 
 from crmseg.errors import RuleErrors, RuleSyntaxError, RuleTypeError
 from crmseg.rules import Definition, Schema, build_plan
+from crmseg.traits import library
 from tests.rules.conftest import schema
 
 
 def errors(*defs: Definition, sch: Schema | None = None) -> list[str]:
     with pytest.raises(RuleErrors) as e:
-        build_plan(list(defs), sch or schema())
+        build_plan(list(defs), sch or schema(), builtins=library())
     return [str(x) for x in e.value.errors]
 
 
@@ -75,6 +76,7 @@ def test_all_errors_reported_together_with_locations_and_carets() -> None:
                 ),
             ],
             schema(),
+            builtins=library(),
         )
     errs = e.value.errors
     assert len(errs) == 3
@@ -100,7 +102,7 @@ def test_cycles_are_named() -> None:
 def test_traits_may_reference_traits_and_user_traits_override_builtins() -> None:
     plan = build_plan(
         [Definition("ltv", "trait", text="sum(orders.amount)"),
-         Definition("ltv2", "trait", text="ltv * 2")], schema())  # fmt: skip
+         Definition("ltv2", "trait", text="ltv * 2")], schema(), builtins=library())  # fmt: skip
     from crmseg.rules import ast as A
 
     assert plan.checked[("trait", "ltv")].node == A.Agg("sum", "orders", "amount")
@@ -109,12 +111,45 @@ def test_traits_may_reference_traits_and_user_traits_override_builtins() -> None
 
 def test_builtins_skip_absent_tables() -> None:
     sch = Schema({"customers": schema().tables["customers"]})
-    plan = build_plan([seg("country = 'DE'")], sch)
+    plan = build_plan([seg("country = 'DE'")], sch, builtins=library())
     assert plan.traits == []
-    full = build_plan([seg("country = 'DE'")], schema())
+    full = build_plan([seg("country = 'DE'")], schema(), builtins=library())
     assert {"orders_count", "ltv", "aov", "tickets_90d", "avg_csat", "refund_total"} <= set(
         full.traits
     )
+
+
+def _minimal_orders() -> Schema:
+    """customers and orders with only id, customer, time and amount."""
+    full = schema().tables
+    orders = {c: full["orders"][c] for c in ("order_id", "customer_id", "ordered_at", "amount")}
+    return Schema({"customers": full["customers"], "orders": orders})
+
+
+def test_ltv_falls_back_to_order_value_without_returns() -> None:
+    plan = build_plan([seg("ltv > 100")], _minimal_orders(), builtins=library())
+    assert plan.checked[("trait", "ltv")].defn.text == "sum(orders.amount)"
+    assert "value.ltv_tier" in plan.traits
+    full = build_plan([seg("ltv > 100")], schema(), builtins=library())
+    text = "sum(orders.amount) - sum(orders.returned_amount)"
+    assert full.checked[("trait", "ltv")].defn.text == text
+
+
+def test_unsupported_builtins_say_what_they_need() -> None:
+    sch = _minimal_orders()
+    msgs = errors(seg("margin_total > 1"), sch=sch)
+    assert "margin_total needs orders.margin, which this project does not map" in msgs[0]
+    assert "return_rate needs orders.returned_amount" in errors(seg("return_rate > 0"), sch=sch)[0]
+    assert "top_category needs orders.category" in errors(seg("top_category = 'x'"), sch=sch)[0]
+    assert "discount_share needs orders.discount" in errors(seg("discount_share > 0"), sch=sch)[0]
+    # a layer over a dropped built-in names the data at the root
+    assert (
+        "value.margin_tier needs orders.margin"
+        in errors(seg("value.margin_tier = 'top'"), sch=sch)[0]
+    )
+    assert "tickets_90d needs the tickets table" in errors(seg("tickets_90d > 0"), sch=sch)[0]
+    # a name that is no built-in is still just unknown
+    assert "unknown name 'nonsense'" in errors(seg("nonsense > 0"), sch=sch)[0]
 
 
 def test_duplicate_and_clashing_names() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from crmseg.config import LifecycleConfig, RfmConfig
 from crmseg.errors import RuleErrors
 from crmseg.rules import Definition, Schema, build_plan
 from crmseg.sources.loader import schema_from
+from crmseg.traits import library
 from crmseg.traits.builtin import builtin_traits
 
 AS_OF = datetime(2024, 6, 1)
@@ -72,9 +74,10 @@ def _wide(
     defs: list[Definition] | None = None,
     **config: Any,
 ) -> dict[str, dict[str, Any]]:
-    builtins = builtin_traits(
+    traits = builtin_traits(
         LifecycleConfig(**config.get("lifecycle", {})), RfmConfig(**config.get("rfm", {}))
     )
+    builtins = replace(library(), traits=tuple(traits))
     plan = build_plan(defs or [], Schema(schema_from(dict(tables))), builtins=builtins)
     rows = plan.wide(tables, AS_OF, select=names).to_pyarrow().to_pylist()
     return {r["customer_id"]: r for r in rows}
@@ -183,9 +186,15 @@ def test_tiers_and_functions(tables: dict[str, ibis.Table]) -> None:
 def test_function_errors_point_at_the_call(tables: dict[str, ibis.Table]) -> None:
     schema = Schema(schema_from(dict(tables)))
     with pytest.raises(RuleErrors, match="takes category"):
-        build_plan([Definition("s", "segment", text="category_share(1, 2) > 0")], schema)
+        build_plan(
+            [Definition("s", "segment", text="category_share(1, 2) > 0")],
+            schema,
+            builtins=library(),
+        )
     with pytest.raises(RuleErrors, match="cannot contain another"):
-        build_plan([Definition("s", "trait", text="ntile(ntile(x, 5), 5)")], schema)
+        build_plan(
+            [Definition("s", "trait", text="ntile(ntile(x, 5), 5)")], schema, builtins=library()
+        )
 
 
 def test_plan_without_models_does_not_ask_for_them(tables: dict[str, ibis.Table]) -> None:
@@ -193,6 +202,7 @@ def test_plan_without_models_does_not_ask_for_them(tables: dict[str, ibis.Table]
     plan = build_plan(
         [Definition("s", "segment", text="lifecycle.stage = 'loyal'")],
         Schema(schema_from(dict(tables))),
+        builtins=library(),
         model_provider=lambda *a: calls.append(a) or {},
     )
     plan.wide(tables, AS_OF).to_pyarrow()
@@ -206,7 +216,7 @@ def test_builtins_equal_on_spark(
     from tests.rules.conftest import AS_OF as RULES_AS_OF
     from tests.rules.conftest import schema
 
-    plan = build_plan([], schema())
+    plan = build_plan([], schema(), builtins=library())
     layers = ("lifecycle.", "rfm.", "value.ltv", "value.margin")
     extra = ("median_order_gap_days", "last_order_gap_days", "top_category")
     names = [n for n in plan.traits if n.startswith(layers) or n in extra]

@@ -30,6 +30,7 @@ from crmseg.activation.campaigns import (
 )
 from crmseg.errors import ActivationError
 from crmseg.rules import Definition, Schema, build_plan
+from crmseg.traits import library
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -159,7 +160,9 @@ def _facts(
             # every duration unit is a whole number of hours
             text = f"count(messages where {where} within {seconds // 3600}h)"
             counts[key] = Definition(key, "trait", text)
-    plan = build_plan([*traits, *counts.values(), *defs], Schema(schema_from(tables)))
+    plan = build_plan(
+        [*traits, *counts.values(), *defs], Schema(schema_from(tables)), builtins=library()
+    )
     names = [d.name for d in defs] + list(counts)
     wide = plan.wide(tables, as_of, select=names)
     wide = _with_send_log(wide, tables, send_log, as_of, sorted(windows, key=str))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import ibis.expr.types as ir
 
     from crmseg.identity.components import Scratch
-    from crmseg.identity.normalize import PhoneBook
+    from crmseg.sources.normalize import PhoneBook
 
 COMPARED = ("first_name", "last_name", "email", "phone", "city", "birth_date")
 
@@ -36,7 +36,7 @@ def _splink() -> Any:
 
 
 def _prepared(customers: ir.Table, backend: Any, phones: PhoneBook) -> pa.Table:
-    from crmseg.identity.normalize import email_key
+    from crmseg.sources.normalize import email_key
 
     cols = [c for c in COMPARED if c in customers.columns]
     values: dict[str, Any] = {}

@@ -19,7 +19,8 @@ import pandas as pd
 
 from crmseg.config import ModelsConfig
 from crmseg.models.clv import ModelRecord, fit_clv
-from crmseg.rules import Definition, Schema, build_plan
+from crmseg.rules import Definition, Library, Schema, build_plan
+from crmseg.traits import library
 
 if TYPE_CHECKING:
     import duckdb
@@ -37,12 +38,12 @@ class ModelTraits:
         self,
         execute: Callable[[ir.Expr], pa.Table],
         config: ModelsConfig | None = None,
-        builtins: Sequence[Definition] | bool = True,
+        builtins: Library | None = None,
         record: Callable[[list[ModelRecord]], None] | None = None,
     ) -> None:
         self.execute = execute
         self.config = config or ModelsConfig()
-        self.builtins = builtins
+        self.builtins = library() if builtins is None else builtins
         self.record = record
         self.records: list[ModelRecord] = []
         self._cache: dict[tuple[str, datetime], pd.DataFrame] = {}

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from crmseg.config import Config
 from crmseg.errors import QualityError
-from crmseg.identity.normalize import EMAIL_PATTERN, PhoneBook
 from crmseg.sources.model import CHANNELS, CONSENT_STATUSES, TABLES
+from crmseg.sources.normalize import EMAIL_PATTERN, PhoneBook
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir

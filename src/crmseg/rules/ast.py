@@ -157,14 +157,19 @@ class Col(Node):
 
 @dataclass(frozen=True)
 class TraitRef(Node):
+    """A trait; ``phrase`` is how English names it, (noun, counted?), from the library."""
+
     name: str
+    phrase: tuple[str, bool] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class ModelRef(Node):
-    """A per-customer value fitted outside the plan (``clv.p_alive``, ``churn.risk``, ...)."""
+    """A per-customer value fitted outside the plan (``clv.p_alive``, ``churn.risk``, ...);
+    ``description`` (from the library) is what English calls it."""
 
     name: str
+    description: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

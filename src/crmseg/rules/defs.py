@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from crmseg.sources.model import DType
@@ -41,3 +41,34 @@ class ModelTrait:
     type: Literal["number", "string", "bool", "time"]
     tables: tuple[str, ...] = ("orders",)
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Function:
+    """A parameterised built-in: ``template`` with ``{param}`` replaced by quoted literals."""
+
+    params: tuple[str, ...]
+    template: str
+    description: str
+    example: str
+
+    @property
+    def signature(self) -> str:
+        return ", ".join(self.params)
+
+
+@dataclass(frozen=True)
+class Library:
+    """What rules may use beyond their own definitions and the data, supplied by the traits
+    stage (``crmseg.traits.library``) so that the rule language knows no trait by name.
+
+    ``traits``: built-in trait definitions; several of one name are alternatives in order of
+    preference (the first the data supports wins). ``functions``: parameterised built-ins
+    (``category_share('skincare')``). ``models``: model traits (``clv.*``, ...). ``phrases``:
+    how the English renderer names a trait, (noun, counted?): counted traits read "at least 3
+    orders", the others "a lifetime value of at least 500"."""
+
+    traits: tuple[Definition, ...] = ()
+    functions: Mapping[str, Function] = field(default_factory=dict)
+    models: Mapping[str, ModelTrait] = field(default_factory=dict)
+    phrases: Mapping[str, tuple[str, bool]] = field(default_factory=dict)

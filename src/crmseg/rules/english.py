@@ -100,11 +100,9 @@ def value(n: A.Node) -> str:
             return "now"
         case A.Attr(col=c) | A.Col(col=c):
             return f"the {_words(c)}"
-        case A.TraitRef(name=nm):
-            from crmseg.traits.builtin import PHRASES
-
-            if nm in PHRASES:
-                noun, counted = PHRASES[nm]
+        case A.TraitRef(name=nm, phrase=phrase):
+            if phrase is not None:
+                noun, counted = phrase
                 return f"the number of {noun}" if counted else noun.replace("a ", "the ", 1)
             return f"the {_words(nm)}"
         case A.Agg(fn=fn, table=t, col=c, where=w, within=d):
@@ -156,11 +154,8 @@ def value(n: A.Node) -> str:
             return f"{value(l)} {word} {value(r)}"
         case A.Dur():
             return duration(n)
-        case A.ModelRef(name=nm):
-            from crmseg.traits.builtin import MODEL_TRAITS
-
-            m = MODEL_TRAITS.get(nm)
-            return f"the {m.description}" if m and m.description else f"the {_words(nm)}"
+        case A.ModelRef(name=nm, description=desc):
+            return f"the {desc}" if desc else f"the {_words(nm)}"
         case A.PopFunc(fn="ntile", arg=a, n=k):
             return f"the {k}-tile of {value(a)} among all customers (1 = lowest)"
         case A.PopFunc(fn="percent_rank", arg=a):
@@ -180,13 +175,9 @@ def _counted(n: A.Node) -> tuple[str, str] | None:
         case A.Agg(fn="count", table=t, col=None, where=w, within=d):
             tail = _where(w) + _within(d)
             return _plural(t, 1) + tail, _plural(t) + tail
-        case A.TraitRef(name=nm):
-            from crmseg.traits.builtin import PHRASES
-
-            if nm in PHRASES and PHRASES[nm][1]:
-                noun = PHRASES[nm][0]
-                first, _, rest = noun.partition(" ")
-                return first.removesuffix("s") + (" " + rest if rest else ""), noun
+        case A.TraitRef(phrase=(noun, True)):
+            first, _, rest = noun.partition(" ")
+            return first.removesuffix("s") + (" " + rest if rest else ""), noun
     return None
 
 
@@ -231,11 +222,8 @@ def compare(op: str, left: A.Node, right: A.Node) -> str:
             if op == "!=":
                 when = f"not {k:g} {unit}{'s' * (k != 1)} ago"
             return f"whose {_event(a)} was {when}"
-        case A.TraitRef(name=nm) if k is not None:
-            from crmseg.traits.builtin import PHRASES
-
-            if nm in PHRASES:
-                return f"with {PHRASES[nm][0]} of {_OPS[op]} {k:g}"
+        case A.TraitRef(phrase=(noun, _)) if k is not None:
+            return f"with {noun} of {_OPS[op]} {k:g}"
     rhs = _lit(right)
     if isinstance(right, A.Lit) and isinstance(right.value, datetime):
         dates = {">=": "on or after", ">": "after", "<": "before", "<=": "on or before"}

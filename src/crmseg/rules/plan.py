@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from crmseg.rules.compile import (
     trait_col,
     ts,
 )
-from crmseg.rules.defs import Definition, ModelTrait, Schema
+from crmseg.rules.defs import Definition, Library, ModelTrait, Schema
 from crmseg.rules.parser import parse
 from crmseg.rules.types import Checked, Checker, Key, Type, time_column
 
@@ -541,7 +541,10 @@ def _cycles(checked: Mapping[Key, Checked]) -> list[tuple[Key, list[Key]]]:
 
 
 def _check_all(
-    defs: Sequence[Definition], schema: Schema, models: Mapping[str, ModelTrait] | None = None
+    defs: Sequence[Definition],
+    schema: Schema,
+    library: Library | None = None,
+    absent: Mapping[str, str] | None = None,
 ) -> tuple[dict[Key, Checked], list[RuleError]]:
     errors: list[RuleError] = []
     parsed: dict[Key, A.Node | None] = {}
@@ -590,7 +593,7 @@ def _check_all(
         busy.discard(name)
         return checked[k].type
 
-    checker = Checker(schema, trait_type, traits, segments, models)
+    checker = Checker(schema, trait_type, traits, segments, library, absent)
 
     def run(k: Key) -> None:
         node = parsed[k]
@@ -615,23 +618,24 @@ def _check_all(
 def build_plan(
     definitions: Sequence[Definition],
     schema: Schema,
-    builtins: bool | Sequence[Definition] = True,
+    builtins: Library | None = None,
     models: Mapping[str, ModelTrait] | None = None,
     model_provider: ModelProvider | None = None,
 ) -> Plan:
     """Parse and type-check every definition; raise RuleErrors listing all problems.
 
-    ``builtins``: True for the default built-in traits, a list for configured ones (see
-    ``crmseg.traits.builtin.builtin_traits``), False for none. ``models``: the model traits
-    rules may use (default: the built-in catalog)."""
-    from crmseg.traits.builtin import BUILTIN_TRAITS, MODEL_TRAITS
-
+    ``builtins``: the built-in traits, functions and model traits rules may use, with their
+    English (``crmseg.traits.library(config)`` is the standard set); None for none.
+    ``models``: replaces the library's model traits."""
+    lib = Library() if builtins is None else builtins
+    if models is not None:
+        lib = replace(lib, models=models)
     defs = list(definitions)
-    catalog = MODEL_TRAITS if models is None else models
-    if builtins is not False:
-        pool = BUILTIN_TRAITS if builtins is True else list(builtins)
-        defs = _with_builtins(defs, schema, pool, catalog)
-    checked, errors = _check_all(defs, schema, catalog)
+    absent: dict[str, str] = {}
+    if lib.traits:
+        pool, absent = _with_builtins(defs, schema, lib)
+        defs = [*pool, *defs]
+    checked, errors = _check_all(defs, schema, lib, absent)
     if errors:
         raise RuleErrors(errors)
     ordered = {k: v for k, v in checked.items() if k[0] == "trait"}
@@ -640,22 +644,34 @@ def build_plan(
 
 
 def _with_builtins(
-    defs: list[Definition],
-    schema: Schema,
-    builtins: Sequence[Definition],
-    models: Mapping[str, ModelTrait],
-) -> list[Definition]:
-    """Built-in traits the data supports, minus those the user overrides."""
+    defs: list[Definition], schema: Schema, library: Library
+) -> tuple[list[Definition], dict[str, str]]:
+    """The built-in traits the data supports, minus those the user overrides, and the
+    others with what each needs (``{"margin_total": "orders.margin"}``).
+
+    A built-in with alternatives (several definitions of one name) falls back to the next
+    when the data lacks what one needs; one without is dropped, and so are its dependents."""
     user = {d.name for d in defs if d.kind == "trait"}
     customers = schema.tables.get("customers", {})
-    pool = [b for b in builtins if b.name not in user and b.name not in customers]
-    while pool:  # drop built-ins whose tables or columns are absent, then their dependents
-        checked, errors = _check_all(pool, schema, models)
+    options: dict[str, list[Definition]] = {}
+    for b in library.traits:
+        if b.name not in user and b.name not in customers:
+            options.setdefault(b.name, []).append(b)
+    absent: dict[str, str] = {}
+    while options:
+        pool = [alts[0] for alts in options.values()]
+        checked, errors = _check_all(pool, schema, library, absent)
         bad = {e.location.file for e in errors}
         failed = {k[1] for k, c in checked.items() if c.node is None} | {
             d.name for d in pool if f"<builtin:{d.name}>" in bad
         }
         if not failed:
             break
-        pool = [b for b in pool if b.name not in failed]
-    return [*pool, *defs]
+        for name in failed:
+            options[name].pop(0)
+            if not options[name]:
+                del options[name]
+                c = checked.get(("trait", name))
+                if c is not None and c.lacks is not None:
+                    absent[name] = c.lacks
+    return [alts[0] for alts in options.values()], absent

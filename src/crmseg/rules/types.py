@@ -11,7 +11,7 @@ from typing import Literal
 
 from crmseg.errors import RuleTypeError
 from crmseg.rules import ast as A
-from crmseg.rules.defs import Definition, ModelTrait, Schema
+from crmseg.rules.defs import Definition, Library, Schema
 from crmseg.rules.parser import locate
 from crmseg.sources.model import CHANNELS, TABLES, DType
 
@@ -66,11 +66,14 @@ class Checked:
     node: A.Node | None  # resolved tree; None for sql segments or when it failed
     type: Type = "any"
     deps: set[Key] = field(default_factory=set)
+    lacks: str | None = None  # when it failed for want of data: what it needs ("orders.margin")
 
 
 class Checker:
-    """Checks definitions against a schema. ``traits`` maps trait name -> Definition,
-    ``segments`` the names of all segments; ``trait_node`` resolves a trait's type lazily."""
+    """Checks definitions against a schema. ``trait_names`` and ``segment_names`` are every
+    trait and segment; ``trait_type`` resolves a trait's type lazily; ``library`` the model
+    traits, functions and English phrases rules may use; ``absent`` names built-ins the data
+    cannot support, with what each needs."""
 
     def __init__(
         self,
@@ -78,13 +81,18 @@ class Checker:
         trait_type: Callable[[str], Type],
         trait_names: Iterable[str],
         segment_names: Iterable[str],
-        models: Mapping[str, ModelTrait] | None = None,
+        library: Library | None = None,
+        absent: Mapping[str, str] | None = None,
     ) -> None:
+        lib = library or Library()
         self.schema = schema
         self.trait_type = trait_type
         self.traits = set(trait_names)
         self.segments = set(segment_names)
-        self.models = dict(models or {})
+        self.models = dict(lib.models)
+        self.functions = lib.functions
+        self.phrases = lib.phrases
+        self.absent = dict(absent or {})
         self.customers: Mapping[str, DType] = schema.tables.get("customers", {})
 
     def check(self, defn: Definition, node: A.Node) -> tuple[Checked, list[RuleTypeError]]:
@@ -93,10 +101,12 @@ class Checker:
         try:
             resolved, t = run.expr(node, None)
         except _Fail:
+            out.lacks = run.lacks
             return out, run.errors
         if defn.kind == "segment" and t not in ("bool", "null", "any"):
             run.error(node, f"a segment rule must be a condition (true/false), not {_WORDS[t]}")
         if run.errors:
+            out.lacks = run.lacks
             return out, run.errors
         out.node, out.type = resolved, t
         return out, run.errors
@@ -108,6 +118,13 @@ class _Run:
         self.defn = defn
         self.errors: list[RuleTypeError] = []
         self.deps: set[Key] = set()
+        self.lacks: str | None = None
+
+    def lack(self, what: str) -> None:
+        """Record the first piece of data (``orders.margin``, ``the tickets table``) that
+        this definition needs and the project lacks."""
+        if self.lacks is None:
+            self.lacks = what
 
     # errors -------------------------------------------------------------------------------
 
@@ -256,6 +273,7 @@ class _Run:
             col = parts[-1] if len(parts) == 1 or (len(parts) == 2 and parts[0] == table) else None
             if col is not None and col in cols:
                 return A.Col(table, col, span=n.span), _DTYPES[cols[col]]
+            self.lack(f"{table}.{parts[-1]}")
             raise self.fail(
                 n,
                 f"unknown column {dotted!r} of {table} (a where condition can use only "
@@ -263,17 +281,24 @@ class _Run:
             )
         if dotted in self.ck.traits:
             self.deps.add(("trait", dotted))
-            return A.TraitRef(dotted, span=n.span), self.ck.trait_type(dotted)
+            phrase = self.ck.phrases.get(dotted)
+            return A.TraitRef(dotted, phrase, span=n.span), self.ck.trait_type(dotted)
         if dotted in self.ck.models:
             m = self.ck.models[dotted]
             missing = [t for t in m.tables if t not in tables]
             if missing:
+                self.lack(f"the {missing[0]} table")
                 raise self.fail(
                     n, f"{dotted} needs the {', '.join(missing)} table, which this project lacks"
                 )
-            return A.ModelRef(dotted, span=n.span), m.type
+            return A.ModelRef(dotted, m.description, span=n.span), m.type
+        if dotted in self.ck.absent:
+            need = self.ck.absent[dotted]
+            self.lack(need)
+            raise self.fail(n, f"{dotted} needs {need}, which this project does not map")
         if parts[0] == "consent" and len(parts) == 2:
             if "consent" not in tables:
+                self.lack("the consent table")
                 raise self.fail(n, "consent.* needs the consent table, which this project lacks")
             if parts[1] not in CHANNELS:
                 raise self.fail(
@@ -312,13 +337,11 @@ class _Run:
         return v
 
     def call(self, n: A.Call, table: str | None) -> tuple[A.Node, Type]:
-        from crmseg.traits.builtin import FUNCTIONS
-
         fn = n.fn
-        if fn in FUNCTIONS and fn not in A.ALL_FNS:
+        if fn in self.ck.functions and fn not in A.ALL_FNS:
             return self.macro(n, table)
         if fn not in A.ALL_FNS:
-            known = (*A.ALL_FNS, *FUNCTIONS)
+            known = (*A.ALL_FNS, *self.ck.functions)
             raise self.fail(n, f"unknown function {fn!r}{suggest(fn, known)}")
         if fn in A.POP_FNS:
             return self.pop(n, table)
@@ -354,9 +377,8 @@ class _Run:
         """A parameterised built-in such as ``last_order_at_in('skincare')``: its template
         with the literal arguments filled in, checked like any expression."""
         from crmseg.rules.parser import parse, render
-        from crmseg.traits.builtin import FUNCTIONS
 
-        f = FUNCTIONS[n.fn]
+        f = self.ck.functions[n.fn]
         if n.where is not None or n.within is not None:
             raise self.fail(n, f"{n.fn}() takes no where or within")
         ok = len(n.args) == len(f.params) and all(
@@ -403,8 +425,10 @@ class _Run:
     def events(self, n: A.Node) -> None:
         cols = self.ck.schema.tables.get("events")
         if cols is None or "name" not in cols:
+            self.lack("the events table" if cols is None else "events.name")
             raise self.fail(n, "did() needs the events table, which this project lacks")
         if time_column("events", self.ck.schema) is None:
+            self.lack("events.occurred_at")
             raise self.fail(n, "did() needs events.occurred_at, which this project lacks")
 
     def scalar(self, n: A.Call, table: str | None) -> tuple[A.Node, Type]:
@@ -480,6 +504,7 @@ class _Run:
             raise self.fail(ref, f"unknown table {tname!r}{suggest(tname, RELATED)}")
         cols = self.ck.schema.tables.get(tname)
         if cols is None:
+            self.lack(f"the {tname} table")
             raise self.fail(ref, f"table {tname} is not part of this project's data")
         col: str | None = None
         ctype: Type = "number"
@@ -488,6 +513,7 @@ class _Run:
         if len(ref.parts) == 2:
             col = ref.parts[1]
             if col not in cols:
+                self.lack(f"{tname}.{col}")
                 raise self.fail(ref, f"unknown column {col!r} of {tname}{suggest(col, cols)}")
             ctype = _DTYPES[cols[col]]
         elif fn != "count":
@@ -506,9 +532,11 @@ class _Run:
             self.want(n.where, wt, "bool")
         if fn in ("first", "last") and time_column(tname, self.ck.schema) is None:
             spec = TABLES[tname].time
+            self.lack(f"{tname}.{spec}")
             raise self.fail(n, f"{fn}() needs a time column, but {tname} has no {spec}")
         if n.within is not None and time_column(tname, self.ck.schema) is None:
             spec = TABLES[tname].time
+            self.lack(f"{tname}.{spec}")
             raise self.fail(n.within, f"within needs a time column, but {tname} has no {spec}")
         numeric = ("count", "count_distinct", "sum", "avg", "median", "median_gap", "last_gap")
         out: Type = "number" if fn in numeric else ctype

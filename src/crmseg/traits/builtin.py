@@ -1,7 +1,8 @@
 """Built-in traits, written in the rule language itself.
 
 Each needs only some of the orders/messages/tickets/subscriptions tables; the plan drops
-those whose tables or columns a project lacks. A user trait of the same name wins.
+those whose tables or columns a project lacks (``ltv`` falls back to the order value when
+orders have no ``returned_amount``). A user trait of the same name wins.
 
 Three kinds live here:
 
@@ -14,14 +15,25 @@ Three kinds live here:
 
 Model outputs (``clv.*``, ``churn.*``, ``cluster.*``) are not expressions: :data:`MODEL_TRAITS`
 names them for the checker and ``crmseg.models.traits`` fits them when a rule needs them.
+
+:func:`library` bundles all of it, with the English :data:`PHRASES`, for ``build_plan``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from crmseg.config import Config, LifecycleConfig, RfmConfig, ValueTiersConfig
+from crmseg.rules.defs import Definition, Function, Library, ModelTrait
 
-from crmseg.config import LifecycleConfig, RfmConfig, ValueTiersConfig
-from crmseg.rules.defs import Definition, ModelTrait
+__all__ = [
+    "BUILTIN_TRAITS",
+    "FUNCTIONS",
+    "MODEL_TRAITS",
+    "PHRASES",
+    "THRESHOLDS",
+    "Function",
+    "builtin_traits",
+    "library",
+]
 
 _CORE: tuple[tuple[str, str, str], ...] = (
     ("orders_count", "count(orders)", "number of orders"),
@@ -37,6 +49,8 @@ _CORE: tuple[tuple[str, str, str], ...] = (
         "sum(orders.amount) - sum(orders.returned_amount)",
         "lifetime value: order value minus returns",
     ),
+    # the fallback when orders have no returned_amount (the plan takes the first that fits)
+    ("ltv", "sum(orders.amount)", "lifetime value: order value (the data has no returns)"),
     ("aov", "avg(orders.amount)", "average order value"),
     ("margin_total", "sum(orders.margin)", "gross margin, all time"),
     (
@@ -244,20 +258,6 @@ THRESHOLDS = (
 )
 
 
-@dataclass(frozen=True)
-class Function:
-    """A parameterised built-in: ``template`` with ``{param}`` replaced by quoted literals."""
-
-    params: tuple[str, ...]
-    template: str
-    description: str
-    example: str
-
-    @property
-    def signature(self) -> str:
-        return ", ".join(self.params)
-
-
 FUNCTIONS: dict[str, Function] = {
     "orders_count_in": Function(
         ("category",),
@@ -346,3 +346,15 @@ for _ch in ENGAGEMENT_CHANNELS:
     for _kind in ("open", "click"):
         for _days in (30, 90):
             PHRASES[f"{_ch}_{_kind}s_{_days}d"] = (f"{_ch} {_kind}s in the last {_days} days", True)
+
+
+def library(config: Config | None = None) -> Library:
+    """The standard built-ins for ``build_plan(..., builtins=library(config))``: every
+    built-in trait (with the project's lifecycle thresholds, RFM grid and value tiers, or the
+    defaults), the per-category functions, the model traits and their English phrases."""
+    traits = (
+        BUILTIN_TRAITS
+        if config is None
+        else builtin_traits(config.lifecycle, config.rfm, config.value_tiers)
+    )
+    return Library(tuple(traits), FUNCTIONS, MODEL_TRAITS, PHRASES)

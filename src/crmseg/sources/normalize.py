@@ -1,0 +1,139 @@
+"""Normalising contact details before matching: emails in SQL, phones to E.164 in Python.
+
+Quality (syntax and parse checks) and identity (match keys) both use it, so it lives here.
+
+Emails are trimmed and lowercased; optionally ``+tags`` and dots of the local part are dropped
+(providers such as Gmail ignore them, most others do not, so both are off by default). Only
+syntactically valid emails link records, so junk such as ``n/a`` never merges people.
+
+Phones are parsed by ``phonenumbers`` once per distinct (raw value, region) pair, never per
+row: the region is the customer's country when it is a known region code, else the configured
+default. A number that parses is written in E.164; ``possible`` says whether its length is
+plausible for its country (quality reports the rest as unparseable). A number of implausible
+length written nationally loses its trunk prefix, so it links with its international spelling.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+# Syntax only: something@domain.tld without spaces or a second @.
+EMAIL_PATTERN = r"^[^\s@]+@[^\s@]+\.[^\s@.]{2,}$"
+# Below this many distinct values a process pool costs more than it saves.
+_PARALLEL_FROM = 100_000
+
+
+def email_key(raw: ir.StringValue, plus: bool = False, dots: bool = False) -> ir.StringValue:
+    """The matching key of an email (null when empty or syntactically invalid)."""
+    import ibis
+
+    text = raw.strip().lower()
+    if plus or dots:
+        local = text.re_extract(r"^([^@]*)@(.*)$", 1)
+        domain = text.re_extract(r"^([^@]*)@(.*)$", 2)
+        if plus:
+            local = local.re_replace(r"\+.*$", "")
+        if dots:
+            local = local.replace(".", "")
+        text = ibis.ifelse(text.re_search(EMAIL_PATTERN), local + "@" + domain, text)
+    valid = raw.strip().re_search(EMAIL_PATTERN)
+    return ibis.ifelse(valid, text, ibis.null("string"))
+
+
+def _parse_chunk(items: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
+    import phonenumbers as pn
+
+    e164 = pn.PhoneNumberFormat.E164
+    out: list[tuple[str | None, bool]] = []
+    for raw, region in items:
+        try:
+            number = pn.parse(raw, region)
+        except pn.NumberParseException:
+            out.append((None, False))
+            continue
+        possible = bool(pn.is_possible_number(number))
+        text = pn.format_number(number, e164)
+        if number.italian_leading_zero and not raw.strip().startswith("+"):
+            # For a number of implausible length phonenumbers keeps the trunk prefix ("06-..."
+            # -> +3306...); where the region has one, drop it so the same (wrong) number
+            # written nationally and internationally still links.
+            meta = pn.PhoneMetadata.metadata_for_region(region)
+            if meta is not None and meta.national_prefix:
+                text = f"+{number.country_code}{number.national_number}"
+                possible = bool(pn.is_possible_number(pn.parse(text, None)))
+        out.append((text, possible))
+    return out
+
+
+class PhoneBook:
+    """Phone normalisation with a cache, shared by quality and identity within one run."""
+
+    def __init__(self, default_region: str) -> None:
+        import phonenumbers
+
+        self.default_region = default_region.upper()
+        self._regions = frozenset(phonenumbers.SUPPORTED_REGIONS)
+        self._cache: dict[tuple[str, str], tuple[str | None, bool]] = {}
+
+    def region(self, country: str | None) -> str:
+        code = (country or "").strip().upper()
+        return code if code in self._regions else self.default_region
+
+    def normalise(self, pairs: list[tuple[str, str | None]]) -> list[tuple[str | None, bool]]:
+        """(E.164 or None, possible) for each (raw phone, customer country)."""
+        keys = [(raw, self.region(country)) for raw, country in pairs]
+        todo = list({k for k in keys if k not in self._cache})
+        if todo:
+            for key, value in zip(todo, _parse_many(todo), strict=True):
+                self._cache[key] = value
+        return [self._cache[k] for k in keys]
+
+    def table(self, distinct: pa.Table) -> pa.Table:
+        """``distinct`` (phone, country) -> the same rows plus e164 and possible."""
+        phones = distinct.column("phone").to_pylist()
+        countries = (
+            distinct.column("country").to_pylist()
+            if "country" in distinct.column_names
+            else [None] * len(phones)
+        )
+        result = self.normalise(list(zip(phones, countries, strict=True)))
+        return distinct.append_column(
+            "e164", pa.array([r[0] for r in result], pa.string())
+        ).append_column("possible", pa.array([r[1] for r in result], pa.bool_()))
+
+
+def _parse_many(items: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
+    workers = min(os.cpu_count() or 1, 8)
+    if len(items) < _PARALLEL_FROM or workers < 2:
+        return _parse_chunk(items)
+    size = -(-len(items) // (workers * 4))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    out: list[tuple[str | None, bool]] = []
+    try:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for part in pool.map(_parse_chunk, chunks):
+                out.extend(part)
+    except (OSError, RuntimeError):  # no process support (sandboxes): stay serial
+        return _parse_chunk(items)
+    return out
+
+
+def distinct_phones(customers: ir.Table) -> ir.Table:
+    """Distinct (phone, country) pairs of customers with a phone; country only when needed."""
+    import ibis
+
+    phone = customers.phone.strip()
+    has = customers.phone.notnull() & (phone != "")
+    if "country" in customers.columns:
+        # International numbers do not depend on the region: one row per raw value.
+        country: Any = ibis.ifelse(phone.startswith("+"), ibis.null("string"), customers.country)
+    else:
+        country = ibis.null("string")
+    return customers.filter(has).select(phone=customers.phone, country=country).distinct()
