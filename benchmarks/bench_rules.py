@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from crmseg.rules import Definition, Schema, build_plan
+from crmseg.traits import library
 
 AS_OF = datetime(2024, 6, 1)
 CATS = ["skincare", "hair", "makeup", "body", "fragrance"]
@@ -147,7 +148,7 @@ def main() -> None:
     defs = [Definition(f"s{i:02}", "segment", text=r) for i, r in enumerate(rules())]
 
     t0 = time.perf_counter()
-    plan = build_plan(defs, schema)
+    plan = build_plan(defs, schema, builtins=library())
     sql = ibis.to_sql(plan.wide(tables, AS_OF), dialect="duckdb")
     compile_s = time.perf_counter() - t0
     print(f"compile 50 rules (+{len(plan.traits)} traits) to SQL: {compile_s * 1000:.0f} ms")

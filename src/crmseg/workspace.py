@@ -737,16 +737,24 @@ class Workspace:
         old_names = [n for n in names if was.get(n)]
         old: dict[str, set[str]] = {n: set() for n in names}
         if old_names:
+            from crmseg.identity.resolve import keyed_ids
             from crmseg.rules import Schema, build_plan
             from crmseg.sources.loader import schema_from
 
+            loaded = {n: self.backend.canonical(n) for n in self.backend.canonical_tables()}
             old_sql = dict(sql)
             for seg in self.segments:
                 body = json.loads(recorded[seg.name][1]) if seg.name in old_names else {}
                 if body.get("sql"):
-                    old_sql[seg.name] = self.backend.sql(body["sql"])
+                    raw = self.backend.sql(body["sql"]).select("customer_id")
+                    old_sql[seg.name] = keyed_ids(raw, loaded)
+            # The old definitions get exactly what the working ones get: the project's
+            # built-ins and model traits.
             old_plan = build_plan(
-                [*self.traits, *old_defs], Schema(schema_from(tables)), builtins=self._library
+                [*self.traits, *old_defs],
+                Schema(schema_from(tables)),
+                builtins=self._library,
+                model_provider=self._model_traits,
             )
             old.update(self._member_sets(old_plan, tables, at, old_sql, old_names))
         out = []
