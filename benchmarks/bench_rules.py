@@ -149,9 +149,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     plan = build_plan(defs, schema, builtins=library())
-    sql = ibis.to_sql(plan.wide(tables, AS_OF), dialect="duckdb")
+    # What a run computes: the 50 segments and the traits they use (not every built-in).
+    wide = plan.wide(tables, AS_OF, select=[d.name for d in defs])
+    sql = ibis.to_sql(wide, dialect="duckdb")
     compile_s = time.perf_counter() - t0
-    print(f"compile 50 rules (+{len(plan.traits)} traits) to SQL: {compile_s * 1000:.0f} ms")
+    used = len(wide.columns) - 1 - len(defs)
+    print(f"compile 50 rules (+{used} traits they use) to SQL: {compile_s * 1000:.0f} ms")
 
     def run(q: str) -> float:
         best = float("inf")
@@ -163,7 +166,7 @@ def main() -> None:
 
     plan_s = run(str(sql))
     hand_s = run(hand_sql())
-    print(f"plan (50 segments + all traits): {plan_s:.3f}s")
+    print(f"plan (50 segments + the traits they use): {plan_s:.3f}s")
     print(f"hand-written SQL (same aggregates): {hand_s:.3f}s")
     print(f"ratio plan / hand-written: {plan_s / hand_s:.2f}x")
     # Process high-water mark (KiB on Linux): data generation, DuckDB and both queries.
