@@ -72,6 +72,17 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _check_format(fmt: str, *allowed: str) -> None:
+    if fmt not in allowed:
+        listed = ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+        raise CrmsegError(f"--format: expected {listed}, got {fmt!r}")
+
+
+def _print_json(data: Any, **options: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, dates as ISO text."""
+    sys.stdout.write(json.dumps(data, **{"default": str, **options}) + "\n")
+
+
 def parse_as_of(value: str | None, option: str = "--as-of") -> datetime | None:
     if value is None:
         return None
@@ -220,13 +231,12 @@ def members(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, csv or json.")] = "text",
 ) -> None:
     """List a segment's members (from history when a run exists)."""
-    if fmt not in ("text", "csv", "json"):
-        raise CrmsegError(f"--format: expected text, csv or json, got {fmt!r}")
+    _check_format(fmt, "text", "csv", "json")
     ws = _open(project)
     with ws:
         ids = ws.members(segment, as_of=parse_as_of(as_of))
     if fmt == "json":
-        sys.stdout.write(json.dumps({"segment": segment, "members": ids}) + "\n")
+        _print_json({"segment": segment, "members": ids})
     elif fmt == "csv":
         sys.stdout.write("customer_id\n" + "".join(f"{i}\n" for i in ids))
     else:
@@ -281,14 +291,13 @@ def traits(
 ) -> None:
     """List built-in, user and model traits in plain English, with the lifecycle thresholds
     derived from the data and the latest model fits."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
         data = ws.trait_catalog(as_of=parse_as_of(as_of))
         data["models"] = ws.model_records()[:5]
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        _print_json(data)
         return
     from rich.table import Table
 
@@ -396,13 +405,12 @@ def catalog(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or md.")] = "text",
 ) -> None:
     """List segments with owner, layer, refresh, size, last change and where they are used."""
-    if fmt not in ("text", "json", "md"):
-        raise CrmsegError(f"--format: expected text, json or md, got {fmt!r}")
+    _check_format(fmt, "text", "json", "md")
     ws = _open(project)
     with ws:
         entries = ws.catalog()
     if fmt == "json":
-        sys.stdout.write(json.dumps(entries, default=str, indent=2) + "\n")
+        _print_json(entries, indent=2)
         return
     if fmt == "md":
         sys.stdout.write(_catalog_md(entries, ws.config.name))
@@ -453,13 +461,12 @@ def history(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Size per run with entered/exited counts (definition changes flagged)."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
         rows = ws.history(segment)
     if fmt == "json":
-        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        _print_json(rows)
         return
     from rich.table import Table
 
@@ -486,13 +493,12 @@ def profile(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """A customer's segments, every entry and exit, and the source records behind them."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
         data = ws.profile(customer)
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        _print_json(data)
         return
     when = f"{data['as_of']:%Y-%m-%d %H:%M}" if data["as_of"] else "never"
     key = data["customer_id"]
@@ -569,8 +575,7 @@ def overlap(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Pairwise overlap at the last run: shared members and Jaccard."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
         data = ws.overlap(segments)
@@ -584,7 +589,7 @@ def overlap(
                 for (a, b), (n, j) in data["matrix"].items()
             ],
         }
-        sys.stdout.write(json.dumps(out) + "\n")
+        _print_json(out)
         return
     from rich.table import Table
 
@@ -626,8 +631,7 @@ def campaigns(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """List campaigns: segment, channel, group and priority, holdout, destinations."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
         rows = [
@@ -647,7 +651,7 @@ def campaigns(
             for c in ws.campaigns
         ]
     if fmt == "json":
-        sys.stdout.write(json.dumps(rows) + "\n")
+        _print_json(rows)
         return
     from rich.table import Table
 
@@ -684,8 +688,7 @@ def activate(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Build a campaign's audience (consent, suppression, caps, group, holdout) and deliver it."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     if (campaign is None) == (not due):
         raise CrmsegError("give a CAMPAIGN or --due (not both)")
     ws = _open(project)
@@ -696,7 +699,7 @@ def activate(
             assert campaign is not None
             results = [ws.activate(campaign, dry_run=dry_run, as_of=parse_as_of(as_of))]
     if fmt == "json":
-        sys.stdout.write(json.dumps([_activation_json(r) for r in results], default=str) + "\n")
+        _print_json([_activation_json(r) for r in results])
     else:
         if not results:
             console.print("no campaign is due")
@@ -751,14 +754,13 @@ def quality(
     ] = False,
 ) -> None:
     """Data-quality checks on the current sources (writes nothing); non-zero exit on errors."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     if trend:
         with ws:
             rows = ws.quality_trend()
         if fmt == "json":
-            sys.stdout.write(json.dumps(rows, default=str) + "\n")
+            _print_json(rows)
             return
         _print_quality_trend(rows)
         return
@@ -769,7 +771,7 @@ def quality(
             "as_of": str(report.as_of),
             "findings": [f.as_dict() for f in report.findings],
         }
-        sys.stdout.write(json.dumps(out, default=str) + "\n")
+        _print_json(out)
     else:
         console.print(f"data quality as of {report.as_of:%Y-%m-%d %H:%M:%S} UTC")
         for f in report.findings:
@@ -824,13 +826,12 @@ def identity(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Identity resolution of the loaded data: people, merged records, links, what was blocked."""
-    if fmt not in ("text", "json"):
-        raise CrmsegError(f"--format: expected text or json, got {fmt!r}")
+    _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
         stats = ws.identity()
     if fmt == "json":
-        sys.stdout.write(json.dumps(stats, default=str) + "\n")
+        _print_json(stats)
         return
     if not stats.get("enabled"):
         console.print("identity resolution is off (identity.enabled: false in crmseg.yml)")
@@ -910,7 +911,7 @@ def measure(
         else:
             data = ws.measure_review(window_days=window or 14)
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        _print_json(data)
         return
     _print_measure(what, data)
 
@@ -1012,7 +1013,7 @@ def power(
 
     r = power_report(size, baseline, holdout, alpha, power_, effect)
     if fmt == "json":
-        sys.stdout.write(json.dumps(r.as_dict()) + "\n")
+        _print_json(r.as_dict())
         return
     console.print(
         f"{size:,} customers, {holdout:.0%} holdout, baseline {baseline:.2%}: detectable lift "
