@@ -63,6 +63,7 @@ class ValidationReport:
     sources: dict[str, int] = field(default_factory=dict)  # table -> columns found
     segments: int = 0
     traits: int = 0
+    campaigns: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -300,6 +301,7 @@ class Workspace:
         try:
             report.segments = len(self.segments)
             report.traits = len(self.traits)
+            report.campaigns = len(self.campaigns)
         except CrmsegError as exc:
             report.problems.extend(exc.lines())
             return report

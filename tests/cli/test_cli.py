@@ -168,3 +168,15 @@ def test_validate_writes_nothing(make_project: MakeProject) -> None:
     out = run_cli("validate", "-p", str(root))
     assert out.returncode == 0, out.stderr
     assert not (root / ".crmseg").exists()
+
+
+def test_validate_checks_campaign_files(make_project: MakeProject) -> None:
+    root = make_project(
+        campaigns__promo_yml=(
+            "campaigns:\n  - name: promo\n    segment: value.buyers\n    channel: email\n"
+            "    colour: red\n"
+        )
+    )
+    out = run_cli("validate", "-p", str(root))
+    assert out.returncode == 1
+    assert _error_lines(out.stderr)[0].startswith("error: campaigns/promo.yml:5:")

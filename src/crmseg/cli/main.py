@@ -164,7 +164,8 @@ def validate(
         error(f"{len(report.warnings)} lint warning(s) with --strict")
         raise typer.Exit(1)
     tables = ", ".join(f"{n} ({c} columns)" for n, c in report.sources.items())
-    console.print(f"[green]ok[/]: {tables}; {report.traits} traits, {report.segments} segments")
+    counts = f"{report.traits} traits, {report.segments} segments, {report.campaigns} campaigns"
+    console.print(f"[green]ok[/]: {tables}; {counts}")
 
 
 @app.command()
