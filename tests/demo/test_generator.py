@@ -376,3 +376,20 @@ def test_aware_as_of_is_read_as_utc() -> None:
     aware = generate(200, seed=2, as_of=datetime(2026, 11, 1, 1, 0, tzinfo=berlin))
     naive = generate(200, seed=2, as_of=AS_OF)
     assert aware["orders"].equals(naive["orders"])
+
+
+def test_demo_phones_are_valid_mobile_numbers() -> None:
+    import phonenumbers
+
+    from crmseg.demo.generator import generate
+
+    tables = generate(2000, seed=3, as_of=datetime(2026, 11, 1))
+    customers = tables["customers"].to_pydict()
+    checked = 0
+    for phone, country in zip(customers["phone"], customers["country"], strict=True):
+        if phone is None or country in (None, "US"):  # US exchange codes: 1 in 9 start with 1
+            continue
+        parsed = phonenumbers.parse(phone, country)
+        assert phonenumbers.is_valid_number(parsed), (phone, country)
+        checked += 1
+    assert checked > 500

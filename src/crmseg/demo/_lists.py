@@ -110,6 +110,7 @@ LAST_NAMES = (
 )
 
 # (code, weight, calling code, trunk prefix, mobile prefixes, currency, ((region, city), ...))
+# Mobile prefixes are chosen so prefix + 7 digits is a valid national mobile number.
 COUNTRIES: tuple[
     tuple[str, float, str, str, tuple[str, ...], str, tuple[tuple[str, str], ...]], ...
 ] = (
@@ -118,7 +119,7 @@ COUNTRIES: tuple[
         0.46,
         "49",
         "0",
-        ("151", "160", "170", "176"),
+        ("160", "170", "171", "176"),
         "EUR",
         (
             ("Bayern", "München"),
@@ -163,7 +164,7 @@ COUNTRIES: tuple[
         0.09,
         "33",
         "0",
-        ("6", "7"),
+        ("61", "62", "66", "77"),
         "EUR",
         (
             ("Île-de-France", "Paris"),
@@ -176,7 +177,7 @@ COUNTRIES: tuple[
         0.08,
         "31",
         "0",
-        ("6",),
+        ("61", "62", "63", "64"),
         "EUR",
         (
             ("Noord-Holland", "Amsterdam"),
@@ -189,7 +190,7 @@ COUNTRIES: tuple[
         0.07,
         "44",
         "0",
-        ("7700", "7911", "7400"),
+        ("770", "771", "780", "740"),
         "GBP",
         (
             ("England", "London"),
@@ -216,7 +217,7 @@ COUNTRIES: tuple[
         0.03,
         "32",
         "0",
-        ("470", "475", "490"),
+        ("47", "48", "49"),
         "EUR",
         (
             ("Brussels", "Bruxelles"),
