@@ -96,6 +96,8 @@ class Workspace:
         self.config = config
         self._backend: Backend | None = None
         self._state: StateStore | None = None
+        self._empty_state: StateStore | None = None
+        self._in_memory = False
         self._quality_report: Any = None  # checked by _prepare, stored with its run
 
     @classmethod
@@ -129,6 +131,30 @@ class Workspace:
         if self._state is not None:
             self._state.close()
             self._state = None
+
+    def _reader(self) -> None:
+        """Read-only verbs on a project that was never loaded work in memory: they must not
+        create the warehouse file."""
+        path = Path(self.config.backend.path)
+        if (
+            self._backend is None
+            and not (path if path.is_absolute() else self.root / path).exists()
+        ):
+            from crmseg.backends.duckdb import DuckDBBackend
+
+            self._backend = DuckDBBackend(
+                ":memory:",
+                threads=self.config.backend.threads,
+                memory_limit=self.config.backend.memory_limit,
+            )
+            self._in_memory = True
+
+    def _writer(self) -> None:
+        """Verbs that load data need the real warehouse, even after a read-only verb."""
+        if getattr(self, "_in_memory", False) and self._backend is not None:
+            self._backend.close()
+            self._backend = None
+            self._in_memory = False
 
     def __enter__(self) -> Workspace:
         return self
@@ -285,19 +311,7 @@ class Workspace:
         from crmseg.sources.loader import plan_sources
 
         report = ValidationReport()
-        path = Path(self.config.backend.path)
-        if (
-            self._backend is None
-            and not (path if path.is_absolute() else self.root / path).exists()
-        ):
-            # Nothing loaded yet: check in memory rather than create the warehouse file.
-            from crmseg.backends.duckdb import DuckDBBackend
-
-            self._backend = DuckDBBackend(
-                ":memory:",
-                threads=self.config.backend.threads,
-                memory_limit=self.config.backend.memory_limit,
-            )
+        self._reader()
         try:
             report.segments = len(self.segments)
             report.traits = len(self.traits)
@@ -330,6 +344,7 @@ class Workspace:
 
     def load(self, progress: Progress | None = None) -> dict[str, int]:
         """Read every source into the canonical tables (all or nothing)."""
+        self._writer()
         from crmseg.sources.loader import load_sources
 
         return load_sources(self.config, self.root, self.backend, progress)
@@ -342,6 +357,7 @@ class Workspace:
         _fail_after: int | None = None,
     ) -> RunResult:
         """Load sources, compute every segment at ``as_of`` and record the run atomically."""
+        self._writer()
         started = utcnow()
         at = to_utc(as_of) if as_of else started
         # The new data commits only with the run: a failure anywhere leaves the old data.
@@ -363,6 +379,7 @@ class Workspace:
 
         Sources load once; each run sees only the rows visible at its own instant.
         """
+        self._writer()
         if every <= timedelta(0):
             raise SegmentError("--every must be a positive duration")
         first, last = to_utc(start), to_utc(end)
@@ -418,6 +435,19 @@ class Workspace:
         return plan, counts, chosen
 
     # --- quality and identity ------------------------------------------------------------
+
+    @property
+    def _history(self) -> StateStore:
+        """The state store for reading: an empty in-memory one when nothing was ever run, so
+        read-only commands never create the state file."""
+        existing = self._state_if_exists()
+        if existing is not None:
+            return existing
+        if self._empty_state is None:
+            from crmseg.backends.state import StateStore
+
+            self._empty_state = StateStore(":memory:")
+        return self._empty_state
 
     def _state_if_exists(self) -> StateStore | None:
         """The state store when it exists; checks must not create it."""
@@ -544,13 +574,14 @@ class Workspace:
 
         Without a run at or before ``as_of`` the segment is computed on the loaded data.
         """
+        self._reader()
         self.segment(segment)
         at = to_utc(as_of) if as_of else None
         # The segment's own latest run counts: a later run that did not select it leaves its
         # intervals open, so history still answers.
-        runs = [h for h in self.state.history(segment) if at is None or h["as_of"] <= at]
+        runs = [h for h in self._history.history(segment) if at is None or h["as_of"] <= at]
         if runs:
-            return self.state.members(segment, at or runs[-1]["as_of"])
+            return self._history.members(segment, at or runs[-1]["as_of"])
         return self._compute_members(segment, at or utcnow())
 
     def _compute_members(self, segment: str, at: datetime) -> list[str]:
@@ -562,6 +593,7 @@ class Workspace:
 
     def preview(self, segment: str, as_of: datetime | None = None, sql: bool = False) -> Preview:
         """Size, share, sample members, English and (optionally) SQL, on the loaded data."""
+        self._reader()
         self.segment(segment)
         at = to_utc(as_of) if as_of else utcnow()
         tables = self._loaded_tables()
@@ -594,15 +626,16 @@ class Workspace:
 
     def catalog(self) -> list[dict[str, Any]]:
         """Every segment with owner, layer, refresh, size at the last run, last change, usage."""
+        self._reader()
         from crmseg.segments.governance import usage
 
         used = usage(self.root, self.segments)
-        last = self.state.last_run()
-        sizes = self.state.segments_in_run(last.run_id) if last else {}
+        last = self._history.last_run()
+        sizes = self._history.segments_in_run(last.run_id) if last else {}
         english = self._english_all()
         out = []
         for seg in self.segments:
-            changed = self.state.first_seen(seg.name, seg.hash)
+            changed = self._history.first_seen(seg.name, seg.hash)
             out.append(
                 {
                     "name": seg.name,
@@ -632,8 +665,9 @@ class Workspace:
 
     def history(self, segment: str) -> list[dict[str, Any]]:
         """Size per run with entered/exited counts and whether the definition changed."""
+        self._reader()
         self.segment(segment)
-        rows = self.state.history(segment)
+        rows = self._history.history(segment)
         previous = None
         for row in rows:
             row["definition_changed"] = previous is not None and row["definition_hash"] != previous
@@ -643,12 +677,13 @@ class Workspace:
     def profile(self, customer_id: str) -> dict[str, Any]:
         """A customer's current segments, every entry and exit, and the source records behind
         the person (any of their customer ids finds them)."""
+        self._reader()
         from crmseg.identity.report import source_records
 
         records = source_records(self.backend, customer_id)
         customer_id = records["customer_key"]
-        last = self.state.last_run()
-        intervals = self.state.intervals(customer_id)
+        last = self._history.last_run()
+        intervals = self._history.intervals(customer_id)
         by_segment: dict[str, list[dict[str, Any]]] = {}
         for row in intervals:
             by_segment.setdefault(row["segment"], []).append(row)
@@ -681,13 +716,14 @@ class Workspace:
 
     def overlap(self, segments: Sequence[str] | None = None) -> dict[str, Any]:
         """Pairwise shared members and Jaccard at the last run."""
+        self._reader()
         names = list(segments) if segments else [s.name for s in self.segments]
         for name in names:
             self.segment(name)
-        last = self.state.last_run()
+        last = self._history.last_run()
         if last is None:
             raise SegmentError("no run yet: run 'crmseg run' first")
-        pairs = {(a, b): n for a, b, n in self.state.overlap(names, last.as_of)}
+        pairs = {(a, b): n for a, b, n in self._history.overlap(names, last.as_of)}
         size = {n: pairs.get((n, n), 0) for n in names}
         matrix = {}
         for a in names:
@@ -699,15 +735,17 @@ class Workspace:
 
     def check(self) -> list[Any]:
         """Every segment's configured checks against its latest run."""
+        self._reader()
         from crmseg.segments.checks import evaluate
 
-        return evaluate(self.segments, self.state)
+        return evaluate(self.segments, self._history)
 
     def diff(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """How changed or new definitions move membership versus the last recorded ones.
 
         Computed on the current source data at ``as_of`` (default now); writes nothing.
         """
+        self._reader()
         from dataclasses import replace
 
         from crmseg.sources.loader import plan_sources
@@ -715,9 +753,9 @@ class Workspace:
         at = to_utc(as_of) if as_of else utcnow()
         recorded: dict[str, tuple[str, str]] = {}
         for seg in self.segments:
-            history = self.state.history(seg.name)
+            history = self._history.history(seg.name)
             if history:
-                recorded[seg.name] = self.state.definitions_at(history[-1]["run_id"])[seg.name]
+                recorded[seg.name] = self._history.definitions_at(history[-1]["run_id"])[seg.name]
         changed = [s for s in self.segments if recorded.get(s.name, ("", ""))[0] != s.hash]
         if not changed:
             return []
@@ -838,6 +876,7 @@ class Workspace:
 
     def explain(self, segment: str, customer_id: str, as_of: datetime | None = None) -> Any:
         """Each sub-condition's value for one customer, and the verdict."""
+        self._reader()
         from crmseg.identity.report import source_records
 
         self.segment(segment)

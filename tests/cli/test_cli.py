@@ -180,3 +180,32 @@ def test_validate_checks_campaign_files(make_project: MakeProject) -> None:
     out = run_cli("validate", "-p", str(root))
     assert out.returncode == 1
     assert _error_lines(out.stderr)[0].startswith("error: campaigns/promo.yml:5:")
+
+
+def test_read_only_commands_create_no_files(make_project: MakeProject) -> None:
+    root = make_project()
+    for args in (
+        ("catalog",),
+        ("history", "value.buyers"),
+        ("profile", "1"),
+        ("check",),
+        ("diff",),
+        ("members", "value.buyers"),  # fails: nothing loaded yet
+    ):
+        run_cli(*args, "-p", str(root))
+    assert not (root / ".crmseg").exists()
+    ran = run_cli("run", "-p", str(root), "--as-of", "2024-12-31")
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_api_run_after_a_read_only_call_persists(make_project: MakeProject) -> None:
+    from datetime import datetime
+
+    from crmseg import Workspace
+
+    root = make_project()
+    with Workspace.open(root) as ws:
+        ws.catalog()
+        ws.run(as_of=datetime(2024, 12, 31))
+    with Workspace.open(root) as ws:
+        assert ws.members("value.buyers") == ["1", "2", "4"]
