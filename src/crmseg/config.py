@@ -6,7 +6,7 @@ as a :class:`~crmseg.errors.ConfigError` naming the file, line, column and field
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -544,6 +544,34 @@ def validate(model: type[M], doc: YamlDoc, data: Any = None, prefix: Sequence[st
         path = [*prefix, *[p for p in err["loc"] if isinstance(p, str | int)]]
         at_key = err["type"] == "extra_forbidden"
         raise ConfigError(_describe(err), doc.location(path, key=at_key)) from None
+
+
+def project_files(root: Path, folder: str) -> Iterator[YamlDoc]:
+    """Every ``root/folder/*.yml`` in name order, named relative to the project."""
+    for path in sorted((root / folder).glob("*.y*ml")):
+        try:
+            display = str(path.relative_to(root))
+        except ValueError:
+            display = str(path)
+        yield load_yaml(path, display)
+
+
+def named_items(
+    root: Path, folder: str, model: type[BaseModel], key: str, kind: str
+) -> Iterator[tuple[YamlDoc, int, Any]]:
+    """(document, index, item) for every item under ``key`` of the folder's files, validated by
+    ``model``; an item ``name`` used twice is an error located at the second one."""
+    seen: dict[str, str] = {}
+    for doc in project_files(root, folder):
+        for i, item in enumerate(getattr(validate(model, doc), key)):
+            where = doc.location([key, i, "name"])
+            if item.name in seen:
+                raise ConfigError(
+                    f"duplicate {kind} name {item.name!r} (first defined at {seen[item.name]})",
+                    where,
+                )
+            seen[item.name] = f"{where.file}:{where.line}"
+            yield doc, i, item
 
 
 def load_config(root: Path) -> Config:

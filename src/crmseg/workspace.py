@@ -58,6 +58,18 @@ class RunResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked and loaded run: the plan, source counts, segments to compute, and the tables
+    and SQL segments they read."""
+
+    plan: Plan
+    counts: dict[str, int]
+    chosen: list[str]
+    tables: dict[str, ir.Table]
+    sql: dict[str, ir.Table]
+
+
 @dataclass
 class ValidationReport:
     sources: dict[str, int] = field(default_factory=dict)  # table -> columns found
@@ -120,8 +132,7 @@ class Workspace:
         if self._state is None:
             from crmseg.backends.state import StateStore
 
-            path = Path(self.config.state.path)
-            self._state = StateStore(path if path.is_absolute() else self.root / path)
+            self._state = StateStore(self.root / self.config.state.path)
         return self._state
 
     def close(self) -> None:
@@ -135,18 +146,10 @@ class Workspace:
     def _reader(self) -> None:
         """Read-only verbs on a project that was never loaded work in memory: they must not
         create the warehouse file."""
-        path = Path(self.config.backend.path)
-        if (
-            self._backend is None
-            and not (path if path.is_absolute() else self.root / path).exists()
-        ):
-            from crmseg.backends.duckdb import DuckDBBackend
+        if self._backend is None and not (self.root / self.config.backend.path).exists():
+            from crmseg.backends import connect
 
-            self._backend = DuckDBBackend(
-                ":memory:",
-                threads=self.config.backend.threads,
-                memory_limit=self.config.backend.memory_limit,
-            )
+            self._backend = connect(self.config.backend, self.root, memory=True)
             self._in_memory = True
 
     def _writer(self) -> None:
@@ -307,7 +310,6 @@ class Workspace:
 
     def validate(self, progress: Progress | None = None) -> ValidationReport:
         """Check config, definitions and sources without writing anything; collect problems."""
-        from crmseg.errors import RuleErrors
         from crmseg.sources.loader import plan_sources
 
         report = ValidationReport()
@@ -330,9 +332,7 @@ class Workspace:
         report.sources = {n: len(p.expr.columns) for n, p in planned.items()}
         try:
             self._plan({n: p.expr for n, p in planned.items()})
-        except RuleErrors as exc:
-            report.problems.extend(exc.lines())
-        except CrmsegError as exc:
+        except CrmsegError as exc:  # RuleErrors: one line per located error
             report.problems.extend(exc.lines())
         if "customers" in self.backend.canonical_tables():
             # SQL segments name warehouse tables: checkable once data has been loaded.
@@ -362,10 +362,10 @@ class Workspace:
         at = to_utc(as_of) if as_of else started
         # The new data commits only with the run: a failure anywhere leaves the old data.
         with self.backend.pending():
-            plan, counts, chosen = self._prepare(select, progress, at)
+            prepared = self._prepare(select, progress, at)
             if progress:
                 progress("computing segments", 0.55)
-            return self._evaluate(plan, counts, chosen, at, started, _fail_after)
+            return self._evaluate(prepared, at, started, _fail_after)
 
     def backfill(
         self,
@@ -392,11 +392,11 @@ class Workspace:
             at += every
         results = []
         with self.backend.pending():
-            plan, counts, chosen = self._prepare(select, _scaled(progress, 0.0, 0.2), last)
+            prepared = self._prepare(select, _scaled(progress, 0.0, 0.2), last)
             for i, at in enumerate(instants):
                 if progress:
                     progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
-                results.append(self._evaluate(plan, counts, chosen, at, utcnow(), None))
+                results.append(self._evaluate(prepared, at, utcnow(), None))
         return results
 
     def _prepare(
@@ -404,7 +404,7 @@ class Workspace:
         select: Sequence[str] | None,
         progress: Progress | None,
         at: datetime | None = None,
-    ) -> tuple[Plan, dict[str, int], list[str]]:
+    ) -> _Prepared:
         """Check everything, then load the sources; returns the plan and what to compute."""
         from crmseg.identity.normalize import PhoneBook
         from crmseg.sources.loader import materialize, plan_sources
@@ -432,7 +432,8 @@ class Workspace:
                 resolution.close()
         counts = {n: c for n, c in counts.items() if n in planned}
         chosen = list(select) if select else [s.name for s in segments]
-        return plan, counts, chosen
+        # Built once per load: a backfill evaluates the same tables at every instant.
+        return _Prepared(plan, counts, chosen, self._loaded_tables(), self._sql_segments())
 
     # --- quality and identity ------------------------------------------------------------
 
@@ -453,8 +454,7 @@ class Workspace:
         """The state store when it exists; checks must not create it."""
         if self._state is not None:
             return self._state
-        path = Path(self.config.state.path)
-        return self.state if (path if path.is_absolute() else self.root / path).exists() else None
+        return self.state if (self.root / self.config.state.path).exists() else None
 
     def _check_quality(
         self,
@@ -515,13 +515,7 @@ class Workspace:
         return identity_stats(self.backend)
 
     def _evaluate(
-        self,
-        plan: Plan,
-        counts: dict[str, int],
-        chosen: list[str],
-        at: datetime,
-        started: datetime,
-        fail_after: int | None,
+        self, prepared: _Prepared, at: datetime, started: datetime, fail_after: int | None
     ) -> RunResult:
         import pyarrow.compute as pc
 
@@ -529,8 +523,8 @@ class Workspace:
         from crmseg.segments.catalog import definition_hash
 
         clock = time.perf_counter()
-        tables = self._loaded_tables()
-        wide = plan.wide(tables, at, self._sql_segments(), select=chosen)
+        counts, chosen = prepared.counts, prepared.chosen
+        wide = prepared.plan.wide(prepared.tables, at, prepared.sql, select=chosen)
         result = self.backend.execute(wide.select("customer_id", *chosen))
         ids = result.column("customer_id")
         by_name = {s.name: s for s in self.segments}

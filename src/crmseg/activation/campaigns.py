@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from crmseg.config import Strict, YamlDoc, load_yaml, validate
+from crmseg.config import Strict, YamlDoc, named_items
 from crmseg.errors import ConfigError, Location
 from crmseg.rules.parser import UNIT_SECONDS
 
@@ -335,36 +335,18 @@ def evaluate_segment_expr(text: str, members: dict[str, set[str]], universe: set
 # --- loading -------------------------------------------------------------------------------
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def load_campaigns(root: Path, segments: list[str] | None = None) -> list[Campaign]:
     """Every campaign of ``root/campaigns/*.yml``; unknown segments are located errors."""
     out: list[Campaign] = []
-    seen: dict[str, str] = {}
     known = set(segments) if segments is not None else None
-    for path in sorted((root / "campaigns").glob("*.y*ml")):
-        doc = load_yaml(path, _relative(path, root))
-        parsed = validate(CampaignFile, doc)
-        for i, spec in enumerate(parsed.campaigns):
-            where = doc.location(["campaigns", i, "name"])
-            if spec.name in seen:
-                raise ConfigError(
-                    f"duplicate campaign name {spec.name!r} (first defined at {seen[spec.name]})",
-                    where,
-                )
-            seen[spec.name] = f"{where.file}:{where.line}"
-            _check_segments(doc, i, spec, known)
-            rules = {
-                name: doc.text_start(["campaigns", i, "suppress", "rules", name])
-                for name in spec.suppress.rules
-            }
-            line = doc.location(["campaigns", i]).line or 1
-            out.append(Campaign(spec, doc.file, line, rules))
+    for doc, i, spec in named_items(root, "campaigns", CampaignFile, "campaigns", "campaign"):
+        _check_segments(doc, i, spec, known)
+        rules = {
+            name: doc.text_start(["campaigns", i, "suppress", "rules", name])
+            for name in spec.suppress.rules
+        }
+        line = doc.location(["campaigns", i]).line or 1
+        out.append(Campaign(spec, doc.file, line, rules))
     return out
 
 

@@ -89,8 +89,8 @@ def _dest_key(c: Campaign, name: str) -> str:
 
 
 def _expand(root: Path, template: str, c: Campaign, at: datetime) -> Path:
-    path = Path(template.format(campaign=c.name, as_of=f"{at:%Y%m%dT%H%M%S}"))
-    return path if path.is_absolute() else root / path
+    # An absolute template stays absolute: pathlib drops root for it.
+    return root / template.format(campaign=c.name, as_of=f"{at:%Y%m%dT%H%M%S}")
 
 
 def activate(

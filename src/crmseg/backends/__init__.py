@@ -10,11 +10,10 @@ from crmseg.config import BackendConfig
 __all__ = ["CANONICAL_SCHEMA", "Backend", "connect"]
 
 
-def connect(config: BackendConfig, root: Path) -> Backend:
-    """Open the configured backend; paths are relative to the project folder."""
+def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
+    """Open the configured backend (its path is relative to the project folder), or an empty
+    in-memory one with the same settings."""
     from crmseg.backends.duckdb import DuckDBBackend
 
-    path = Path(config.path)
-    if not path.is_absolute():
-        path = root / path
+    path: Path | str = ":memory:" if memory else root / config.path
     return DuckDBBackend(path, threads=config.threads, memory_limit=config.memory_limit)

@@ -39,6 +39,7 @@ ProjectOpt = Annotated[
         file_okay=False,
     ),
 ]
+JsonFormatOpt = Annotated[str, typer.Option("--format", "-f", help="text or json.")]
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
@@ -288,7 +289,7 @@ def explain(
 def traits(
     project: ProjectOpt = Path("."),
     as_of: AsOfOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """List built-in, user and model traits in plain English, with the lifecycle thresholds
     derived from the data and the latest model fits."""
@@ -459,7 +460,7 @@ def _catalog_md(entries: list[dict[str, Any]], project: str) -> str:
 def history(
     segment: Annotated[str, typer.Argument(help="Segment name.")],
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """Size per run with entered/exited counts (definition changes flagged)."""
     _check_format(fmt, "text", "json")
@@ -491,7 +492,7 @@ def history(
 def profile(
     customer: Annotated[str, typer.Argument(help="Customer id.")],
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """A customer's segments, every entry and exit, and the source records behind them."""
     _check_format(fmt, "text", "json")
@@ -573,7 +574,7 @@ def check(project: ProjectOpt = Path(".")) -> None:
 def overlap(
     segments: Annotated[list[str] | None, typer.Argument(help="Segments (default: all).")] = None,
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """Pairwise overlap at the last run: shared members and Jaccard."""
     _check_format(fmt, "text", "json")
@@ -629,7 +630,7 @@ def test_(project: ProjectOpt = Path(".")) -> None:
 @handled
 def campaigns(
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """List campaigns: segment, channel, group and priority, holdout, destinations."""
     _check_format(fmt, "text", "json")
@@ -686,7 +687,7 @@ def activate(
     due: Annotated[
         bool, typer.Option("--due", help="Activate every campaign due at --as-of.")
     ] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """Build a campaign's audience (consent, suppression, caps, group, holdout) and deliver it."""
     _check_format(fmt, "text", "json")
@@ -746,7 +747,7 @@ def _print_activation(r: Any) -> None:
 def quality(
     project: ProjectOpt = Path("."),
     as_of: AsOfOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
     trend: Annotated[
         bool, typer.Option("--trend", help="Show affected rows per check over the last runs.")
     ] = False,
@@ -824,7 +825,7 @@ def _print_quality_trend(rows: list[dict[str, Any]]) -> None:
 @handled
 def identity(
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """Identity resolution of the loaded data: people, merged records, links, what was blocked."""
     _check_format(fmt, "text", "json")
@@ -891,7 +892,7 @@ def measure(
     trait: Annotated[
         str, typer.Option("--trait", help="Trait for transitions (e.g. rfm.segment).")
     ] = "lifecycle.stage",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """Measure outcomes by segment, campaign lift, cohorts, transitions, stability or review."""
     if what not in _MEASURES:
@@ -1007,7 +1008,7 @@ def power(
         float | None,
         typer.Option("--effect", help="Target absolute lift, e.g. 0.01: prints the size needed."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: JsonFormatOpt = "text",
 ) -> None:
     """Minimum detectable effect of a holdout test, and the audience a target effect needs."""
     from crmseg.measurement.power import power_report

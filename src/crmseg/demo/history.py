@@ -31,8 +31,7 @@ def record_past_campaigns(directory: Path) -> int:
         return 0
     log = pq.read_table(log_file).to_pandas()
     meta = pq.read_table(meta_file).to_pylist()
-    path = Path(load_config(directory).state.path)
-    state = StateStore(path if path.is_absolute() else directory / path)
+    state = StateStore(directory / load_config(directory).state.path)
     added = 0
     try:
         store = ActivationStore(state)

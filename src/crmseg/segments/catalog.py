@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from crmseg.config import Strict, YamlDoc, load_yaml, validate
-from crmseg.errors import ConfigError
+from crmseg.config import Strict, YamlDoc, named_items
 from crmseg.rules import Definition
 
 
@@ -84,30 +83,12 @@ def definition_hash(definition: Definition) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def load_segments(root: Path) -> list[Segment]:
     """Every segment of ``root/segments/*.yml``, in file order; duplicate names are an error."""
-    out: list[Segment] = []
-    seen: dict[str, str] = {}
-    for path in sorted((root / "segments").glob("*.y*ml")):
-        doc = load_yaml(path, _relative(path, root))
-        parsed = validate(SegmentFile, doc)
-        for i, spec in enumerate(parsed.segments):
-            where = doc.location(["segments", i, "name"])
-            if spec.name in seen:
-                raise ConfigError(
-                    f"duplicate segment name {spec.name!r} (first defined at {seen[spec.name]})",
-                    where,
-                )
-            seen[spec.name] = f"{where.file}:{where.line}"
-            out.append(_segment(doc, i, spec))
-    return out
+    return [
+        _segment(doc, i, spec)
+        for doc, i, spec in named_items(root, "segments", SegmentFile, "segments", "segment")
+    ]
 
 
 def _segment(doc: YamlDoc, i: int, spec: SegmentSpec) -> Segment:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
-from crmseg.config import Strict, load_yaml, validate
+from crmseg.config import Strict, project_files, validate
 from crmseg.errors import ConfigError, CrmsegError, Location
 from crmseg.sources.model import TABLES, DType
 
@@ -76,8 +76,7 @@ class Outcome:
 
 def load_tests(root: Path) -> list[tuple[str, int, UnitTest]]:
     out = []
-    for path in sorted((root / "tests").glob("*.y*ml")):
-        doc = load_yaml(path, str(path.relative_to(root)))
+    for doc in project_files(root, "tests"):
         parsed = validate(UnitTestFile, doc)
         for i, test in enumerate(parsed.tests):
             out.append((doc.file, doc.location(["tests", i]).line or 1, test))

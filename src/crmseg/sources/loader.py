@@ -55,7 +55,7 @@ def _read(
             return None
         return backend.table(name, database=database or None)
     assert source.path is not None
-    pattern = str(root / source.path) if not Path(source.path).is_absolute() else source.path
+    pattern = str(root / source.path)  # an absolute path stays as it is
     matches = sorted(glob.glob(pattern))
     if not matches:
         problems.append(f"{origin}: file not found")

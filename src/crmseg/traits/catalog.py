@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from crmseg.config import Strict, load_yaml, validate
-from crmseg.errors import ConfigError
+from crmseg.config import Strict, named_items
 from crmseg.rules import Definition
 
 
@@ -22,33 +21,19 @@ class TraitFile(Strict):
 
 
 def load_traits(root: Path) -> list[Definition]:
+    """Every user trait of ``root/traits/*.yml``; duplicate names are an error."""
     out: list[Definition] = []
-    seen: dict[str, str] = {}
-    for path in sorted((root / "traits").glob("*.y*ml")):
-        try:
-            display = str(path.relative_to(root))
-        except ValueError:
-            display = str(path)
-        doc = load_yaml(path, display)
-        parsed = validate(TraitFile, doc)
-        for i, spec in enumerate(parsed.traits):
-            where = doc.location(["traits", i, "name"])
-            if spec.name in seen:
-                raise ConfigError(
-                    f"duplicate trait name {spec.name!r} (first defined at {seen[spec.name]})",
-                    where,
-                )
-            seen[spec.name] = f"{where.file}:{where.line}"
-            text, line, column = doc.source_text(["traits", i, "expr"], spec.expr)
-            out.append(
-                Definition(
-                    name=spec.name,
-                    kind="trait",
-                    text=text,
-                    file=doc.file,
-                    line=line,
-                    column=column,
-                    description=spec.description,
-                )
+    for doc, i, spec in named_items(root, "traits", TraitFile, "traits", "trait"):
+        text, line, column = doc.source_text(["traits", i, "expr"], spec.expr)
+        out.append(
+            Definition(
+                name=spec.name,
+                kind="trait",
+                text=text,
+                file=doc.file,
+                line=line,
+                column=column,
+                description=spec.description,
             )
+        )
     return out
