@@ -230,5 +230,4 @@ class ActivationStore:
 
 def migrate(state: StateStore) -> None:
     """Create activation's tables if missing (safe to call on every open)."""
-    for statement in _DDL:
-        state.con.execute(statement)
+    state.ensure(_DDL)

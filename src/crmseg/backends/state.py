@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,11 +126,19 @@ class StateStore:
             raise
         self.con.execute("COMMIT")
 
-    def _has_tables(self) -> bool:
+    def has_table(self, name: str) -> bool:
         rows = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
         ).fetchall()
         return bool(rows[0][0])
+
+    def ensure(self, statements: Sequence[str]) -> None:
+        """Run a stage's idempotent ``CREATE TABLE IF NOT EXISTS`` statements (its migration)."""
+        for statement in statements:
+            self.con.execute(statement)
+
+    def _has_tables(self) -> bool:
+        return self.has_table("runs")
 
     # --- runs ------------------------------------------------------------------------------
 

@@ -111,8 +111,7 @@ _DDL = [
 
 def migrate(state: StateStore) -> None:
     """Create measurement's tables if missing (safe on every open)."""
-    for statement in _DDL:
-        state.con.execute(statement)
+    state.ensure(_DDL)
 
 
 def replace_rows(

@@ -40,15 +40,7 @@ _DDL = [
 
 
 def migrate(state: StateStore) -> None:
-    for statement in _DDL:
-        state.con.execute(statement)
-
-
-def _exists(state: StateStore, table: str) -> bool:
-    rows = state.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchall()
-    return bool(rows[0][0])
+    state.ensure(_DDL)
 
 
 def save(state: StateStore, run_id: int, report: QualityReport) -> None:
@@ -92,7 +84,7 @@ def save(state: StateStore, run_id: int, report: QualityReport) -> None:
 
 def previous_event_names(state: StateStore, before: datetime | None = None) -> set[str] | None:
     """Event names stored by the latest run with names (at or before ``before``); None if none."""
-    if not _exists(state, "quality_event_names") or not _exists(state, "runs"):
+    if not state.has_table("quality_event_names") or not state.has_table("runs"):
         return None
     where = "WHERE r.as_of <= ?" if before is not None else ""
     params: list[Any] = [before] if before is not None else []
@@ -111,7 +103,7 @@ def previous_event_names(state: StateStore, before: datetime | None = None) -> s
 
 def trend(state: StateStore, limit: int = 10) -> list[dict[str, Any]]:
     """Affected counts per check and table over the last ``limit`` runs, oldest first."""
-    if not _exists(state, "quality_findings"):
+    if not state.has_table("quality_findings"):
         return []
     rows = state.con.execute(
         "WITH last AS (SELECT DISTINCT run_id, as_of FROM quality_findings "
