@@ -1,38 +1,61 @@
-"""Benchmark: one plan of 50 segments + traits vs one hand-written DuckDB query.
+"""Benchmark: `crmseg run` of 50 rule segments against one hand-written DuckDB query.
 
     .venv/bin/python benchmarks/bench_rules.py [--customers 500000] [--orders 10000000]
 
-Prints the compile time for 50 rules, the plan's run time, the hand-written SQL's run time
-and their ratio (the plan should be close to 1x: one scan of orders, not fifty).
+Writes customers and orders as Parquet files and two projects over them (identity and
+quality off, and on), then times, each as its own process, side by side in this run:
+
+* the baseline: one hand-written DuckDB query over the same Parquet files computing the same
+  aggregates and the 50 booleans (a Python process with duckdb, result fetched as Arrow);
+* ``crmseg run`` of the 50 segments: the first run (loads the sources) and a second run with
+  unchanged sources and definitions one day later (what a daily schedule runs);
+* the same with identity resolution and data-quality checks on.
+
+Prints each wall time, its peak RSS and its ratio to the baseline (targets: first run <= 1.5x
+with identity and quality off, <= 2.5x with them on; second run <= 1.5x).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import time
-from datetime import datetime
+import json
+import shutil
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
 
-import duckdb
-import ibis
 import numpy as np
 import pyarrow as pa
-
-from crmseg.rules import Definition, Schema, build_plan
-from crmseg.traits import library
+import pyarrow.parquet as pq
+from _harness import CRMSEG, Timed, python, report, timed
 
 AS_OF = datetime(2024, 6, 1)
 CATS = ["skincare", "hair", "makeup", "body", "fragrance"]
 
 
 def data(n_cust: int, n_orders: int, seed: int = 7) -> dict[str, pa.Table]:
+    """Customers (with emails and phones, about 2% of them duplicates) and their orders."""
     rng = np.random.default_rng(seed)
     ids = np.char.add("c", np.arange(n_cust).astype(str))
     start = np.datetime64("2021-01-01T00:00:00")
     span = int((np.datetime64("2024-07-01") - start) / np.timedelta64(1, "s"))
+    person = np.arange(n_cust)
+    dup = rng.random(n_cust) < 0.02
+    person[dup] = rng.integers(0, n_cust, int(dup.sum()))
+    email = np.char.add(np.char.add("p", person.astype(str)), "@example.com")
+    email = np.where(dup & (rng.random(n_cust) < 0.5), np.char.upper(email), email)
+    digits = np.char.zfill((10_000_000 + person * 7919 % 90_000_000).astype(str), 8)
+    style = rng.random(n_cust)
+    phone = np.where(
+        style < 0.6,
+        np.char.add("+49151", digits),
+        np.char.add("0151 ", digits),
+    )
     customers = pa.table(
         {
             "customer_id": ids,
+            "email": email,
+            "phone": pa.array(phone, mask=style > 0.8),
             "country": rng.choice(["DE", "AT", "FR", "US", "GB"], n_cust),
             "plan": rng.choice(["free", "pro", "team"], n_cust),
             "signup_at": start + rng.integers(0, span, n_cust).astype("timedelta64[s]"),
@@ -76,102 +99,137 @@ def rules() -> list[str]:
 
 HAND = """
 with o as (
-  select * from orders where ordered_at <= TIMESTAMP '2024-06-01 00:00:00'
+  select * from orders where ordered_at <= {at}
 ), a as (
   select customer_id, {aggs}
   from o group by customer_id
 )
 select c.customer_id, {cols}
 from customers c left join a using (customer_id)
-where c.signup_at <= TIMESTAMP '2024-06-01 00:00:00'
+where c.signup_at <= {at}
 """
 
 
-def hand_sql() -> str:
+def hand_sql(as_of: datetime = AS_OF) -> str:
+    """The 50 rules by hand, at ``as_of``, over tables ``customers`` and ``orders``."""
+    at = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
+    year = f"TIMESTAMP '{as_of - timedelta(days=364):%Y-%m-%d %H:%M:%S}'"
     aggs, cols = [], []
     for i, cat in enumerate(CATS):
         for days in (30, 60, 90, 180, 365):
             a = f"a_{cat}_{days}"
             aggs.append(
                 f"count(*) filter (where category = '{cat}' and ordered_at >= "
-                f"TIMESTAMP '2024-06-01' - INTERVAL {days} DAY) as {a}"
+                f"{at} - INTERVAL {days} DAY) as {a}"
             )
             cols.append(f"coalesce({a}, 0) >= {1 + i % 2}")
         aggs.append(f"sum(amount) filter (where category = '{cat}') as s_{cat}")
         cols.append(f"coalesce(s_{cat}, 0) >= {100 * (i + 1)}")
         aggs.append(f"max(ordered_at) filter (where category = '{cat}') as l_{cat}")
-        cols.append(f"date_diff('day', l_{cat}, TIMESTAMP '2024-06-01') > 60")
+        cols.append(f"date_diff('day', l_{cat}, {at}) > 60")
         aggs.append(f"avg(amount) filter (where category = '{cat}') as v_{cat}")
         cols.append(f"v_{cat} > 50 and country = 'DE'")
     aggs += [
         "count(*) as n", "sum(amount) as s", "sum(returned_amount) as r", "max(ordered_at) as l",
-        "avg(amount) as v", "sum(amount) filter (where ordered_at >= TIMESTAMP '2023-06-02') as y",
-        "count(*) filter (where ordered_at >= TIMESTAMP '2023-06-02') as ny",
+        "avg(amount) as v", f"sum(amount) filter (where ordered_at >= {year}) as y",
+        f"count(*) filter (where ordered_at >= {year}) as ny",
         "max(amount) as mx", "count(distinct category) as nd",
         "arg_min(category, ordered_at) as fc",
     ]  # fmt: skip
     cols += [
         "coalesce(n, 0) >= 3 and coalesce(s, 0) - coalesce(r, 0) >= 500", "coalesce(n, 0) = 0",
-        "date_diff('day', l, TIMESTAMP '2024-06-01') between 45 and 60",
+        f"date_diff('day', l, {at}) between 45 and 60",
         "v > 80 and plan = 'pro'", "r / nullif(s, 0) > 0.2", "coalesce(y, 0) >= 1000",
         "country in ('DE', 'AT') and coalesce(ny, 0) >= 2", "mx > 300", "coalesce(nd, 0) >= 4",
         "fc = 'skincare'",
     ]  # fmt: skip
     return HAND.format(
-        aggs=",\n  ".join(aggs), cols=",\n  ".join(f"{c} as s{i}" for i, c in enumerate(cols))
+        at=at,
+        aggs=",\n  ".join(aggs),
+        cols=",\n  ".join(f"{c} as s{i}" for i, c in enumerate(cols)),
     )
 
 
+BASELINE = """
+import sys, duckdb
+data, sql = sys.argv[1], open(sys.argv[2]).read()
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+for name in ("customers", "orders"):
+    con.execute(f"create view {name} as select * from read_parquet('{data}/{name}.parquet')")
+print(con.execute(sql).fetch_arrow_table().num_rows)
+"""
+
+
+def project(root: Path, data_dir: Path, *, identity: bool) -> Path:
+    """A project of the 50 rules over the Parquet files (identity and quality on or off)."""
+    root.mkdir(parents=True)
+    on = "true" if identity else "false"
+    (root / "crmseg.yml").write_text(
+        f"name: bench-rules\n"
+        f"sources:\n"
+        f"  customers: {{path: {data_dir / 'customers.parquet'}}}\n"
+        f"  orders: {{path: {data_dir / 'orders.parquet'}}}\n"
+        f"identity: {{enabled: {on}}}\n"
+        f"quality: {{enabled: {on}}}\n"
+    )
+    (root / "segments").mkdir()
+    lines = ["segments:"]
+    for i, rule in enumerate(rules()):
+        lines += [f"  - name: custom.s{i:02}", f"    rule: {json.dumps(rule)}"]
+    (root / "segments" / "bench.yml").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=500_000)
     ap.add_argument("--orders", type=int, default=10_000_000)
+    ap.add_argument("--workdir", type=Path, help="keep the data and projects here")
     args = ap.parse_args()
 
-    t0 = time.perf_counter()
-    raw = duckdb.connect()
-    for name, tbl in data(args.customers, args.orders).items():
-        raw.register(f"{name}_arrow", tbl)
-        raw.execute(f"create table {name} as select * from {name}_arrow")
-    print(f"data: {args.customers:,} customers, {args.orders:,} orders "
-          f"({time.perf_counter() - t0:.1f}s to generate)")  # fmt: skip
-    con = ibis.duckdb.from_connection(raw)
-    tables = {n: con.table(n) for n in ("customers", "orders")}
-    schema = Schema(
-        {
-            "customers": {"customer_id": "string", "country": "string", "plan": "string",
-                          "signup_at": "timestamp"},
-            "orders": {"order_id": "string", "customer_id": "string", "ordered_at": "timestamp",
-                       "amount": "float", "returned_amount": "float", "category": "string"},
-        }
-    )  # fmt: skip
-    defs = [Definition(f"s{i:02}", "segment", text=r) for i, r in enumerate(rules())]
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_rules_"))
+    data_dir = work / "data"
+    if not (data_dir / "orders.parquet").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, table in data(args.customers, args.orders).items():
+            pq.write_table(table, data_dir / f"{name}.parquet")
+    for name in ("plain", "resolved"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    plain = project(work / "plain", data_dir, identity=False)
+    resolved = project(work / "resolved", data_dir, identity=True)
+    print(f"data: {args.customers:,} customers, {args.orders:,} orders in {data_dir}", flush=True)
 
-    t0 = time.perf_counter()
-    plan = build_plan(defs, schema, builtins=library())
-    # What a run computes: the 50 segments and the traits they use (not every built-in).
-    wide = plan.wide(tables, AS_OF, select=[d.name for d in defs])
-    sql = ibis.to_sql(wide, dialect="duckdb")
-    compile_s = time.perf_counter() - t0
-    used = len(wide.columns) - 1 - len(defs)
-    print(f"compile 50 rules (+{used} traits they use) to SQL: {compile_s * 1000:.0f} ms")
+    day1, day2 = AS_OF, datetime(2024, 6, 2)
+    sqls = {}
+    for at in (day1, day2):
+        sqls[at] = work / f"hand-{at:%Y%m%d}.sql"
+        sqls[at].write_text(hand_sql(at))
 
-    def run(q: str) -> float:
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            raw.execute(f"create or replace temp table _bench as {q}")
-            best = min(best, time.perf_counter() - t)
-        return best
+    def hand(at: datetime) -> Timed:
+        return timed(
+            f"hand-written DuckDB query as of {at:%Y-%m-%d}",
+            *python(BASELINE, str(data_dir), str(sqls[at])),
+        )
 
-    plan_s = run(str(sql))
-    hand_s = run(hand_sql())
-    print(f"plan (50 segments + the traits they use): {plan_s:.3f}s")
-    print(f"hand-written SQL (same aggregates): {hand_s:.3f}s")
-    print(f"ratio plan / hand-written: {plan_s / hand_s:.2f}x")
-    # Process high-water mark (KiB on Linux): data generation, DuckDB and both queries.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of the benchmark process: {peak:,.0f} MiB")
+    def run(root: Path, at: datetime, what: str) -> Timed:
+        return timed(
+            f"crmseg run {what} as of {at:%Y-%m-%d}",
+            CRMSEG, "run", "-p", str(root), "--as-of", f"{at:%Y-%m-%d}",
+        )  # fmt: skip
+
+    base1 = hand(day1)
+    rows: list[tuple[Timed, Timed | None]] = [(base1, None)]
+    rows.append((run(plain, day1, "(first, identity+quality off)"), base1))
+    rows.append((run(plain, day2, "(second, unchanged, off)"), None))
+    base2 = hand(day2)
+    rows[-1] = (rows[-1][0], base2)
+    rows.append((base2, None))
+    rows.append((run(resolved, day1, "(first, identity+quality on)"), base1))
+    rows.append((run(resolved, day2, "(second, unchanged, on)"), base2))
+    report("50 rule segments: crmseg run vs one hand-written query (ratio to the baseline)", rows)
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

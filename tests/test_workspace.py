@@ -62,7 +62,7 @@ def test_failed_run_leaves_previous_state(make_project: MakeProject) -> None:
         with pytest.raises(StateError, match="injected"):
             ws.run(as_of=datetime(2025, 1, 31), _fail_after=1)
     with Workspace.open(root) as ws:
-        assert [r.run_id for r in ws.state.runs()] == [first.run_id]
+        assert [r.run_id for r in ws.runs()] == [first.run_id]
         assert ws.members("demographic.dach") == ["1", "2"]
 
 
@@ -146,7 +146,7 @@ def test_sql_segment_errors_name_the_segment(make_project: MakeProject) -> None:
     with Workspace.open(root) as ws:
         with pytest.raises(SegmentError, match=r"segments/sql.yml:2: segment custom.broken"):
             ws.run(as_of=AS_OF)
-        assert ws.state.runs() == []
+        assert ws.runs() == []
 
 
 def test_sql_segments_count_resolved_people(make_project: MakeProject) -> None:

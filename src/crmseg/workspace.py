@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,9 +14,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crmseg import __version__
 from crmseg.config import Config, load_config
 from crmseg.errors import CrmsegError, SegmentError
+from crmseg.segments.runs import RunResult, utcnow
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -27,16 +25,16 @@ if TYPE_CHECKING:
     from crmseg.activation.runner import ActivationResult
     from crmseg.backends.base import Backend
     from crmseg.backends.state import StateStore
-    from crmseg.rules import Definition, Library, Plan
+    from crmseg.rules import Definition, Plan
     from crmseg.segments.catalog import Segment
+    from crmseg.segments.compiled import Catalog
     from crmseg.segments.governance import Finding
+    from crmseg.segments.runs import Runner
+    from crmseg.segments.store import History, RunRecord
 
 Progress = Callable[[str, float], None]
 
-
-def utcnow() -> datetime:
-    """Now, as the naive UTC instant crmseg uses everywhere."""
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+__all__ = ["Preview", "RunResult", "ValidationReport", "Workspace", "to_utc", "utcnow"]
 
 
 def to_utc(value: datetime) -> datetime:
@@ -44,30 +42,6 @@ def to_utc(value: datetime) -> datetime:
     if value.tzinfo is not None:
         return value.astimezone(UTC).replace(tzinfo=None)
     return value
-
-
-@dataclass
-class RunResult:
-    run_id: int
-    as_of: datetime
-    customers: int
-    sizes: dict[str, int]
-    entered: dict[str, int]
-    exited: dict[str, int]
-    sources: dict[str, int]
-    seconds: float
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A checked and loaded run: the plan, source counts, segments to compute, and the tables
-    and SQL segments they read."""
-
-    plan: Plan
-    counts: dict[str, int]
-    chosen: list[str]
-    tables: dict[str, ir.Table]
-    sql: dict[str, ir.Table]
 
 
 @dataclass
@@ -94,6 +68,7 @@ class Preview:
     sql: str | None
     as_of: datetime
     thresholds: dict[str, Any] = field(default_factory=dict)  # lifecycle thresholds it uses
+    run_id: int | None = None  # the run it was read from (None: computed on the loaded data)
 
     @property
     def share(self) -> float:
@@ -101,7 +76,11 @@ class Preview:
 
 
 class Workspace:
-    """One crmseg project: its configuration, data, definitions and state."""
+    """One crmseg project: its configuration, data, definitions and state.
+
+    The facade: every verb delegates to the stage that owns it (runs, history, diff and SQL
+    segments to ``crmseg.segments``, loading to ``crmseg.sources``, ...).
+    """
 
     def __init__(self, root: Path, config: Config) -> None:
         self.root = root
@@ -110,7 +89,6 @@ class Workspace:
         self._state: StateStore | None = None
         self._empty_state: StateStore | None = None
         self._in_memory = False
-        self._quality_report: Any = None  # checked by _prepare, stored with its run
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Workspace:
@@ -133,15 +111,17 @@ class Workspace:
             from crmseg.backends.state import StateStore
 
             self._state = StateStore(self.root / self.config.state.path)
+            self._empty_state = None
         return self._state
 
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-        if self._state is not None:
-            self._state.close()
-            self._state = None
+        for store in (self._state, self._empty_state):
+            if store is not None:
+                store.close()
+        self._state = self._empty_state = None
 
     def _reader(self) -> None:
         """Read-only verbs on a project that was never loaded work in memory: they must not
@@ -154,7 +134,7 @@ class Workspace:
 
     def _writer(self) -> None:
         """Verbs that load data need the real warehouse, even after a read-only verb."""
-        if getattr(self, "_in_memory", False) and self._backend is not None:
+        if self._in_memory and self._backend is not None:
             self._backend.close()
             self._backend = None
             self._in_memory = False
@@ -164,6 +144,27 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def _read_state(self) -> StateStore:
+        """The state store for reading: an empty in-memory one when nothing was ever run, so
+        read-only commands never create the state file."""
+        if self._state is not None:
+            return self._state
+        if (self.root / self.config.state.path).exists():
+            return self.state
+        if self._empty_state is None:
+            from crmseg.backends.state import StateStore
+
+            self._empty_state = StateStore(":memory:")
+        return self._empty_state
+
+    @property
+    def runs_store(self) -> History:
+        """Runs and membership history (``crmseg.segments.store``)."""
+        from crmseg.segments.store import History
+
+        return History(self._read_state)
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -189,42 +190,45 @@ class Workspace:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SegmentError(f"no segment named {name!r}{hint}")
 
-    def _plan(self, tables: dict[str, ir.Table]) -> Plan:
-        from crmseg.rules import Schema, build_plan
-        from crmseg.sources.loader import schema_from
-
-        definitions = [*self.traits, *(s.definition for s in self.segments)]
-        return build_plan(
-            definitions,
-            Schema(schema_from(tables)),
-            builtins=self._library,
-            model_provider=self._model_traits,
-        )
-
     @cached_property
-    def _library(self) -> Library:
-        """Built-in traits with the project's thresholds, functions and model traits."""
-        from crmseg.traits import library
+    def compiled(self) -> Catalog:
+        """The project's definitions compiled once with its library and model traits."""
+        from crmseg.segments.compiled import Catalog
 
-        return library(self.config)
+        return Catalog(self.config, self.segments, self.traits, self._model_traits)
+
+    def _plan(self, tables: dict[str, ir.Table]) -> Plan:
+        return self.compiled.plan(tables)
 
     @cached_property
     def _model_traits(self) -> Any:
-        """Fits clv/churn/cluster traits when a computed rule uses them; records each fit."""
-        from crmseg.models.traits import ModelTraits, save_records
+        """Model traits (clv/churn/cluster) for rules that use them; imported on first use."""
+
+        def provide(names: Sequence[str], tables: Any, at: datetime) -> Any:
+            return self._models(names, tables, at)
+
+        return provide
+
+    @cached_property
+    def _fitter(self) -> Any:
+        from crmseg.models.store import FitStore
+        from crmseg.models.traits import ModelTraits
 
         return ModelTraits(
             self.backend.execute,
             self.config.models,
-            self._library,
-            record=lambda records: save_records(self.state.con, records, utcnow()),
+            self.compiled.library,
+            record=lambda records: FitStore(self.state).save(records, utcnow()),
         )
+
+    def _models(self, names: Sequence[str], tables: Any, at: datetime) -> Any:
+        return self._fitter(names, tables, at)
 
     def model_records(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """Recorded model fits (params, fit time, data window, metrics), newest first."""
-        from crmseg.models.traits import load_records
+        from crmseg.models.store import FitStore
 
-        return load_records(self.state.con, to_utc(as_of) if as_of else None)
+        return FitStore(self._read_state).records(to_utc(as_of) if as_of else None)
 
     def trait_catalog(self, as_of: datetime | None = None) -> dict[str, Any]:
         """Built-in, user and model traits with their English, plus the lifecycle thresholds
@@ -276,26 +280,9 @@ class Workspace:
 
     def _sql_segments(self) -> dict[str, ir.Table]:
         """The ``sql:`` segments as tables of person keys (their SQL sees record ids)."""
-        from crmseg.errors import BackendError
-        from crmseg.identity.resolve import keyed_ids
+        from crmseg.segments.sql import sql_tables
 
-        loaded = {n: self.backend.canonical(n) for n in self.backend.canonical_tables()}
-        out: dict[str, ir.Table] = {}
-        for seg in self.segments:
-            if seg.spec.sql is None:
-                continue
-            where = f"{seg.file}:{seg.line}: segment {seg.name}"
-            try:
-                table = self.backend.sql(seg.spec.sql)
-            except BackendError as exc:
-                raise SegmentError(f"{where}: {exc}") from None
-            if "customer_id" not in table.columns:
-                raise SegmentError(
-                    f"{where}: the sql must return a customer_id column "
-                    f"(it returns {', '.join(table.columns)})"
-                )
-            out[seg.name] = keyed_ids(table.select("customer_id"), loaded)
-        return out
+        return sql_tables(self.backend, self.segments)
 
     def _loaded_tables(self) -> dict[str, ir.Table]:
         """The loaded canonical tables, identity-resolved: customer_id is the person's key."""
@@ -334,20 +321,25 @@ class Workspace:
             self._plan({n: p.expr for n, p in planned.items()})
         except CrmsegError as exc:  # RuleErrors: one line per located error
             report.problems.extend(exc.lines())
-        if "customers" in self.backend.canonical_tables():
-            # SQL segments name warehouse tables: checkable once data has been loaded.
-            try:
-                self._sql_segments()
-            except CrmsegError as exc:
-                report.problems.extend(exc.lines())
+        try:
+            self._sql_segments()  # checkable once data has been loaded
+        except CrmsegError as exc:
+            report.problems.extend(exc.lines())
         return report
 
     def load(self, progress: Progress | None = None) -> dict[str, int]:
-        """Read every source into the canonical tables (all or nothing)."""
+        """Read the sources that changed into the canonical tables (all or nothing)."""
         self._writer()
         from crmseg.sources.loader import load_sources
 
         return load_sources(self.config, self.root, self.backend, progress)
+
+    @property
+    def runner(self) -> Runner:
+        from crmseg.segments.runs import Runner
+
+        self._writer()
+        return Runner(self.root, self.config, self.backend, self.state, self.compiled)
 
     def run(
         self,
@@ -356,16 +348,11 @@ class Workspace:
         progress: Progress | None = None,
         _fail_after: int | None = None,
     ) -> RunResult:
-        """Load sources, compute every segment at ``as_of`` and record the run atomically."""
-        self._writer()
-        started = utcnow()
-        at = to_utc(as_of) if as_of else started
-        # The new data commits only with the run: a failure anywhere leaves the old data.
-        with self.backend.pending():
-            prepared = self._prepare(select, progress, at)
-            if progress:
-                progress("computing segments", 0.55)
-            return self._evaluate(prepared, at, started, _fail_after)
+        """Load what changed, compute every segment at ``as_of`` and record the run
+        atomically (see ``crmseg.segments.runs``)."""
+        _ = self.segments  # definition errors surface before any work
+        at = to_utc(as_of) if as_of else None
+        return self.runner.run(at, select, progress, _fail_after)
 
     def backfill(
         self,
@@ -379,132 +366,41 @@ class Workspace:
 
         Sources load once; each run sees only the rows visible at its own instant.
         """
-        self._writer()
-        if every <= timedelta(0):
-            raise SegmentError("--every must be a positive duration")
-        first, last = to_utc(start), to_utc(end)
-        if last < first:
-            raise SegmentError("--to must not be before --from")
-        instants = []
-        at = first
-        while at <= last:
-            instants.append(at)
-            at += every
-        results = []
-        with self.backend.pending():
-            prepared = self._prepare(select, _scaled(progress, 0.0, 0.2), last)
-            for i, at in enumerate(instants):
-                if progress:
-                    progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
-                results.append(self._evaluate(prepared, at, utcnow(), None))
-        return results
+        _ = self.segments
+        return self.runner.backfill(to_utc(start), to_utc(end), every, select, progress)
 
-    def _prepare(
-        self,
-        select: Sequence[str] | None,
-        progress: Progress | None,
-        at: datetime | None = None,
-    ) -> _Prepared:
-        """Check everything, then load the sources; returns the plan and what to compute."""
-        from crmseg.identity.normalize import PhoneBook
-        from crmseg.sources.loader import materialize, plan_sources
+    def runs(self) -> list[RunRecord]:
+        """Every recorded run, oldest first, with what it loaded, reused and fitted."""
+        self._reader()
+        return self.runs_store.runs()
 
-        segments = self.segments  # definition errors surface before any work
-        for name in select or ():
-            self.segment(name)
-        # Everything is checked before anything is written: sources, quality, rules, SQL.
-        planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.4))
-        phones = PhoneBook(self.config.identity.default_region)
-        exprs = {n: p.expr for n, p in planned.items()}
-        self._quality_report = self._check_quality(
-            exprs, at or utcnow(), phones, _scaled(progress, 0.4, 0.5)
-        )
-        self._quality_report.raise_for_errors()
-        plan = self._plan(exprs)
-        if "customers" in self.backend.canonical_tables():
-            self._sql_segments()  # on a first load their tables do not exist yet
-        resolution = self._resolve_identity(exprs, phones, _scaled(progress, 0.5, 0.7))
-        try:
-            extra = {} if resolution is None else _planned_extra(resolution.tables)
-            counts = materialize(self.backend, {**planned, **extra}, _scaled(progress, 0.7, 1.0))
-        finally:
-            if resolution is not None:
-                resolution.close()
-        counts = {n: c for n, c in counts.items() if n in planned}
-        chosen = list(select) if select else [s.name for s in segments]
-        # Built once per load: a backfill evaluates the same tables at every instant.
-        return _Prepared(plan, counts, chosen, self._loaded_tables(), self._sql_segments())
+    def last_run(self) -> RunRecord | None:
+        self._reader()
+        return self.runs_store.last_run()
 
     # --- quality and identity ------------------------------------------------------------
 
-    @property
-    def _history(self) -> StateStore:
-        """The state store for reading: an empty in-memory one when nothing was ever run, so
-        read-only commands never create the state file."""
-        existing = self._state_if_exists()
-        if existing is not None:
-            return existing
-        if self._empty_state is None:
-            from crmseg.backends.state import StateStore
-
-            self._empty_state = StateStore(":memory:")
-        return self._empty_state
-
-    def _state_if_exists(self) -> StateStore | None:
-        """The state store when it exists; checks must not create it."""
-        if self._state is not None:
-            return self._state
-        return self.state if (self.root / self.config.state.path).exists() else None
-
-    def _check_quality(
-        self,
-        tables: dict[str, ir.Table],
-        at: datetime,
-        phones: Any = None,
-        progress: Progress | None = None,
-    ) -> Any:
-        from crmseg.quality.checks import QualityReport, check_quality
-        from crmseg.quality.store import previous_event_names
-
-        if not self.config.quality.enabled:
-            return QualityReport(at, [])
-        state = self._state_if_exists()
-        previous = previous_event_names(state, at) if state is not None else None
-        return check_quality(self.backend, self.config, tables, at, phones, previous, progress)
-
-    def _resolve_identity(
-        self, tables: dict[str, ir.Table], phones: Any, progress: Progress | None = None
-    ) -> Any:
-        from crmseg.identity.resolve import resolve
-
-        ident = self.config.identity
-        if not ident.enabled:
-            return None
-        extra = None
-        if ident.splink.enabled:
-            from crmseg.identity.probabilistic import splink_links
-
-            def extra(scratch: Any, customers: ir.Table) -> tuple[ir.Table, ir.Table]:
-                return splink_links(scratch, customers, ident, phones)
-
-        return resolve(self.backend, ident, tables, phones, extra, progress)
-
     def quality(self, as_of: datetime | None = None, progress: Progress | None = None) -> Any:
         """Run the data-quality checks on the current sources at ``as_of``; writes nothing."""
+        from crmseg.quality.checks import QualityReport, check_quality
+        from crmseg.quality.store import QualityStore
         from crmseg.sources.loader import plan_sources
 
         at = to_utc(as_of) if as_of else utcnow()
         planned = plan_sources(self.config, self.root, self.backend, _scaled(progress, 0, 0.3))
-        return self._check_quality(
-            {n: p.expr for n, p in planned.items()}, at, None, _scaled(progress, 0.3, 1.0)
+        if not self.config.quality.enabled:
+            return QualityReport(at, [])
+        previous = QualityStore(self._read_state).previous_event_names(at)
+        tables = {n: p.expr for n, p in planned.items()}
+        return check_quality(
+            self.backend, self.config, tables, at, None, previous, _scaled(progress, 0.3, 1.0)
         )
 
     def quality_trend(self, limit: int = 10) -> list[dict[str, Any]]:
         """Affected rows per check over the last ``limit`` runs (stored by each run)."""
-        from crmseg.quality.store import trend
+        from crmseg.quality.store import QualityStore
 
-        state = self._state_if_exists()
-        return trend(state, limit) if state is not None else []
+        return QualityStore(self._read_state).trend(limit)
 
     def identity(self) -> dict[str, Any]:
         """Merge statistics of the loaded data: people, merged clusters, links, blocked values."""
@@ -514,57 +410,10 @@ class Workspace:
             raise SegmentError("no data loaded yet: run 'crmseg run' first")
         return identity_stats(self.backend)
 
-    def _evaluate(
-        self, prepared: _Prepared, at: datetime, started: datetime, fail_after: int | None
-    ) -> RunResult:
-        import pyarrow.compute as pc
-
-        from crmseg.backends.state import SegmentResult
-        from crmseg.segments.catalog import definition_hash
-
-        clock = time.perf_counter()
-        counts, chosen = prepared.counts, prepared.chosen
-        wide = prepared.plan.wide(prepared.tables, at, prepared.sql, select=chosen)
-        result = self.backend.execute(wide.select("customer_id", *chosen))
-        ids = result.column("customer_id")
-        by_name = {s.name: s for s in self.segments}
-        results = []
-        for name in chosen:
-            seg = by_name[name]
-            members = pc.filter(ids, result.column(name)).combine_chunks()
-            results.append(
-                SegmentResult(name, definition_hash(seg.definition), seg.recorded, members)
-            )
-        record = self.state.record_run(
-            at,
-            started,
-            utcnow(),
-            result.num_rows,
-            counts,
-            results,
-            __version__,
-            fail_after=fail_after,
-        )
-        report = self._quality_report
-        if report is not None and report.as_of == at:
-            from crmseg.quality.store import save
-
-            save(self.state, record.run_id, report)
-            self._quality_report = None
-        stats = self.state.segments_in_run(record.run_id)
-        return RunResult(
-            run_id=record.run_id,
-            as_of=at,
-            customers=result.num_rows,
-            sizes={n: stats[n]["size"] for n in chosen},
-            entered={n: stats[n]["entered"] for n in chosen},
-            exited={n: stats[n]["exited"] for n in chosen},
-            sources=counts,
-            seconds=time.perf_counter() - clock,
-        )
+    # --- answers from history ------------------------------------------------------------
 
     def members(self, segment: str, as_of: datetime | None = None) -> list[str]:
-        """Members at ``as_of`` (default: the last run), answered from history.
+        """Members at ``as_of`` (default: the segment's last run), answered from history.
 
         Without a run at or before ``as_of`` the segment is computed on the loaded data.
         """
@@ -573,9 +422,9 @@ class Workspace:
         at = to_utc(as_of) if as_of else None
         # The segment's own latest run counts: a later run that did not select it leaves its
         # intervals open, so history still answers.
-        runs = [h for h in self._history.history(segment) if at is None or h["as_of"] <= at]
-        if runs:
-            return self._history.members(segment, at or runs[-1]["as_of"])
+        run = self.runs_store.segment_run(segment, at)
+        if run is not None:
+            return self.runs_store.members(segment, at or run.as_of)
         return self._compute_members(segment, at or utcnow())
 
     def _compute_members(self, segment: str, at: datetime) -> list[str]:
@@ -585,11 +434,44 @@ class Workspace:
         expr = wide.filter(wide[segment]).select("customer_id").order_by("customer_id")
         return [str(v) for v in self.backend.execute(expr).column(0).to_pylist()]
 
+    def _answer_instant(self, segment: str, as_of: datetime | None) -> datetime:
+        """The instant preview and explain answer for: given, or the segment's last run, or
+        now when it never ran."""
+        if as_of is not None:
+            return to_utc(as_of)
+        run = self.runs_store.segment_run(segment, None)
+        return run.as_of if run is not None else utcnow()
+
     def preview(self, segment: str, as_of: datetime | None = None, sql: bool = False) -> Preview:
-        """Size, share, sample members, English and (optionally) SQL, on the loaded data."""
+        """Size, share, sample members, English and (optionally) SQL.
+
+        At an instant the segment was run with its current definition, everything comes from
+        that run's record; otherwise it is computed on the loaded data.
+        """
         self._reader()
-        self.segment(segment)
-        at = to_utc(as_of) if as_of else utcnow()
+        seg = self.segment(segment)
+        at = self._answer_instant(segment, as_of)
+        history = self.runs_store
+        run = history.segment_run(segment, at)
+        if run is not None and run.as_of == at and not sql:
+            stored = history.segments_in_run(run.run_id).get(segment)
+            if stored is not None and stored["definition_hash"] == seg.hash and stored["english"]:
+                thresholds = run.details.get("thresholds", {})
+                uses = run.details.get("uses", {}).get(segment, [])
+                return Preview(
+                    segment,
+                    int(stored["size"]),
+                    int(run.customers),
+                    history.members(segment, at, limit=10),
+                    stored["english"],
+                    None,
+                    at,
+                    {n: thresholds.get(n) for n in uses},
+                    run.run_id,
+                )
+        return self._compute_preview(segment, at, sql)
+
+    def _compute_preview(self, segment: str, at: datetime, sql: bool) -> Preview:
         tables = self._loaded_tables()
         plan = self._plan(tables)
         wide = plan.wide(tables, at, self._sql_segments(), select=[segment])
@@ -624,12 +506,13 @@ class Workspace:
         from crmseg.segments.governance import usage
 
         used = usage(self.root, self.segments)
-        last = self._history.last_run()
-        sizes = self._history.segments_in_run(last.run_id) if last else {}
-        english = self._english_all()
+        history = self.runs_store
+        last = history.last_run()
+        sizes = history.segments_in_run(last.run_id) if last else {}
+        english = self._english_all(sizes)
         out = []
         for seg in self.segments:
-            changed = self._history.first_seen(seg.name, seg.hash)
+            changed = history.first_seen(seg.name, seg.hash)
             out.append(
                 {
                     "name": seg.name,
@@ -657,11 +540,35 @@ class Workspace:
             )
         return out
 
+    def _english_all(self, stored: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """English of every rule segment: as the last run recorded it when the definition is
+        unchanged, else type-checked against the loaded (or planned) data."""
+        out = {
+            s.name: stored[s.name]["english"]
+            for s in self.segments
+            if s.spec.rule is not None
+            and s.name in stored
+            and stored[s.name]["definition_hash"] == s.hash
+            and stored[s.name]["english"]
+        }
+        if all(s.name in out for s in self.segments if s.spec.rule is not None):
+            return out
+        try:
+            tables = self._loaded_tables()
+        except SegmentError:
+            from crmseg.sources.loader import plan_sources
+
+            tables = {
+                n: p.expr for n, p in plan_sources(self.config, self.root, self.backend).items()
+            }
+        plan = self._plan(tables)
+        return {s.name: plan.english(s.name) for s in self.segments if s.spec.rule is not None}
+
     def history(self, segment: str) -> list[dict[str, Any]]:
         """Size per run with entered/exited counts and whether the definition changed."""
         self._reader()
         self.segment(segment)
-        rows = self._history.history(segment)
+        rows = self.runs_store.history(segment)
         previous = None
         for row in rows:
             row["definition_changed"] = previous is not None and row["definition_hash"] != previous
@@ -669,17 +576,17 @@ class Workspace:
         return rows
 
     def profile(self, customer_id: str) -> dict[str, Any]:
-        """A customer's current segments, every entry and exit, and the source records behind
-        the person (any of their customer ids finds them)."""
+        """A customer's current segments, every entry and exit (with the run and definition
+        behind it), and the source records behind the person (any of their ids finds them)."""
         self._reader()
         from crmseg.identity.report import source_records
 
         records = source_records(self.backend, customer_id)
         customer_id = records["customer_key"]
-        last = self._history.last_run()
-        intervals = self._history.intervals(customer_id)
+        history = self.runs_store
+        last = history.last_run()
         by_segment: dict[str, list[dict[str, Any]]] = {}
-        for row in intervals:
+        for row in history.intervals(customer_id):
             by_segment.setdefault(row["segment"], []).append(row)
         current = sorted(
             seg
@@ -691,6 +598,7 @@ class Workspace:
                 for r in rows
             )
         )
+        keys = ("entered_at", "exited_at", "entered_run", "exited_run", "definition_hash")
         return {
             "customer_id": customer_id,
             "records": records["records"],
@@ -700,9 +608,7 @@ class Workspace:
             "segments": {
                 seg: {
                     "first_entered": rows[0]["entered_at"],
-                    "intervals": [
-                        {"entered_at": r["entered_at"], "exited_at": r["exited_at"]} for r in rows
-                    ],
+                    "intervals": [{k: r[k] for k in keys} for r in rows],
                 }
                 for seg, rows in sorted(by_segment.items())
             },
@@ -714,10 +620,11 @@ class Workspace:
         names = list(segments) if segments else [s.name for s in self.segments]
         for name in names:
             self.segment(name)
-        last = self._history.last_run()
+        history = self.runs_store
+        last = history.last_run()
         if last is None:
             raise SegmentError("no run yet: run 'crmseg run' first")
-        pairs = {(a, b): n for a, b, n in self._history.overlap(names, last.as_of)}
+        pairs = {(a, b): n for a, b, n in history.overlap(names, last.as_of)}
         size = {n: pairs.get((n, n), 0) for n in names}
         matrix = {}
         for a in names:
@@ -732,7 +639,7 @@ class Workspace:
         self._reader()
         from crmseg.segments.checks import evaluate
 
-        return evaluate(self.segments, self._history)
+        return evaluate(self.segments, self.runs_store)
 
     def diff(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """How changed or new definitions move membership versus the last recorded ones.
@@ -740,89 +647,17 @@ class Workspace:
         Computed on the current source data at ``as_of`` (default now); writes nothing.
         """
         self._reader()
-        from dataclasses import replace
-
-        from crmseg.sources.loader import plan_sources
+        from crmseg.identity.resolve import resolve_with_map
+        from crmseg.segments.diff import diff
+        from crmseg.sources import sync
 
         at = to_utc(as_of) if as_of else utcnow()
-        recorded: dict[str, tuple[str, str]] = {}
-        for seg in self.segments:
-            history = self._history.history(seg.name)
-            if history:
-                recorded[seg.name] = self._history.definitions_at(history[-1]["run_id"])[seg.name]
-        changed = [s for s in self.segments if recorded.get(s.name, ("", ""))[0] != s.hash]
-        if not changed:
-            return []
-        tables = {n: p.expr for n, p in plan_sources(self.config, self.root, self.backend).items()}
-        tables = _with_loaded_identity(self.backend, tables, self.config)
-        sql = self._sql_segments() if "customers" in self.backend.canonical_tables() else {}
-        names = [s.name for s in changed]
-        new_plan = self._plan(tables)
-        new = self._member_sets(new_plan, tables, at, sql, names)
-        old_defs = []
-        was: dict[str, bool] = {}
-        for seg in self.segments:
-            if seg.name in recorded and seg.name in names:
-                body = json.loads(recorded[seg.name][1])
-                old_defs.append(replace(seg.definition, text=body.get("rule"), sql=body.get("sql")))
-                was[seg.name] = True
-            else:
-                old_defs.append(seg.definition)
-        old_names = [n for n in names if was.get(n)]
-        old: dict[str, set[str]] = {n: set() for n in names}
-        if old_names:
-            from crmseg.identity.resolve import keyed_ids
-            from crmseg.rules import Schema, build_plan
-            from crmseg.sources.loader import schema_from
-
-            loaded = {n: self.backend.canonical(n) for n in self.backend.canonical_tables()}
-            old_sql = dict(sql)
-            for seg in self.segments:
-                body = json.loads(recorded[seg.name][1]) if seg.name in old_names else {}
-                if body.get("sql"):
-                    raw = self.backend.sql(body["sql"]).select("customer_id")
-                    old_sql[seg.name] = keyed_ids(raw, loaded)
-            # The old definitions get exactly what the working ones get: the project's
-            # built-ins and model traits.
-            old_plan = build_plan(
-                [*self.traits, *old_defs],
-                Schema(schema_from(tables)),
-                builtins=self._library,
-                model_provider=self._model_traits,
-            )
-            old.update(self._member_sets(old_plan, tables, at, old_sql, old_names))
-        out = []
-        for name in names:
-            added = sorted(new[name] - old[name])
-            removed = sorted(old[name] - new[name])
-            out.append(
-                {
-                    "segment": name,
-                    "status": "changed" if was.get(name) else "new",
-                    "added": len(added),
-                    "removed": len(removed),
-                    "unchanged": len(new[name] & old[name]),
-                    "examples_added": added[:5],
-                    "examples_removed": removed[:5],
-                    "as_of": at,
-                }
-            )
-        return out
-
-    def _member_sets(
-        self,
-        plan: Plan,
-        tables: dict[str, ir.Table],
-        at: datetime,
-        sql: dict[str, ir.Table],
-        names: list[str],
-    ) -> dict[str, set[str]]:
-        import pyarrow.compute as pc
-
-        wide = plan.wide(tables, at, sql, select=names)
-        result = self.backend.execute(wide.select("customer_id", *names))
-        ids = result.column("customer_id")
-        return {n: set(pc.filter(ids, result.column(n)).to_pylist()) for n in names}
+        current = sync.prepare(self.config, self.root, self.backend, snapshot=False)
+        tables = current.tables(self.backend)
+        if self.config.identity.enabled and "identity_map" in self.backend.canonical_tables():
+            idmap = self.backend.canonical("identity_map")
+            tables = resolve_with_map(tables, idmap, self.config.identity.golden)
+        return diff(self.compiled, self.runs_store, self.backend, tables, self._sql_segments(), at)
 
     def test(self) -> list[Any]:
         """Run the project's segment unit tests (tests/*.yml) on an in-memory DuckDB."""
@@ -855,26 +690,14 @@ class Workspace:
 
         return run_tests(self.root, list(self.config.sources), evaluate)
 
-    def _english_all(self) -> dict[str, str]:
-        """English of every rule segment, type-checked against the loaded (or planned) data."""
-        try:
-            tables = self._loaded_tables()
-        except SegmentError:
-            from crmseg.sources.loader import plan_sources
-
-            tables = {
-                n: p.expr for n, p in plan_sources(self.config, self.root, self.backend).items()
-            }
-        plan = self._plan(tables)
-        return {s.name: plan.english(s.name) for s in self.segments if s.spec.rule is not None}
-
     def explain(self, segment: str, customer_id: str, as_of: datetime | None = None) -> Any:
-        """Each sub-condition's value for one customer, and the verdict."""
+        """Each sub-condition's value for one customer, and the verdict, at ``as_of``
+        (default: the segment's last run)."""
         self._reader()
         from crmseg.identity.report import source_records
 
         self.segment(segment)
-        at = to_utc(as_of) if as_of else utcnow()
+        at = self._answer_instant(segment, as_of)
         tables = self._loaded_tables()
         records = source_records(self.backend, customer_id)
         if not records["records"]:
@@ -926,7 +749,7 @@ class Workspace:
     def _activation_instant(self, as_of: datetime | None) -> datetime:
         if as_of is not None:
             return to_utc(as_of)
-        last = self.state.last_run()
+        last = self.runs_store.last_run()
         return last.as_of if last else utcnow()
 
     def _activate(
@@ -941,7 +764,7 @@ class Workspace:
             tables=self._loaded_tables(),
             state=self.state,
             members=lambda segment: self.members(segment, at),
-            traits=self.traits,
+            compile=self.compiled.plan,
         )
         return activate(targets, self.campaigns, context, at, utcnow(), dry_run)
 
@@ -959,7 +782,7 @@ class Workspace:
         """Orders, messages and subscriptions up to the latest run (the data's known end)."""
         from crmseg.measurement.data import load_facts
 
-        last = self.state.last_run()
+        last = self.runs_store.last_run()
         if last is None:
             raise SegmentError("no run yet: run 'crmseg run' first")
         return load_facts(self.backend.execute, self._loaded_tables(), last.as_of)
@@ -1018,10 +841,10 @@ class Workspace:
         from crmseg.measurement.outcomes import stored_outcomes
         from crmseg.measurement.power import power_report
 
-        last = self.state.last_run()
+        last = self.runs_store.last_run()
         if last is None:
             raise SegmentError("no run yet: run 'crmseg run' first")
-        sizes = self.state.segments_in_run(last.run_id)
+        sizes = self.runs_store.segments_in_run(last.run_id)
         rows = [r for r in stored_outcomes(self.state, window_days) if r["complete"]]
         if not rows:
             rows = [r for r in self.measure_outcomes(window_days) if r["complete"]]
@@ -1064,7 +887,7 @@ class Workspace:
         run B (default: the last run): who moved from loyal to at risk."""
         from crmseg.measurement.transitions import matrix
 
-        runs = {r.run_id: r for r in self.state.runs()}
+        runs = {r.run_id: r for r in self.runs_store.runs()}
         ordered = list(runs.values())
         if len(ordered) < 2 and (run_a is None or run_b is None):
             raise SegmentError("transitions need two runs: run 'crmseg backfill' first")
@@ -1119,24 +942,6 @@ class Workspace:
 
         path = Path(out) if out is not None else self.root / "report.html"
         return build_report(self, path, window_days, progress)
-
-
-def _with_loaded_identity(
-    backend: Backend, tables: dict[str, ir.Table], config: Config
-) -> dict[str, ir.Table]:
-    """Source tables resolved with the identity map of the last load (diff writes nothing)."""
-    from crmseg.identity.resolve import resolve_with_map
-
-    if not config.identity.enabled or "identity_map" not in backend.canonical_tables():
-        return tables
-    return resolve_with_map(tables, backend.canonical("identity_map"), config.identity.golden)
-
-
-def _planned_extra(tables: dict[str, ir.Table]) -> dict[str, Any]:
-    """Identity's tables, shaped like planned sources so they load in the same transaction."""
-    from crmseg.sources.loader import Planned
-
-    return {n: Planned(n, "identity resolution", t) for n, t in tables.items()}
 
 
 def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:

@@ -73,7 +73,7 @@ def test_planted_lift_is_found_and_the_null_campaign_is_not(shop: Path) -> None:
 def test_outcomes_transitions_and_stability_on_the_demo(shop: Path) -> None:
     with Workspace.open(shop) as ws:
         outcomes = ws.measure_outcomes(30, ["lifecycle.stage_loyal", "lifecycle.stage_churned"])
-        runs = ws.state.runs()
+        runs = ws.runs()
         moves = ws.measure_transitions("lifecycle.stage")
         stable = ws.measure_stability(["value.vip"])
     assert len(outcomes) == 2 * len(runs)

@@ -25,7 +25,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     init_project(root, demo=True, customers=2500, seed=7)
     ws = Workspace.open(root)
     ws.run(as_of=DEMO_AS_OF, select=["lifecycle.lead"])  # loads the data; fits nothing
-    assert ws._model_traits.records == []
+    assert ws._fitter.records == []
     yield ws
     ws.close()
 
@@ -34,7 +34,7 @@ def test_clv_traits_equal_the_model_predictions(shop: Workspace) -> None:
     from crmseg.demo.scaffold import DEMO_AS_OF
 
     tables = shop._loaded_tables()
-    frame = shop._model_traits.frame("clv", tables, DEMO_AS_OF)
+    frame = shop._fitter.frame("clv", tables, DEMO_AS_OF)
     orders = shop.backend.execute(tables["orders"]).to_pandas()
     orders = orders[orders.customer_id.notna()]
     # the demo has a few dirty negative amounts: the CLV traits count them as 0
@@ -64,8 +64,8 @@ def test_churn_beats_chance_point_in_time(shop: Workspace) -> None:
     from crmseg.demo.scaffold import DEMO_AS_OF
 
     tables = shop._loaded_tables()
-    frame = shop._model_traits.frame("churn", tables, DEMO_AS_OF)
-    auc = shop._model_traits.auc
+    frame = shop._fitter.frame("churn", tables, DEMO_AS_OF)
+    auc = shop._fitter.auc
     assert auc is not None and auc > 0.6, auc
     assert frame["churn.risk"].between(0, 1).all()
     assert frame["churn.top_features"].str.contains("days_since_last_order").mean() > 0.5

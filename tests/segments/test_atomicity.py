@@ -41,7 +41,7 @@ def test_killed_run_keeps_previous_state(tmp_path: Path) -> None:
             outcomes.append("finished")
         proc.wait()
         with Workspace.open(root) as ws:
-            runs = ws.state.runs()
+            runs = ws.runs()
             assert runs[0].as_of == T1
             assert all(r.as_of in (T1, datetime(2026, 11, 1)) for r in runs)
             for n in names:

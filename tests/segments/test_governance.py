@@ -111,7 +111,7 @@ def test_changed_definition_is_visible_in_history_and_diff(make_project: MakePro
             ("value.buyers", 0, 2, 1)
         ]
         assert changes[0]["examples_removed"] == ["2", "4"]
-        assert len(ws.state.runs()) == 1  # diff writes nothing
+        assert len(ws.runs()) == 1  # diff writes nothing
         ws.run(as_of=AS_OF + timedelta(days=1))
         history = ws.history("value.buyers")
         assert [h["definition_changed"] for h in history] == [False, True]

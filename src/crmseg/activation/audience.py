@@ -29,13 +29,28 @@ from crmseg.activation.campaigns import (
     parse_duration,
 )
 from crmseg.errors import ActivationError
-from crmseg.rules import Definition, Schema, build_plan
+from crmseg.rules import Definition, Plan, Schema, build_plan
 from crmseg.traits import library
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
 
     from crmseg.backends.base import Backend
+
+# The project's compiler: (tables, extra definitions) -> a plan with the project's traits,
+# library and model traits (``crmseg.segments.compiled.Catalog.plan``).
+Compile = Callable[[Mapping[str, "ir.Table"], Sequence[Definition]], Plan]
+
+
+def default_compile(traits: Sequence[Definition] = ()) -> Compile:
+    """A compiler with the default library (projects pass their own catalog's)."""
+    from crmseg.sources.loader import schema_from
+
+    def compile_(tables: Mapping[str, ir.Table], extra: Sequence[Definition]) -> Plan:
+        return build_plan([*traits, *extra], Schema(schema_from(tables)), builtins=library())
+
+    return compile_
+
 
 # The send log's Arrow layout (see store.py); audiences read it to count what crmseg sent.
 SEND_LOG_SCHEMA = pa.schema(
@@ -141,12 +156,10 @@ def _facts(
     campaigns: Sequence[Campaign],
     backend: Backend,
     tables: Mapping[str, ir.Table],
-    traits: Sequence[Definition],
+    compile_: Compile,
     send_log: pa.Table,
     as_of: datetime,
 ) -> _Facts:
-    from crmseg.sources.loader import schema_from
-
     defs: list[Definition] = []
     windows: set[tuple[int, str | None]] = set()
     for i, c in enumerate(campaigns):
@@ -160,9 +173,7 @@ def _facts(
             # every duration unit is a whole number of hours
             text = f"count(messages where {where} within {seconds // 3600}h)"
             counts[key] = Definition(key, "trait", text)
-    plan = build_plan(
-        [*traits, *counts.values(), *defs], Schema(schema_from(tables)), builtins=library()
-    )
+    plan = compile_(tables, [*counts.values(), *defs])
     names = [d.name for d in defs] + list(counts)
     wide = plan.wide(tables, as_of, select=names)
     wide = _with_send_log(wide, tables, send_log, as_of, sorted(windows, key=str))
@@ -317,12 +328,13 @@ def build_audience(
     members: Members,
     send_log: pa.Table,
     as_of: datetime,
-    traits: Sequence[Definition] = (),
+    compile_: Compile | None = None,
 ) -> Audience:
     """The funnel and arms of ``campaign`` at ``as_of``.
 
     ``campaigns`` is the whole catalog (for the group step); ``members(segment)`` answers
-    segment membership at ``as_of``; ``send_log`` is crmseg's send log so far.
+    segment membership at ``as_of``; ``send_log`` is crmseg's send log so far; ``compile_``
+    compiles the suppression rules with the project's traits and library.
     """
     spec = campaign.spec
     peers = [
@@ -334,7 +346,7 @@ def build_audience(
         and p.spec.enabled
     ]
     scope = [campaign, *(p for p in peers if _outranks(p, campaign))]
-    facts = _facts(scope, backend, tables, traits, send_log, as_of)
+    facts = _facts(scope, backend, tables, compile_ or default_compile(), send_log, as_of)
     audience = Audience(campaign.name, spec.channel, as_of)
     keys = _eligible(campaign, 0, facts, members, audience.steps)
     if spec.group is not None:

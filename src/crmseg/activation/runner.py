@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import ibis
 import pyarrow as pa
 
-from crmseg.activation.audience import SEND_LOG_SCHEMA, Audience, Members, build_audience
+from crmseg.activation.audience import (
+    SEND_LOG_SCHEMA,
+    Audience,
+    Compile,
+    Members,
+    build_audience,
+)
 from crmseg.activation.campaigns import (
     RECORD_FIELDS,
     AdListDestination,
@@ -39,7 +45,6 @@ if TYPE_CHECKING:
 
     from crmseg.backends.base import Backend
     from crmseg.backends.state import StateStore
-    from crmseg.rules import Definition
 
 
 @dataclass
@@ -81,7 +86,7 @@ class Context:
     tables: Mapping[str, ir.Table]
     state: StateStore
     members: Members
-    traits: Sequence[Definition] = ()
+    compile: Compile | None = None  # the project's compiler (default library without it)
 
 
 def _dest_key(c: Campaign, name: str) -> str:
@@ -119,7 +124,7 @@ def activate(
         if dry_run:
             for c in targets:
                 audience = build_audience(
-                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.traits
+                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.compile
                 )
                 result = ActivationResult(c.name, as_of, True, audience)
                 result.destinations = _preview(c, audience, ctx, store)
@@ -130,7 +135,7 @@ def activate(
         with ctx.state.transaction():
             for c in targets:
                 audience = build_audience(
-                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.traits
+                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.compile
                 )
                 aid = store.record(audience, c.hash, now)
                 result = ActivationResult(c.name, as_of, False, audience, aid)

@@ -14,6 +14,7 @@ Created by ``migrate`` (idempotent) on the state store's connection; writes happ
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,9 @@ from crmseg.activation.audience import SEND_LOG_SCHEMA, Audience, Step
 if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
 
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS activations (
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS activations (
         activation_id INTEGER PRIMARY KEY,
         campaign VARCHAR NOT NULL,
         as_of TIMESTAMP NOT NULL,
@@ -37,7 +39,7 @@ _DDL = [
         treatment BIGINT NOT NULL,
         holdout BIGINT NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS send_log (
+        """CREATE TABLE IF NOT EXISTS send_log (
         activation_id INTEGER NOT NULL,
         campaign VARCHAR NOT NULL,
         customer_key VARCHAR NOT NULL,
@@ -46,13 +48,13 @@ _DDL = [
         channel VARCHAR NOT NULL,
         sent_at TIMESTAMP NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS sync_state (
+        """CREATE TABLE IF NOT EXISTS sync_state (
         destination VARCHAR NOT NULL,
         customer_key VARCHAR NOT NULL,
         synced_at TIMESTAMP NOT NULL,
         PRIMARY KEY (destination, customer_key)
     )""",
-    """CREATE TABLE IF NOT EXISTS sync_batches (
+        """CREATE TABLE IF NOT EXISTS sync_batches (
         destination VARCHAR NOT NULL,
         batch_id VARCHAR NOT NULL,
         seq INTEGER NOT NULL,
@@ -64,6 +66,7 @@ _DDL = [
         attempts INTEGER NOT NULL,
         PRIMARY KEY (destination, batch_id)
     )""",
+    ]
 ]
 
 
@@ -80,40 +83,37 @@ class Batch:
 class ActivationStore:
     def __init__(self, state: StateStore) -> None:
         self.state = state
-        self.con = state.con
         migrate(state)
 
     # --- send log --------------------------------------------------------------------------
 
     def send_log(self) -> pa.Table:
-        table = self.con.execute(
+        table = self.state.arrow(
             "SELECT campaign, customer_key, arm, variant, channel, sent_at FROM send_log"
-        ).fetch_arrow_table()
+        )
         return table.cast(SEND_LOG_SCHEMA)
 
     def last_activation(self, campaign: str, before: datetime | None = None) -> datetime | None:
-        rows = self.con.execute(
+        rows = self.state.rows(
             "SELECT max(as_of) FROM activations WHERE campaign = ? "
             "AND (CAST(? AS TIMESTAMP) IS NULL OR as_of <= ?)",
             [campaign, before, before],
-        ).fetchall()
+        )
         return rows[0][0] if rows else None
 
     def activation_at(self, campaign: str, at: datetime) -> int | None:
-        rows = self.con.execute(
+        rows = self.state.rows(
             "SELECT activation_id FROM activations WHERE campaign = ? AND as_of = ?",
             [campaign, at],
-        ).fetchall()
+        )
         return int(rows[0][0]) if rows else None
 
     def record(self, audience: Audience, campaign_hash: str, created_at: datetime) -> int:
         """Write the activation and its send-log rows (call inside a transaction)."""
-        rows = self.con.execute(
-            "SELECT coalesce(max(activation_id), 0) + 1 FROM activations"
-        ).fetchall()
+        rows = self.state.rows("SELECT coalesce(max(activation_id), 0) + 1 FROM activations")
         activation_id = int(rows[0][0])
         funnel = [{"step": s.label, "count": s.count} for s in audience.steps]
-        self.con.execute(
+        self.state.execute(
             "INSERT INTO activations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 activation_id,
@@ -143,19 +143,15 @@ class ActivationStore:
                 "sent_at": pa.array([audience.as_of] * len(keys), pa.timestamp("us")),
             }
         )
-        self.con.register("__new_sends", log)
-        try:
-            self.con.execute("INSERT INTO send_log SELECT * FROM __new_sends")
-        finally:
-            self.con.unregister("__new_sends")
+        self.state.insert("send_log", log)
         return activation_id
 
     def activations(self, campaign: str | None = None) -> list[dict[str, Any]]:
-        rows = self.con.execute(
+        rows = self.state.rows(
             "SELECT activation_id, campaign, as_of, created_at, channel, funnel, treatment, "
             "holdout FROM activations WHERE ? IS NULL OR campaign = ? ORDER BY activation_id",
             [campaign, campaign],
-        ).fetchall()
+        )
         keys = ("activation_id", "campaign", "as_of", "created_at", "channel", "funnel")
         out = []
         for r in rows:
@@ -168,22 +164,22 @@ class ActivationStore:
     # --- incremental sync ------------------------------------------------------------------
 
     def synced(self, destination: str) -> set[str]:
-        rows = self.con.execute(
+        rows = self.state.rows(
             "SELECT customer_key FROM sync_state WHERE destination = ?", [destination]
-        ).fetchall()
+        )
         return {r[0] for r in rows}
 
     def pending(self, destination: str) -> list[Batch]:
-        rows = self.con.execute(
+        rows = self.state.rows(
             "SELECT destination, batch_id, seq, op, keys, payload FROM sync_batches "
             "WHERE destination = ? AND status = 'pending' ORDER BY created_at, seq",
             [destination],
-        ).fetchall()
+        )
         return [Batch(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
 
     def add_batches(self, batches: list[Batch], created_at: datetime) -> None:
         for b in batches:
-            self.con.execute(
+            self.state.execute(
                 "INSERT INTO sync_batches VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0)",
                 [
                     b.destination,
@@ -199,29 +195,37 @@ class ActivationStore:
     def delivered(self, batch: Batch, attempts: int, at: datetime) -> None:
         """Mark a batch delivered and apply it to the synced set, atomically."""
         with self.state.transaction():
-            self.con.execute(
+            self.state.execute(
                 "UPDATE sync_batches SET status = 'delivered', attempts = attempts + ? "
                 "WHERE destination = ? AND batch_id = ?",
                 [attempts, batch.destination, batch.batch_id],
             )
             keys = pa.table({"customer_key": pa.array(batch.keys, pa.string())})
-            self.con.register("__batch_keys", keys)
-            try:
-                self.con.execute(
+            with self.state.registered(__batch_keys=keys):
+                self.state.execute(
                     "DELETE FROM sync_state WHERE destination = ? "
                     "AND customer_key IN (SELECT customer_key FROM __batch_keys)",
                     [batch.destination],
                 )
                 if batch.op == "add":
-                    self.con.execute(
+                    self.state.execute(
                         "INSERT INTO sync_state SELECT ?, customer_key, ? FROM __batch_keys",
                         [batch.destination, at],
                     )
-            finally:
-                self.con.unregister("__batch_keys")
+
+    def replace_synced(self, destination: str, keys: Sequence[str], at: datetime) -> None:
+        """Set the synced set outright (file destinations, written in the activation's
+        transaction)."""
+        self.state.execute("DELETE FROM sync_state WHERE destination = ?", [destination])
+        synced = pa.table({"customer_key": pa.array(list(keys), pa.string())})
+        with self.state.registered(__synced=synced):
+            self.state.execute(
+                "INSERT INTO sync_state SELECT ?, customer_key, ? FROM __synced",
+                [destination, at],
+            )
 
     def failed(self, batch: Batch, attempts: int) -> None:
-        self.con.execute(
+        self.state.execute(
             "UPDATE sync_batches SET attempts = attempts + ? WHERE destination = ? "
             "AND batch_id = ?",
             [attempts, batch.destination, batch.batch_id],
@@ -229,5 +233,5 @@ class ActivationStore:
 
 
 def migrate(state: StateStore) -> None:
-    """Create activation's tables if missing (safe to call on every open)."""
-    state.ensure(_DDL)
+    """Bring activation's tables to the newest version (numbered migrations)."""
+    state.migrate("activation", MIGRATIONS)

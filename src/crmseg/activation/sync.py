@@ -71,13 +71,4 @@ def make_batches(
 def replace_synced(store: ActivationStore, destination: str, keys: Sequence[str], at: Any) -> None:
     """Set the synced set outright (file destinations, written in the activation's
     transaction)."""
-    import pyarrow as pa
-
-    store.con.execute("DELETE FROM sync_state WHERE destination = ?", [destination])
-    store.con.register("__synced", pa.table({"customer_key": pa.array(list(keys), pa.string())}))
-    try:
-        store.con.execute(
-            "INSERT INTO sync_state SELECT ?, customer_key, ? FROM __synced", [destination, at]
-        )
-    finally:
-        store.con.unregister("__synced")
+    store.replace_synced(destination, keys, at)

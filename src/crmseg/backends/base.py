@@ -69,10 +69,13 @@ class Backend(ABC):
         return self.table(name, database=CANONICAL_SCHEMA)
 
     def canonical_tables(self) -> list[str]:
+        """Loaded tables (canonical and identity's); crmseg's bookkeeping (``_sources``) and
+        snapshot readers (``_raw_*``) start with an underscore and are left out."""
         try:
-            return sorted(self.con.list_tables(database=CANONICAL_SCHEMA))
+            names = self.con.list_tables(database=CANONICAL_SCHEMA)
         except Exception:
             return []
+        return sorted(n for n in names if not n.startswith("_"))
 
     def sql(self, query: str) -> ir.Table:
         """A user's own SQL (the ``sql:`` escape hatch, ``table:`` sources) as an Ibis table."""
@@ -81,9 +84,58 @@ class Backend(ABC):
         except Exception as exc:
             raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=query) from None
 
-    @abstractmethod
-    def replace_tables(self, tables: dict[str, ir.Table], database: str) -> None:
-        """Materialise several tables in one transaction: all are replaced, or none."""
+    # --- the canonical schema, one object at a time (call inside ``pending``) ---------------
+
+    def put(self, name: str, expr: ir.Table, *, view: bool = False) -> None:
+        """Create or replace ``crmseg.<name>`` as a table (or a view) of ``expr``."""
+        self.ensure_schema()
+        self.drop(name)
+        try:
+            if view:
+                self.con.create_view(name, expr, database=CANONICAL_SCHEMA, overwrite=True)
+            else:
+                self.con.create_table(name, expr, database=CANONICAL_SCHEMA, overwrite=True)
+        except Exception as exc:
+            raise BackendError(
+                f"cannot write {CANONICAL_SCHEMA}.{name}: {_first_line(exc)}",
+                sql=self.sql_of(expr),
+            ) from exc
+
+    def drop(self, name: str) -> None:
+        """Drop ``crmseg.<name>`` (a table or a view) if it exists."""
+        try:
+            self.con.drop_table(name, database=CANONICAL_SCHEMA, force=True)
+        except Exception:
+            self.con.drop_view(name, database=CANONICAL_SCHEMA, force=True)
+
+    def ensure_schema(self) -> None:
+        try:
+            if CANONICAL_SCHEMA not in self.con.list_databases():
+                self.con.create_database(CANONICAL_SCHEMA, force=True)
+        except Exception as exc:
+            raise BackendError(f"cannot create schema {CANONICAL_SCHEMA}: {exc}") from exc
+
+    def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
+        """``crmseg.<name>``: a persistent view reading ``paths`` with the engine's own reader
+        (engines without one copy the rows in)."""
+        reader = self.con.read_parquet if file_format == "parquet" else self.con.read_csv
+        self.put(name, reader(paths))
+        return self.canonical(name)
+
+    @property
+    def snapshots(self) -> str | None:
+        """Folder for snapshots of source files next to the warehouse (None: in memory)."""
+        return None
+
+    def checksum(self, table: ir.Table) -> str:
+        """Row count and an order-independent hash of every row, to tell whether a table
+        source changed since it was loaded."""
+        import ibis
+
+        row = ibis.struct({c: table[c] for c in table.columns}).hash()
+        result = self.execute(table.aggregate(n=table.count(), h=row.cast("decimal(38, 0)").sum()))
+        values = result.to_pylist()[0]
+        return f"{values['n']}:{values['h']}"
 
     @contextmanager
     def pending(self) -> Iterator[None]:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crmseg.backends.base import Backend, _first_line
+from crmseg.backends.base import CANONICAL_SCHEMA, Backend, _first_line
 from crmseg.errors import BackendError
 
 if TYPE_CHECKING:
@@ -61,30 +61,35 @@ class DuckDBBackend(Backend):
         except Exception as exc:
             raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=self.sql_of(expr)) from exc
 
-    def replace_tables(self, tables: dict[str, ir.Table], database: str) -> None:
-        raw = self.raw
+    @property
+    def snapshots(self) -> str | None:
+        if self.path == ":memory:":
+            return None
+        return str(Path(self.path).with_suffix("")) + ".snapshots"
+
+    def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
+        """A persistent view over Parquet files (DuckDB reads them in place, as fast as its
+        own tables); CSV is parsed once into a table."""
+        if file_format != "parquet":
+            return super().files(name, paths, file_format)
+        import sqlglot.expressions as sge
+
+        files = sge.Array(expressions=[sge.Literal.string(p) for p in paths])
+        create = sge.Create(
+            this=sge.Table(
+                this=sge.to_identifier(name, quoted=True),
+                db=sge.to_identifier(CANONICAL_SCHEMA, quoted=True),
+            ),
+            kind="VIEW",
+            expression=sge.select(sge.Star()).from_(sge.func("read_parquet", files)),
+        )
+        self.ensure_schema()
+        self.drop(name)
         try:
-            if database not in self.con.list_databases():
-                self.con.create_database(database)
+            self.raw.execute(create.sql("duckdb"))
         except Exception as exc:
-            raise BackendError(f"DuckDB failed: {_first_line(exc)}") from exc
-        own = not self._pending
-        if own:
-            raw.execute("BEGIN TRANSACTION")
-        current = ""
-        try:
-            for name, expr in tables.items():
-                current = self.sql_of(expr)
-                self.con.create_table(name, expr, database=database, overwrite=True)
-            # A source removed from the config must not linger as a stale table.
-            for stale in set(self.con.list_tables(database=database)) - set(tables):
-                self.con.drop_table(stale, database=database)
-            if own:
-                raw.execute("COMMIT")
-        except Exception as exc:
-            if own:
-                raw.execute("ROLLBACK")
-            raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=current) from exc
+            raise BackendError(f"DuckDB cannot read {paths[0]}: {_first_line(exc)}") from exc
+        return self.canonical(name)
 
     @contextmanager
     def pending(self) -> Iterator[None]:

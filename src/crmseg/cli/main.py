@@ -344,7 +344,7 @@ def demo(
         console.print(f"created demo shop in [bold]{directory}[/]")
     ws = Workspace.open(directory)
     with ws:
-        last = ws.state.last_run()
+        last = ws.last_run()
         if last is None:
             with progress_bar("history") as cb:
                 ws.backfill(

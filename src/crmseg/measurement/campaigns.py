@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from crmseg.measurement.data import Facts, registered
+from crmseg.measurement.data import Facts
 from crmseg.measurement.lift import Lift, conversion_lift, mean_lift
 from crmseg.measurement.store import LIFT_COLUMNS, read_rows, replace_rows
 
@@ -44,12 +44,8 @@ def measure_campaigns(
 ) -> list[dict[str, Any]]:
     """Conversion and revenue-per-member lift of every campaign with a holdout."""
     log = send_log.append_column("rowid_", pa.array(np.arange(send_log.num_rows)))
-    with registered(state.con, __m_sends=log, __m_orders=facts.orders):
-        units = (
-            state.con.execute(_SQL, {"w": window_days, "end": facts.end})
-            .fetch_arrow_table()
-            .to_pandas()
-        )
+    with state.registered(__m_sends=log, __m_orders=facts.orders):
+        units = state.arrow(_SQL, {"w": window_days, "end": facts.end}).to_pandas()
     now = computed_at or datetime.now()
     rows: list[dict[str, Any]] = []
     for name, g in units.groupby("campaign", sort=True):

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-
-from crmseg.measurement.data import Facts, registered
+from crmseg.backends.state import StateStore
+from crmseg.measurement.data import Facts
 
 _SQL = """
 WITH o AS (
@@ -26,12 +25,12 @@ FROM act GROUP BY cohort, age ORDER BY cohort, age
 
 def cohorts(facts: Facts, months: int = 12) -> dict[str, Any]:
     """The last ``months`` acquisition cohorts up to the data's end."""
-    con = duckdb.connect()
+    scratch = StateStore()  # an in-memory database of its own: nothing is stored
     try:
-        with registered(con, __m_orders=facts.orders):
-            rows = con.execute(_SQL).fetchall()
+        with scratch.registered(__m_orders=facts.orders):
+            rows = scratch.rows(_SQL)
     finally:
-        con.close()
+        scratch.close()
     by: dict[Any, dict[int, tuple[int, float]]] = {}
     for cohort, age, active, revenue in rows:
         by.setdefault(cohort, {})[int(age)] = (int(active), float(revenue or 0.0))

@@ -1,10 +1,9 @@
 """What measurement reads from the customer data: a few narrow columns of the identity-resolved
-canonical tables, fetched once as Arrow and joined with the state database in DuckDB."""
+canonical tables, fetched once as Arrow and joined with the state database's records."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -81,15 +80,3 @@ def load_facts(execute: Execute, tables: dict[str, ir.Table], end: datetime) -> 
         fetch("messages", ["customer_id", "kind", "occurred_at"], "occurred_at"),
         fetch("subscriptions", ["customer_id", "started_at", "canceled_at"], "started_at"),
     )
-
-
-@contextmanager
-def registered(con: Any, **tables: pa.Table) -> Iterator[None]:
-    """Arrow tables visible to SQL on ``con`` under the given names, for one block."""
-    for name, table in tables.items():
-        con.register(name, table)
-    try:
-        yield
-    finally:
-        for name in tables:
-            con.unregister(name)

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from crmseg.measurement.data import Facts, registered
+from crmseg.measurement.data import Facts
 from crmseg.measurement.store import OUTCOME_COLUMNS, read_rows, replace_rows
+from crmseg.segments.store import History
 
 if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
@@ -91,21 +92,17 @@ def compute_outcomes(
     """Outcomes of every (run, segment); stored in ``measure_outcomes`` and returned."""
     import pyarrow as pa
 
-    ids = list(run_ids) if run_ids is not None else [r.run_id for r in state.runs()]
+    ids = list(run_ids) if run_ids is not None else [r.run_id for r in History(state).runs()]
     if not ids or not segments:
         return []
-    con = state.con
-    with registered(
-        con,
+    with state.registered(
         __m_runs=pa.table({"run_id": pa.array(ids, pa.int32())}),
         __m_segments=pa.table({"segment": pa.array(list(segments), pa.string())}),
         __m_orders=facts.orders,
         __m_messages=facts.messages,
         __m_subscriptions=facts.subscriptions,
     ):
-        cur = con.execute(_SQL, {"w": window_days, "end": facts.end})
-        names = [d[0] for d in cur.description]
-        found = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        found = state.dicts(_SQL, {"w": window_days, "end": facts.end})
     now = computed_at or datetime.now()
     rows = []
     for row in found:

@@ -60,8 +60,9 @@ LIFT_COLUMNS = (
     "computed_at",
 )
 
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS measure_outcomes (
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS measure_outcomes (
         run_id INTEGER NOT NULL,
         segment VARCHAR NOT NULL,
         window_days INTEGER NOT NULL,
@@ -82,7 +83,7 @@ _DDL = [
         computed_at TIMESTAMP NOT NULL,
         PRIMARY KEY (run_id, segment, window_days)
     )""",
-    """CREATE TABLE IF NOT EXISTS measure_lift (
+        """CREATE TABLE IF NOT EXISTS measure_lift (
         campaign VARCHAR NOT NULL,
         window_days INTEGER NOT NULL,
         metric VARCHAR NOT NULL,
@@ -106,12 +107,13 @@ _DDL = [
         computed_at TIMESTAMP NOT NULL,
         PRIMARY KEY (campaign, window_days, metric)
     )""",
+    ]
 ]
 
 
 def migrate(state: StateStore) -> None:
-    """Create measurement's tables if missing (safe on every open)."""
-    state.ensure(_DDL)
+    """Bring measurement's tables to the newest version (numbered migrations)."""
+    state.migrate("measurement", MIGRATIONS)
 
 
 def replace_rows(
@@ -128,8 +130,8 @@ def replace_rows(
     where = " AND ".join(f"{k} = ?" for k in keys)
     with state.transaction():
         for row in rows:
-            state.con.execute(f"DELETE FROM {table} WHERE {where}", [row[k] for k in keys])
-            state.con.execute(
+            state.execute(f"DELETE FROM {table} WHERE {where}", [row[k] for k in keys])
+            state.execute(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
                 [row[c] for c in columns],
             )
@@ -139,5 +141,5 @@ def read_rows(state: StateStore, table: str, columns: Sequence[str]) -> list[dic
     assert table in ("measure_outcomes", "measure_lift")
     migrate(state)
     order = "run_id, segment, window_days" if table == "measure_outcomes" else "campaign, metric"
-    rows = state.con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")
-    return [dict(zip(columns, r, strict=True)) for r in rows.fetchall()]
+    rows = state.rows(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")
+    return [dict(zip(columns, r, strict=True)) for r in rows]

@@ -4,14 +4,11 @@ stage, RFM segment) or of a family of segments, and the stability of every segme
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from crmseg.measurement.data import registered
-
-if TYPE_CHECKING:
-    from crmseg.backends.state import StateStore
+from crmseg.backends.state import StateStore
 
 NONE = "(none)"
 
@@ -19,19 +16,17 @@ NONE = "(none)"
 def matrix(before: pa.Table, after: pa.Table, column: str) -> dict[str, Any]:
     """Counts of customers by (value before, value after); a customer missing on one side or
     with a null value is ``(none)`` (e.g. not a customer yet)."""
-    import duckdb
-
-    con = duckdb.connect()
+    scratch = StateStore()  # an in-memory database of its own: nothing is stored
     try:
-        with registered(con, __a=before, __b=after):
-            rows = con.execute(
+        with scratch.registered(__a=before, __b=after):
+            rows = scratch.rows(
                 f'SELECT coalesce(CAST(a."{column}" AS VARCHAR), $none), '
                 f'coalesce(CAST(b."{column}" AS VARCHAR), $none), count(*) '
                 "FROM __a a FULL JOIN __b b USING (customer_id) GROUP BY ALL",
                 {"none": NONE},
-            ).fetchall()
+            )
     finally:
-        con.close()
+        scratch.close()
     return _shape(rows)
 
 
@@ -49,7 +44,7 @@ def segment_transitions(
 ) -> dict[str, Any]:
     """Moves between a family of segments from run A to run B (a customer in two of them
     counts in both rows)."""
-    rows = state.con.execute(
+    rows = state.rows(
         """WITH inst AS (SELECT run_id, as_of FROM runs WHERE run_id IN ($a, $b)),
         m AS (
             SELECT i.run_id, ms.customer_id, ms.segment FROM inst i JOIN memberships ms
@@ -61,13 +56,13 @@ def segment_transitions(
         SELECT coalesce(a.segment, $none), coalesce(b.segment, $none), count(*)
         FROM a FULL JOIN b USING (customer_id) GROUP BY ALL""",
         {"a": run_a, "b": run_b, "segs": list(segments), "none": NONE},
-    ).fetchall()
+    )
     return _shape(rows)
 
 
 def stability(state: StateStore, segments: Sequence[str]) -> list[dict[str, Any]]:
     """Per segment and consecutive pair of its runs: members kept, Jaccard similarity."""
-    rows = state.con.execute(
+    rows = state.rows(
         """WITH r AS (
             SELECT s.segment, r.run_id, r.as_of, s.size,
                    lag(r.as_of) OVER (PARTITION BY s.segment ORDER BY r.as_of, r.run_id) AS prev,
@@ -80,7 +75,7 @@ def stability(state: StateStore, segments: Sequence[str]) -> list[dict[str, Any]
                AND m.entered_at <= r.prev AND (m.exited_at IS NULL OR m.exited_at > r.as_of))
         FROM r WHERE r.prev IS NOT NULL ORDER BY r.segment, r.as_of""",
         {"segs": list(segments)},
-    ).fetchall()
+    )
     out = []
     for seg, run_id, as_of, prev, size, prev_size, kept in rows:
         union = size + prev_size - kept

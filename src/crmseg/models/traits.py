@@ -9,10 +9,9 @@ per (group, as_of) and recorded (``model_runs`` in the state database).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import ibis
 import pandas as pd
@@ -23,7 +22,6 @@ from crmseg.rules import Definition, Library, Schema, build_plan
 from crmseg.traits import library
 
 if TYPE_CHECKING:
-    import duckdb
     import ibis.expr.types as ir
     import pyarrow as pa
 
@@ -149,75 +147,3 @@ class ModelTraits:
             self.features(tables, as_of), as_of, c.clusters_k, c.seed, c.sample_size
         )
         return result.labels, [result.record]
-
-
-# --- the state database's model_runs table ------------------------------------------------
-
-_DDL = """CREATE TABLE IF NOT EXISTS model_runs (
-    recorded_at TIMESTAMP NOT NULL,
-    as_of TIMESTAMP NOT NULL,
-    model VARCHAR NOT NULL,
-    params VARCHAR NOT NULL,
-    fit_seconds DOUBLE NOT NULL,
-    customers BIGINT NOT NULL,
-    window_start TIMESTAMP,
-    window_end TIMESTAMP NOT NULL,
-    metrics VARCHAR NOT NULL
-)"""
-
-
-def migrate(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(_DDL)
-
-
-def save_records(
-    con: duckdb.DuckDBPyConnection, records: Sequence[ModelRecord], now: datetime
-) -> None:
-    migrate(con)
-    for r in records:
-        con.execute(
-            "INSERT INTO model_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                now,
-                r.as_of,
-                r.model,
-                json.dumps(r.params, sort_keys=True),
-                r.fit_seconds,
-                r.customers,
-                r.window_start,
-                r.window_end,
-                json.dumps(r.metrics, sort_keys=True, default=str),
-            ],
-        )
-
-
-def load_records(con: duckdb.DuckDBPyConnection, as_of: datetime | None = None) -> list[Any]:
-    """Recorded fits, newest first (only those at ``as_of`` when given)."""
-    migrate(con)
-    sql = (
-        "SELECT recorded_at, as_of, model, params, fit_seconds, customers, window_start, "
-        "window_end, metrics FROM model_runs"
-    )
-    args: list[Any] = []
-    if as_of is not None:
-        sql += " WHERE as_of = ?"
-        args.append(as_of)
-    rows = con.execute(sql + " ORDER BY recorded_at DESC, model", args).fetchall()
-    keys = (
-        "recorded_at",
-        "as_of",
-        "model",
-        "params",
-        "fit_seconds",
-        "customers",
-        "window_start",
-        "window_end",
-        "metrics",
-    )
-    out = []
-    for row in rows:
-        d = dict(zip(keys, row, strict=True))
-        d["params"] = json.loads(d["params"])
-        d["metrics"] = json.loads(d["metrics"])
-        out.append(d)
-    return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from crmseg.backends.state import StateStore
 from crmseg.segments.catalog import Segment
+from crmseg.segments.store import History
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class CheckResult:
         return f"{self.segment}: {self.message}"
 
 
-def evaluate(segments: Sequence[Segment], state: StateStore) -> list[CheckResult]:
+def evaluate(segments: Sequence[Segment], state: History) -> list[CheckResult]:
     """Every configured check of every segment, against the latest run of that segment."""
     out: list[CheckResult] = []
     for seg in segments:

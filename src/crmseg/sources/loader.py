@@ -2,8 +2,8 @@
 
 ``plan_sources`` reads every configured source, applies the column mapping, checks required
 columns and types and collects *every* problem before raising one SourceError; nothing is
-written. ``load_sources`` then materialises all canonical tables in one transaction, so a failed
-load leaves the previous tables as they were.
+written. ``load_sources`` then writes the sources that changed (``crmseg.sources.sync``) in one
+transaction, so a failed load leaves the previous tables as they were.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crmseg.backends.base import CANONICAL_SCHEMA, Backend
+from crmseg.backends.base import Backend
 from crmseg.config import Config, SourceConfig
 from crmseg.errors import BackendError, SourceError
 from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
@@ -37,6 +37,8 @@ class Planned:
     origin: str
     expr: ir.Table
     extra_columns: list[str] = field(default_factory=list)
+    # Cheap to recompute on every read (no text parsing, no join): may stay a view.
+    light: bool = True
 
 
 def _origin(source: SourceConfig) -> str:
@@ -44,9 +46,17 @@ def _origin(source: SourceConfig) -> str:
 
 
 def _read(
-    backend: Backend, root: Path, source: SourceConfig, problems: list[str], table: Table, tz: str
+    backend: Backend,
+    root: Path,
+    source: SourceConfig,
+    problems: list[str],
+    table: Table,
+    tz: str,
+    files: list[str] | None = None,
 ) -> Any:
-    """The raw Ibis table of one source, or None after recording why it cannot be read."""
+    """The raw Ibis table of one source, or None after recording why it cannot be read.
+
+    ``files`` replaces the configured path's matches (snapshots of them)."""
     origin = _origin(source)
     if source.table is not None:
         database, _, name = source.table.rpartition(".")
@@ -56,7 +66,7 @@ def _read(
         return backend.table(name, database=database or None)
     assert source.path is not None
     pattern = str(root / source.path)  # an absolute path stays as it is
-    matches = sorted(glob.glob(pattern))
+    matches = files if files is not None else sorted(glob.glob(pattern))
     if not matches:
         problems.append(f"{origin}: file not found")
         return None
@@ -179,14 +189,23 @@ def _convert(backend: Backend, raw: Any, want: DType, tz: str) -> tuple[Any, Any
 
 
 def plan_sources(
-    config: Config, root: Path, backend: Backend, progress: Progress | None = None
+    config: Config,
+    root: Path,
+    backend: Backend,
+    progress: Progress | None = None,
+    *,
+    only: set[str] | None = None,
+    files: Mapping[str, list[str] | None] | None = None,
+    raw_tables: Mapping[str, Any] | None = None,
 ) -> dict[str, Planned]:
-    """Read, map and check every source; raise one SourceError listing every problem."""
+    """Read, map and check every source (or those in ``only``); raise one SourceError
+    listing every problem. ``raw_tables`` are sources already read (snapshot views);
+    ``files`` replace a source's configured matches."""
     problems: list[str] = []
     planned: dict[str, Planned] = {}
     checks: list[tuple[str, str, Any, Any, DType]] = []  # table, column, raw, converted, want
     raws: dict[str, Any] = {}
-    names = list(config.sources)
+    names = [n for n in config.sources if only is None or n in only]
     for i, name in enumerate(names):
         if progress:
             progress(f"reading {name}", i / max(len(names), 1))
@@ -194,7 +213,11 @@ def plan_sources(
         canonical = TABLES[name]
         origin = _origin(source)
         tz = source.timezone or config.timezone
-        raw = _read(backend, root, source, problems, canonical, tz)
+        if raw_tables is not None and name in raw_tables:
+            raw = raw_tables[name]
+        else:
+            wanted = (files or {}).get(name)
+            raw = _read(backend, root, source, problems, canonical, tz, wanted)
         if raw is None:
             continue
         raws[name] = raw
@@ -222,6 +245,7 @@ def plan_sources(
                 f"{', '.join(found)}; map one with columns: {{{col_name}: <your column>}})"
             )
         values: dict[str, Any] = {}
+        parses = False
         for col in canonical.columns:
             theirs_col = theirs_for.get(col.name)
             if theirs_col is None:
@@ -229,6 +253,7 @@ def plan_sources(
             converted, check = _convert(backend, raw[theirs_col], col.dtype, tz)
             values[col.name] = converted
             if check is not None:
+                parses = True
                 checks.append((name, col.name, raw[theirs_col], check, col.dtype))
         used = set(theirs_for.values()) | set(values)
         extras = [c for c in found if c not in used]
@@ -236,14 +261,16 @@ def plan_sources(
             values[extra] = raw[extra]
         if not values:
             continue
-        planned[name] = Planned(name, origin, raw.select(**values), extras)
+        planned[name] = Planned(name, origin, raw.select(**values), extras, light=not parses)
     _check_types(backend, config, planned, raws, checks, problems)
     if problems:
         raise SourceError(problems)
-    if "order_items" in planned and "orders" in planned:
-        planned["order_items"].expr = _fill_items(
-            planned["order_items"].expr, planned["orders"].expr
-        )
+    if "order_items" in planned and "orders" in config.sources:
+        items = planned["order_items"]
+        if any(c not in items.expr.columns for c in ("customer_id", "ordered_at")):
+            orders = planned["orders"].expr if "orders" in planned else backend.canonical("orders")
+            items.expr = _fill_items(items.expr, orders)
+            items.light = False  # a join: materialised, not a view
     return planned
 
 
@@ -303,22 +330,18 @@ def _check_types(
 def load_sources(
     config: Config, root: Path, backend: Backend, progress: Progress | None = None
 ) -> dict[str, int]:
-    """Check, then materialise every canonical table in one transaction. Returns row counts."""
-    return materialize(backend, plan_sources(config, root, backend, progress), progress)
+    """Check, then write every source that changed since the last load, in one transaction
+    (see :mod:`crmseg.sources.sync`). Returns the row count of every source."""
+    from crmseg.sources import sync
 
-
-def materialize(
-    backend: Backend, planned: Mapping[str, Planned], progress: Progress | None = None
-) -> dict[str, int]:
-    """Replace the canonical tables with checked sources, all in one transaction."""
-    if progress:
-        progress("writing canonical tables", 0.9)
-    backend.replace_tables({n: p.expr for n, p in planned.items()}, CANONICAL_SCHEMA)
-    counts: dict[str, int] = {}
-    for name in planned:
-        counts[name] = int(backend.scalar(backend.canonical(name).count()))
-    if progress:
-        progress("loaded", 1.0)
+    with backend.pending():
+        found = sync.prepare(config, root, backend, progress)
+        try:
+            counts = sync.commit(backend, found, progress=progress)
+        except BaseException:
+            found.discard()
+            raise
+    sync.cleanup(backend)
     return counts
 
 

@@ -121,8 +121,8 @@ def build_report(
 
     report = progress or (lambda step, fraction: None)
     page = Page()
-    last = ws.state.last_run()
-    runs = ws.state.runs()
+    last = ws.last_run()
+    runs = ws.runs()
     steps: list[tuple[str, Callable[[Page, Any, Any], None]]] = [
         ("campaigns", _campaigns),
         ("catalog", _catalog),
@@ -413,7 +413,7 @@ def _rfm(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
     go = ctx["go"]
 
     def body() -> str:
-        last = ws.state.last_run()
+        last = ws.last_run()
         values = ws._trait_values(
             ["rfm.recency_score", "rfm.fm_score", "rfm.monetary_score"], last.as_of
         ).to_pandas()
@@ -452,7 +452,7 @@ def _clv(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
     go = ctx["go"]
 
     def body() -> str:
-        last = ws.state.last_run()
+        last = ws.last_run()
         try:
             values = ws._trait_values(["clv.value_12m"], last.as_of).column("clv.value_12m")
         except Exception as exc:
@@ -574,7 +574,7 @@ def _quality(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
             rows = [(r["check"], r["table"], r["column"], r["level"], r["affected"], r["total"])
                     for r in trend]  # fmt: skip
         else:
-            last = ws.state.last_run()
+            last = ws.last_run()
             found = ws.quality(as_of=last.as_of if last else None).findings
             rows = [(f.check, f.table, f.column, f.level, f.affected, f.total) for f in found]
         rows = [r for r in rows if r[4]]

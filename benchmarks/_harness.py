@@ -1,0 +1,62 @@
+"""Shared helpers for the benchmarks: time a command as its own process, as a user runs it.
+
+Every timed step is a separate process; its wall time and its own peak resident set size
+(from ``wait4``'s rusage of exactly that child) are reported next to a baseline's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CRMSEG = str(Path(sys.executable).parent / "crmseg")
+
+
+@dataclass
+class Timed:
+    label: str
+    seconds: float
+    peak_mib: float
+    stdout: str
+
+    def line(self, baseline: Timed | None = None) -> str:
+        ratio = f"  {self.seconds / baseline.seconds:5.2f}x" if baseline else ""
+        return f"{self.label:<60} {self.seconds:8.2f} s {self.peak_mib:7,.0f} MiB{ratio}"
+
+
+def timed(label: str, *cmd: str, env: dict[str, str] | None = None) -> Timed:
+    """Run ``cmd`` as its own process; a failing step stops the benchmark with its stderr."""
+    with tempfile.TemporaryFile(mode="w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+            text=True,
+        )
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{label}: exit {proc.returncode}\n{err.read()[-3000:]}")
+    return Timed(label, seconds, usage.ru_maxrss / 1024, out)
+
+
+def python(code: str, *args: str) -> list[str]:
+    """A command line running ``code`` in this interpreter."""
+    return [sys.executable, "-c", code, *args]
+
+
+def report(title: str, rows: list[tuple[Timed, Timed | None]]) -> None:
+    print(f"== {title}")
+    for row, baseline in rows:
+        print(row.line(baseline))

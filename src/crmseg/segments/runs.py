@@ -1,0 +1,393 @@
+"""Runs and backfills: load what changed, check it, resolve people, compute every segment at
+an instant and record the result, all or nothing.
+
+A run redoes only what its inputs require:
+
+* sources load only when their content or mapping changed (``crmseg.sources.sync``);
+* data-quality checks run when something was loaded, else the last report is reused;
+* identity resolves again only when customers, identifiers or its settings changed;
+* model traits fit when due and otherwise score with the recorded fit (``crmseg.models``).
+
+What was loaded, reused or fitted is kept in the run's record (``details``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import crmseg
+from crmseg.config import Config
+from crmseg.errors import SegmentError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from crmseg.backends.base import Backend
+    from crmseg.backends.state import StateStore
+    from crmseg.quality.checks import QualityReport
+    from crmseg.rules import Plan
+    from crmseg.segments.catalog import Segment
+    from crmseg.segments.compiled import Catalog
+
+Progress = Callable[[str, float], None]
+IDENTITY = "identity"  # its record in crmseg._sources
+
+
+def utcnow() -> datetime:
+    """Now, as the naive UTC instant crmseg uses everywhere."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    as_of: datetime
+    customers: int
+    sizes: dict[str, int]
+    entered: dict[str, int]
+    exited: dict[str, int]
+    sources: dict[str, int]
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Loaded:
+    """The warehouse after a load: tables to compute on and what the load did."""
+
+    counts: dict[str, int]
+    tables: dict[str, ir.Table]  # identity-resolved canonical tables
+    sql: dict[str, ir.Table]  # sql: segments as person keys
+    quality: QualityReport | None
+    details: dict[str, Any]
+
+
+@dataclass
+class _IdentityStep:
+    status: str  # off, reused or resolved
+    tables: dict[str, ir.Table] = field(default_factory=dict)  # to write
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # crmseg._sources rows
+    close: Callable[[], None] = lambda: None
+
+
+class Runner:
+    """The segments stage's runs over one project's warehouse and state."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: Config,
+        backend: Backend,
+        state: StateStore,
+        catalog: Catalog,
+    ) -> None:
+        self.root = root
+        self.config = config
+        self.backend = backend
+        self.state = state
+        self.catalog = catalog
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self.catalog.segments
+
+    def _chosen(self, select: Sequence[str] | None) -> list[str]:
+        known = {s.name for s in self.segments}
+        for name in select or ():
+            if name not in known:
+                import difflib
+
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SegmentError(f"no segment named {name!r}{hint}")
+        return list(select) if select else [s.name for s in self.segments]
+
+    # --- verbs --------------------------------------------------------------------------------
+
+    def run(
+        self,
+        as_of: datetime | None = None,
+        select: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        fail_after: int | None = None,
+    ) -> RunResult:
+        """Load what changed, compute the chosen segments at ``as_of`` and record the run."""
+        started = utcnow()
+        at = as_of or started
+        chosen = self._chosen(select)
+        from crmseg.sources import sync
+
+        # The new data commits only with the run: a failure anywhere leaves the old data.
+        with self.backend.pending():
+            loaded = self.load(at, _scaled(progress, 0.0, 0.5))
+            if progress:
+                progress("computing segments", 0.55)
+            result = self._evaluate(loaded, at, chosen, started, fail_after)
+        sync.cleanup(self.backend)
+        return result
+
+    def backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        every: timedelta,
+        select: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> list[RunResult]:
+        """Run at each instant from ``start`` to ``end`` (inclusive) every ``every``.
+
+        Sources load once; each run sees only the rows visible at its own instant and stores
+        the quality report the load was judged by.
+        """
+        if every <= timedelta(0):
+            raise SegmentError("--every must be a positive duration")
+        if end < start:
+            raise SegmentError("--to must not be before --from")
+        chosen = self._chosen(select)
+        instants = []
+        at = start
+        while at <= end:
+            instants.append(at)
+            at += every
+        from crmseg.sources import sync
+
+        results = []
+        with self.backend.pending():
+            loaded = self.load(end, _scaled(progress, 0.0, 0.2))
+            for i, at in enumerate(instants):
+                if progress:
+                    progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
+                results.append(self._evaluate(loaded, at, chosen, utcnow(), None))
+        sync.cleanup(self.backend)
+        return results
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def load(self, at: datetime, progress: Progress | None = None) -> Loaded:
+        """Check and load what changed (call inside ``backend.pending()``).
+
+        Everything is checked before anything is written: sources, quality, rules, SQL.
+        """
+        from crmseg.identity.resolve import IDENTITY_TABLES, resolved_tables
+        from crmseg.sources import sync
+        from crmseg.sources.normalize import PhoneBook
+
+        backend = self.backend
+        plan = sync.prepare(self.config, self.root, backend, _scaled(progress, 0.0, 0.3))
+        try:
+            details: dict[str, Any] = {"sources": plan.status()}
+            tables = plan.tables(backend)
+            phones = PhoneBook(self.config.identity.default_region)
+            report, details["quality"] = self._quality(plan, tables, at, phones, progress)
+            if report is not None:
+                report.raise_for_errors()
+            self.catalog.plan(tables)  # rule errors surface before anything is written
+            if "customers" in backend.canonical_tables():
+                from crmseg.segments.sql import sql_tables
+
+                sql_tables(backend, self.segments)  # their tables exist once data is loaded
+            step = self._identity(plan, tables, phones, _scaled(progress, 0.5, 0.8))
+            details["identity"] = step.status
+            try:
+                if step.status == "off":
+                    for name in IDENTITY_TABLES:
+                        backend.drop(name)
+                counts = sync.commit(
+                    backend, plan, step.tables, step.records, utcnow(), _scaled(progress, 0.8, 1.0)
+                )
+            finally:
+                step.close()
+        except BaseException:
+            plan.discard()
+            raise
+        from crmseg.segments.sql import sql_tables
+
+        loaded = {n: backend.canonical(n) for n in backend.canonical_tables()}
+        return Loaded(
+            counts, resolved_tables(loaded), sql_tables(backend, self.segments), report, details
+        )
+
+    def _quality(
+        self,
+        plan: Any,
+        tables: dict[str, ir.Table],
+        at: datetime,
+        phones: Any,
+        progress: Progress | None,
+    ) -> tuple[QualityReport | None, str]:
+        from crmseg.quality.checks import check_quality
+        from crmseg.quality.store import QualityStore
+
+        if not self.config.quality.enabled:
+            return None, "off"
+        store = QualityStore(self.state)
+        settings = _digest(self.config.quality.model_dump(mode="json"))
+        last = self._last_details()
+        if not plan.changed and not plan.removed and last.get("quality_settings") == settings:
+            report = store.latest()
+            if report is not None:
+                return report, "reused"
+        previous = store.previous_event_names(at)
+        report = check_quality(
+            self.backend, self.config, tables, at, phones, previous, _scaled(progress, 0.3, 0.5)
+        )
+        return report, "checked"
+
+    def _identity(
+        self,
+        plan: Any,
+        tables: dict[str, ir.Table],
+        phones: Any,
+        progress: Progress | None,
+    ) -> _IdentityStep:
+        """Resolve people again when customers, identifiers or the settings changed."""
+        from crmseg.identity.resolve import resolve
+
+        ident = self.config.identity
+        if not ident.enabled:
+            return _IdentityStep("off")
+        inputs = {
+            n: {k: v for k, v in plan.records[n]["fingerprint"].items() if k != "files"}
+            for n in ("customers", "identifiers")
+            if n in plan.records
+        }
+        fingerprint = {"inputs": _digest(inputs), "config": _digest(ident.model_dump(mode="json"))}
+        from crmseg.sources.sync import stored
+
+        before = stored(self.backend).get(IDENTITY)
+        if (
+            before is not None
+            and before["fingerprint"] == fingerprint
+            and "identity_map" in self.backend.canonical_tables()
+        ):
+            return _IdentityStep("reused", records={IDENTITY: before})
+        extra = None
+        if ident.splink.enabled:
+            from crmseg.identity.probabilistic import splink_links
+
+            def extra(scratch: Any, customers: ir.Table) -> tuple[ir.Table, ir.Table]:
+                return splink_links(scratch, customers, ident, phones)
+
+        resolution = resolve(self.backend, ident, tables, phones, extra, progress)
+        record = {
+            "name": IDENTITY,
+            "fingerprint": fingerprint,
+            "snapshot": None,
+            "rows": None,
+            "loaded_at": None,
+            "view": False,
+        }
+        return _IdentityStep("resolved", resolution.tables, {IDENTITY: record}, resolution.close)
+
+    def _last_details(self) -> dict[str, Any]:
+        from crmseg.segments.store import History
+
+        last = History(self.state).last_run()
+        return last.details if last is not None else {}
+
+    # --- computing ----------------------------------------------------------------------------
+
+    def _evaluate(
+        self,
+        loaded: Loaded,
+        at: datetime,
+        chosen: list[str],
+        started: datetime,
+        fail_after: int | None,
+    ) -> RunResult:
+        import pyarrow.compute as pc
+
+        from crmseg.quality.store import QualityStore
+        from crmseg.segments.catalog import definition_hash
+        from crmseg.segments.store import History, SegmentResult
+
+        clock = time.perf_counter()
+        plan = self.catalog.plan(loaded.tables)
+        thresholds = _thresholds_used(plan, chosen)
+        wide = plan.wide(loaded.tables, at, loaded.sql, select=[*chosen, *thresholds])
+        result = self.backend.execute(wide.select("customer_id", *chosen, *thresholds))
+        ids = result.column("customer_id")
+        by_name = {s.name: s for s in self.segments}
+        results = []
+        for name in chosen:
+            seg = by_name[name]
+            members = pc.filter(ids, result.column(name)).combine_chunks()
+            results.append(
+                SegmentResult(
+                    name,
+                    definition_hash(seg.definition),
+                    seg.recorded,
+                    members,
+                    plan.english(name),
+                )
+            )
+        details = dict(loaded.details)
+        values = {n: result.column(n)[0].as_py() if result.num_rows else None for n in thresholds}
+        details["thresholds"] = values
+        details["uses"] = {n: u for n in chosen if (u := _uses(plan, n, thresholds))}
+        details["quality_settings"] = _digest(self.config.quality.model_dump(mode="json"))
+        history = History(self.state)
+        report = loaded.quality
+        with self.state.transaction():
+            record = history.record_run(
+                at,
+                started,
+                utcnow(),
+                result.num_rows,
+                loaded.counts,
+                results,
+                crmseg.__version__,
+                details,
+                fail_after=fail_after,
+            )
+            if report is not None:
+                QualityStore(self.state).save(
+                    record.run_id, at, report, reused=details["quality"] == "reused"
+                )
+        stats = history.segments_in_run(record.run_id)
+        return RunResult(
+            run_id=record.run_id,
+            as_of=at,
+            customers=result.num_rows,
+            sizes={n: stats[n]["size"] for n in chosen},
+            entered={n: stats[n]["entered"] for n in chosen},
+            exited={n: stats[n]["exited"] for n in chosen},
+            sources=loaded.counts,
+            seconds=time.perf_counter() - clock,
+            details=details,
+        )
+
+
+def _thresholds_used(plan: Plan, names: Sequence[str]) -> list[str]:
+    """The population-wide thresholds (lifecycle cycle, ...) the chosen segments depend on."""
+    from crmseg.traits.builtin import THRESHOLDS
+
+    used = {k[1] for k in plan.closure(list(names)) if k[0] == "trait"}
+    return [n for n in THRESHOLDS if n in used]
+
+
+def _uses(plan: Plan, name: str, thresholds: Sequence[str]) -> list[str]:
+    used = {k[1] for k in plan.closure([name]) if k[0] == "trait"}
+    return [n for n in thresholds if n in used]
+
+
+def _digest(body: Any) -> str:
+    text = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:
+    if progress is None:
+        return None
+
+    def inner(step: str, fraction: float) -> None:
+        progress(step, lo + (hi - lo) * fraction)
+
+    return inner

@@ -1,0 +1,327 @@
+"""Incremental loading: a source is read again only when its content or its mapping changed.
+
+Each loaded source has a fingerprint in the warehouse's ``crmseg._sources`` table, written in
+the same transaction as its data, so the fingerprint always describes what the warehouse holds:
+
+* a file source: its files' paths, sizes and modification times, a SHA-256 of their bytes
+  and a hash of its configuration (mapping, format, timezone). Unchanged sizes and times mean
+  unchanged; otherwise the bytes decide, so a file that was only touched is not reloaded;
+* a table source: its row count and an order-independent checksum of its rows.
+
+Parquet sources are snapshotted: their files are copied (one read that also hashes them) next
+to the warehouse and the canonical table is a view over the snapshot, which DuckDB reads in
+place as fast as its own tables. Overwriting the original file later changes nothing until the
+next load sees it. CSV and table sources, and sources whose mapping parses text, are copied in
+as tables. Snapshots that no committed fingerprint references (a run that failed or was
+killed) are deleted by the next load.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crmseg.backends.base import CANONICAL_SCHEMA, Backend
+from crmseg.config import Config, SourceConfig
+from crmseg.sources.loader import Planned, plan_sources
+from crmseg.sources.model import TABLES
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+Progress = Callable[[str, float], None]
+
+RECORDS = "_sources"  # crmseg._sources: one row per loaded source (and per derived step)
+_CHUNK = 8 << 20
+
+
+@dataclass
+class Sync:
+    """What a load found: sources to (re)load, planned and checked, and those it keeps."""
+
+    planned: dict[str, Planned]  # changed sources, ready to write
+    unchanged: list[str]
+    removed: list[str]
+    records: dict[str, dict[str, Any]]  # name -> record to commit (every configured source)
+    created: list[Path] = field(default_factory=list)  # snapshot folders made by this load
+
+    @property
+    def changed(self) -> list[str]:
+        return sorted(self.planned)
+
+    def tables(self, backend: Backend) -> dict[str, ir.Table]:
+        """Every configured source as an expression: planned when changed, else loaded."""
+        out = {n: backend.canonical(n) for n in self.unchanged}
+        out.update({n: p.expr for n, p in self.planned.items()})
+        return out
+
+    def status(self) -> dict[str, str]:
+        out = dict.fromkeys(self.unchanged, "unchanged")
+        out.update(dict.fromkeys(self.planned, "loaded"))
+        out.update(dict.fromkeys(self.removed, "removed"))
+        return dict(sorted(out.items()))
+
+    def discard(self) -> None:
+        """Remove the snapshots this load made (it will not commit)."""
+        for folder in self.created:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.created.clear()
+
+
+def stored(backend: Backend) -> dict[str, dict[str, Any]]:
+    """The committed records of ``crmseg._sources`` (empty before the first load)."""
+    if not backend.has_table(RECORDS, database=CANONICAL_SCHEMA):
+        return {}
+    rows = backend.execute(backend.canonical(RECORDS)).to_pylist()
+    return {r["name"]: {**r, "fingerprint": json.loads(r["fingerprint"])} for r in rows}
+
+
+def config_hash(config: Config, source: SourceConfig) -> str:
+    body = {"source": source.model_dump(mode="json"), "timezone": config.timezone}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare(
+    config: Config,
+    root: Path,
+    backend: Backend,
+    progress: Progress | None = None,
+    *,
+    force: bool = False,
+    snapshot: bool = True,
+) -> Sync:
+    """Find what changed since the last committed load and plan exactly those sources.
+
+    Snapshots of changed Parquet files are written next to the warehouse and read through
+    views created in the caller's pending transaction (``Sync.discard`` removes the files if
+    the load does not commit). With ``snapshot=False`` nothing at all is written: changed
+    sources are planned straight from their files (diff, previews of new data).
+    """
+    previous = stored(backend)
+    existing = set(backend.canonical_tables())
+    records: dict[str, dict[str, Any]] = {}
+    unchanged: list[str] = []
+    changed: dict[str, list[str] | None] = {}  # name -> files to read (None: as configured)
+    created: list[Path] = []
+    names = list(config.sources)
+    try:
+        for i, name in enumerate(names):
+            if progress:
+                progress(f"checking {name}", i / max(len(names), 1))
+            source = config.sources[name]
+            before = previous.get(name) if name in existing and not force else None
+            record, files, same = _fingerprint(
+                config, root, backend, name, source, before, snapshot
+            )
+            if record is None:  # unreadable: plan_sources reports why
+                changed[name] = None
+                continue
+            if files is not None and record.get("snapshot"):
+                created.append(Path(record["snapshot"]))
+            records[name] = record
+            if same:
+                unchanged.append(name)
+            else:
+                changed[name] = files
+        # order_items copy customer_id/ordered_at from their orders: new orders, new items.
+        filled = previous.get("order_items", {}).get("fingerprint", {}).get("filled")
+        if "orders" in changed and "order_items" in unchanged and filled:
+            unchanged.remove("order_items")
+            changed["order_items"] = None
+            records["order_items"]["fingerprint"]["content"] = None
+        planned = _plan(config, root, backend, changed, records) if changed else {}
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    removed = sorted(n for n in existing if n in TABLES and n not in config.sources)
+    return Sync(planned, unchanged, removed, records, created)
+
+
+def _plan(
+    config: Config,
+    root: Path,
+    backend: Backend,
+    changed: Mapping[str, list[str] | None],
+    records: dict[str, dict[str, Any]],
+) -> dict[str, Planned]:
+    """Plan the changed sources; snapshots are read through persistent views
+    (``crmseg._raw_<name>``), written in the caller's pending transaction."""
+    raws = {
+        name: backend.files(f"_raw_{name}", files, "parquet")
+        for name, files in changed.items()
+        if files is not None
+    }
+    planned = plan_sources(
+        config, root, backend, None, only=set(changed), files=changed, raw_tables=raws
+    )
+    for name, p in planned.items():
+        record = records.get(name)
+        if record is None:
+            continue
+        record["view"] = name in raws and p.light
+        if name == "order_items":
+            record["fingerprint"]["filled"] = not p.light
+    return planned
+
+
+def _fingerprint(
+    config: Config,
+    root: Path,
+    backend: Backend,
+    name: str,
+    source: SourceConfig,
+    before: dict[str, Any] | None,
+    snapshot: bool = True,
+) -> tuple[dict[str, Any] | None, list[str] | None, bool]:
+    """(record, files to read when changed, unchanged?) of one source."""
+    conf = config_hash(config, source)
+    fp: dict[str, Any]
+    old = before["fingerprint"] if before is not None else None
+    if old is not None and old.get("config") != conf:
+        old = None  # a new mapping reloads, whatever the data
+    if source.table is not None:
+        database, _, table = source.table.rpartition(".")
+        if not backend.has_table(table, database=database or None):
+            return None, None, False
+        checksum = backend.checksum(backend.table(table, database=database or None))
+        fp = {"config": conf, "table": source.table, "checksum": checksum}
+        same = old is not None and old.get("checksum") == checksum
+        return _record(name, fp, None, before if same else None), None, same
+    assert source.path is not None
+    matches = sorted(glob.glob(str(root / source.path)))
+    if not matches:
+        return None, None, False
+    stats = [[m, os.stat(m).st_size, os.stat(m).st_mtime_ns] for m in matches]
+    snapshot_ok = before is None or not before.get("snapshot") or Path(before["snapshot"]).is_dir()
+    if old is not None and old.get("files") == stats and snapshot_ok:
+        return _record(name, old, before["snapshot"] if before else None, before), None, True
+    snapshots = backend.snapshots if snapshot else None
+    if source.file_format == "parquet" and snapshots is not None:
+        folder = Path(snapshots) / f"{name}-{uuid.uuid4().hex[:12]}"
+        content, files = _copy(matches, folder)
+    else:
+        folder, content, files = None, _digest(matches), None
+    fp = {"config": conf, "files": stats, "content": content}
+    if old is not None and old.get("content") == content and snapshot_ok:
+        # Only touched: keep what is loaded, remember the new times.
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        return _record(name, fp, before["snapshot"] if before else None, before), None, True
+    return _record(name, fp, str(folder) if folder else None, None), files, False
+
+
+def _record(
+    name: str, fp: dict[str, Any], snapshot: str | None, before: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "fingerprint": fp,
+        "snapshot": snapshot,
+        "rows": before["rows"] if before else None,
+        "loaded_at": before["loaded_at"] if before else None,
+        "view": bool(before["view"]) if before else False,
+    }
+
+
+def _digest(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy(paths: list[str], folder: Path) -> tuple[str, list[str]]:
+    """Copy files into ``folder`` while hashing them (one read); returns (hash, copies)."""
+    folder.mkdir(parents=True)
+    h = hashlib.sha256()
+    out = []
+    for i, path in enumerate(paths):
+        target = folder / f"part-{i:05d}{Path(path).suffix}"
+        with open(path, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(_CHUNK):
+                h.update(chunk)
+                dst.write(chunk)
+        out.append(str(target))
+    return h.hexdigest(), out
+
+
+def commit(
+    backend: Backend,
+    sync: Sync,
+    derived: Mapping[str, ir.Table] | None = None,
+    derived_records: Mapping[str, dict[str, Any]] | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """Write the changed sources (and ``derived`` tables, e.g. identity's) and the new
+    records; call inside ``backend.pending()`` so it commits with the run. Returns the row
+    count of every configured source."""
+    import ibis
+    import pyarrow as pa
+
+    stamp = now or datetime.now()
+    names = list(sync.planned)
+    for i, name in enumerate(names):
+        if progress:
+            progress(f"writing {name}", i / max(len(names), 1))
+        planned = sync.planned[name]
+        record = sync.records[name]
+        backend.put(name, planned.expr, view=record["view"])
+        record["rows"] = int(backend.scalar(backend.canonical(name).count()))
+        record["loaded_at"] = stamp
+    for name, expr in (derived or {}).items():
+        backend.put(name, expr)
+    for name in sync.planned:
+        if not sync.records[name]["view"]:
+            backend.drop(f"_raw_{name}")  # copied in: the snapshot is no longer read
+            sync.records[name]["snapshot"] = None
+    for name in sync.removed:
+        backend.drop(name)
+        backend.drop(f"_raw_{name}")
+    records = {**sync.records, **(derived_records or {})}
+    for name, record in records.items():
+        if record.get("loaded_at") is None:
+            record["loaded_at"] = stamp
+        if record.get("rows") is None and backend.has_table(name, database=CANONICAL_SCHEMA):
+            record["rows"] = int(backend.scalar(backend.canonical(name).count()))
+    rows = list(records.values())
+    table = pa.table(
+        {
+            "name": pa.array([r["name"] for r in rows], pa.string()),
+            "fingerprint": pa.array(
+                [json.dumps(r["fingerprint"], sort_keys=True) for r in rows], pa.string()
+            ),
+            "snapshot": pa.array([r.get("snapshot") for r in rows], pa.string()),
+            "rows": pa.array([r.get("rows") for r in rows], pa.int64()),
+            "loaded_at": pa.array([r["loaded_at"] for r in rows], pa.timestamp("us")),
+            "view": pa.array([bool(r.get("view")) for r in rows], pa.bool_()),
+        }
+    )
+    backend.put(RECORDS, ibis.memtable(table))
+    if progress:
+        progress("loaded", 1.0)
+    return {n: int(sync.records[n]["rows"] or 0) for n in sync.records}
+
+
+def cleanup(backend: Backend) -> None:
+    """Delete snapshot folders no committed record references (failed or killed loads,
+    replaced snapshots)."""
+    folder = backend.snapshots
+    if folder is None or not Path(folder).is_dir():
+        return
+    keep = {r["snapshot"] for r in stored(backend).values() if r.get("snapshot")}
+    for child in Path(folder).iterdir():
+        if str(child) not in keep:
+            shutil.rmtree(child, ignore_errors=True)

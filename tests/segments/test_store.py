@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crmseg.backends.state import StateStore
+from crmseg.errors import StateError
+from crmseg.segments.store import History, SegmentResult
+
+T0 = datetime(2026, 1, 1)
+
+
+def _result(segment: str, ids: list[str]) -> SegmentResult:
+    return SegmentResult(segment, "h1", "rule", pa.array(ids, pa.string()))
+
+
+def _run(store: History, at: datetime, members: dict[str, list[str]], **kw: object) -> int:
+    record = store.record_run(
+        at, at, at, 10, {"customers": 10}, [_result(s, m) for s, m in members.items()], "t", **kw
+    )
+    return record.run_id
+
+
+def test_intervals_follow_membership_over_runs(tmp_path: Path) -> None:
+    store = History(StateStore(tmp_path / "state.duckdb"))
+    _run(store, T0, {"a.x": ["1", "2"]})
+    _run(store, T0 + timedelta(days=1), {"a.x": ["2", "3"]})
+    _run(store, T0 + timedelta(days=2), {"a.x": ["1", "2", "3"]})
+    assert store.members("a.x", T0) == ["1", "2"]
+    assert store.members("a.x", T0 + timedelta(hours=30)) == ["2", "3"]
+    assert store.members("a.x", T0 + timedelta(days=5)) == ["1", "2", "3"]
+    assert store.members("a.x", T0 - timedelta(days=1)) == []
+    stats = store.segments_in_run(2)["a.x"]
+    assert (stats["size"], stats["entered"], stats["exited"]) == (2, 1, 1)
+    # Customer 1 has two intervals: entered, exited, re-entered.
+    rows = store.state.con.execute(
+        "SELECT entered_at, exited_at FROM memberships WHERE customer_id = '1' ORDER BY 1"
+    ).fetchall()
+    assert rows == [(T0, T0 + timedelta(days=1)), (T0 + timedelta(days=2), None)]
+
+
+def test_rerun_with_same_members_changes_nothing(tmp_path: Path) -> None:
+    store = History(StateStore(tmp_path / "state.duckdb"))
+    _run(store, T0, {"a.x": ["1", "2"]})
+    before = store.state.con.execute("SELECT * FROM memberships ORDER BY ALL").fetchall()
+    _run(store, T0 + timedelta(days=1), {"a.x": ["1", "2"]})
+    _run(store, T0 + timedelta(days=1), {"a.x": ["1", "2"]})
+    assert store.state.con.execute("SELECT * FROM memberships ORDER BY ALL").fetchall() == before
+
+
+def test_injected_failure_leaves_previous_state(tmp_path: Path) -> None:
+    path = tmp_path / "state.duckdb"
+    store = History(StateStore(path))
+    _run(store, T0, {"a.x": ["1"], "a.y": ["2"]})
+    with pytest.raises(StateError, match="injected"):
+        _run(store, T0 + timedelta(days=1), {"a.x": ["3"], "a.y": ["4"]}, fail_after=1)
+    store.state.close()
+    reopened = History(StateStore(path))
+    assert [r.run_id for r in reopened.runs()] == [1]
+    assert reopened.members("a.x", T0 + timedelta(days=2)) == ["1"]
+    assert reopened.members("a.y", T0 + timedelta(days=2)) == ["2"]
+
+
+def test_run_at_picks_the_latest_run_not_after(tmp_path: Path) -> None:
+    store = History(StateStore(tmp_path / "state.duckdb"))
+    _run(store, T0, {"a.x": ["1"]})
+    _run(store, T0 + timedelta(days=7), {"a.x": ["1"]})
+    run = store.run_at(T0 + timedelta(days=3))
+    assert run is not None and run.run_id == 1
+    assert store.run_at(T0 - timedelta(days=1)) is None
+
+
+# --- history in any run order (backfills) ---------------------------------------------------
+
+
+CUSTOMERS = [str(i) for i in range(6)]
+SEGMENTS = ("a.x", "a.y")
+members_of = st.frozensets(st.sampled_from(CUSTOMERS))
+# A run selects one or both segments (``--select``), each with its own members.
+snapshots = st.lists(
+    st.tuples(
+        st.integers(0, 6),
+        st.dictionaries(st.sampled_from(SEGMENTS), members_of, min_size=1),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs=snapshots)
+def test_intervals_equal_the_snapshots_in_as_of_order(
+    runs: list[tuple[int, dict[str, frozenset[str]]]],
+) -> None:
+    store = History(StateStore())
+    truth: dict[str, dict[int, frozenset[str]]] = {s: {} for s in SEGMENTS}
+    latest: dict[tuple[str, int], int] = {}
+    for day, chosen in runs:
+        run_id = _run(store, T0 + timedelta(days=day), {s: sorted(m) for s, m in chosen.items()})
+        for seg, members in chosen.items():
+            truth[seg][day] = members  # a later run at the same instant replaces it
+            latest[(seg, day)] = run_id
+    for seg in SEGMENTS:
+        days = sorted(truth[seg])
+        for probe in range(-1, 8):
+            at = T0 + timedelta(days=probe, hours=probe % 2 * 5)
+            before = [d for d in days if T0 + timedelta(days=d) <= at]
+            expected = sorted(truth[seg][before[-1]]) if before else []
+            assert store.members(seg, at) == expected, (runs, seg, probe)
+        rows = store.state.con.execute(
+            "SELECT customer_id, entered_at, exited_at FROM memberships WHERE segment = ? "
+            "ORDER BY 1, 2",
+            [seg],
+        ).fetchall()
+        for (c1, _e1, x1), (c2, e2, _x2) in itertools.pairwise(rows):
+            if c1 == c2:  # canonical: no overlap, no touching intervals
+                assert x1 is not None and x1 < e2, rows
+        for _c, e, x in rows:
+            assert x is None or e < x
+        # entered/exited of the newest run at each instant match consecutive snapshots.
+        prev: frozenset[str] = frozenset()
+        for day in days:
+            stats = store.segments_in_run(latest[(seg, day)])[seg]
+            assert (stats["size"], stats["entered"], stats["exited"]) == (
+                len(truth[seg][day]),
+                len(truth[seg][day] - prev),
+                len(prev - truth[seg][day]),
+            ), (runs, seg, day)
+            prev = truth[seg][day]
