@@ -341,15 +341,14 @@ class _Checker:
         grouped = self.backend.execute(
             keyed.group_by("phone", "country").aggregate(n=keyed.count())
         )
-        raw = grouped.column("phone").to_pylist()
-        result = phones.normalise(
-            list(zip(raw, grouped.column("country").to_pylist(), strict=True))
+        import pyarrow.compute as pc
+
+        _, possible = phones.arrays(
+            grouped.column("phone").combine_chunks(), grouped.column("country").combine_chunks()
         )
-        counts = grouped.column("n").to_pylist()
-        bad = [p for p, (e164, ok) in zip(raw, result, strict=True) if e164 is None or not ok]
-        affected = sum(
-            n for n, (e164, ok) in zip(counts, result, strict=True) if e164 is None or not ok
-        )
+        failing = pc.invert(possible)  # unparseable numbers are never possible
+        bad = pc.filter(grouped.column("phone"), failing).to_pylist()
+        affected = int(pc.sum(pc.filter(grouped.column("n"), failing)).as_py() or 0)
         rows = has.filter(has.phone.isin(bad[: self.q.examples])) if bad else None
         if rows is not None:
             cols = self.example_columns("customers", has, "phone")
@@ -359,7 +358,7 @@ class _Checker:
             "customers",
             "phone",
             affected,
-            sum(counts),
+            int(pc.sum(grouped.column("n")).as_py() or 0),
             f"are not phone numbers of a plausible length (default region {phones.default_region})",
             rows,
         )

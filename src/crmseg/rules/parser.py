@@ -22,7 +22,11 @@ _DUR = re.compile(r"(\d+)(mo|h|d|w|y)")
 @functools.cache
 def _lark() -> Lark:
     grammar = (Path(__file__).parent / "grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # cache=True keeps the built LALR tables in the temp folder: a new process loads them
+    # instead of rebuilding the parser (half a second on every command).
+    return Lark(
+        grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True
+    )
 
 
 def duration(text: str) -> A.Dur:

@@ -180,19 +180,23 @@ class Runner:
         from crmseg.sources.normalize import PhoneBook
 
         backend = self.backend
+        clock = _Clock()
         plan = sync.prepare(self.config, self.root, backend, _scaled(progress, 0.0, 0.3))
         try:
             details: dict[str, Any] = {"sources": plan.status()}
+            clock.lap("sources")
             tables = plan.tables(backend)
             phones = PhoneBook(self.config.identity.default_region)
             report, details["quality"] = self._quality(plan, tables, at, phones, progress)
             if report is not None:
                 report.raise_for_errors()
+            clock.lap("quality")
             self.catalog.plan(tables)  # rule errors surface before anything is written
             if "customers" in backend.canonical_tables():
                 from crmseg.segments.sql import sql_tables
 
                 sql_tables(backend, self.segments)  # their tables exist once data is loaded
+            clock.lap("rules")
             step = self._identity(plan, tables, phones, _scaled(progress, 0.5, 0.8))
             details["identity"] = step.status
             try:
@@ -204,12 +208,14 @@ class Runner:
                 )
             finally:
                 step.close()
+            clock.lap("identity and writing")
         except BaseException:
             plan.discard()
             raise
         from crmseg.segments.sql import sql_tables
 
         loaded = {n: backend.canonical(n) for n in backend.canonical_tables()}
+        details["seconds"] = clock.laps
         return Loaded(
             counts, resolved_tables(loaded), sql_tables(backend, self.segments), report, details
         )
@@ -302,6 +308,7 @@ class Runner:
         started: datetime,
         fail_after: int | None,
     ) -> RunResult:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         from crmseg.quality.store import QualityStore
@@ -309,16 +316,18 @@ class Runner:
         from crmseg.segments.store import History, SegmentResult
 
         clock = time.perf_counter()
+        laps = _Clock()
         plan = self.catalog.plan(loaded.tables)
         thresholds = _thresholds_used(plan, chosen)
         wide = plan.wide(loaded.tables, at, loaded.sql, select=[*chosen, *thresholds])
         result = self.backend.execute(wide.select("customer_id", *chosen, *thresholds))
-        ids = result.column("customer_id")
+        # Members share one dictionary (the run's customer ids): history keys them once.
+        ids = result.column("customer_id").combine_chunks().cast(pa.string()).dictionary_encode()
         by_name = {s.name: s for s in self.segments}
         results = []
         for name in chosen:
             seg = by_name[name]
-            members = pc.filter(ids, result.column(name)).combine_chunks()
+            members = pc.filter(ids, result.column(name).combine_chunks())
             results.append(
                 SegmentResult(
                     name,
@@ -328,11 +337,13 @@ class Runner:
                     plan.english(name),
                 )
             )
+        laps.lap("segments")
         details = dict(loaded.details)
         values = {n: result.column(n)[0].as_py() if result.num_rows else None for n in thresholds}
         details["thresholds"] = values
         details["uses"] = {n: u for n in chosen if (u := _uses(plan, n, thresholds))}
         details["quality_settings"] = _digest(self.config.quality.model_dump(mode="json"))
+        details["seconds"] = {**details.get("seconds", {}), **laps.laps}
         history = History(self.state)
         report = loaded.quality
         with self.state.transaction():
@@ -363,6 +374,19 @@ class Runner:
             seconds=time.perf_counter() - clock,
             details=details,
         )
+
+
+class _Clock:
+    """Seconds per step of a run, kept in its record."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = round(now - self._last, 3)
+        self._last = now
 
 
 def _thresholds_used(plan: Plan, names: Sequence[str]) -> list[str]:

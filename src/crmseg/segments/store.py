@@ -195,10 +195,7 @@ class History:
                 "SELECT k.sid FROM _names n JOIN segment_keys k USING (segment) ORDER BY n.i"
             ).column(0)
         chosen = chosen.append_column("sid", sids)
-        ids = [pa.array(r.members, pa.string()) for r in results]
-        everyone = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
-        # One person key per distinct id (a run's members are a few ids many times over).
-        unique = everyone.unique()
+        unique, where = _positions([r.members for r in results])
         positions = pa.array(np.arange(len(unique), dtype=np.int64))
         with s.registered(_ids=pa.table({"customer_id": unique, "i": positions})):
             s.execute(
@@ -209,7 +206,6 @@ class History:
             keyed = s.arrow("SELECT i.i, p.pid FROM _ids i JOIN people p USING (customer_id)")
         lookup = np.empty(len(unique), dtype=np.int32)
         lookup[keyed.column("i").to_numpy()] = keyed.column("pid").to_numpy()
-        where = pc.index_in(everyone, value_set=unique).to_numpy(zero_copy_only=False)
         sizes = np.array([len(r.members) for r in results], dtype=np.int64)
         members = pa.table(
             {
@@ -540,6 +536,26 @@ class History:
                 "AND segment IN (SELECT segment FROM _chosen_members)",
                 {"at": at},
             )
+
+
+def _positions(members: Sequence[pa.Array]) -> tuple[pa.Array, np.ndarray]:
+    """(distinct ids, position of every member in them), members of all segments in order.
+
+    A run passes its members dictionary-encoded over the run's customer ids: then the
+    dictionary is the distinct set and the indices are the positions, with no hashing."""
+    if members and all(isinstance(m, pa.DictionaryArray) for m in members):
+        first = members[0].dictionary
+        if all(m.dictionary.equals(first) for m in members[1:]):
+            indices = [m.indices.to_numpy(zero_copy_only=False) for m in members]
+            where = np.concatenate(indices) if indices else np.zeros(0, np.int64)
+            return first.cast(pa.string()), where
+    ids = [pa.array(m, pa.string()) if not isinstance(m, pa.Array) else m for m in members]
+    ids = [m.cast(pa.string()) for m in ids]
+    everyone = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+    # One person key per distinct id (a run's members are a few ids many times over).
+    unique = everyone.unique()
+    where = pc.index_in(everyone, value_set=unique).to_numpy(zero_copy_only=False)
+    return unique, where
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:

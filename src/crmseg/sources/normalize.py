@@ -6,11 +6,14 @@ Emails are trimmed and lowercased; optionally ``+tags`` and dots of the local pa
 (providers such as Gmail ignore them, most others do not, so both are off by default). Only
 syntactically valid emails link records, so junk such as ``n/a`` never merges people.
 
-Phones are parsed by ``phonenumbers`` once per distinct (raw value, region) pair, never per
-row: the region is the customer's country when it is a known region code, else the configured
-default. A number that parses is written in E.164; ``possible`` says whether its length is
-plausible for its country (quality reports the rest as unparseable). A number of implausible
-length written nationally loses its trunk prefix, so it links with its international spelling.
+Phones are normalised once per distinct (raw value, region) pair, never per row: the region is
+the customer's country when it is a known region code, else the configured default. A number
+that parses is written in E.164; ``possible`` says whether its length is plausible for its
+country (quality reports the rest as unparseable). A number of implausible length written
+nationally loses its trunk prefix, so it links with its international spelling.
+
+How a value is turned into E.164 (exactly as ``phonenumbers`` does, faster for plain
+spellings) is in :mod:`crmseg.sources.phones`.
 """
 
 from __future__ import annotations
@@ -48,28 +51,11 @@ def email_key(raw: ir.StringValue, plus: bool = False, dots: bool = False) -> ir
 
 
 def _parse_chunk(items: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
-    import phonenumbers as pn
+    """(E.164 or None, possible) of each (raw phone, region)."""
+    from crmseg.sources.phones import normalise_phone
 
-    e164 = pn.PhoneNumberFormat.E164
-    out: list[tuple[str | None, bool]] = []
-    for raw, region in items:
-        try:
-            number = pn.parse(raw, region)
-        except pn.NumberParseException:
-            out.append((None, False))
-            continue
-        possible = bool(pn.is_possible_number(number))
-        text = pn.format_number(number, e164)
-        if number.italian_leading_zero and not raw.strip().startswith("+"):
-            # For a number of implausible length phonenumbers keeps the trunk prefix ("06-..."
-            # -> +3306...); where the region has one, drop it so the same (wrong) number
-            # written nationally and internationally still links.
-            meta = pn.PhoneMetadata.metadata_for_region(region)
-            if meta is not None and meta.national_prefix:
-                text = f"+{number.country_code}{number.national_number}"
-                possible = bool(pn.is_possible_number(pn.parse(text, None)))
-        out.append((text, possible))
-    return out
+    memo: dict[tuple[str, str], tuple[str | None, bool]] = {}
+    return [normalise_phone(raw, region, memo) for raw, region in items]
 
 
 class PhoneBook:
@@ -95,18 +81,44 @@ class PhoneBook:
                 self._cache[key] = value
         return [self._cache[k] for k in keys]
 
+    def arrays(
+        self, phones: pa.Array, countries: pa.Array | None = None
+    ) -> tuple[pa.Array, pa.Array]:
+        """(e164, possible) columns for raw phone and customer country columns: plain
+        international spellings on whole columns, the others value by value (cached)."""
+        import pyarrow.compute as pc
+
+        from crmseg.sources.phones import international
+
+        phones = pa.array(phones, pa.string()) if not isinstance(phones, pa.Array) else phones
+        if isinstance(phones, pa.ChunkedArray):
+            phones = phones.combine_chunks()
+        e164, possible = international(phones)
+        rest = pc.indices_nonzero(pc.and_(pc.is_null(e164), pc.is_valid(phones))).to_numpy()
+        if len(rest):
+            raw = phones.take(pa.array(rest)).to_pylist()
+            cc = (
+                countries.take(pa.array(rest)).to_pylist()
+                if countries is not None
+                else [None] * len(rest)
+            )
+            found = self.normalise(list(zip(raw, cc, strict=True)))
+            texts = e164.to_pylist()
+            flags = possible.to_pylist()
+            for i, (text, ok) in zip(rest, found, strict=True):
+                texts[i], flags[i] = text, ok
+            e164, possible = pa.array(texts, pa.string()), pa.array(flags, pa.bool_())
+        return e164, pc.fill_null(possible, False)
+
     def table(self, distinct: pa.Table) -> pa.Table:
         """``distinct`` (phone, country) -> the same rows plus e164 and possible."""
-        phones = distinct.column("phone").to_pylist()
         countries = (
-            distinct.column("country").to_pylist()
+            distinct.column("country").combine_chunks()
             if "country" in distinct.column_names
-            else [None] * len(phones)
+            else None
         )
-        result = self.normalise(list(zip(phones, countries, strict=True)))
-        return distinct.append_column(
-            "e164", pa.array([r[0] for r in result], pa.string())
-        ).append_column("possible", pa.array([r[1] for r in result], pa.bool_()))
+        e164, possible = self.arrays(distinct.column("phone").combine_chunks(), countries)
+        return distinct.append_column("e164", e164).append_column("possible", possible)
 
 
 def _parse_many(items: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:

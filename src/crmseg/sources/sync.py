@@ -279,7 +279,9 @@ def commit(
         planned = sync.planned[name]
         record = sync.records[name]
         backend.put(name, planned.expr, view=record["view"])
-        record["rows"] = int(backend.scalar(backend.canonical(name).count()))
+        # A view selects every row of its snapshot: count those (Parquet metadata answers).
+        counted = backend.canonical(f"_raw_{name}" if record["view"] else name)
+        record["rows"] = int(backend.scalar(counted.count()))
         record["loaded_at"] = stamp
     for name, expr in (derived or {}).items():
         backend.put(name, expr)

@@ -1,0 +1,254 @@
+"""One phone value to E.164, exactly as ``phonenumbers.parse`` reads it, faster.
+
+Most spellings are digits with the usual punctuation (``+33 6 12 34 56 78``, ``06-12345678``,
+``(06) 123 4567``). For those, what ``parse`` returns depends only on the digits and a leading
+``+``: its generic text handling (leading symbols, punctuation, extensions, Unicode digits)
+reduces them to that compact form. So a plain value is reduced to its compact form and the
+compact form is read by the library's own numbering-plan steps (international prefix, country
+code, national prefix, length checks), called directly with each region's metadata looked up
+once. ``tests/sources/test_phones.py`` holds the result equal to ``parse`` for every region's
+example numbers in national, international and E.164 spelling and for random spellings.
+Anything else (letters, extensions, other symbols) goes through ``parse`` itself.
+
+A number that parses is written in E.164 with ``possible`` saying whether its length is
+plausible for its country. A number of implausible length written nationally loses its trunk
+prefix, so it links with its international spelling.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Digits with common punctuation and at most a leading plus.
+_PLAIN = re.compile(r"\+?[0-9 ()\-./]*")
+_NOT_DIGIT = re.compile(r"[^0-9]")
+Result = tuple[str | None, bool]
+
+
+def compact(raw: str) -> str | None:
+    """``+`` (when leading) and the digits of a plainly spelled number, else None."""
+    text = raw.strip()
+    if len(text) > 250 or not _PLAIN.fullmatch(text):
+        return None
+    digits = _NOT_DIGIT.sub("", text)
+    if len(digits) < 3:  # phonenumbers' viability rules differ below three digits
+        return None
+    return ("+" if text.startswith("+") else "") + digits
+
+
+def normalise_phone(raw: str, region: str, memo: dict[tuple[str, str], Result]) -> Result:
+    """(E.164 or None, possible) of ``raw`` read in ``region``; ``memo`` caches compact forms."""
+    short = compact(raw)
+    if short is None:
+        return _finish(_parse(raw, region), raw.strip().startswith("+"), region)
+    key = (short, region)
+    found = memo.get(key)
+    if found is None:
+        found = _finish(_plan_number(short, region), short.startswith("+"), region)
+        memo[key] = found
+    return found
+
+
+def _parse(raw: str, region: str) -> Any:
+    import phonenumbers as pn
+
+    try:
+        return pn.parse(raw, region)
+    except pn.NumberParseException:
+        return None
+
+
+def _finish(number: Any, plus: bool, region: str) -> Result:
+    if number is None:
+        return (None, False)
+    u = _lib()
+    nsn = u.national_significant_number(number)
+    text = f"+{number.country_code}{nsn}"
+    possible = _possible(number.country_code, nsn)
+    if number.italian_leading_zero and not plus and _home(region)[0].national_prefix:
+        # For a number of implausible length phonenumbers keeps the trunk prefix ("06-..." ->
+        # +3306...); where the region has one, drop it so the same (wrong) number written
+        # nationally and internationally still links.
+        text = f"+{number.country_code}{number.national_number}"
+        again = _plan_number(text, region)
+        possible = again is not None and _possible(
+            again.country_code, u.national_significant_number(again)
+        )
+    return (text, possible)
+
+
+@cache
+def _lib() -> Any:
+    import phonenumbers.phonenumberutil as u
+
+    return u
+
+
+@cache
+def _number_type() -> Any:
+    from phonenumbers import PhoneNumber
+
+    return PhoneNumber
+
+
+@cache
+def _home(region: str) -> tuple[Any, Any]:
+    """A region's metadata and its compiled international dialing prefix."""
+    from phonenumbers import PhoneMetadata
+
+    u = _lib()
+    meta = PhoneMetadata.metadata_for_region(region, None)
+    idd = (meta.international_prefix if meta is not None else None) or "NonMatch"
+    return meta, u.re_compile(idd)
+
+
+@cache
+def _code(code: int) -> tuple[str, Any]:
+    """The main region of a calling code and that code's metadata."""
+    from phonenumbers import PhoneMetadata
+
+    where = _lib().region_code_for_country_code(code)
+    return where, PhoneMetadata.metadata_for_region_or_calling_code(code, where)
+
+
+def _possible(code: int, nsn: str) -> bool:
+    """phonenumbers.is_possible_number for a parsed number (its length rules)."""
+    u = _lib()
+    meta = _code(code)[1]
+    if code not in u.COUNTRY_CODE_TO_REGION_CODE or meta is None:
+        return False
+    result = u._test_number_length(nsn, meta)
+    return result in (u.ValidationResult.IS_POSSIBLE, u.ValidationResult.IS_POSSIBLE_LOCAL_ONLY)
+
+
+def _country_code(digits: str, region: str, plus: bool) -> tuple[int, str] | None:
+    """phonenumbers' ``_maybe_extract_country_code`` for compact digits: (code or 0, national
+    digits), None where it raises."""
+    u = _lib()
+    home, idd = _home(region)
+    international = plus
+    if not plus:
+        international, digits = u._parse_prefix_as_idd(idd, digits)
+    if international:
+        if len(digits) <= u._MIN_LENGTH_FOR_NSN:
+            return None
+        code, national = u._extract_country_code(digits)
+        return (code, national) if code != 0 else None
+    prefix = str(home.country_code)
+    if digits.startswith(prefix):  # the home country code written without a plus
+        rest = digits[len(prefix) :]
+        _, rest, _ = u._maybe_strip_national_prefix_carrier_code(rest, home)
+        desc = home.general_desc
+        if (
+            not u._match_national_number(digits, desc, False)
+            and u._match_national_number(rest, desc, False)
+        ) or u._test_number_length(digits, home) == u.ValidationResult.TOO_LONG:
+            return home.country_code, rest
+    return 0, digits
+
+
+def _plan_number(short: str, region: str) -> Any:
+    """``phonenumbers.parse(short, region)`` for a compact form, by the library's own
+    numbering-plan steps; None where parse would raise."""
+    u = _lib()
+    home = _home(region)[0]
+    if home is None:
+        return None
+    plus = short.startswith("+")
+    digits = short[1:] if plus else short
+    found = _country_code(digits, region, plus)
+    if found is None and plus and len(digits) > u._MIN_LENGTH_FOR_NSN:
+        # parse reads an unknown code after a plus again as if the plus were not there, and
+        # gives up unless that finds a country code.
+        found = _country_code(digits, region, False)
+        if found is not None and found[0] == 0:
+            return None
+    if found is None:
+        return None
+    code, national = found
+    if code != 0:
+        where, by_code = _code(code)
+        meta = home if where == region else by_code
+    else:
+        meta, code = home, home.country_code
+    if meta is None or len(national) < u._MIN_LENGTH_FOR_NSN:
+        return None
+    _, stripped, _ = u._maybe_strip_national_prefix_carrier_code(national, meta)
+    if u._test_number_length(stripped, meta) not in (
+        u.ValidationResult.TOO_SHORT,
+        u.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+        u.ValidationResult.INVALID_LENGTH,
+    ):
+        national = stripped
+    if not u._MIN_LENGTH_FOR_NSN <= len(national) <= u._MAX_LENGTH_FOR_NSN:
+        return None
+    number = _number_type()(country_code=code)
+    u._set_italian_leading_zeros_for_phone_number(national, number)
+    number.national_number = int(national)
+    return number
+
+
+# --- many values at once -------------------------------------------------------------------
+
+_INTERNATIONAL = r"^\+[0-9 ()\-./]*$"
+
+
+def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(E.164, possible) of plain international spellings (``+`` and digits with the usual
+    punctuation), computed on whole columns; null where a value needs the per-value path.
+
+    For these, parse's answer is the compact form itself whenever the digits after the
+    country code do not begin with the national prefix of that country (which it would
+    strip), and whether it is possible depends only on the country code and the length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    u = _lib()
+    text = pc.utf8_trim_whitespace(raw)
+    digits = pc.replace_substring_regex(text, r"[^0-9]", "")
+    plain = pc.and_(
+        pc.match_substring_regex(text, _INTERNATIONAL), pc.less_equal(pc.utf8_length(text), 250)
+    )
+    usable = pc.and_(
+        pc.greater_equal(pc.utf8_length(digits), 3), pc.invert(pc.starts_with(digits, "0"))
+    )
+    candidate = pc.and_(plain, usable)
+    codes = pa.array(sorted(str(c) for c in u.COUNTRY_CODE_TO_REGION_CODE), pa.string())
+    # Calling codes form a prefix code: at most one of the first 1, 2, 3 digits is one.
+    code = pa.nulls(len(raw), pa.string())
+    for width in (3, 2, 1):
+        head = pc.utf8_slice_codeunits(digits, 0, width)
+        code = pc.if_else(pc.is_in(head, value_set=codes), head, code)
+    width = pc.fill_null(pc.utf8_length(code), 0)
+    ok = pc.and_(candidate, pc.is_valid(code))
+    rows = pc.indices_nonzero(pc.fill_null(ok, False)).to_numpy()
+    e164: list[str | None] = [None] * len(raw)
+    possible: list[bool | None] = [None] * len(raw)
+    digit_list = digits.to_pylist()
+    widths = width.to_pylist()
+    length_ok: dict[tuple[int, int], bool] = {}
+    patterns: dict[int, Any] = {}
+    for i in rows:
+        d, w = digit_list[i], widths[i]
+        cc = int(d[:w])
+        rest = d[w:]
+        if not u._MIN_LENGTH_FOR_NSN <= len(rest) <= u._MAX_LENGTH_FOR_NSN:
+            continue  # parse raises or trims: the per-value path says what
+        if cc not in patterns:
+            meta = _code(cc)[1]
+            prefix = meta.national_prefix_for_parsing if meta is not None else None
+            patterns[cc] = u.re_compile(prefix) if prefix else (None if meta else False)
+        pattern = patterns[cc]
+        if pattern is False or (pattern is not None and pattern.match(rest)):
+            continue  # a national prefix parse may strip: the per-value path decides
+        key = (cc, len(rest))
+        if key not in length_ok:
+            length_ok[key] = _possible(cc, rest)
+        e164[i] = f"+{d}"
+        possible[i] = length_ok[key]
+    return pa.array(e164, pa.string()), pa.array(possible, pa.bool_())
