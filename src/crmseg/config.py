@@ -370,6 +370,20 @@ class ModelsConfig(Strict):
         20_000, ge=100, description="customers sampled for churn training and silhouettes"
     )
     seed: int = Field(42, description="seed for sampling and model initialisation")
+    refit: str = Field(
+        "7d",
+        description="refit a model when its latest fit is this old (e.g. 12h, 7d, 2w; 0: "
+        "every run); runs in between score with the recorded fit",
+    )
+
+    @field_validator("refit")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"\s*(0|\d+\s*(h|d|w|mo|y))\s*", value):
+            raise ValueError(f"expected a duration like 7d, 12h, 2w or 0, got {value!r}")
+        return value.strip()
 
 
 class Config(Strict):

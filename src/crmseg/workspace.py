@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
     from crmseg.rules import Definition, Plan
     from crmseg.segments.catalog import Segment
-    from crmseg.segments.compiled import Catalog
+    from crmseg.segments.compiled import Catalog, LazyModels
     from crmseg.segments.governance import Finding
     from crmseg.segments.runs import Runner
     from crmseg.segments.store import History, RunRecord
@@ -201,16 +201,20 @@ class Workspace:
         return self.compiled.plan(tables)
 
     @cached_property
-    def _model_traits(self) -> Any:
+    def _model_traits(self) -> LazyModels:
         """Model traits (clv/churn/cluster) for rules that use them; imported on first use."""
+        from crmseg.segments.compiled import LazyModels
 
-        def provide(names: Sequence[str], tables: Any, at: datetime) -> Any:
-            return self._models(names, tables, at)
+        return LazyModels(self._make_fitter)
 
-        return provide
-
-    @cached_property
+    @property
     def _fitter(self) -> Any:
+        models = self._model_traits
+        if models.fitter is None:
+            models.fitter = self._make_fitter()
+        return models.fitter
+
+    def _make_fitter(self) -> Any:
         from crmseg.models.store import FitStore
         from crmseg.models.traits import ModelTraits
 
@@ -218,11 +222,9 @@ class Workspace:
             self.backend.execute,
             self.config.models,
             self.compiled.library,
-            record=lambda records: FitStore(self.state).save(records, utcnow()),
+            store=FitStore(self._read_state),
+            now=utcnow,
         )
-
-    def _models(self, names: Sequence[str], tables: Any, at: datetime) -> Any:
-        return self._fitter(names, tables, at)
 
     def model_records(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """Recorded model fits (params, fit time, data window, metrics), newest first."""

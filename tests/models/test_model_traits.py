@@ -110,3 +110,80 @@ def test_describe_reads_the_centroid() -> None:
     cols = ["orders_count", "aov", "discount_share"]
     assert describe(np.array([1.2, -0.9, 0.6]), cols) == "frequent, low basket, discount-driven"
     assert describe(np.array([0.1, 0.0, -0.2]), cols) == "average"
+
+
+def test_sql_scoring_equals_the_fitted_models(shop: Workspace) -> None:
+    """churn.risk, churn.top_features and cluster.* reach rules as SQL over the plan's trait
+    columns; they equal the fitted models' own numpy scoring."""
+    from crmseg.demo.scaffold import DEMO_AS_OF
+    from crmseg.models.churn import score_churn
+    from crmseg.models.clusters import assign_clusters
+
+    tables = shop._loaded_tables()
+    fitter = shop._fitter
+    names = ["churn.risk", "churn.top_features", "cluster.id", "cluster.label"]
+    outputs = shop._plan(tables).wide(tables, DEMO_AS_OF, select=["orders_count"], extra={
+        n: _model_ref(n) for n in names
+    })  # fmt: skip
+    sql = shop.backend.execute(outputs).to_pandas().set_index("customer_id")
+    buyers = sql[sql.orders_count > 0]
+    assert sql.loc[sql.orders_count == 0, names].isna().all().all()  # buyers only
+    churn = fitter.fit("churn", tables, DEMO_AS_OF)
+    cluster = fitter.fit("cluster", tables, DEMO_AS_OF)
+    feats = (
+        shop.backend.execute(
+            fitter.features(tables, DEMO_AS_OF, churn.state["columns"]).order_by("customer_id")
+        )
+        .to_pandas()
+        .set_index("customer_id")
+    )
+    want = score_churn(churn.state, feats).loc[buyers.index]
+    np.testing.assert_allclose(buyers["churn.risk"], want["churn.risk"], rtol=1e-9)
+    same = (buyers["churn.top_features"] == want["churn.top_features"]).mean()
+    assert same > 0.999, same  # a last-digit tie may order two equal terms differently
+    feats = (
+        shop.backend.execute(
+            fitter.features(tables, DEMO_AS_OF, cluster.state["columns"]).order_by("customer_id")
+        )
+        .to_pandas()
+        .set_index("customer_id")
+    )
+    got = assign_clusters(cluster.state, feats).loc[buyers.index]
+    assert (buyers["cluster.id"].astype(int) == got["cluster.id"]).all()
+    assert (buyers["cluster.label"] == got["cluster.label"]).all()
+
+
+def _model_ref(name: str) -> object:
+    from crmseg.rules import ast as A
+
+    return A.ModelRef(name)
+
+
+def test_fits_follow_their_schedule(tmp_path: Path) -> None:
+    """A second run within models.refit scores with the recorded fit; a later one refits;
+    an earlier instant (a backfill) never uses a fit of later data."""
+    from datetime import timedelta
+
+    from crmseg.demo.scaffold import DEMO_AS_OF, init_project
+
+    root = tmp_path / "shop"
+    init_project(root, demo=True, customers=1500, seed=3)
+    chosen = ["risk.churn_high_value", "value.clv_top_20pct"]
+
+    def models(at: object) -> dict[str, dict[str, object]]:
+        with Workspace.open(root) as ws:
+            result = ws.run(as_of=at, select=chosen)
+        return result.details["models"]
+
+    first = models(DEMO_AS_OF)
+    assert first["churn"]["fitted"] and first["clv"]["fitted"]
+    again = models(DEMO_AS_OF + timedelta(days=3))
+    assert not again["churn"]["fitted"] and not again["clv"]["fitted"]
+    assert again["churn"]["fit"] == first["churn"]["fit"]
+    later = models(DEMO_AS_OF + timedelta(days=8))  # models.refit defaults to 7d
+    assert later["churn"]["fitted"] and later["churn"]["fit"] != first["churn"]["fit"]
+    earlier = models(DEMO_AS_OF - timedelta(days=30))
+    assert earlier["clv"]["fitted"] and earlier["clv"]["fitted_as_of"] < DEMO_AS_OF
+    with Workspace.open(root) as ws:
+        fits = ws._fitter.store.fits()
+    assert len([f for f in fits if f["model"] == "churn"]) == 3

@@ -75,8 +75,10 @@ class Design:
 
 
 @dataclass
-class ChurnResult:
-    scores: pd.DataFrame  # index customer_id; churn.risk, churn.top_features
+class ChurnFit:
+    """A fitted churn model: everything scoring needs, as plain numbers (``state``)."""
+
+    state: dict[str, Any]
     auc: float
     record: ModelRecord
 
@@ -94,15 +96,17 @@ def holdout_mask(ids: np.ndarray, share: float, seed: int) -> np.ndarray:
 def fit_churn(
     train: pd.DataFrame,
     label: np.ndarray,
-    score: pd.DataFrame,
     as_of: datetime,
     horizon_days: int,
     holdout: float = 0.25,
     seed: int = 42,
     sample_size: int = 20_000,
-    top: int = 3,
-) -> ChurnResult:
-    """``train``/``score``: feature frames indexed by customer id; ``label``: 1 = churned."""
+) -> ChurnFit:
+    """``train``: feature frame indexed by customer id; ``label``: 1 = churned.
+
+    The state holds the feature preparation (log, fill, standardisation), the three
+    calibrated folds (logistic coefficients and sigmoid calibration) and the plain logistic
+    model whose terms explain a score, so a later run scores without refitting."""
     sklearn()
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
@@ -134,17 +138,23 @@ def fit_churn(
     model.fit(x, y)
     base = LogisticRegression(max_iter=1000).fit(x, y)
     seconds = time.perf_counter() - clock
-    xs = design(score)
-    risk = model.predict_proba(xs)[:, 1] if len(score) else np.zeros(0)
-    terms = xs * base.coef_[0]
-    names = np.array(design.columns)
-    drivers = []
-    for row in terms:
-        idx = np.argsort(-np.abs(row), kind="stable")[:top]
-        drivers.append(", ".join(f"{names[i]} {row[i]:+.2f}" for i in idx))
-    scores = pd.DataFrame(
-        {"churn.risk": risk, "churn.top_features": drivers}, index=score.index.astype(str)
-    )
+    state = {
+        "columns": design.columns,
+        "log": [c in LOG_FEATURES for c in design.columns],
+        "fill": [float(v) for v in design.fill],
+        "mean": [float(v) for v in design.mean],
+        "sd": [float(v) for v in design.sd],
+        "folds": [
+            {
+                "coef": [float(v) for v in c.estimator.coef_[0]],
+                "intercept": float(c.estimator.intercept_[0]),
+                "a": float(c.calibrators[0].a_),
+                "b": float(c.calibrators[0].b_),
+            }
+            for c in model.calibrated_classifiers_
+        ],
+        "coef": [float(v) for v in base.coef_[0]],
+    }
     record = ModelRecord(
         "churn (calibrated logistic regression)",
         as_of,
@@ -160,4 +170,48 @@ def fit_churn(
             "holdout_customers": int(held.sum()),
         },
     )
-    return ChurnResult(scores, auc, record)
+    return ChurnFit(state, auc, record)
+
+
+def standardised(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
+    """The fitted preparation applied to ``frame``'s features (one row per customer)."""
+    cols = []
+    for name, log, fill, mean, sd in zip(
+        state["columns"], state["log"], state["fill"], state["mean"], state["sd"], strict=True
+    ):
+        v = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+        v = np.log1p(np.clip(v, 0, None)) if log else v
+        cols.append((np.where(np.isnan(v), fill, v) - mean) / sd)
+    return np.column_stack(cols) if cols else np.zeros((len(frame), 0))
+
+
+def score_churn(state: dict[str, Any], frame: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+    """``churn.risk`` and ``churn.top_features`` of ``frame``'s customers with a fitted state
+    (the same numbers the SQL scoring of a run gives)."""
+    from scipy.special import expit
+
+    z = standardised(state, frame)
+    risk = np.mean(
+        [
+            expit(-(f["a"] * (z @ np.asarray(f["coef"]) + f["intercept"]) + f["b"]))
+            for f in state["folds"]
+        ],
+        axis=0,
+    )
+    terms = z * np.asarray(state["coef"])
+    names = np.array(state["columns"])
+    order = np.argsort(-np.abs(terms), axis=1, kind="stable")[:, :top]
+    drivers = [
+        ", ".join(f"{names[i]} {_signed(row[i])}" for i in idx)
+        for row, idx in zip(terms, order, strict=True)
+    ]
+    return pd.DataFrame(
+        {"churn.risk": risk, "churn.top_features": drivers}, index=frame.index.astype(str)
+    )
+
+
+def _signed(value: float) -> str:
+    """A term as the drivers show it: sign and two decimals, rounded half away from zero
+    (what SQL's round does, so both spellings agree)."""
+    cents = int(np.floor(abs(value) * 100 + 0.5))
+    return f"{'-' if value < 0 else '+'}{cents // 100}.{cents % 100:02d}"

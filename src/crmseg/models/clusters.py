@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ class Clusters:
     labels: pd.DataFrame  # index customer_id; cluster.id, cluster.label
     descriptions: dict[int, str]
     record: ModelRecord
+    state: dict[str, Any]  # what assigning a later customer needs, as plain numbers
 
 
 def describe(z: np.ndarray, columns: list[str], threshold: float = 0.4, most: int = 3) -> str:
@@ -60,9 +62,11 @@ def fit_clusters(
         raw.append(np.log1p(np.clip(v, 0, None)) if c in LOG_FEATURES else v)
     x = np.column_stack(raw)
     fill = np.nanmedian(x, axis=0)
-    x = np.where(np.isnan(x), np.where(np.isnan(fill), 0.0, fill), x)
-    sd = x.std(axis=0)
-    z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    fill = np.where(np.isnan(fill), 0.0, fill)
+    x = np.where(np.isnan(x), fill, x)
+    mean, sd = x.mean(axis=0), x.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    z = (x - mean) / sd
     rng = np.random.default_rng(seed)
     sample = z if len(z) <= sample_size else z[rng.choice(len(z), sample_size, replace=False)]
     clock = time.perf_counter()
@@ -103,4 +107,29 @@ def fit_clusters(
         as_of,
         {"k": best, "clusters": {str(k): v for k, v in sorted(descriptions.items())}},
     )
-    return Clusters(labels, descriptions, record)
+    state = {
+        "columns": columns,
+        "log": [c in LOG_FEATURES for c in columns],
+        "fill": [float(v) for v in fill],
+        "mean": [float(v) for v in mean],
+        "sd": [float(v) for v in sd],
+        "centroids": [[float(v) for v in c] for c in final.cluster_centers_],
+        "ids": [int(v) for v in renumber],
+        "labels": {str(k): v for k, v in descriptions.items()},
+    }
+    return Clusters(labels, descriptions, record, state)
+
+
+def assign_clusters(state: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
+    """``cluster.id`` and ``cluster.label`` of ``frame``'s customers with a fitted state: the
+    nearest centroid (ties: the first), as a run's SQL assigns them."""
+    from crmseg.models.churn import standardised
+
+    z = standardised(state, frame)
+    centroids = np.asarray(state["centroids"])
+    distance = ((z[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    ids = np.asarray(state["ids"])[np.argmin(distance, axis=1)]
+    return pd.DataFrame(
+        {"cluster.id": ids, "cluster.label": [state["labels"][str(i)] for i in ids]},
+        index=frame.index.astype(str),
+    )

@@ -9,13 +9,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from crmseg.errors import ModelError
 from crmseg.models.betageo import BetaGeo
 from crmseg.models.gammagamma import GammaGamma
 from crmseg.models.paretonbd import ParetoNBD
-from crmseg.models.summary import rfm_summary
 
 
 @dataclass
@@ -33,70 +31,86 @@ class ModelRecord:
 
 
 def fit_clv(
-    customer_ids: Any,
-    ordered_at: Any,
-    amounts: Any,
+    purchases: tuple[Any, Any, Any, Any],
+    spenders: tuple[Any, Any, Any],
     as_of: datetime,
+    window_start: datetime | None,
     model: str = "bgnbd",
     months: int = 12,
     discount_rate_monthly: float = 0.01,
-) -> tuple[pd.DataFrame, list[ModelRecord]]:
-    """Per-customer ``clv.*`` columns (index: customer id) and the fits' records.
+) -> tuple[dict[str, Any], list[ModelRecord]]:
+    """Fit the purchase and spend models on sufficient statistics.
 
-    Periods are days; ``clv.value_12m`` is the discounted expected spend of the next
-    ``months`` months of 30 days."""
-    ids = np.asarray(customer_ids).astype(str)
-    stamps = pd.to_datetime(np.asarray(ordered_at))
-    amt = np.nan_to_num(np.asarray(amounts, dtype=np.float64), nan=0.0).clip(min=0.0)
-    if len(ids) == 0:
+    ``purchases``: unique daily (frequency, recency, T) rows and how many customers have each;
+    ``spenders``: (frequency, monetary value, customers) of repeat buyers who spent something.
+    The likelihoods depend on customers only through these, so the fit equals one on every
+    customer. Returns the state scoring needs (``score_clv``) and the fits' records."""
+    f, r, t, w = (np.asarray(c, dtype=np.float64) for c in purchases)
+    if len(f) == 0 or float(w.sum()) == 0:
         raise ModelError("clv: no orders before as_of to fit on")
-    s = rfm_summary(ids, stamps, amt, as_of, freq="D")
-    f, r, t = (s[c].to_numpy() for c in ("frequency", "recency", "T"))
-    m = s["monetary_value"].to_numpy()
     clock = time.perf_counter()
-    purchases: BetaGeo | ParetoNBD = BetaGeo() if model == "bgnbd" else ParetoNBD()
-    purchases.fit(f, r, t)
+    fitted: BetaGeo | ParetoNBD = BetaGeo() if model == "bgnbd" else ParetoNBD()
+    fitted.fit(f, r, t, weights=w)
     purchase_seconds = time.perf_counter() - clock
-    spenders = (f > 0) & (m > 0)
+    sf, sm, sw = (np.asarray(c, dtype=np.float64) for c in spenders)
     clock = time.perf_counter()
     spend = GammaGamma()
-    spend.fit(f[spenders], m[spenders])
+    spend.fit(sf, sm, weights=sw)
     spend_seconds = time.perf_counter() - clock
-    mv = np.where(spenders, m, 0.0)
-    fv = np.where(spenders, f, 0.0)  # a repeat buyer with only free orders: population spend
-    out = pd.DataFrame(
-        {
-            "clv.expected_purchases_90d": purchases.expected_purchases(90.0, f, r, t),
-            "clv.p_alive": purchases.p_alive(f, r, t),
-            "clv.expected_spend": spend.expected_average_spend(fv, mv),
-            "clv.value_12m": _clv(purchases, spend, fv, f, r, t, mv, months, discount_rate_monthly),
-        },
-        index=s.index,
-    )
-    start = stamps.min().to_pydatetime() if len(stamps) else None
+    state = {
+        "model": model,
+        "purchases": dict(fitted.params_ or {}),
+        "spend": dict(spend.params_ or {}),
+        "months": months,
+        "discount_rate_monthly": discount_rate_monthly,
+    }
     records = [
         ModelRecord(
             "BG/NBD" if model == "bgnbd" else "Pareto/NBD",
             as_of,
-            dict(purchases.params_ or {}),
+            dict(fitted.params_ or {}),
             purchase_seconds,
-            len(s),
-            start,
+            int(w.sum()),
+            window_start,
             as_of,
-            {"log_likelihood": float(purchases.log_likelihood_), "converged": purchases.converged_},
+            {"log_likelihood": float(fitted.log_likelihood_), "converged": fitted.converged_},
         ),
         ModelRecord(
             "Gamma-Gamma",
             as_of,
             dict(spend.params_ or {}),
             spend_seconds,
-            int(spenders.sum()),
-            start,
+            int(sw.sum()),
+            window_start,
             as_of,
             {"log_likelihood": float(spend.log_likelihood_), "converged": spend.converged_},
         ),
     ]
-    return out, records
+    return state, records
+
+
+def score_clv(
+    state: dict[str, Any], frequency: Any, recency: Any, T: Any, monetary: Any
+) -> dict[str, np.ndarray]:
+    """The ``clv.*`` traits of customers with these daily RFM summaries, by a fitted state.
+
+    Periods are days; ``clv.value_12m`` is the discounted expected spend of the next
+    ``months`` months of 30 days."""
+    f, r, t, m = (np.asarray(c, dtype=np.float64) for c in (frequency, recency, T, monetary))
+    purchases: BetaGeo | ParetoNBD = BetaGeo() if state["model"] == "bgnbd" else ParetoNBD()
+    purchases.params_ = dict(state["purchases"])
+    spend = GammaGamma()
+    spend.params_ = dict(state["spend"])
+    spenders = (f > 0) & (m > 0)
+    mv = np.where(spenders, m, 0.0)
+    fv = np.where(spenders, f, 0.0)  # a repeat buyer with only free orders: population spend
+    months, rate = int(state["months"]), float(state["discount_rate_monthly"])
+    return {
+        "clv.expected_purchases_90d": purchases.expected_purchases(90.0, f, r, t),
+        "clv.p_alive": purchases.p_alive(f, r, t),
+        "clv.expected_spend": spend.expected_average_spend(fv, mv),
+        "clv.value_12m": _clv(purchases, spend, fv, f, r, t, mv, months, rate),
+    }
 
 
 def _clv(

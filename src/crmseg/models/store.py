@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +24,17 @@ MIGRATIONS: list[list[str]] = [
             window_start TIMESTAMP,
             window_end TIMESTAMP NOT NULL,
             metrics VARCHAR NOT NULL
+        )""",
+    ],
+    # 2: fits kept with everything scoring needs, so runs score with a recorded fit.
+    [
+        """CREATE TABLE model_fits (
+            fit_id INTEGER PRIMARY KEY,
+            model VARCHAR NOT NULL,
+            as_of TIMESTAMP NOT NULL,
+            fitted_at TIMESTAMP NOT NULL,
+            settings VARCHAR NOT NULL,
+            state VARCHAR NOT NULL
         )""",
     ],
 ]
@@ -63,6 +74,52 @@ class FitStore:
                         json.dumps(r.metrics, sort_keys=True, default=str),
                     ],
                 )
+
+    def save_fit(
+        self,
+        model: str,
+        as_of: datetime,
+        settings: str,
+        state: dict[str, Any],
+        records: Sequence[ModelRecord],
+        now: datetime,
+    ) -> int:
+        """Record a fit (its state and its records) and return its id."""
+        with self.state.transaction():
+            fit_id = int(
+                self.state.rows("SELECT coalesce(max(fit_id), 0) + 1 FROM model_fits")[0][0]
+            )
+            self.state.execute(
+                "INSERT INTO model_fits VALUES (?, ?, ?, ?, ?, ?)",
+                [fit_id, model, as_of, now, settings, json.dumps(state, sort_keys=True)],
+            )
+            self.save(records, now)
+        return fit_id
+
+    def usable(
+        self, model: str, settings: str, at: datetime, refit: timedelta
+    ) -> dict[str, Any] | None:
+        """The newest fit of ``model`` with these settings that may score instant ``at``:
+        fitted at or before it, less than ``refit`` before it."""
+        rows = self.state.rows(
+            "SELECT fit_id, as_of, state FROM model_fits WHERE model = $model "
+            "AND settings = $settings AND as_of <= $at AND as_of > $since "
+            "ORDER BY as_of DESC, fit_id DESC LIMIT 1",
+            {"model": model, "settings": settings, "at": at, "since": at - refit},
+        )
+        if not rows:
+            return None
+        fit_id, as_of, state = rows[0]
+        return {"fit_id": int(fit_id), "as_of": as_of, "state": json.loads(state)}
+
+    def fits(self) -> list[dict[str, Any]]:
+        """Every recorded fit (without its state), newest first."""
+        rows = self.state.rows(
+            "SELECT fit_id, model, as_of, fitted_at, settings FROM model_fits "
+            "ORDER BY fitted_at DESC, fit_id DESC"
+        )
+        keys = ("fit_id", "model", "as_of", "fitted_at", "settings")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def records(self, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """Recorded fits, newest first (only those at ``as_of`` when given)."""

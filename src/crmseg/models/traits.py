@@ -1,149 +1,443 @@
-"""Model outputs as traits: the plan's model provider.
+"""Model outputs as traits, fitted on their own schedule and scored every run.
 
 When a rule uses ``clv.*``, ``churn.*`` or ``cluster.*``, the plan asks :class:`ModelTraits`
-for those names at its as_of. It pulls per-customer features from the backend (built-in
-traits computed by the same plan machinery, point in time), fits in Python and hands back an
-in-memory table keyed by customer_id that the plan joins into the wide table. Fits are cached
-per (group, as_of) and recorded (``model_runs`` in the state database).
+for those names at its as_of. Each model group is fitted only when due: when no recorded fit
+of the same settings exists at or before that instant, or the latest is older than
+``models.refit`` (a fit is never used for an instant before its own, so backfills cannot see
+the future). Every fit is recorded with its parameters in the state database; runs in between
+score with the recorded fit.
+
+Scoring stays in the warehouse where it can: churn risk (a calibrated logistic regression) and
+clusters (nearest centroid) are SQL expressions over the plan's own trait columns, so they cost
+no second pass over the data. CLV needs the BG/NBD special functions: the daily RFM summary is
+aggregated in SQL and only its few numbers per customer are evaluated in Python. Fits use
+sufficient statistics pulled back from SQL: unique (frequency, recency, T) rows with weights for
+the purchase model, a sample of customers for churn and clusters.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import ibis
-import pandas as pd
 
 from crmseg.config import ModelsConfig
-from crmseg.models.clv import ModelRecord, fit_clv
+from crmseg.errors import ModelError
 from crmseg.rules import Definition, Library, Schema, build_plan
+from crmseg.rules.defs import Derived
 from crmseg.traits import library
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
+    import pandas as pd
     import pyarrow as pa
+
+    from crmseg.models.clv import ModelRecord
+    from crmseg.models.store import FitStore
 
 GROUPS = ("clv", "churn", "cluster")
 _LABEL = "__churn_label_orders"
+Column = Callable[[str], "ir.Value"]
+
+
+@dataclass
+class Fit:
+    """One fitted model group: what scoring needs (``state``) and where it came from."""
+
+    group: str
+    as_of: datetime  # the instant whose data it was fitted on
+    state: dict[str, Any]
+    fit_id: int | None = None
+    new: bool = False  # fitted by this process (not read back from the store)
+    records: list[ModelRecord] = field(default_factory=list)
+
+
+def parse_refit(text: str) -> timedelta:
+    """``7d``, ``12h``, ``2w``, ``1mo`` or ``0`` (refit every run)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(h|d|w|mo|y)?\s*", text)
+    if m is None or (m.group(2) is None and m.group(1) != "0"):
+        raise ValueError(f"expected a duration like 7d, 12h, 2w or 0, got {text!r}")
+    hours = {"h": 1, "d": 24, "w": 168, "mo": 720, "y": 8760, None: 0}[m.group(2)]
+    return timedelta(hours=int(m.group(1)) * hours)
 
 
 class ModelTraits:
-    """Fits model traits on demand; ``execute`` runs an Ibis expression on the backend."""
+    """The plan's model provider; ``execute`` runs an Ibis expression on the backend."""
 
     def __init__(
         self,
         execute: Callable[[ir.Expr], pa.Table],
         config: ModelsConfig | None = None,
         builtins: Library | None = None,
-        record: Callable[[list[ModelRecord]], None] | None = None,
+        store: FitStore | None = None,
+        now: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.execute = execute
         self.config = config or ModelsConfig()
         self.builtins = library() if builtins is None else builtins
-        self.record = record
-        self.records: list[ModelRecord] = []
-        self._cache: dict[tuple[str, datetime], pd.DataFrame] = {}
+        self.store = store
+        self.now = now
+        self.records: list[ModelRecord] = []  # fits made by this process
+        self.used: dict[str, Fit] = {}  # group -> the fit the latest scoring used
         self.auc: float | None = None
+        self._fits: dict[tuple[str, datetime], Fit] = {}
+        self._plans: dict[str, Any] = {}
+
+    # --- the provider ---------------------------------------------------------------------
 
     def __call__(
         self, names: Sequence[str], tables: Mapping[str, ir.Table], as_of: datetime
-    ) -> dict[str, ir.Table]:
-        out: dict[str, ir.Table] = {}
+    ) -> dict[str, ir.Table | Derived]:
+        out: dict[str, ir.Table | Derived] = {}
         for group in sorted({n.split(".", 1)[0] for n in names}):
-            frame = self.frame(group, tables, as_of)
-            mt = ibis.memtable(frame.reset_index(names="customer_id"))
-            for n in names:
-                if n.split(".", 1)[0] == group:
-                    out[n] = mt
-        return out
-
-    def frame(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> pd.DataFrame:
-        """The per-customer outputs of one model group (index: customer_id)."""
-        key = (group, as_of)
-        if key not in self._cache:
+            fit = self.fit(group, tables, as_of)
+            self.used[group] = fit
             if group == "clv":
-                frame, records = self._clv(tables, as_of)
+                scored = self._clv_table(fit, tables, as_of)
+                out.update({n: scored for n in names if n.startswith("clv.")})
             elif group == "churn":
-                frame, records = self._churn(tables, as_of)
+                out["churn.risk"] = Derived(_needs(fit), partial(_risk, fit.state))
+                out["churn.top_features"] = Derived(_needs(fit), partial(_drivers, fit.state))
             elif group == "cluster":
-                frame, records = self._clusters(tables, as_of)
+                out["cluster.id"] = Derived(_needs(fit), partial(_nearest, fit.state))
+                out["cluster.label"] = Derived(_needs(fit), partial(_label, fit.state))
             else:
                 raise KeyError(f"unknown model group {group!r}")
-            self._cache[key] = frame
-            self.records.extend(records)
-            if self.record is not None:
-                self.record(records)
-        return self._cache[key]
+        return out
 
-    # features ---------------------------------------------------------------------------
+    def status(self) -> dict[str, dict[str, Any]]:
+        """The fits used since the last call, per group (a run keeps this in its record):
+        the fit's id, the instant it was fitted on and whether it was fitted just now."""
+        out = {
+            g: {"fit": f.fit_id, "fitted_as_of": f.as_of, "fitted": f.new}
+            for g, f in sorted(self.used.items())
+        }
+        self.used.clear()
+        for f in self._fits.values():
+            f.new = False  # fitted once; later uses in this process reuse it
+        return out
 
-    def features(
-        self, tables: Mapping[str, ir.Table], at: datetime, extra: Sequence[Definition] = ()
-    ) -> pd.DataFrame:
-        """Behavioural features of every buyer at ``at`` (index: customer_id)."""
-        from crmseg.models.churn import FEATURES
+    # --- fitting on schedule --------------------------------------------------------------
+
+    def settings(self, group: str, tables: Mapping[str, ir.Table]) -> str:
+        """What a fit depends on besides the data: the model settings and the features the
+        data offers (a new table can add features)."""
+        c = self.config.model_dump(mode="json")
+        c.pop("refit", None)
+        body = {"group": group, "models": c}
+        if group in ("churn", "cluster"):
+            body["features"] = self.feature_names(tables, group)
+        text = json.dumps(body, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def fit(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> Fit:
+        """The fit to score ``as_of`` with: a recorded one when still fresh, else a new one."""
+        key = (group, as_of)
+        if key in self._fits:
+            return self._fits[key]
+        settings = self.settings(group, tables)
+        found = None
+        if self.store is not None:
+            found = self.store.usable(group, settings, as_of, parse_refit(self.config.refit))
+        if found is not None:
+            fit = Fit(group, found["as_of"], found["state"], found["fit_id"])
+        else:
+            fit = self._fit_now(group, tables, as_of)
+            self.records.extend(fit.records)
+            if self.store is not None:
+                fit.fit_id = self.store.save_fit(
+                    group, as_of, settings, fit.state, fit.records, self.now()
+                )
+        self._fits[key] = fit
+        return fit
+
+    def _fit_now(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> Fit:
+        if group == "clv":
+            state, records = self._fit_clv(tables, as_of)
+        elif group == "churn":
+            state, records = self._fit_churn(tables, as_of)
+        elif group == "cluster":
+            state, records = self._fit_clusters(tables, as_of)
+        else:
+            raise KeyError(f"unknown model group {group!r}")
+        return Fit(group, as_of, state, new=True, records=records)
+
+    # --- features -------------------------------------------------------------------------
+
+    def _plan(self, tables: Mapping[str, ir.Table], extra: Sequence[Definition] = ()) -> Any:
         from crmseg.sources.loader import schema_from
 
-        defs = [Definition("tenure_days", "trait", text="days_since(first_order_at)"), *extra]
-        plan = build_plan(defs, Schema(schema_from(dict(tables))), builtins=self.builtins)
-        wanted = [n for n in (*FEATURES, *(d.name for d in extra)) if n in plan.traits]
-        wide = plan.wide(tables, at, select=["orders_count", *wanted])
-        wide = wide.filter(wide["orders_count"] > 0).order_by("customer_id")
-        frame: pd.DataFrame = self.execute(wide).to_pandas().set_index("customer_id")
-        return frame
+        schema = schema_from(dict(tables))
+        key = json.dumps([schema, [(d.name, d.text) for d in extra]], sort_keys=True)
+        if key not in self._plans:
+            self._plans[key] = build_plan(list(extra), Schema(schema), builtins=self.builtins)
+        return self._plans[key]
 
-    # models -----------------------------------------------------------------------------
+    def feature_names(self, tables: Mapping[str, ir.Table], group: str) -> list[str]:
+        from crmseg.models.churn import FEATURES as CHURN
+        from crmseg.models.clusters import FEATURES as CLUSTER
 
-    def _clv(
+        plan = self._plan(tables)
+        wanted = CHURN if group == "churn" else CLUSTER
+        return [n for n in wanted if n in plan.traits]
+
+    def features(
+        self,
+        tables: Mapping[str, ir.Table],
+        at: datetime,
+        names: Sequence[str],
+        extra: Sequence[Definition] = (),
+    ) -> ir.Table:
+        """``names`` of every buyer at ``at`` (an expression)."""
+        plan = self._plan(tables, extra)
+        wide = plan.wide(tables, at, select=["orders_count", *names, *(d.name for d in extra)])
+        return wide.filter(wide["orders_count"] > 0)
+
+    def _sample(self, expr: ir.Table) -> pd.DataFrame:
+        """A seeded sample of ``sample_size`` customers (all when fewer), as pandas."""
+        c = self.config
+        order = (expr.customer_id + f":{c.seed}").hash()
+        sample = expr.order_by([order, expr.customer_id]).limit(c.sample_size)
+        frame: pd.DataFrame = self.execute(sample).to_pandas()
+        return frame.sort_values("customer_id").set_index("customer_id")
+
+    # --- models ---------------------------------------------------------------------------
+
+    def _fit_clv(
         self, tables: Mapping[str, ir.Table], as_of: datetime
-    ) -> tuple[pd.DataFrame, list[ModelRecord]]:
-        o = tables["orders"]
-        o = o.filter(o.customer_id.notnull(), o.ordered_at <= ibis.literal(as_of, "timestamp"))
-        o = o.select(
-            customer_id=o.customer_id.cast("string"),
-            ordered_at=o.ordered_at.cast("timestamp"),
-            amount=o.amount.cast("float64").fill_null(0.0),
+    ) -> tuple[dict[str, Any], list[ModelRecord]]:
+        from crmseg.models.clv import fit_clv
+
+        s = rfm_table(tables, as_of)
+        rows = self.execute(s.group_by("frequency", "recency", "T").aggregate(customers=s.count()))
+        spend = s.filter((s.frequency > 0) & (s.monetary > 0))
+        spenders = self.execute(
+            spend.group_by("frequency", "monetary").aggregate(customers=spend.count())
         )
-        rows = self.execute(o)
+        o = _visible_orders(tables, as_of)
+        start = self.execute(o.aggregate(start=o.ordered_at.min())).column(0)[0].as_py()
         c = self.config
         return fit_clv(
-            rows.column("customer_id").to_numpy(zero_copy_only=False),
-            rows.column("ordered_at").to_numpy(zero_copy_only=False),
-            rows.column("amount").to_numpy(zero_copy_only=False),
+            tuple(rows.column(n).to_numpy() for n in ("frequency", "recency", "T", "customers")),
+            tuple(spenders.column(n).to_numpy() for n in ("frequency", "monetary", "customers")),
             as_of,
+            start,
             model=c.clv_model,
             months=c.clv_months,
             discount_rate_monthly=c.discount_rate_monthly,
         )
 
-    def _churn(
+    def _clv_table(self, fit: Fit, tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+        """Per-buyer ``clv.*`` at ``as_of``: the RFM summary from SQL, scored in Python."""
+        import pyarrow as pa
+
+        from crmseg.models.clv import score_clv
+
+        s = rfm_table(tables, as_of)
+        rows = self.execute(s)
+        scores = score_clv(
+            fit.state, *(rows.column(n).to_numpy() for n in ("frequency", "recency", "T",
+                                                              "monetary"))
+        )  # fmt: skip
+        table = pa.table({"customer_id": rows.column("customer_id"), **scores})
+        return ibis.memtable(table)
+
+    def frame(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> pd.DataFrame:
+        """The per-buyer outputs of one model group at ``as_of`` (index: customer_id), scored
+        with the fit a run would use."""
+        from crmseg.models.churn import score_churn
+        from crmseg.models.clusters import assign_clusters
+
+        fit = self.fit(group, tables, as_of)
+        if group == "clv":
+            out: pd.DataFrame = (
+                self.execute(self._clv_table(fit, tables, as_of))
+                .to_pandas()
+                .set_index("customer_id")
+            )
+            return out
+        names = _needs(fit)
+        frame = self.execute(self.features(tables, as_of, names).order_by("customer_id"))
+        features = frame.to_pandas().set_index("customer_id")
+        if group == "churn":
+            return score_churn(fit.state, features)
+        return assign_clusters(fit.state, features)
+
+    def _fit_churn(
         self, tables: Mapping[str, ir.Table], as_of: datetime
-    ) -> tuple[pd.DataFrame, list[ModelRecord]]:
+    ) -> tuple[dict[str, Any], list[ModelRecord]]:
         from crmseg.models.churn import fit_churn
 
         c = self.config
         h = c.churn_horizon_days
         start = as_of - timedelta(days=h)
-        train = self.features(tables, start)
+        names = self.feature_names(tables, "churn")
+        train = self.features(tables, start, names)
         label_def = Definition(_LABEL, "trait", text=f"count(orders within {h}d)")
-        later = self.features(tables, as_of, [label_def])
-        score = later.drop(columns=[_LABEL])
+        later = self.features(tables, as_of, [], [label_def])
+        later = later.select(__k=later.customer_id, __n=later[_LABEL])
         # churned: bought before start and not in (start, as_of]
-        bought = later[_LABEL].reindex(train.index).fillna(0).to_numpy()
-        label = (bought == 0).astype("int64")
-        result = fit_churn(train, label, score, as_of, h, c.churn_holdout, c.seed, c.sample_size)
+        joined = train.left_join(later, train.customer_id == later["__k"])
+        labelled = joined.select(
+            *train.columns, __churned=(joined["__n"].fill_null(0) == 0).cast("int64")
+        )
+        frame = self._sample(labelled)
+        label = frame.pop("__churned").to_numpy()
+        result = fit_churn(frame, label, as_of, h, c.churn_holdout, c.seed, c.sample_size)
         self.auc = result.auc
-        return result.scores, [result.record]
+        return result.state, [result.record]
 
-    def _clusters(
+    def _fit_clusters(
         self, tables: Mapping[str, ir.Table], as_of: datetime
-    ) -> tuple[pd.DataFrame, list[ModelRecord]]:
+    ) -> tuple[dict[str, Any], list[ModelRecord]]:
         from crmseg.models.clusters import fit_clusters
 
         c = self.config
-        result = fit_clusters(
-            self.features(tables, as_of), as_of, c.clusters_k, c.seed, c.sample_size
-        )
-        return result.labels, [result.record]
+        frame = self._sample(self.features(tables, as_of, self.feature_names(tables, "cluster")))
+        result = fit_clusters(frame, as_of, c.clusters_k, c.seed, c.sample_size)
+        return result.state, [result.record]
+
+
+# --- SQL: the daily RFM summary ------------------------------------------------------------
+
+
+def _visible_orders(tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+    if "orders" not in tables:
+        raise ModelError("clv: needs an orders table")
+    o = tables["orders"]
+    return o.filter(o.customer_id.notnull(), o.ordered_at <= ibis.literal(as_of, "timestamp"))
+
+
+def rfm_table(tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+    """customer_id, frequency, recency, T, monetary of every buyer at ``as_of``: the daily
+    summary of ``crmseg.models.rfm_summary`` computed in SQL (amounts that are missing,
+    not a number or negative count as 0)."""
+    o = _visible_orders(tables, as_of)
+    amount = o.amount.cast("float64")
+    clean = ibis.cases((amount.isnull() | amount.isnan(), 0.0), (amount < 0, 0.0), else_=amount)
+    days = o.select(
+        customer_id=o.customer_id.cast("string"), day=o.ordered_at.cast("date"), amount=clean
+    )
+    per_day = days.group_by("customer_id", "day").aggregate(total=days.amount.sum())
+    g = per_day.group_by("customer_id").aggregate(
+        first_day=per_day.day.min(),
+        last_day=per_day.day.max(),
+        days=per_day.count(),
+        spent=per_day.total.sum(),
+        first_spent=per_day.total.argmin(per_day.day),
+    )
+    end = ibis.literal(as_of.date(), "date")
+    return g.select(
+        "customer_id",
+        frequency=(g.days - 1).cast("float64"),
+        recency=g.last_day.delta(g.first_day, unit="day").cast("float64"),
+        T=end.delta(g.first_day, unit="day").cast("float64"),
+        monetary=ibis.ifelse(g.days > 1, (g.spent - g.first_spent) / (g.days - 1), 0.0),
+    )
+
+
+# --- SQL: scoring churn and clusters from the plan's trait columns -------------------------
+
+
+def _needs(fit: Fit) -> tuple[str, ...]:
+    return ("orders_count", *fit.state["columns"])
+
+
+def _prepared(state: dict[str, Any], col: Column) -> list[ir.Value]:
+    """The fitted preparation as expressions: log1p of clipped counts, fill, standardise."""
+    out = []
+    for name, log, fill, mean, sd in zip(
+        state["columns"], state["log"], state["fill"], state["mean"], state["sd"], strict=True
+    ):
+        v = col(name).cast("float64")
+        value = ((ibis.greatest(v, 0.0) + 1.0).ln()) if log else v
+        value = ibis.ifelse(v.isnull() | v.isnan(), fill, value)
+        out.append((value - mean) / sd)
+    return out
+
+
+def _buyers(col: Column, value: ir.Value) -> ir.Value:
+    """Model outputs exist for buyers only."""
+    return ibis.ifelse(col("orders_count") > 0, value, ibis.null(value.type()))
+
+
+def _risk(state: dict[str, Any], col: Column) -> ir.Value:
+    z = _prepared(state, col)
+    probs = []
+    for fold in state["folds"]:
+        f = ibis.literal(fold["intercept"])
+        for coef, zi in zip(fold["coef"], z, strict=True):
+            f = f + coef * zi
+        probs.append(1.0 / (1.0 + (fold["a"] * f + fold["b"]).exp()))
+    total = probs[0]
+    for p in probs[1:]:
+        total = total + p
+    return _buyers(col, total / len(probs))
+
+
+def _signed(value: ir.Value) -> ir.StringValue:
+    cents = (value.abs() * 100 + 0.5).floor().cast("int64")
+    sign = ibis.ifelse(value < 0, "-", "+")
+    whole = (cents // 100).cast("string")
+    return sign + whole + "." + (cents % 100).cast("string").lpad(2, "0")
+
+
+def _drivers(state: dict[str, Any], col: Column, top: int = 3) -> ir.Value:
+    """The ``top`` largest terms of the logistic model, as ``name +1.23, ...`` (ties: the
+    earlier feature first), like :func:`crmseg.models.churn.score_churn`."""
+    names = state["columns"]
+    z = _prepared(state, col)
+    terms = [coef * zi for coef, zi in zip(state["coef"], z, strict=True)]
+    size = [t.abs() for t in terms]
+    ranks = []
+    for i in range(len(terms)):
+        rank: ir.Value = ibis.literal(0)
+        for j in range(len(terms)):
+            if j == i:
+                continue
+            ahead = size[j] > size[i] if j > i else size[j] >= size[i]
+            rank = rank + ahead.cast("int64")
+        ranks.append(rank)
+    pieces = [ibis.literal(f"{n} ") + _signed(t) for n, t in zip(names, terms, strict=True)]
+    parts = []
+    for position in range(min(top, len(terms))):
+        parts.append(ibis.cases(*((r == position, p) for r, p in zip(ranks, pieces, strict=True))))
+    text = parts[0]
+    for p in parts[1:]:
+        text = text + ", " + p
+    return _buyers(col, text)
+
+
+def _nearest(state: dict[str, Any], col: Column) -> ir.Value:
+    """The id of the nearest centroid (ties: the first), as k-means assigns."""
+    z = _prepared(state, col)
+    dist = []
+    for centre in state["centroids"]:
+        d: ir.Value = ibis.literal(0.0)
+        for zi, ci in zip(z, centre, strict=True):
+            d = d + (zi - ci) * (zi - ci)
+        dist.append(d)
+    ids = state["ids"]
+    arms = []
+    for k in range(len(dist) - 1):
+        # k wins over earlier centroids strictly and over later ones on ties
+        wins = [dist[k] < dist[j] if j < k else dist[k] <= dist[j] for j in range(len(dist))]
+        others = [w for j, w in enumerate(wins) if j != k]
+        cond = others[0]
+        for w in others[1:]:
+            cond = cond & w
+        arms.append((cond, ids[k]))
+    return _buyers(col, ibis.cases(*arms, else_=ids[-1]) if arms else ibis.literal(ids[-1]))
+
+
+def _label(state: dict[str, Any], col: Column) -> ir.Value:
+    cluster = _nearest(state, col)
+    labels = state["labels"]
+    return ibis.cases(*((cluster == int(k), v) for k, v in labels.items()), else_=None)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from crmseg.sources.model import DType
 
@@ -41,6 +41,16 @@ class ModelTrait:
     type: Literal["number", "string", "bool", "time"]
     tables: tuple[str, ...] = ("orders",)
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A model output the plan computes from its own trait columns (a model scored in SQL):
+    the traits in ``needs`` are computed first, then ``build(column)`` returns the output,
+    ``column(name)`` giving each needed trait's column."""
+
+    needs: tuple[str, ...]
+    build: Callable[[Callable[[str], Any]], Any]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from crmseg.rules.compile import (
     trait_col,
     ts,
 )
-from crmseg.rules.defs import Definition, Library, ModelTrait, Schema
+from crmseg.rules.defs import Definition, Derived, Library, ModelTrait, Schema
 from crmseg.rules.parser import parse
 from crmseg.rules.types import Checked, Checker, Key, Type, time_column
 
@@ -72,9 +72,12 @@ class _Needs:
                     self.seqs.append(n)
 
 
-# Per-customer model outputs for a set of model trait names at as_of: one table per name with
-# customer_id and a column of that name (several names may share one table).
-ModelProvider = Callable[[Sequence[str], Mapping[str, ir.Table], datetime], Mapping[str, ir.Table]]
+# Per-customer model outputs for a set of model trait names at as_of: per name a table with
+# customer_id and a column of that name (several names may share one table), or a Derived
+# model the plan scores from its own trait columns.
+ModelProvider = Callable[
+    [Sequence[str], Mapping[str, ir.Table], datetime], Mapping[str, "ir.Table | Derived"]
+]
 
 
 def model_col(name: str) -> str:
@@ -193,10 +196,18 @@ class Plan:
                 needs.add(node)
         for node in (extra or {}).values():
             needs.add(node)
+        outputs = self._model_outputs(tables, as_of, needs, models)
+        # Models scored in SQL read trait columns: those traits come first.
+        derived = {n: v for n, v in outputs.items() if isinstance(v, Derived)}
+        first = self.closure(sorted({t for d in derived.values() for t in d.needs}))
+        for k in first:
+            node = self.checked[k].node
+            if node is not None:
+                needs.add(node)
 
         t = self._base(tables, as_of, needs)
         t = self._aggregates(t, tables, as_of, needs)
-        t = self._models(t, tables, as_of, needs, models)
+        t = self._models(t, outputs)
         t = self._consent(t, tables, as_of, needs)
         t = self._sequences(t, tables, as_of, needs)
         t, sql_cols = self._sql(t, keys, sql_segments or {})
@@ -223,18 +234,36 @@ class Plan:
             raise TypeError(f"unexpected reference {type(n).__name__}")
 
         comp = Compiler(lookup, as_of)
-        for level in self.levels(keys):
-            cols: dict[str, ir.Value] = {}
-            for k in level:
-                c = self.checked[k]
-                if k[0] == "trait":
-                    assert c.node is not None
-                    cols[trait_col(k[1])] = comp(c.node)
-                elif c.node is None:
-                    cols[seg_col(k[1])] = t[sql_cols[k[1]]]
-                else:
-                    cols[seg_col(k[1])] = comp(c.node).fill_null(False)
-            t = t.mutate(**cols)
+        done: set[Key] = set()
+
+        def compute(chosen: Sequence[Key]) -> None:
+            nonlocal t
+            for level in self.levels(chosen):
+                cols: dict[str, ir.Value] = {}
+                for k in level:
+                    if k in done:
+                        continue
+                    done.add(k)
+                    c = self.checked[k]
+                    if k[0] == "trait":
+                        assert c.node is not None
+                        cols[trait_col(k[1])] = comp(c.node)
+                    elif c.node is None:
+                        cols[seg_col(k[1])] = t[sql_cols[k[1]]]
+                    else:
+                        cols[seg_col(k[1])] = comp(c.node).fill_null(False)
+                if cols:
+                    t = t.mutate(**cols)
+
+        if derived:
+            compute(first)
+            t = t.mutate(
+                **{
+                    model_col(n): d.build(lambda name: t[trait_col(name)])
+                    for n, d in derived.items()
+                }
+            )
+        compute(keys)
         if extra:
             t = t.mutate(**{name: comp(node) for name, node in extra.items()})
         out: dict[str, ir.Value] = {"customer_id": t[KEY]}
@@ -309,73 +338,88 @@ class Plan:
         scan: ``mode`` (most frequent value; ties: the smallest value) and the gaps in days
         between consecutive rows (``median_gap``; ``last_gap``, from the latest time to the
         latest earlier one). Rows outside the aggregate's where/within form their own
-        window partition and are not aggregated."""
+        window partition and are not aggregated. Aggregates over the same rows (column,
+        where, within) share their window columns, so ``median_gap`` and ``last_gap`` of one
+        column sort the rows once."""
         row = Compiler(_row_lookup(src), as_of)
+        group_of: dict[tuple[object, ...], int] = {}
+        for a in aggs:
+            group_of.setdefault((a.col, a.where, a.within), len(group_of))
         keys: dict[str, ir.Value] = {}
-        for i, a in enumerate(aggs):
-            assert a.col is not None
-            conds = [src[a.col].notnull()]
-            if a.where is not None:
-                conds.append(row(a.where).fill_null(False))
-            if a.within is not None:
+        for (col, where, within), g in group_of.items():
+            assert isinstance(col, str)
+            conds = [src[col].notnull()]
+            if where is not None:
+                conds.append(row(where).fill_null(False))  # type: ignore[arg-type]
+            if within is not None:
                 assert time is not None
-                conds.append(src[time] >= ts(as_of - timedelta(seconds=a.within.seconds)))
-            keys[f"__w{i}k"] = functools.reduce(operator.and_, conds)
+                conds.append(src[time] >= ts(as_of - timedelta(seconds=within.seconds)))  # type: ignore[attr-defined]
+            keys[f"__w{g}k"] = functools.reduce(operator.and_, conds)
         src = src.mutate(**keys)
         first: dict[str, ir.Value] = {}
-        for i, a in enumerate(aggs):
+        for a in aggs:
             assert a.col is not None
-            v, k = src[a.col], src[f"__w{i}k"]
+            g = group_of[(a.col, a.where, a.within)]
+            v, k = src[a.col], src[f"__w{g}k"]
             part = [src.customer_id, k]
             if a.fn == "mode":
-                first[f"__w{i}c"] = v.count().over(ibis.window(group_by=[*part, v]))
-            else:
+                first[f"__w{g}c"] = v.count().over(ibis.window(group_by=[*part, v]))
+            elif f"__w{g}g" not in first:
                 secs = v.epoch_seconds()
                 lag = secs.lag().over(ibis.window(group_by=part, order_by=v))
-                first[f"__w{i}g"] = (secs - lag).cast("float64") / 86_400.0
-                first[f"__w{i}t"] = v.max().over(ibis.window(group_by=part))
+                first[f"__w{g}g"] = (secs - lag).cast("float64") / 86_400.0
+                first[f"__w{g}t"] = v.max().over(ibis.window(group_by=part))
         src = src.mutate(**first)
         second = {
-            f"__w{i}m": src[f"__w{i}c"]
+            f"__w{g}m": src[f"__w{g}c"]
             .max()
-            .over(ibis.window(group_by=[src.customer_id, src[f"__w{i}k"]]))
-            for i, a in enumerate(aggs)
-            if a.fn == "mode"
+            .over(ibis.window(group_by=[src.customer_id, src[f"__w{g}k"]]))
+            for (_c, _w, _d), g in group_of.items()
+            if f"__w{g}c" in src.columns
         }
         if second:
             src = src.mutate(**second)
         metrics: dict[str, ir.Value] = {}
-        for i, a in enumerate(aggs):
+        for a in aggs:
             assert a.col is not None
-            v, k = src[a.col], src[f"__w{i}k"]
+            g = group_of[(a.col, a.where, a.within)]
+            v, k = src[a.col], src[f"__w{g}k"]
             if a.fn == "mode":
-                metric = v.min(where=k & (src[f"__w{i}c"] == src[f"__w{i}m"]))
+                metric = v.min(where=k & (src[f"__w{g}c"] == src[f"__w{g}m"]))
             elif a.fn == "median_gap":
                 # Spark cannot take median(where=): filter by nulling instead
-                metric = ibis.ifelse(k, src[f"__w{i}g"], ibis.null("float64")).median()
+                metric = ibis.ifelse(k, src[f"__w{g}g"], ibis.null("float64")).median()
             else:
-                metric = src[f"__w{i}g"].max(where=k & (v == src[f"__w{i}t"]))
+                metric = src[f"__w{g}g"].max(where=k & (v == src[f"__w{g}t"]))
             metrics[self._agg_names[a]] = metric
         return src, metrics
 
-    def _models(
+    def _model_outputs(
         self,
-        t: ir.Table,
         tables: Mapping[str, ir.Table],
         as_of: datetime,
         needs: _Needs,
         models: Mapping[str, ir.Table] | None,
-    ) -> ir.Table:
+    ) -> dict[str, ir.Table | Derived]:
+        """Each needed model trait: a table to join (customer_id and the value) or a model
+        the plan scores itself from trait columns (:class:`Derived`)."""
         if not needs.models:
-            return t
+            return {}
         names = sorted(needs.models)
-        if models is None or any(n not in models for n in names):
+        out: dict[str, ir.Table | Derived] = dict(models or {})
+        if any(n not in out for n in names):
             if self.model_provider is None:
                 raise ValueError(f"model traits {', '.join(names)} need a model provider")
-            models = {**(models or {}), **self.model_provider(names, tables, as_of)}
+            out.update(self.model_provider(names, tables, as_of))
+        return {n: out[n] for n in names}
+
+    def _models(self, t: ir.Table, outputs: Mapping[str, ir.Table | Derived]) -> ir.Table:
+        """Join the model tables (derived models are columns added later)."""
         by_table: dict[int, tuple[ir.Table, list[str]]] = {}
-        for n in names:
-            entry = by_table.setdefault(id(models[n]), (models[n], []))
+        for n, m in outputs.items():
+            if isinstance(m, Derived):
+                continue
+            entry = by_table.setdefault(id(m), (m, []))
             entry[1].append(n)
         for m, cols in by_table.values():
             key = {KEY: m.customer_id.cast("string")}

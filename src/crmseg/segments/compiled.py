@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from crmseg.config import Config
@@ -20,6 +20,24 @@ if TYPE_CHECKING:
     from crmseg.rules import Definition, Library, Plan
     from crmseg.rules.plan import ModelProvider
     from crmseg.segments.catalog import Segment
+
+
+class LazyModels:
+    """The plan's model provider, importing and building the models stage only when a rule
+    first needs a model trait (most commands never do)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self.fitter: Any = None
+
+    def __call__(self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any) -> Any:
+        if self.fitter is None:
+            self.fitter = self._make()
+        return self.fitter(names, tables, at)
+
+    def status(self) -> dict[str, Any]:
+        """The fits the latest scoring used, per model group (for the run's record)."""
+        return self.fitter.status() if self.fitter is not None else {}
 
 
 class Catalog:

@@ -339,6 +339,9 @@ class Runner:
             )
         laps.lap("segments")
         details = dict(loaded.details)
+        status = getattr(self.catalog.model_provider, "status", None)
+        if callable(status) and (models := status()):
+            details["models"] = models
         values = {n: result.column(n)[0].as_py() if result.num_rows else None for n in thresholds}
         details["thresholds"] = values
         details["uses"] = {n: u for n in chosen if (u := _uses(plan, n, thresholds))}

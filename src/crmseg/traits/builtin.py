@@ -40,6 +40,7 @@ _CORE: tuple[tuple[str, str, str], ...] = (
     ("first_order_at", "min(orders.ordered_at)", "when the first order was placed"),
     ("last_order_at", "max(orders.ordered_at)", "when the latest order was placed"),
     ("days_since_last_order", "days_since(last_order_at)", "whole days since the latest order"),
+    ("tenure_days", "days_since(first_order_at)", "whole days since the first order"),
     ("orders_90d", "count(orders within 90d)", "orders in the last 90 days"),
     ("orders_365d", "count(orders within 365d)", "orders in the last 365 days"),
     ("revenue_total", "sum(orders.amount)", "gross order value, all time"),
