@@ -150,16 +150,26 @@ class BetaGeo(Model):
         T: npt.ArrayLike,
     ) -> Floats:
         """Expected purchases in the next ``t`` periods given each customer's history."""
-        r, alpha, a, b = _off_one(self._theta())
         x, tx, big_t = check_frt(frequency, recency, T)
+        out: Floats = self.purchase_factor(t, x, big_t) * self.p_alive(x, tx, big_t)
+        return _finite(out, "expected_purchases")
+
+    def purchase_factor(
+        self, t: npt.ArrayLike, frequency: npt.ArrayLike, T: npt.ArrayLike
+    ) -> Floats:
+        """Expected purchases in the next ``t`` periods of a customer known to be alive: it
+        depends on frequency and T only (times p_alive it is ``expected_purchases``), so it
+        can be worked out once per distinct (frequency, T)."""
+        r, alpha, a, b = _off_one(self._theta())
+        x = as_floats("frequency", frequency)
+        big_t = as_floats("T", T)
         h = as_floats("t", t)
         z = h / (alpha + big_t + h)
         # Euler's transformation folds ((alpha+T)/(alpha+T+t))^(r+x) into the 2F1, so the
         # series stays small even for large frequency.
         tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-        num = (a + b + x - 1) / (a - 1) * (1 - tail)
-        out: Floats = num * self.p_alive(x, tx, big_t)
-        return _finite(out, "expected_purchases")
+        out: Floats = (a + b + x - 1) / (a - 1) * (1 - tail)
+        return out
 
     def expected_purchases_new(self, t: npt.ArrayLike) -> Floats:
         """Expected purchases in ``t`` periods by a customer who has just arrived."""

@@ -129,6 +129,18 @@ def _clv(
     per_order = spend.expected_average_spend(fv, mv)
     total = np.zeros(len(f))
     before = np.zeros(len(f))
+    if isinstance(purchases, BetaGeo) and len(f):
+        # The 2F1 depends on (frequency, T) only: evaluate it per distinct pair (a daily
+        # summary of 400k buyers has about 55k), then scale by each customer's p_alive.
+        pairs, where = np.unique(np.column_stack([f, t]), axis=0, return_inverse=True)
+        where = where.ravel()
+        alive = purchases.p_alive(f, r, t)
+        for month in range(1, months + 1):
+            factor = purchases.purchase_factor(month * 30.0, pairs[:, 0], pairs[:, 1])
+            now = factor[where] * alive
+            total += (now - before) * per_order / (1 + rate) ** month
+            before = now
+        return total
     for month in range(1, months + 1):
         now = purchases.expected_purchases(month * 30.0, f, r, t)
         total += (now - before) * per_order / (1 + rate) ** month

@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import ibis
@@ -212,46 +213,67 @@ class Plan:
         t = self._sequences(t, tables, as_of, needs)
         t, sql_cols = self._sql(t, keys, sql_segments or {})
 
-        def lookup(n: A.Node) -> ir.Value:
-            match n:
-                case A.Attr(col=c):
-                    return t[attr_col(c)]
-                case A.TraitRef(name=nm):
-                    return t[trait_col(nm)]
-                case A.SegRef(name=nm):
-                    return t[seg_col(nm)]
-                case A.Consent(channel=ch):
-                    return t[consent_col(ch)]
-                case A.Agg():
-                    return t[self._agg_names[n]]
-                case A.Did(negated=neg):
-                    cnt = t[self._agg_names[did_agg(n)]]
-                    return cnt == 0 if neg else cnt >= 1
-                case A.SeqR():
-                    return t[self._seq_names[n]]
-                case A.ModelRef(name=nm):
-                    return t[model_col(nm)]
-            raise TypeError(f"unexpected reference {type(n).__name__}")
+        def lookup_in(table: Callable[[], ir.Table]) -> Callable[[A.Node], ir.Value]:
+            def lookup(n: A.Node) -> ir.Value:
+                tb = table()
+                match n:
+                    case A.Attr(col=c):
+                        return tb[attr_col(c)]
+                    case A.TraitRef(name=nm):
+                        return tb[trait_col(nm)]
+                    case A.SegRef(name=nm):
+                        return tb[seg_col(nm)]
+                    case A.Consent(channel=ch):
+                        return tb[consent_col(ch)]
+                    case A.Agg():
+                        return tb[self._agg_names[n]]
+                    case A.Did(negated=neg):
+                        cnt = tb[self._agg_names[did_agg(n)]]
+                        return cnt == 0 if neg else cnt >= 1
+                    case A.SeqR():
+                        return tb[self._seq_names[n]]
+                    case A.ModelRef(name=nm):
+                        return tb[model_col(nm)]
+                raise TypeError(f"unexpected reference {type(n).__name__}")
+
+            return lookup
+
+        lookup = lookup_in(lambda: t)
 
         comp = Compiler(lookup, as_of)
         done: set[Key] = set()
 
+        def column(k: Key, compiler: Compiler) -> tuple[str, ir.Value]:
+            c = self.checked[k]
+            if k[0] == "trait":
+                assert c.node is not None
+                return trait_col(k[1]), compiler(c.node)
+            if c.node is None:
+                return seg_col(k[1]), t[sql_cols[k[1]]]
+            return seg_col(k[1]), compiler(c.node).fill_null(False)
+
         def compute(chosen: Sequence[Key]) -> None:
             nonlocal t
             for level in self.levels(chosen):
-                cols: dict[str, ir.Value] = {}
-                for k in level:
-                    if k in done:
-                        continue
-                    done.add(k)
-                    c = self.checked[k]
-                    if k[0] == "trait":
-                        assert c.node is not None
-                        cols[trait_col(k[1])] = comp(c.node)
-                    elif c.node is None:
-                        cols[seg_col(k[1])] = t[sql_cols[k[1]]]
-                    else:
-                        cols[seg_col(k[1])] = comp(c.node).fill_null(False)
+                todo = [k for k in level if k not in done]
+                done.update(todo)
+                population = [k for k in todo if self._population(k)]
+                if population:
+                    # Window functions copy every column of their input: evaluate the
+                    # population-wide definitions on a narrow copy (the key and what they
+                    # read) and join their columns back once.
+                    need: set[str] = set()
+                    for k in population:
+                        node = self.checked[k].node
+                        assert node is not None
+                        need |= self._reads(node)
+                    side = t.select(KEY, *[c for c in t.columns if c in need])
+                    narrow = Compiler(lookup_in(partial(_same, side)), as_of)
+                    made = dict(column(k, narrow) for k in population)
+                    wide = side.mutate(**made)
+                    picked = wide.select(*made, __p=wide[KEY])
+                    t = self._join_on(t, picked, "__p", list(made))
+                cols = dict(column(k, comp) for k in todo if k not in population)
                 if cols:
                     t = t.mutate(**cols)
 
@@ -272,6 +294,33 @@ class Plan:
         for name in extra or {}:
             out[name] = t[name]
         return t.select(**out)
+
+    def _reads(self, node: A.Node) -> set[str]:
+        """The wide-table columns an expression reads."""
+        out: set[str] = set()
+        for n in A.walk(node):
+            match n:
+                case A.Attr(col=c):
+                    out.add(attr_col(c))
+                case A.TraitRef(name=nm):
+                    out.add(trait_col(nm))
+                case A.SegRef(name=nm):
+                    out.add(seg_col(nm))
+                case A.Consent(channel=ch):
+                    out.add(consent_col(ch))
+                case A.Agg() if n in self._agg_names:
+                    out.add(self._agg_names[n])
+                case A.Did():
+                    out.add(self._agg_names[did_agg(n)])
+                case A.SeqR() if n in self._seq_names:
+                    out.add(self._seq_names[n])
+                case A.ModelRef(name=nm):
+                    out.add(model_col(nm))
+        return out
+
+    def _population(self, k: Key) -> bool:
+        node = self.checked[k].node
+        return node is not None and any(isinstance(n, A.PopFunc) for n in A.walk(node))
 
     def _base(self, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs) -> ir.Table:
         c = tables["customers"]
@@ -297,6 +346,11 @@ class Plan:
             preds.append(src[time] <= ts(as_of))
         return src.filter(*preds)
 
+    def _join_on(self, t: ir.Table, g: ir.Table, key: str, cols: Sequence[str]) -> ir.Table:
+        """``t`` with ``cols`` of ``g`` (one row per customer, keyed by ``key``)."""
+        j = t.left_join(g, t[KEY] == g[key])
+        return j.select(*t.columns, *cols)
+
     def _join(self, t: ir.Table, g: ir.Table, cols: Sequence[str]) -> ir.Table:
         g = g.rename({"__g": KEY})
         j = t.left_join(g, t[KEY] == g["__g"])
@@ -314,14 +368,23 @@ class Plan:
             plain = [a for a in aggs if a.fn not in A.SPECIAL_AGGS]
             row = Compiler(_row_lookup(src), as_of)
             metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in plain}
+            if metrics:
+                g = src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
+                t = self._join(t, g, list(metrics))
             special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
             if special:
-                src, more = self._windowed(src, special, time, as_of)
-                row = Compiler(_row_lookup(src), as_of)
-                metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in plain}
-                metrics.update(more)
-            g = src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
-            t = self._join(t, g, list(metrics))
+                # Window aggregates sort rows: give the window only the columns they read, in
+                # a grouped scan of their own, so the other aggregates never pass through it.
+                used = {"customer_id", *(a.col for a in special if a.col)}
+                used.update(c.col for a in special if a.where for c in A.walk(a.where)
+                            if isinstance(c, A.Col))  # fmt: skip
+                if time is not None and any(a.within for a in special):
+                    used.add(time)
+                narrow = src.select(*sorted(used))
+                narrow, more = self._windowed(narrow, special, time, as_of)
+                key = narrow.customer_id.cast("string").name(KEY)
+                g = narrow.group_by(key).aggregate(**more)
+                t = self._join(t, g, list(more))
             zero = {
                 self._agg_names[a]: t[self._agg_names[a]].fill_null(0)
                 for a in aggs
@@ -541,6 +604,10 @@ class Plan:
         from crmseg.rules.explain import explain
 
         return explain(self, name, tables, as_of, customer_id, sql_segments)
+
+
+def _same(table: ir.Table) -> ir.Table:
+    return table
 
 
 def _row_lookup(src: ir.Table) -> Callable[[A.Node], ir.Value]:
