@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class StateStore:
             for statements in migrations[have:]:
                 for statement in statements:
                     self.con.execute(statement)
-            self.con.execute(
+            self.execute(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [f"schema.{component}", str(len(migrations))],
             )
@@ -113,11 +114,16 @@ class StateStore:
                 self.con.unregister(name)
 
     def _run(self, sql: str, params: Params) -> Any:
+        if not params:
+            return self.con.execute(sql)
+        text = _inline(sql, params)
+        if text is not None:
+            return self.con.execute(text)
         if isinstance(params, Mapping):
             # DuckDB insists that a statement gets exactly the named parameters it uses.
             used = set(re.findall(r"\$([a-z_][a-z0-9_]*)", sql))
             return self.con.execute(sql, {k: v for k, v in params.items() if k in used})
-        return self.con.execute(sql, list(params or []))
+        return self.con.execute(sql, list(params))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -145,6 +151,75 @@ class StateStore:
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
         )
         return bool(rows[0][0])
+
+
+_PLACEHOLDER = re.compile(r"\?|\$([a-z_][a-z0-9_]*)")
+
+
+def literal(value: Any) -> str | None:
+    """``value`` as an SQL literal of DuckDB (and standard SQL), or None for other types.
+
+    Strings are quoted with single quotes doubled, the only escape standard SQL strings have,
+    so any text is one literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"CAST('{value}' AS DOUBLE)"
+        text = repr(value)
+        # An exponent makes it a DOUBLE literal (plain 1.5 would be read as a DECIMAL).
+        return text if "e" in text else f"{text}e0"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return None
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return None
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    return None
+
+
+def _inline(sql: str, params: Params) -> str | None:
+    """The statement with its parameters written as literals, or None when one cannot be.
+
+    Binding parameters makes DuckDB import pandas (a third of a second, on every command
+    that reads the state); crmseg's statements are fixed text whose only ``?`` and ``$name``
+    are placeholders, so writing the values in as literals is equivalent."""
+    named: Mapping[str, Any] = params if isinstance(params, Mapping) else {}
+    listed: list[Any] = [] if isinstance(params, Mapping) else list(params or [])
+    position = 0
+    failed = False
+
+    def swap(m: re.Match[str]) -> str:
+        nonlocal position, failed
+        if m.group(0) == "?":
+            if named or position >= len(listed):
+                failed = True
+                return m.group(0)
+            value = listed[position]
+            position += 1
+        else:
+            if m.group(1) not in named:
+                failed = True
+                return m.group(0)
+            value = named[m.group(1)]
+        text = literal(value)
+        if text is None:
+            failed = True
+            return m.group(0)
+        return text
+
+    out = _PLACEHOLDER.sub(swap, sql)
+    if failed or "'" in _PLACEHOLDER.sub("", sql):
+        return None  # a quote in the fixed text: placeholders might sit inside a string
+    return out
 
 
 def _first(exc: BaseException) -> str:

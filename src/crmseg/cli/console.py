@@ -13,6 +13,14 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def lines(items: Iterator[str] | list[str]) -> None:
+    """Plain lines on stdout (ids, CSV): no markup, and fast for hundreds of thousands."""
+    import sys
+
+    sys.stdout.write("".join(f"{item}\n" for item in items))
+    sys.stdout.flush()
+
+
 def error(line: str, *more: str) -> None:
     """One red line (plus optional detail lines) on stderr."""
     err_console.print(f"[bold red]error:[/] {_escape(line)}")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from crmseg.cli.console import console, err_console, error, progress_bar
+from crmseg.cli.console import console, err_console, error, lines, progress_bar
 from crmseg.errors import CrmsegError
 
 app = typer.Typer(
@@ -200,6 +200,70 @@ def run(
                 raise typer.Exit(1)
 
 
+@app.command()
+@handled
+def runs(project: ProjectOpt = Path("."), fmt: JsonFormatOpt = "text") -> None:
+    """List recorded runs: instant, customers, what each loaded or reused, which model fits
+    it scored with, and seconds per step."""
+    _check_format(fmt, "text", "json")
+    ws = _open(project)
+    with ws:
+        records = ws.runs()
+    if fmt == "json":
+        _print_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "as_of": r.as_of,
+                    "started_at": r.started_at,
+                    "finished_at": r.finished_at,
+                    "customers": r.customers,
+                    "sources": r.sources,
+                    **{k: v for k, v in r.details.items() if k not in ("uses", "thresholds")},
+                }
+                for r in records
+            ]
+        )
+        return
+    if not records:
+        console.print("no runs yet: run 'crmseg run'")
+        return
+    from rich.table import Table
+
+    table = Table(title="runs")
+    for col in ("run", "as of", "customers", "sources", "identity", "quality", "models", "s"):
+        table.add_column(col)
+    for r in records:
+        d = r.details
+        table.add_row(
+            str(r.run_id),
+            f"{r.as_of:%Y-%m-%d %H:%M}",
+            f"{r.customers:,}",
+            _did(d.get("sources", {})),
+            d.get("identity", ""),
+            d.get("quality", ""),
+            _fits(d.get("models", {})),
+            f"{(r.finished_at - r.started_at).total_seconds():.0f}",
+        )
+    console.print(table)
+
+
+def _did(sources: dict[str, str]) -> str:
+    loaded = [n for n, s in sources.items() if s == "loaded"]
+    if not sources:
+        return ""
+    if not loaded:
+        return "all unchanged"
+    return "loaded " + ", ".join(loaded)
+
+
+def _fits(models: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{g} {'fitted' if m.get('fitted') else 'fit ' + str(m.get('fit'))}"
+        for g, m in sorted(models.items())
+    )
+
+
 def _print_run(result: Any) -> None:
     from rich.table import Table
 
@@ -222,6 +286,15 @@ def _print_run(result: Any) -> None:
     console.print(
         f"{result.customers:,} customers, {len(result.sizes)} segments in {result.seconds:.1f}s"
     )
+    d = result.details
+    did = [
+        _did(d.get("sources", {})),
+        *(f"{k} {d[k]}" for k in ("identity", "quality") if d.get(k) and d[k] != "off"),
+    ]
+    if d.get("models"):
+        did.append("models: " + _fits(d["models"]))
+    if any(did):
+        console.print("; ".join(x for x in did if x), markup=False)
 
 
 @app.command()
@@ -242,8 +315,7 @@ def members(
     elif fmt == "csv":
         sys.stdout.write("customer_id\n" + "".join(f"{i}\n" for i in ids))
     else:
-        for i in ids:
-            console.print(i)
+        lines(ids)
 
 
 @app.command()
@@ -259,7 +331,9 @@ def preview(
     with ws:
         p = ws.preview(segment, as_of=parse_as_of(as_of), sql=sql)
     console.print(f"[bold]{p.segment}[/]: {p.english}")
-    when = f"{p.as_of:%Y-%m-%d %H:%M:%S} UTC"
+    when = f"{p.as_of:%Y-%m-%d %H:%M:%S} UTC" + (
+        f" (run {p.run_id})" if p.run_id is not None else " (computed on the loaded data)"
+    )
     console.print(f"{p.size:,} of {p.customers:,} customers ({p.share:.1%}) as of {when}")
     console.print("sample: " + (", ".join(p.sample) or "(none)"))
     for name, value in p.thresholds.items():

@@ -39,10 +39,12 @@ class Explanation:
     english: str
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. the drivers of churn.risk
+    as_of: datetime | None = None  # the instant the values are for
 
     def lines(self) -> list[str]:
         head = "IN" if self.verdict else "NOT IN"
-        out = [f"{self.customer_id} is {head} {self.segment}: {self.english}"]
+        when = f" (as of {self.as_of:%Y-%m-%d %H:%M:%S} UTC)" if self.as_of else ""
+        out = [f"{self.customer_id} is {head} {self.segment}{when}: {self.english}"]
         if not self.exists:
             out.append("  (no such customer at this as_of)")
         for s in self.steps:
@@ -128,5 +130,12 @@ def explain(
     if row.get("__drivers"):
         notes.append(f"churn.risk drivers (log-odds vs. an average customer): {row['__drivers']}")
     return Explanation(
-        name, customer_id, bool(rows), bool(row.get(name, False)), plan.english(name), steps, notes
+        name,
+        customer_id,
+        bool(rows),
+        bool(row.get(name, False)),
+        plan.english(name),
+        steps,
+        notes,
+        as_of,
     )
