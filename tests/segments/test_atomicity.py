@@ -1,4 +1,5 @@
-"""A run killed at any moment leaves the previous state intact and readable."""
+"""A run killed at any moment leaves the previous data, its fingerprints and the history
+intact; the next run finishes the job and clears what the killed one left behind."""
 
 from __future__ import annotations
 
@@ -10,12 +11,24 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
+from crmseg.sources.sync import stored
 
 T1 = datetime(2026, 10, 1)
+T2 = datetime(2026, 11, 1)
+
+
+def _run(root: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "crmseg", "run", "-p", str(root), "--as-of", f"{T2:%Y-%m-%d}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.slow
@@ -26,13 +39,18 @@ def test_killed_run_keeps_previous_state(tmp_path: Path) -> None:
         ws.run(as_of=T1)
         names = [s.name for s in ws.segments]
         before = {n: ws.members(n, as_of=T1) for n in names}
+        records = stored(ws.backend)
+    # A new customer: the next run loads customers again, checks quality and resolves
+    # identity, so kills land in every phase of a run.
+    path = root / "data" / "customers.parquet"
+    customers = pq.read_table(path)
+    extra = customers.slice(0, 1).to_pylist()[0] | {"customer_id": "C9999999", "email": None}
+    pq.write_table(
+        pa.concat_tables([customers, pa.Table.from_pylist([extra], customers.schema)]), path
+    )
     outcomes = []
-    for delay in (0.5, 1.0, 1.5, 2.0, 3.0):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crmseg", "run", "-p", str(root), "--as-of", "2026-11-01"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    for delay in (0.3, 0.8, 1.3, 2.0, 3.0, 4.5):
+        proc = _run(root)
         time.sleep(delay)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -40,11 +58,21 @@ def test_killed_run_keeps_previous_state(tmp_path: Path) -> None:
         else:
             outcomes.append("finished")
         proc.wait()
+        if outcomes[-1] == "finished":
+            break
         with Workspace.open(root) as ws:
             runs = ws.runs()
-            assert runs[0].as_of == T1
-            assert all(r.as_of in (T1, datetime(2026, 11, 1)) for r in runs)
+            assert [r.as_of for r in runs] == [T1], delay
             for n in names:
                 assert ws.members(n, as_of=T1) == before[n], (delay, n)
             assert ws.backend.scalar(ws.backend.canonical("customers").count()) == 20000
+            assert stored(ws.backend) == records, delay
     assert "killed" in outcomes
+    proc = _run(root)
+    assert proc.wait() == 0
+    with Workspace.open(root) as ws:
+        assert [r.as_of for r in ws.runs()][-1] == T2
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == 20001
+        kept = {r["snapshot"] for r in stored(ws.backend).values() if r.get("snapshot")}
+        snapshots = Path(ws.backend.snapshots or "")
+    assert {str(p) for p in snapshots.iterdir()} == kept  # what killed runs left is gone
