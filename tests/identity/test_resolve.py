@@ -168,7 +168,7 @@ def test_golden_profile_survivorship(backend: DuckDBBackend) -> None:
     )
     res = resolve(backend, cfg, {"customers": ibis.memtable(customers)}, PhoneBook("DE"))
     try:
-        golden = backend.execute(res.tables["golden_customers"]).to_pylist()
+        golden = backend.execute(res.golden).to_pylist()
     finally:
         res.close()
     assert len(golden) == 1

@@ -108,6 +108,15 @@ class Backend(ABC):
         except Exception:
             self.con.drop_view(name, database=CANONICAL_SCHEMA, force=True)
 
+    def scratch(self, name: str, expr: ir.Table) -> ir.Table:
+        """A working table that lives until ``drop_scratch`` (identity's intermediate steps).
+        Engines with temporary tables keep it out of the database file."""
+        self.put(name, expr)
+        return self.canonical(name)
+
+    def drop_scratch(self, name: str) -> None:
+        self.drop(name)
+
     def ensure_schema(self) -> None:
         try:
             if CANONICAL_SCHEMA not in self.con.list_databases():

@@ -67,6 +67,19 @@ class DuckDBBackend(Backend):
             return None
         return str(Path(self.path).with_suffix("")) + ".snapshots"
 
+    def scratch(self, name: str, expr: ir.Table) -> ir.Table:
+        """A temporary table: in memory (spilling as DuckDB needs), never written to the
+        file, which made writing identity's intermediate steps cost seconds per million."""
+        try:
+            return self.con.create_table(name, expr, temp=True, overwrite=True)
+        except Exception as exc:
+            raise BackendError(
+                f"cannot materialise {name}: {_first_line(exc)}", sql=self.sql_of(expr)
+            ) from exc
+
+    def drop_scratch(self, name: str) -> None:
+        self.con.drop_table(name, force=True)
+
     def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
         """A persistent view over Parquet files (DuckDB reads them in place, as fast as its
         own tables); CSV is parsed once into a table."""

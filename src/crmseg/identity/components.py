@@ -14,9 +14,6 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from crmseg.backends.base import CANONICAL_SCHEMA
-from crmseg.errors import BackendError
-
 if TYPE_CHECKING:
     import ibis.expr.types as ir
 
@@ -34,25 +31,15 @@ class Scratch:
         self.names: list[str] = []
 
     def put(self, name: str, expr: ir.Table) -> ir.Table:
-        con = self.backend.con
-        if CANONICAL_SCHEMA not in con.list_databases():
-            con.create_database(CANONICAL_SCHEMA, force=True)
         full = f"{self.prefix}_{name}"
-        try:
-            con.create_table(full, expr, database=CANONICAL_SCHEMA, overwrite=True)
-        except Exception as exc:
-            raise BackendError(
-                f"cannot materialise {full}: {exc}", sql=self.backend.sql_of(expr)
-            ) from exc
+        table = self.backend.scratch(full, expr)
         if full not in self.names:
             self.names.append(full)
-        return con.table(full, database=CANONICAL_SCHEMA)
+        return table
 
     def close(self) -> None:
-        existing = set(self.backend.con.list_tables(database=CANONICAL_SCHEMA))
         for name in self.names:
-            if name in existing:
-                self.backend.con.drop_table(name, database=CANONICAL_SCHEMA, force=True)
+            self.backend.drop_scratch(name)
         self.names.clear()
 
 
@@ -97,7 +84,7 @@ def connected_components(
         # Keep at most two generations of label tables.
         if rounds >= 2:
             stale = f"{scratch.prefix}_labels_{rounds - 2}"
-            scratch.backend.con.drop_table(stale, database=CANONICAL_SCHEMA, force=True)
+            scratch.backend.drop_scratch(stale)
             scratch.names.remove(stale)
         labels = new
         if n_changed == 0:

@@ -16,6 +16,7 @@ repeating one customer_id are collapsed like a merged person.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crmseg.config import GoldenConfig
@@ -40,6 +41,30 @@ def record_order(customers: ir.Table, group: Any) -> Any:
 
 def golden_customers(customers: ir.Table, idmap: ir.Table, config: GoldenConfig) -> ir.Table:
     """``customers`` with every merged person collapsed into one row named by its key."""
+    collapsed, merged = golden_parts(customers, idmap, config)
+    return golden_view(customers, collapsed, merged)
+
+
+def golden_view(customers: ir.Table, collapsed: ir.Table, merged: ir.Table) -> ir.Table:
+    """The golden profile from its two parts: every record not collapsed into a person as it
+    is, and the collapsed persons' rows. A run stores only the parts (a few percent of the
+    customers) and this as a view, instead of writing a copy of every customer."""
+    import ibis
+
+    singles = customers.anti_join(collapsed, customers.customer_id == collapsed.customer_id)
+    cols = list(customers.columns)
+    return ibis.union(singles.select(*cols), merged.select(*cols), distinct=False)
+
+
+def golden_parts(
+    customers: ir.Table,
+    idmap: ir.Table,
+    config: GoldenConfig,
+    keep: Callable[[str, ir.Table], ir.Table] | None = None,
+) -> tuple[ir.Table, ir.Table]:
+    """(ids of the records collapsed into persons, one golden row per such person).
+
+    ``keep(name, expr)`` materialises the collapsed records, which both parts read."""
     import ibis
 
     schema = customers.schema()
@@ -54,9 +79,10 @@ def golden_customers(customers: ir.Table, idmap: ir.Table, config: GoldenConfig)
     tagged = tagged.left_join(dupes, tagged.customer_id == dupes._did)
     tagged = tagged.mutate(_key=tagged._key.fill_null(tagged.customer_id))
     merged = (tagged._status.fill_null("single") == "merged") | (tagged._rows > 1)
-    single = tagged.filter(~merged).select(*cols)
     multi = tagged.filter(merged)
     multi = multi.mutate(_order=record_order(multi, multi._key))
+    if keep is not None:
+        multi = keep("collapsed_records", multi)
 
     def rule(col: str) -> str:
         return config.attributes.get(col, config.default)
@@ -101,4 +127,5 @@ def golden_customers(customers: ir.Table, idmap: ir.Table, config: GoldenConfig)
         joined = grouped.left_join(best, grouped.customer_id == best._key)
         grouped = joined.select(*grouped.columns, **{col: joined._v})
     golden = grouped.select(*[grouped[c].cast(schema[c]).name(c) for c in cols])
-    return ibis.union(single.select(*cols), golden, distinct=False)
+    collapsed = multi.select(customer_id=multi.customer_id).distinct()
+    return collapsed, golden

@@ -6,7 +6,9 @@ materialises next to the canonical ones, in the same transaction:
 
 * ``identity_map`` (customer_id, customer_key, cluster_size, status): every customer record and
   the key of its person (``status`` is single, merged or blocked);
-* ``golden_customers``: one customers row per person, named by its key;
+* ``golden_customers``: one customers row per person, named by its key: a view over the
+  customers and two small tables, ``identity_collapsed`` (the records merged into a person)
+  and ``golden_merged`` (those persons' golden rows);
 * ``identity_links`` (customer_id, kind, value): the shared values that linked merged records;
 * ``identity_blocked`` (kind, value, records): values shared by more records than
   ``max_cluster_size`` allows (``info@``, a family email), never used as links.
@@ -28,7 +30,7 @@ import pyarrow as pa
 from crmseg.backends.base import CANONICAL_SCHEMA
 from crmseg.config import GoldenConfig, IdentityConfig
 from crmseg.identity.components import Scratch, connected_components
-from crmseg.identity.golden import golden_customers, record_order
+from crmseg.identity.golden import golden_customers, golden_parts, golden_view, record_order
 from crmseg.sources.normalize import PhoneBook, distinct_phones, email_key
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ Progress = Callable[[str, float], None]
 IDENTITY_TABLES = (
     "identity_map",
     "golden_customers",
+    "identity_collapsed",
+    "golden_merged",
     "identity_links",
     "identity_blocked",
     "identity_matches",
@@ -54,8 +58,13 @@ class Resolution:
 
     tables: dict[str, ir.Table]
     scratch: Scratch
+    # name -> the view's expression over the written tables (``canonical(name)``)
+    views: dict[str, Callable[[Callable[[str], ir.Table]], ir.Table]] = field(
+        default_factory=dict
+    )
     rounds: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    golden: ir.Table | None = None  # the golden profile over the inputs, before writing
 
     def close(self) -> None:
         self.scratch.close()
@@ -133,7 +142,9 @@ def linking_values(
         return customers.select(
             "customer_id", kind=ibis.literal("none"), value=ibis.null("string")
         ).limit(0)
-    union = parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=True)
+    # No DISTINCT: repeats (a record listed twice) change no count of distinct records and
+    # the edges are made distinct anyway; deduplicating 2M string rows cost seconds.
+    union = parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
     return union.filter(union.customer_id.notnull() & union.value.notnull() & (union.value != ""))
 
 
@@ -170,7 +181,11 @@ def resolve(
         values = scratch.put("values", linking_values(scratch, backend, config, tables, phones))
         lap("normalise", 0.3)
         limit = config.max_cluster_size
-        counted = values.group_by("kind", "value").aggregate(records=values.customer_id.nunique())
+        # Read three times (blocked, shared, the report): computed once.
+        counted = scratch.put(
+            "counted",
+            values.group_by("kind", "value").aggregate(records=values.customer_id.nunique()),
+        )
         blocked = counted.filter(counted.records > limit)
         shared = counted.filter((counted.records >= 2) & (counted.records <= limit))
         links = values.semi_join(shared, ["kind", "value"])
@@ -211,12 +226,18 @@ def resolve(
                 component_size=j.size.fill_null(1).cast("int64"),
             ),
         )
+        collapsed, merged = golden_parts(customers, idmap, config.golden, scratch.put)
+        res.views = {"golden_customers": _golden}
+        res.golden = golden_view(customers, collapsed, merged)
         res.tables = {
             "identity_map": idmap,
-            "golden_customers": golden_customers(customers, idmap, config.golden),
+            "identity_collapsed": collapsed,
+            "golden_merged": merged,
             "identity_links": links.join(
                 idmap.filter(idmap.status != "single").select("customer_id"), "customer_id"
-            ).select("customer_id", "kind", "value"),
+            )
+            .select("customer_id", "kind", "value")
+            .distinct(),
             "identity_blocked": blocked.select("kind", "value", "records"),
         }
         if matches is not None:
@@ -226,6 +247,12 @@ def resolve(
         scratch.close()
         raise
     return res
+
+
+def _golden(canonical: Callable[[str], ir.Table]) -> ir.Table:
+    return golden_view(
+        canonical("customers"), canonical("identity_collapsed"), canonical("golden_merged")
+    )
 
 
 def keyed_ids(ids: ir.Table, loaded: Mapping[str, ir.Table]) -> ir.Table:

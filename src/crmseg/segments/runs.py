@@ -75,6 +75,8 @@ class _IdentityStep:
     tables: dict[str, ir.Table] = field(default_factory=dict)  # to write
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # crmseg._sources rows
     close: Callable[[], None] = lambda: None
+    views: dict[str, Any] = field(default_factory=dict)  # name -> builder over written tables
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Runner:
@@ -199,16 +201,25 @@ class Runner:
             clock.lap("rules")
             step = self._identity(plan, tables, phones, _scaled(progress, 0.5, 0.8))
             details["identity"] = step.status
+            if step.timings:
+                details["identity_seconds"] = step.timings
+            clock.lap("identity")
             try:
                 if step.status == "off":
                     for name in IDENTITY_TABLES:
                         backend.drop(name)
                 counts = sync.commit(
-                    backend, plan, step.tables, step.records, utcnow(), _scaled(progress, 0.8, 1.0)
+                    backend,
+                    plan,
+                    step.tables,
+                    step.records,
+                    utcnow(),
+                    _scaled(progress, 0.8, 1.0),
+                    views=step.views,
                 )
             finally:
                 step.close()
-            clock.lap("identity and writing")
+            clock.lap("writing")
         except BaseException:
             plan.discard()
             raise
@@ -290,7 +301,15 @@ class Runner:
             "loaded_at": None,
             "view": False,
         }
-        return _IdentityStep("resolved", resolution.tables, {IDENTITY: record}, resolution.close)
+        timings = {k: round(v, 3) for k, v in resolution.timings.items()}
+        return _IdentityStep(
+            "resolved",
+            resolution.tables,
+            {IDENTITY: record},
+            resolution.close,
+            resolution.views,
+            timings,
+        )
 
     def _last_details(self) -> dict[str, Any]:
         from crmseg.segments.store import History

@@ -264,10 +264,11 @@ def commit(
     derived_records: Mapping[str, dict[str, Any]] | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    views: Mapping[str, Callable[[Callable[[str], ir.Table]], ir.Table]] | None = None,
 ) -> dict[str, int]:
-    """Write the changed sources (and ``derived`` tables, e.g. identity's) and the new
-    records; call inside ``backend.pending()`` so it commits with the run. Returns the row
-    count of every configured source."""
+    """Write the changed sources (and ``derived`` tables, e.g. identity's, then ``views``
+    built over what is written) and the new records; call inside ``backend.pending()`` so it
+    commits with the run. Returns the row count of every configured source."""
     import ibis
     import pyarrow as pa
 
@@ -285,6 +286,8 @@ def commit(
         record["loaded_at"] = stamp
     for name, expr in (derived or {}).items():
         backend.put(name, expr)
+    for name, build in (views or {}).items():
+        backend.put(name, build(backend.canonical), view=True)
     for name in sync.planned:
         if not sync.records[name]["view"]:
             backend.drop(f"_raw_{name}")  # copied in: the snapshot is no longer read
