@@ -662,35 +662,10 @@ class Workspace:
         return diff(self.compiled, self.runs_store, self.backend, tables, self._sql_segments(), at)
 
     def test(self) -> list[Any]:
-        """Run the project's segment unit tests (tests/*.yml) on an in-memory DuckDB."""
-        from crmseg.backends.base import CANONICAL_SCHEMA
-        from crmseg.backends.duckdb import DuckDBBackend
-        from crmseg.segments.unittests import run_tests
+        """Run the project's segment unit tests (tests/*.yml) on an in-memory warehouse."""
+        from crmseg.segments.unittests import run_project_tests
 
-        def evaluate(tables: Any, at: datetime, names: list[str]) -> dict[str, list[str]]:
-            backend = DuckDBBackend()
-            try:
-                backend.con.create_database(CANONICAL_SCHEMA)
-                for name, table in tables.items():
-                    backend.con.create_table(name, table, database=CANONICAL_SCHEMA)
-                loaded = {n: backend.canonical(n) for n in tables}
-                for name in names:
-                    self.segment(name)
-                plan = self._plan(loaded)
-                sql = {
-                    s.name: backend.sql(s.spec.sql) for s in self.segments if s.spec.sql is not None
-                }
-                wide = plan.wide(loaded, at, sql, select=names)
-                result = backend.execute(wide.select("customer_id", *names))
-            finally:
-                backend.close()
-            ids = result.column("customer_id").to_pylist()
-            return {
-                n: [i for i, keep in zip(ids, result.column(n).to_pylist(), strict=True) if keep]
-                for n in names
-            }
-
-        return run_tests(self.root, list(self.config.sources), evaluate)
+        return run_project_tests(self.root, self.config, self.compiled)
 
     def explain(self, segment: str, customer_id: str, as_of: datetime | None = None) -> Any:
         """Each sub-condition's value for one customer, and the verdict, at ``as_of``

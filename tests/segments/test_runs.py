@@ -178,7 +178,7 @@ OLD_STATE = [
     "entered_run INTEGER NOT NULL, exited_run INTEGER)",
     "INSERT INTO runs VALUES (1, '2024-06-01', '2024-06-01', '2024-06-01', 4, '{}', '0.0.9')",
     "INSERT INTO run_segments VALUES (1, 'value.buyers', 'h0', "
-    "'{\"rule\": \"count(orders) >= 1\"}', 2, 2, 0)",
+    '\'{"rule": "count(orders) >= 1"}\', 2, 2, 0)',
     "INSERT INTO memberships VALUES ('value.buyers', '1', '2024-06-01', NULL, 'h0', 1, NULL), "
     "('value.buyers', '2', '2024-06-01', NULL, 'h0', 1, NULL)",
 ]

@@ -59,9 +59,7 @@ class Resolution:
     tables: dict[str, ir.Table]
     scratch: Scratch
     # name -> the view's expression over the written tables (``canonical(name)``)
-    views: dict[str, Callable[[Callable[[str], ir.Table]], ir.Table]] = field(
-        default_factory=dict
-    )
+    views: dict[str, Callable[[Callable[[str], ir.Table]], ir.Table]] = field(default_factory=dict)
     rounds: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     golden: ir.Table | None = None  # the golden profile over the inputs, before writing

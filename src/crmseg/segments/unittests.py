@@ -20,14 +20,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pydantic import Field
 
-from crmseg.config import Strict, project_files, validate
-from crmseg.errors import ConfigError, CrmsegError, Location
+from crmseg.config import Config, Strict, project_files, validate
+from crmseg.errors import ConfigError, CrmsegError, Location, SegmentError
 from crmseg.sources.model import TABLES, DType
+
+if TYPE_CHECKING:
+    from crmseg.segments.compiled import Catalog
 
 _ARROW: dict[DType, pa.DataType] = {
     "string": pa.string(),
@@ -160,3 +163,44 @@ def run_tests(
                 outcome.failures[segment] = (sorted(want - got), sorted(got - want))
         outcomes.append(outcome)
     return outcomes
+
+
+def run_project_tests(root: Path, config: Config, catalog: Catalog) -> list[Outcome]:
+    """The project's tests, each on an empty in-memory warehouse of the project's engine
+    loaded with the test's fixture rows, with the project's compiled catalog."""
+    from crmseg.backends import connect
+
+    known = {s.name for s in catalog.segments}
+
+    def evaluate(
+        tables: Mapping[str, pa.Table], at: datetime, names: list[str]
+    ) -> dict[str, list[str]]:
+        import ibis
+
+        for name in names:
+            if name not in known:
+                import difflib
+
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SegmentError(f"no segment named {name!r}{hint}")
+        backend = connect(config.backend, root, memory=True)
+        try:
+            for name, table in tables.items():
+                backend.put(name, ibis.memtable(table))
+            loaded = {n: backend.canonical(n) for n in tables}
+            plan = catalog.plan(loaded)
+            sql = {
+                s.name: backend.sql(s.spec.sql) for s in catalog.segments if s.spec.sql is not None
+            }
+            wide = plan.wide(loaded, at, sql, select=names)
+            result = backend.execute(wide.select("customer_id", *names))
+        finally:
+            backend.close()
+        ids = result.column("customer_id").to_pylist()
+        return {
+            n: [i for i, keep in zip(ids, result.column(n).to_pylist(), strict=True) if keep]
+            for n in names
+        }
+
+    return run_tests(root, list(config.sources), evaluate)
