@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 
 from crmseg.backends.state import StateStore
 from crmseg.errors import StateError
-from crmseg.segments.store import History, SegmentResult
+from crmseg.segments import store as history_store
+from crmseg.segments.store import History, SegmentResult, _differences
 
 T0 = datetime(2026, 1, 1)
 
@@ -93,11 +95,18 @@ snapshots = st.lists(
 )
 
 
+# Differences come from bitmaps or, for key spaces too big for them, from a join: both agree.
+@pytest.mark.parametrize("cells", [history_store.BITMAP_CELLS, 0], ids=["bitmap", "join"])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=snapshots)
 def test_intervals_equal_the_snapshots_in_as_of_order(
-    runs: list[tuple[int, dict[str, frozenset[str]]]],
+    cells: int, runs: list[tuple[int, dict[str, frozenset[str]]]]
 ) -> None:
+    with mock.patch.object(history_store, "BITMAP_CELLS", cells):
+        _check_intervals(runs)
+
+
+def _check_intervals(runs: list[tuple[int, dict[str, frozenset[str]]]]) -> None:
     store = History(StateStore())
     truth: dict[str, dict[int, frozenset[str]]] = {s: {} for s in SEGMENTS}
     latest: dict[tuple[str, int], int] = {}
@@ -133,3 +142,24 @@ def test_intervals_equal_the_snapshots_in_as_of_order(
                 len(prev - truth[seg][day]),
             ), (runs, seg, day)
             prev = truth[seg][day]
+
+
+def _pairs(rows: list[tuple[int, int]]) -> pa.Table:
+    return pa.table(
+        {
+            "sid": pa.array([r[0] for r in rows], pa.int32()),
+            "pid": pa.array([r[1] for r in rows], pa.int32()),
+        }
+    )
+
+
+def test_differences_by_bitmap_are_the_set_differences() -> None:
+    old = _pairs([(1, 5), (1, 7), (2, 5), (3, 1)])
+    cur = _pairs([(1, 7), (2, 5), (2, 9), (4, 2)])
+    split = _differences(old, cur)
+    assert split is not None
+    leaving, joining = (sorted(zip(*t.to_pydict().values(), strict=True)) for t in split)
+    assert leaving == [(1, 5), (3, 1)]
+    assert joining == [(2, 9), (4, 2)]
+    with mock.patch.object(history_store, "BITMAP_CELLS", 10):  # 5 x 10 cells: too many
+        assert _differences(old, cur) is None

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from crmseg.config import Config
 from crmseg.errors import QualityError
 from crmseg.sources.model import CHANNELS, CONSENT_STATUSES, TABLES
-from crmseg.sources.normalize import EMAIL_PATTERN, PhoneBook
+from crmseg.sources.normalize import EMAIL_PATTERN, PhoneBook, blank
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -212,7 +212,7 @@ class _Checker:
                 value = t[col]
                 empty = value.isnull()
                 if value.type().is_string():
-                    empty = empty | (value.strip() == "")
+                    empty = empty | blank(value)
                 conds.append(("missing_values", col, empty, "are missing"))
             if name == "customers" and "email" in t.columns:
                 email = t.email.strip()
@@ -333,7 +333,7 @@ class _Checker:
         if "phone" not in customers.columns or self.q.check("unparseable_phones").severity == "off":
             return
         country = customers.country if "country" in customers.columns else ibis.null("string")
-        has = customers.filter(customers.phone.notnull() & (customers.phone.strip() != ""))
+        has = customers.filter(customers.phone.notnull() & ~blank(customers.phone))
         keyed = has.select(
             phone=has.phone,
             country=ibis.ifelse(has.phone.strip().startswith("+"), ibis.null("string"), country),

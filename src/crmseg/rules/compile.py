@@ -311,9 +311,13 @@ def agg_metric(
             return c.nunique(where=where)
         case "first":
             assert time is not None
+            if agg.col == time:  # the earliest time itself: no ordered aggregate needed
+                return c.min(where=where)
             return c.argmin(src[time], where=where)
         case "last":
             assert time is not None
+            if agg.col == time:  # max() skips nulls as last() must, without sorting
+                return c.max(where=where)
             return c.argmax(src[time], where=where)
     raise TypeError(f"unknown aggregate {agg.fn}")
 

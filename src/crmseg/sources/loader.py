@@ -18,6 +18,7 @@ from crmseg.backends.base import Backend
 from crmseg.config import Config, SourceConfig
 from crmseg.errors import BackendError, SourceError
 from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
+from crmseg.sources.normalize import blank
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -307,7 +308,7 @@ def _check_types(
             continue
         aggs: dict[str, Any] = {}
         for i, (_col, raw, converted, _want) in enumerate(cols):
-            bad = raw.notnull() & (raw.cast("string").strip() != "") & converted.isnull()
+            bad = raw.notnull() & ~blank(raw.cast("string")) & converted.isnull()
             aggs[f"n{i}"] = bad.sum()
             aggs[f"e{i}"] = raw.cast("string").arbitrary(where=bad)
         try:

