@@ -100,6 +100,7 @@ class PhoneBook:
     ) -> tuple[pa.Array, pa.Array]:
         """(e164, possible) columns for raw phone and customer country columns: plain
         international spellings on whole columns, the others value by value (cached)."""
+        import numpy as np
         import pyarrow.compute as pc
 
         from crmseg.sources.phones import international
@@ -125,11 +126,13 @@ class PhoneBook:
                 else [None] * len(rest)
             )
             found = self.normalise(list(zip(raw, cc, strict=True)))
-            texts = e164.to_pylist()
-            flags = possible.to_pylist()
-            for i, (text, ok) in zip(rest, found, strict=True):
-                texts[i], flags[i] = text, ok
-            e164, possible = pa.array(texts, pa.string()), pa.array(flags, pa.bool_())
+            mask = np.zeros(len(phones), dtype=bool)
+            mask[rest] = True
+            where = pa.array(mask)
+            e164 = pc.replace_with_mask(e164, where, pa.array([f[0] for f in found], pa.string()))
+            possible = pc.replace_with_mask(
+                possible, where, pa.array([f[1] for f in found], pa.bool_())
+            )
         possible = pc.fill_null(possible, False)
         if keys.null_count == 0 and len(pc.unique(keys)) == len(keys):
             self._known = (keys, e164, possible)

@@ -22,6 +22,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 # Digits with common punctuation and at most a leading plus.
@@ -205,6 +206,7 @@ def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     For these, parse's answer is the compact form itself whenever the digits after the
     country code do not begin with the national prefix of that country (which it would
     strip), and whether it is possible depends only on the country code and the length."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -224,31 +226,57 @@ def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     for width in (3, 2, 1):
         head = pc.utf8_slice_codeunits(digits, 0, width)
         code = pc.if_else(pc.is_in(head, value_set=codes), head, code)
-    width = pc.fill_null(pc.utf8_length(code), 0)
-    ok = pc.and_(candidate, pc.is_valid(code))
-    rows = pc.indices_nonzero(pc.fill_null(ok, False)).to_numpy()
-    e164: list[str | None] = [None] * len(raw)
-    possible: list[bool | None] = [None] * len(raw)
-    digit_list = digits.to_pylist()
-    widths = width.to_pylist()
-    length_ok: dict[tuple[int, int], bool] = {}
-    patterns: dict[int, Any] = {}
-    for i in rows:
-        d, w = digit_list[i], widths[i]
-        cc = int(d[:w])
-        rest = d[w:]
-        if not u._MIN_LENGTH_FOR_NSN <= len(rest) <= u._MAX_LENGTH_FOR_NSN:
-            continue  # parse raises or trims: the per-value path says what
-        if cc not in patterns:
-            meta = _code(cc)[1]
-            prefix = meta.national_prefix_for_parsing if meta is not None else None
-            patterns[cc] = u.re_compile(prefix) if prefix else (None if meta else False)
-        pattern = patterns[cc]
-        if pattern is False or (pattern is not None and pattern.match(rest)):
-            continue  # a national prefix parse may strip: the per-value path decides
-        key = (cc, len(rest))
-        if key not in length_ok:
-            length_ok[key] = _possible(cc, rest)
-        e164[i] = f"+{d}"
-        possible[i] = length_ok[key]
-    return pa.array(e164, pa.string()), pa.array(possible, pa.bool_())
+    ok = pc.fill_null(pc.and_(candidate, pc.is_valid(code)), False)
+    rows = pc.indices_nonzero(ok).to_numpy()
+    accepted = np.zeros(len(raw), dtype=bool)
+    possible = np.zeros(len(raw), dtype=bool)
+    if len(rows):
+        found = pc.take(code, pa.array(rows)).dictionary_encode()
+        which = found.indices.to_numpy()
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(found.dictionary) + 1))
+        for k, cc_text in enumerate(found.dictionary.to_pylist()):
+            group = rows[order[bounds[k] : bounds[k + 1]]]
+            keep, plausible = _accept(int(cc_text), digits.take(pa.array(group)), len(cc_text))
+            accepted[group] = keep
+            possible[group] = plausible
+    e164 = pc.if_else(
+        pa.array(accepted),
+        pc.binary_join_element_wise("+", digits, ""),
+        pa.scalar(None, pa.string()),
+    )
+    return e164, pa.array(possible, mask=~accepted)
+
+
+def _accept(cc: int, digits: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of numbers with calling code ``cc`` (their digits), those whose compact form is parse's
+    answer, and whether each is possible: the national number has a length parse accepts
+    and does not begin with what parse would strip as a national prefix."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    u = _lib()
+    rest = pc.utf8_slice_codeunits(digits, width)
+    lengths = pc.utf8_length(rest).to_numpy()
+    keep = (lengths >= u._MIN_LENGTH_FOR_NSN) & (lengths <= u._MAX_LENGTH_FOR_NSN)
+    meta = _code(cc)[1]
+    if meta is None:  # parse has no metadata for the code: the per-value path says what
+        return np.zeros(len(digits), dtype=bool), keep
+    prefix = meta.national_prefix_for_parsing
+    if prefix:
+        # "begins with": a match at the start, whichever engine runs the (regular) pattern
+        try:
+            stripped = pc.match_substring_regex(rest, f"^(?:{prefix})").to_numpy(
+                zero_copy_only=False
+            )
+        except pa.ArrowInvalid:  # a pattern RE2 cannot run: Python's re, value by value
+            pattern = u.re_compile(prefix)
+            stripped = np.array([pattern.match(r) is not None for r in rest.to_pylist()])
+        keep &= ~stripped
+    plausible = np.zeros(len(digits), dtype=bool)
+    for n in np.unique(lengths[keep]):
+        same = keep & (lengths == n)
+        example = rest[int(np.flatnonzero(same)[0])].as_py()  # the rules read only lengths
+        plausible[same] = _possible(cc, example)
+    return keep, plausible
