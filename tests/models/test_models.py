@@ -365,3 +365,20 @@ def test_end_to_end_from_raw_transactions_matches_clvtools(cdnow_sample_tx: pd.D
     want = {"r": 0.2425945, "alpha": 4.4136019, "a": 0.7929199, "b": 2.4258881}
     assert m.params_ == pytest.approx(want, rel=2e-5)
     assert m.log_likelihood_ == pytest.approx(-9582.429, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("f", "t"),
+    [
+        ([0, 2, 2, 5, 0, 2], [30, 40, 40, 7, 30, 41]),  # whole days: one packed key
+        ([0.5, 2, 2, 0.5], [30, 40, 40, 30]),  # fractions: rows compared as they are
+    ],
+)
+def test_distinct_pairs_match_numpy_unique_rows(f: list[float], t: list[float]) -> None:
+    from crmseg.models.clv import _distinct_pairs
+
+    fa, ta = np.array(f, dtype=np.float64), np.array(t, dtype=np.float64)
+    pairs, where = _distinct_pairs(fa, ta)
+    expected, inverse = np.unique(np.column_stack([fa, ta]), axis=0, return_inverse=True)
+    assert pairs.tolist() == expected.tolist()
+    assert where.tolist() == inverse.ravel().tolist()

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import itertools
-from unittest import mock
 from datetime import datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pytest
