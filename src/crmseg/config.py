@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -379,11 +379,26 @@ class ModelsConfig(Strict):
     @field_validator("refit")
     @classmethod
     def _duration(cls, value: str) -> str:
-        import re
-
-        if not re.fullmatch(r"\s*(0|\d+\s*(h|d|w|mo|y))\s*", value):
-            raise ValueError(f"expected a duration like 7d, 12h, 2w or 0, got {value!r}")
+        refit_interval(value)
         return value.strip()
+
+    @property
+    def refit_every(self) -> timedelta:
+        """``refit`` as a duration (zero: every run)."""
+        return refit_interval(self.refit)
+
+
+def refit_interval(text: str) -> timedelta:
+    """``7d``, ``12h``, ``2w``, ``1mo``, ``1y`` or ``0`` (refit every run)."""
+    import re
+
+    m = re.fullmatch(r"\s*(0|(\d+)\s*(h|d|w|mo|y))\s*", text)
+    if m is None:
+        raise ValueError(f"expected a duration like 7d, 12h, 2w or 0, got {text!r}")
+    if m.group(2) is None:
+        return timedelta(0)
+    hours = {"h": 1, "d": 24, "w": 168, "mo": 720, "y": 8760}[m.group(3)]
+    return timedelta(hours=int(m.group(2)) * hours)
 
 
 class Config(Strict):

@@ -181,14 +181,9 @@ class Workspace:
         return load_traits(self.root)
 
     def segment(self, name: str) -> Segment:
-        for seg in self.segments:
-            if seg.name == name:
-                return seg
-        import difflib
+        from crmseg.segments.catalog import find_segment
 
-        close = difflib.get_close_matches(name, [s.name for s in self.segments], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SegmentError(f"no segment named {name!r}{hint}")
+        return find_segment(self.segments, name)
 
     @cached_property
     def compiled(self) -> Catalog:
@@ -209,10 +204,7 @@ class Workspace:
 
     @property
     def _fitter(self) -> Any:
-        models = self._model_traits
-        if models.fitter is None:
-            models.fitter = self._make_fitter()
-        return models.fitter
+        return self._model_traits.get()
 
     def _make_fitter(self) -> Any:
         from crmseg.models.store import FitStore

@@ -116,8 +116,6 @@ def test_sql_scoring_equals_the_fitted_models(shop: Workspace) -> None:
     """churn.risk, churn.top_features and cluster.* reach rules as SQL over the plan's trait
     columns; they equal the fitted models' own numpy scoring."""
     from crmseg.demo.scaffold import DEMO_AS_OF
-    from crmseg.models.churn import score_churn
-    from crmseg.models.clusters import assign_clusters
 
     tables = shop._loaded_tables()
     fitter = shop._fitter
@@ -128,27 +126,12 @@ def test_sql_scoring_equals_the_fitted_models(shop: Workspace) -> None:
     sql = shop.backend.execute(outputs).to_pandas().set_index("customer_id")
     buyers = sql[sql.orders_count > 0]
     assert sql.loc[sql.orders_count == 0, names].isna().all().all()  # buyers only
-    churn = fitter.fit("churn", tables, DEMO_AS_OF)
-    cluster = fitter.fit("cluster", tables, DEMO_AS_OF)
-    feats = (
-        shop.backend.execute(
-            fitter.features(tables, DEMO_AS_OF, churn.state["columns"]).order_by("customer_id")
-        )
-        .to_pandas()
-        .set_index("customer_id")
-    )
-    want = score_churn(churn.state, feats).loc[buyers.index]
+    # the same fits scored in Python on the same features
+    want = fitter.frame("churn", tables, DEMO_AS_OF).loc[buyers.index]
     np.testing.assert_allclose(buyers["churn.risk"], want["churn.risk"], rtol=1e-9)
     same = (buyers["churn.top_features"] == want["churn.top_features"]).mean()
     assert same > 0.999, same  # a last-digit tie may order two equal terms differently
-    feats = (
-        shop.backend.execute(
-            fitter.features(tables, DEMO_AS_OF, cluster.state["columns"]).order_by("customer_id")
-        )
-        .to_pandas()
-        .set_index("customer_id")
-    )
-    got = assign_clusters(cluster.state, feats).loc[buyers.index]
+    got = fitter.frame("cluster", tables, DEMO_AS_OF).loc[buyers.index]
     assert (buyers["cluster.id"].astype(int) == got["cluster.id"]).all()
     assert (buyers["cluster.label"] == got["cluster.label"]).all()
 

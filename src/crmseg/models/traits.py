@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,15 +56,6 @@ class Fit:
     fit_id: int | None = None
     new: bool = False  # fitted by this process (not read back from the store)
     records: list[ModelRecord] = field(default_factory=list)
-
-
-def parse_refit(text: str) -> timedelta:
-    """``7d``, ``12h``, ``2w``, ``1mo`` or ``0`` (refit every run)."""
-    m = re.fullmatch(r"\s*(\d+)\s*(h|d|w|mo|y)?\s*", text)
-    if m is None or (m.group(2) is None and m.group(1) != "0"):
-        raise ValueError(f"expected a duration like 7d, 12h, 2w or 0, got {text!r}")
-    hours = {"h": 1, "d": 24, "w": 168, "mo": 720, "y": 8760, None: 0}[m.group(2)]
-    return timedelta(hours=int(m.group(1)) * hours)
 
 
 class ModelTraits:
@@ -145,7 +135,7 @@ class ModelTraits:
         settings = self.settings(group, tables)
         found = None
         if self.store is not None:
-            found = self.store.usable(group, settings, as_of, parse_refit(self.config.refit))
+            found = self.store.usable(group, settings, as_of, self.config.refit_every)
         if found is not None:
             fit = Fit(group, found["as_of"], found["state"], found["fit_id"])
         else:

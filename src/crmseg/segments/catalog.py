@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,20 @@ class Segment:
         """The definition as runs record it (JSON), so diff can rebuild it later."""
         body = {"rule": self.spec.rule} if self.spec.rule is not None else {"sql": self.spec.sql}
         return json.dumps(body, sort_keys=True)
+
+
+def find_segment(segments: Sequence[Segment], name: str) -> Segment:
+    """The segment named ``name``; an unknown name is an error with the closest match."""
+    for seg in segments:
+        if seg.name == name:
+            return seg
+    import difflib
+
+    from crmseg.errors import SegmentError
+
+    close = difflib.get_close_matches(name, [s.name for s in segments], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SegmentError(f"no segment named {name!r}{hint}")
 
 
 def definition_hash(definition: Definition) -> str:

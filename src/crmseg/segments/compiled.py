@@ -30,10 +30,14 @@ class LazyModels:
         self._make = make
         self.fitter: Any = None
 
-    def __call__(self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any) -> Any:
+    def get(self) -> Any:
+        """The models stage's provider, built on first use."""
         if self.fitter is None:
             self.fitter = self._make()
-        return self.fitter(names, tables, at)
+        return self.fitter
+
+    def __call__(self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any) -> Any:
+        return self.get()(names, tables, at)
 
     def status(self) -> dict[str, Any]:
         """The fits the latest scoring used, per model group (for the run's record)."""
@@ -64,6 +68,12 @@ class Catalog:
 
             self._library = library(self.config)
         return self._library
+
+    def segment(self, name: str) -> Segment:
+        """The segment named ``name``; an unknown name is an error with the closest match."""
+        from crmseg.segments.catalog import find_segment
+
+        return find_segment(self.segments, name)
 
     @property
     def definitions(self) -> list[Definition]:

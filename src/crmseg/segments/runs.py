@@ -101,14 +101,8 @@ class Runner:
         return self.catalog.segments
 
     def _chosen(self, select: Sequence[str] | None) -> list[str]:
-        known = {s.name for s in self.segments}
         for name in select or ():
-            if name not in known:
-                import difflib
-
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise SegmentError(f"no segment named {name!r}{hint}")
+            self.catalog.segment(name)  # an unknown name is an error
         return list(select) if select else [s.name for s in self.segments]
 
     # --- verbs --------------------------------------------------------------------------------

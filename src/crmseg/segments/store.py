@@ -164,7 +164,7 @@ class History:
                     version,
                 ],
             )
-            with state.registered(_chosen=chosen, _cur_arrow=members):
+            with state.registered(_chosen=chosen):
                 self._splice(run_id, as_of, members)
             if fail_after is not None:
                 raise StateError(f"injected failure after {fail_after} segments")
@@ -283,7 +283,7 @@ class History:
                 x("CREATE OR REPLACE TEMP TABLE _leaving AS SELECT * FROM _leaving_arrow")
                 x("CREATE OR REPLACE TEMP TABLE _joining AS SELECT * FROM _joining_arrow")
         else:  # too many keys for bitmaps: one full join finds both differences
-            with state.registered(_old_arrow=old):
+            with state.registered(_old_arrow=old, _cur_arrow=current):
                 x(
                     "CREATE OR REPLACE TEMP TABLE _diff AS SELECT o.sid AS o_sid, "
                     "o.pid AS o_pid, c.sid AS c_sid, c.pid AS c_pid FROM _old_arrow o "

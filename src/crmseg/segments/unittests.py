@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from crmseg.config import Config, Strict, project_files, validate
-from crmseg.errors import ConfigError, CrmsegError, Location, SegmentError
+from crmseg.errors import ConfigError, CrmsegError, Location
 from crmseg.sources.model import TABLES, DType
 
 if TYPE_CHECKING:
@@ -170,20 +170,13 @@ def run_project_tests(root: Path, config: Config, catalog: Catalog) -> list[Outc
     loaded with the test's fixture rows, with the project's compiled catalog."""
     from crmseg.backends import connect
 
-    known = {s.name for s in catalog.segments}
-
     def evaluate(
         tables: Mapping[str, pa.Table], at: datetime, names: list[str]
     ) -> dict[str, list[str]]:
         import ibis
 
         for name in names:
-            if name not in known:
-                import difflib
-
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise SegmentError(f"no segment named {name!r}{hint}")
+            catalog.segment(name)  # an unknown name is an error
         backend = connect(config.backend, root, memory=True)
         try:
             for name, table in tables.items():

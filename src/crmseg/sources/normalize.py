@@ -78,8 +78,8 @@ class PhoneBook:
         self.default_region = default_region.upper()
         self._regions = frozenset(phonenumbers.SUPPORTED_REGIONS)
         self._cache: dict[tuple[str, str], tuple[str | None, bool]] = {}
-        # the columns last looked up, by "phone\x1fcountry": quality and identity ask for the
-        # same distinct pairs in one run, and the second answer is one hash lookup
+        # the last lookup's (pair keys, e164, possible): quality and identity ask for the same
+        # distinct (phone, country) pairs in one run, and the second answer is a hash lookup
         self._known: tuple[pa.Array, pa.Array, pa.Array] | None = None
 
     def region(self, country: str | None) -> str:
@@ -100,7 +100,6 @@ class PhoneBook:
     ) -> tuple[pa.Array, pa.Array]:
         """(e164, possible) columns for raw phone and customer country columns: plain
         international spellings on whole columns, the others value by value (cached)."""
-        import numpy as np
         import pyarrow.compute as pc
 
         from crmseg.sources.phones import international
@@ -117,7 +116,8 @@ class PhoneBook:
             if where.null_count == 0:
                 return known_e164.take(where), known_possible.take(where)
         e164, possible = international(phones)
-        rest = pc.indices_nonzero(pc.and_(pc.is_null(e164), pc.is_valid(phones))).to_numpy()
+        pending = pc.and_(pc.is_null(e164), pc.is_valid(phones))  # for the per-value path
+        rest = pc.indices_nonzero(pending).to_numpy()
         if len(rest):
             raw = phones.take(pa.array(rest)).to_pylist()
             cc = (
@@ -126,12 +126,9 @@ class PhoneBook:
                 else [None] * len(rest)
             )
             found = self.normalise(list(zip(raw, cc, strict=True)))
-            mask = np.zeros(len(phones), dtype=bool)
-            mask[rest] = True
-            where = pa.array(mask)
-            e164 = pc.replace_with_mask(e164, where, pa.array([f[0] for f in found], pa.string()))
+            e164 = pc.replace_with_mask(e164, pending, pa.array([f[0] for f in found], pa.string()))
             possible = pc.replace_with_mask(
-                possible, where, pa.array([f[1] for f in found], pa.bool_())
+                possible, pending, pa.array([f[1] for f in found], pa.bool_())
             )
         possible = pc.fill_null(possible, False)
         if keys.null_count == 0 and len(pc.unique(keys)) == len(keys):

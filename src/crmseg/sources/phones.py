@@ -262,7 +262,8 @@ def _accept(cc: int, digits: pa.Array, width: int) -> tuple[np.ndarray, np.ndarr
     keep = (lengths >= u._MIN_LENGTH_FOR_NSN) & (lengths <= u._MAX_LENGTH_FOR_NSN)
     meta = _code(cc)[1]
     if meta is None:  # parse has no metadata for the code: the per-value path says what
-        return np.zeros(len(digits), dtype=bool), keep
+        none = np.zeros(len(digits), dtype=bool)
+        return none, none
     prefix = meta.national_prefix_for_parsing
     if prefix:
         # "begins with": a match at the start, whichever engine runs the (regular) pattern
