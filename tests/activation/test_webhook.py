@@ -157,3 +157,78 @@ def _new_joiners(ws: Workspace, treated: set[str]) -> set[str]:
         "SELECT customer_key FROM send_log WHERE arm = 'treatment' AND sent_at > ?", [AS_OF]
     ).fetchall()
     return {r[0] for r in rows} - treated
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[tuple[list[tuple[str, dict[str, str]]], str]]:
+    """Another host's server: records every request it receives (method, headers)."""
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            seen.append((self.command, dict(self.headers)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _record
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield seen, f"http://localhost:{server.server_address[1]}/stolen"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failure_and_sends_nothing_to_its_target(
+    shop: ShopFactory,
+    elsewhere: tuple[list[tuple[str, dict[str, str]]], str],
+    status: int,
+) -> None:
+    seen, target = elsewhere
+    asked: list[str] = []
+
+    class Mover(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(self.headers["Idempotency-Key"])
+            self.send_response(status)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Mover)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/audience"
+    dest = (
+        f"    destination: {{type: webhook, url: '{url}', batch_size: 50, max_attempts: 3, "
+        "backoff_seconds: 0.001, headers: {Authorization: 'Bearer s3cret'}, "
+        "dead_letter: 'dead/{campaign}.jsonl'}\n"
+    )
+    root = shop(n=60, campaigns=campaign_yml(destination=dest))
+    try:
+        with Workspace.open(root) as ws:
+            ws.run(as_of=AS_OF)
+            report = ws.activate("welcome").destinations[0]
+            pending = ws.state.con.execute(
+                "SELECT count(*) FROM sync_batches WHERE status = 'pending'"
+            ).fetchall()[0][0]
+            synced = ws.state.con.execute("SELECT count(*) FROM sync_state").fetchall()[0][0]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == []  # nothing, and so no credentials, reached the redirect's target
+    assert report.delivered == 0 and report.failed == 1
+    assert report.error and f"HTTP {status}" in report.error and target in report.error
+    assert len(asked) == 1  # a redirect will not go away by retrying: dead-lettered at once
+    dead = (root / "dead/welcome.jsonl").read_text().splitlines()
+    assert len(dead) == 1 and json.loads(dead[0])["attempts"] == 1
+    assert pending >= 1 and synced == 0  # kept in the outbox, nobody counted as synced

@@ -3,6 +3,10 @@ and a dead-letter file for batches that keep failing.
 
 A batch is retried on connection errors, timeouts, 408, 429 and 5xx; any other 4xx means the
 receiver rejected the content, so retrying cannot help and the batch is dead-lettered at once.
+Redirects are never followed: urllib would repeat a POST as a GET to the new location (the body
+dropped, the headers with their credentials sent to whatever host the receiver names), and the
+batch would count as delivered. A 3xx is a failure that names the new location, dead-lettered
+at once, as is every other answer outside 2xx.
 Delivery stops at the first batch that fails: later batches may touch the same customers, and
 delivering them out of order would leave the receiver in the wrong state. Undelivered batches
 stay in the outbox (``sync_batches``) and are retried, with the same key and body, next time.
@@ -24,6 +28,17 @@ if TYPE_CHECKING:
     from crmseg.activation.store import Batch
 
 _RETRYABLE = {408, 429}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turn every 3xx into an ``HTTPError`` instead of following it."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+# urllib's default handlers, with redirects refused.
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 @dataclass
@@ -91,10 +106,20 @@ def _post_one(
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 response.read()
+                status = response.status
+            if not 200 <= status < 300:
+                return attempt, f"HTTP {status} from {url}: expected a 2xx answer"
             return attempt, None
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                where = exc.headers.get("Location") if exc.headers else None
+                moved = f" to {where}" if where else ""
+                return attempt, (
+                    f"HTTP {exc.code} from {url}: a redirect{moved}, not followed "
+                    "(set the destination's url to where the receiver now is)"
+                )
             error = f"HTTP {exc.code} from {url}"
             if exc.code < 500 and exc.code not in _RETRYABLE:
                 return attempt, error
