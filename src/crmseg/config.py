@@ -93,6 +93,8 @@ QUALITY_CHECKS = (
     "implausible_timestamps",
     "negative_amounts",
     "absurd_amounts",
+    "non_finite_amounts",
+    "non_finite_numbers",
     "currency_mismatch",
     "unknown_consent_values",
     "stale_consent",
@@ -100,6 +102,8 @@ QUALITY_CHECKS = (
 )
 
 
+# Checks that stop a run unless configured otherwise (a NaN amount changes who is a VIP).
+_ERROR_BY_DEFAULT = {"non_finite_amounts"}
 _IMPORTANT: dict[str, tuple[str, ...]] = {"customers": ("email", "country", "signup_at")}
 
 
@@ -152,7 +156,8 @@ class QualityConfig(Strict):
         return value
 
     def check(self, name: str) -> QualityCheckConfig:
-        return self.checks.get(name, QualityCheckConfig())
+        default = "error" if name in _ERROR_BY_DEFAULT else "warn"
+        return self.checks.get(name, QualityCheckConfig(severity=default))
 
 
 Survivorship = Literal["most_recent", "most_frequent", "earliest", "source_priority"]

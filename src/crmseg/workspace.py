@@ -311,6 +311,13 @@ class Workspace:
             report.problems.extend(exc.lines())
             return report
         report.sources = {n: len(p.expr.columns) for n, p in planned.items()}
+        if self.config.quality.enabled:
+            from crmseg.quality.checks import non_finite_lines
+
+            origins = {n: p.origin for n, p in planned.items()}
+            counts = {n: p.nonfinite for n, p in planned.items() if p.nonfinite}
+            for severity, line in non_finite_lines(self.config, origins, counts):
+                (report.problems if severity == "error" else report.warnings).append(line)
         try:
             self._plan({n: p.expr for n, p in planned.items()})
         except CrmsegError as exc:  # RuleErrors: one line per located error
@@ -386,8 +393,16 @@ class Workspace:
             return QualityReport(at, [])
         previous = QualityStore(self._read_state).previous_event_names(at)
         tables = {n: p.expr for n, p in planned.items()}
+        nonfinite = {n: p.nonfinite for n, p in planned.items() if p.nonfinite}
         return check_quality(
-            self.backend, self.config, tables, at, None, previous, _scaled(progress, 0.3, 1.0)
+            self.backend,
+            self.config,
+            tables,
+            at,
+            None,
+            previous,
+            _scaled(progress, 0.3, 1.0),
+            nonfinite,
         )
 
     def quality_trend(self, limit: int = 10) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ findings stored per run (with tracking drift between runs)."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -206,3 +207,80 @@ def test_identity_cli_reports_merges(make_project: MakeProject, tmp_path: Path) 
     assert "3 customer records -> 2 people: 2 records merged into 1 people" in out.stdout
     profile = run_cli("profile", "2", "--project", str(root), "-f", "json")
     assert [r["customer_id"] for r in json.loads(profile.stdout)["records"]] == ["1", "2"]
+
+
+_BIG_SPENDERS = """\
+segments:
+  - name: value.big
+    description: Spent 100 or more.
+    owner: crm-team
+    rule: sum(orders.amount) >= 100
+  - name: value.top
+    description: The highest order value is 200 or more.
+    owner: crm-team
+    rule: max(orders.amount) >= 200
+"""
+# customer 3 has one NaN order, 4 one infinite order: neither spent 100 (or anything)
+_NON_FINITE = (
+    "order_id,customer_id,created,total,category\n"
+    "10,1,2024-05-01 12:00:00,120.0,skincare\n11,2,2024-06-01 12:00:00,30.0,makeup\n"
+    "12,3,2024-05-15 12:00:00,nan,skincare\n13,4,2024-07-01 12:00:00,inf,haircare\n"
+    "14,2,2024-07-02 12:00:00,-inf,haircare\n"
+)
+
+
+def test_non_finite_amounts_stop_the_run_by_default(make_project: MakeProject) -> None:
+    root = make_project(data__orders_csv=_NON_FINITE, segments__core_yml=_BIG_SPENDERS)
+    out = run_cli("run", "--project", str(root), "--as-of", "2024-12-31")
+    assert out.returncode != 0
+    lines = _error_lines(out.stderr)
+    assert len(lines) == 1, out.stderr
+    assert "non_finite_amounts orders.amount: 3 of 5" in lines[0], lines[0]
+    assert "NaN or infinite" in lines[0] and "Traceback" not in out.stderr
+    with Workspace.open(root) as ws:
+        assert ws.last_run() is None  # nothing was recorded
+    checked = run_cli("validate", "--project", str(root))
+    assert checked.returncode != 0
+    assert "data/orders.csv: non_finite_amounts orders.amount: 3 values are NaN" in checked.stderr
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_non_finite_numbers_are_missing_never_compared(
+    make_project: MakeProject, file_format: str
+) -> None:
+    config = (
+        "name: t\nsources:\n  customers: {path: data/customers.csv}\n"
+        f"  orders: {{path: data/orders.{file_format}, "
+        "columns: {ordered_at: created, amount: total}}\n"
+        "quality:\n  checks:\n    non_finite_amounts: {severity: warn}\n"
+    )
+    root = make_project(crmseg_yml=config, segments__core_yml=_BIG_SPENDERS)
+    if file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = [line.split(",") for line in _NON_FINITE.splitlines()[1:]]
+        columns = dict(
+            zip(_NON_FINITE.splitlines()[0].split(","), zip(*rows, strict=True), strict=True)
+        )
+        table = pa.table({k: list(v) for k, v in columns.items()})
+        table = table.set_column(3, "total", table["total"].cast(pa.float64()))  # nan, inf
+        assert pc_count_non_finite(table["total"]) == 3
+        pq.write_table(table, root / "data" / "orders.parquet")
+        (root / "data" / "orders.csv").unlink()
+    else:
+        (root / "data" / "orders.csv").write_text(_NON_FINITE)
+    with Workspace.open(root) as ws:
+        result = ws.run(as_of=datetime(2024, 12, 31))
+        big = set(ws.members("value.big"))
+        top = set(ws.members("value.top"))
+        report = ws.quality(as_of=datetime(2024, 12, 31))
+    assert big == {"1"} and top == set()  # NaN and inf neither pass >= nor win max()
+    assert result.sizes["value.big"] == 1
+    found = [f for f in report.findings if f.check == "non_finite_amounts"]
+    assert [(f.where, f.affected, f.total, f.level) for f in found] == [
+        ("orders.amount", 3, 5, "warn")
+    ]
+
+
+def pc_count_non_finite(values: pa.ChunkedArray) -> int:
+    return sum(1 for v in values.to_pylist() if v is not None and not math.isfinite(v))

@@ -39,6 +39,9 @@ NON_NEGATIVE = (
     ("subscriptions", "mrr"),
     ("tickets", "refund_amount"),
 )
+# Money columns: a NaN or infinite value there is an error by default (non_finite_amounts).
+MONEY = (*NON_NEGATIVE[:4], ("orders", "margin"), ("order_items", "price"),
+         ("subscriptions", "mrr"), ("tickets", "refund_amount"))  # fmt: skip
 BOUNDED = (("orders", "amount"), ("order_items", "price"), ("subscriptions", "mrr"))
 # Columns allowed to be null although required (anonymous events have no customer).
 NULLABLE = {("events", "customer_id")}
@@ -137,12 +140,14 @@ class _Checker:
         config: Config,
         tables: Mapping[str, ir.Table],
         at: datetime,
+        nonfinite: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
         self.q = config.quality
         self.tables = tables
         self.at = at
+        self.nonfinite = nonfinite or {}
         self.findings: list[Finding] = []
         self._examples: list[tuple[Finding, ir.Table]] = []
 
@@ -280,6 +285,21 @@ class _Checker:
                 self.add(
                     check, name, column, totals[f"c{i}"] or 0, totals["total"] or 0, message, rows
                 )
+
+    def non_finite(self) -> None:
+        """NaN and infinite numbers the load found: they are loaded as missing, so the count
+        comes with the load, and there are no rows left to show."""
+        for table, columns in sorted(self.nonfinite.items()):
+            if table not in self.tables:
+                continue
+            total: int | None = None
+            for column, n in sorted(columns.items()):
+                check = "non_finite_amounts" if (table, column) in MONEY else "non_finite_numbers"
+                if self.q.check(check).severity == "off":
+                    continue
+                if total is None:
+                    total = int(self.backend.scalar(self.tables[table].count()))
+                self.add(check, table, column, n, total, "are NaN or infinite (loaded as missing)")
 
     # --- whole-table checks -----------------------------------------------------------------
 
@@ -441,6 +461,25 @@ def _months_before(at: datetime, months: int) -> datetime:
     return at.replace(year=year, month=month + 1, day=day)
 
 
+def non_finite_lines(
+    config: Config, origins: Mapping[str, str], nonfinite: Mapping[str, Mapping[str, int]]
+) -> list[tuple[str, str]]:
+    """(severity, line) per column with NaN or infinite values, for ``validate``, which plans
+    the sources without running the checks. ``origins``: table -> its file or table."""
+    out: list[tuple[str, str]] = []
+    for table, columns in sorted(nonfinite.items()):
+        for column, n in sorted(columns.items()):
+            check = "non_finite_amounts" if (table, column) in MONEY else "non_finite_numbers"
+            severity = config.quality.check(check).severity
+            if severity != "off":
+                where = origins.get(table, table)
+                out.append(
+                    (severity, f"{where}: {check} {table}.{column}: {n} value"
+                     f"{'s are' if n > 1 else ' is'} NaN or infinite (loaded as missing)")
+                )  # fmt: skip
+    return out
+
+
 def check_quality(
     backend: Backend,
     config: Config,
@@ -449,12 +488,15 @@ def check_quality(
     phones: PhoneBook | None = None,
     previous_event_names: set[str] | None = None,
     progress: Progress | None = None,
+    nonfinite: Mapping[str, Mapping[str, int]] | None = None,
 ) -> QualityReport:
-    """Run every enabled check on ``tables`` at ``at``; reads only, writes nothing."""
-    checker = _Checker(backend, config, tables, at)
+    """Run every enabled check on ``tables`` at ``at``; reads only, writes nothing.
+    ``nonfinite``: table -> column -> NaN or infinite values found by the load."""
+    checker = _Checker(backend, config, tables, at, nonfinite)
     book = phones or PhoneBook(config.identity.default_region)
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("row checks", checker.row_checks),
+        ("numbers", checker.non_finite),
         ("duplicate ids", checker.duplicate_ids),
         ("unknown customers", checker.unknown_customers),
         ("phones", lambda: checker.phones(book)),

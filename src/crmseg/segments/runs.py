@@ -247,7 +247,14 @@ class Runner:
                 return report, "reused"
         previous = store.previous_event_names(at)
         report = check_quality(
-            self.backend, self.config, tables, at, phones, previous, _scaled(progress, 0.3, 0.5)
+            self.backend,
+            self.config,
+            tables,
+            at,
+            phones,
+            previous,
+            _scaled(progress, 0.3, 0.5),
+            plan.nonfinite(),
         )
         return report, "checked"
 

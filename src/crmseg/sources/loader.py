@@ -40,6 +40,8 @@ class Planned:
     extra_columns: list[str] = field(default_factory=list)
     # Cheap to recompute on every read (no text parsing, no join): may stay a view.
     light: bool = True
+    # column -> values that were NaN or infinite (loaded as missing); counted when planned.
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
 
 def _origin(source: SourceConfig) -> str:
@@ -169,7 +171,8 @@ def _convert(backend: Backend, raw: Any, want: DType, tz: str) -> tuple[Any, Any
         if fam == "int":
             return raw.cast(target), None
         value = raw.try_cast(dt.float64)
-        exact = ibis.ifelse(value == value.floor(), value.cast(target), ibis.null(dt.int64))
+        whole = (value == value.floor()) & ~value.isinf()
+        exact = ibis.ifelse(whole, value.cast(target), ibis.null(dt.int64))
         return exact, exact
     if want == "float":
         if fam in ("int", "float"):
@@ -205,6 +208,7 @@ def plan_sources(
     problems: list[str] = []
     planned: dict[str, Planned] = {}
     checks: list[tuple[str, str, Any, Any, DType]] = []  # table, column, raw, converted, want
+    numbers: list[tuple[str, str, Any]] = []  # table, column, converted float
     raws: dict[str, Any] = {}
     names = [n for n in config.sources if only is None or n in only]
     for i, name in enumerate(names):
@@ -252,6 +256,10 @@ def plan_sources(
             if theirs_col is None:
                 continue
             converted, check = _convert(backend, raw[theirs_col], col.dtype, tz)
+            if col.dtype == "float":
+                # NaN sorts above every number and sums to NaN: such values are missing.
+                numbers.append((name, col.name, converted))
+                converted = _finite(converted)
             values[col.name] = converted
             if check is not None:
                 parses = True
@@ -263,7 +271,7 @@ def plan_sources(
         if not values:
             continue
         planned[name] = Planned(name, origin, raw.select(**values), extras, light=not parses)
-    _check_types(backend, config, planned, raws, checks, problems)
+    _check_types(backend, config, planned, raws, checks, numbers, problems)
     if problems:
         raise SourceError(problems)
     if "order_items" in planned and "orders" in config.sources:
@@ -291,31 +299,48 @@ def _fill_items(items: ir.Table, orders: ir.Table) -> ir.Table:
     return joined.select(*ordered)
 
 
+def _finite(value: Any) -> Any:
+    import ibis
+
+    return ibis.ifelse(value.isnan() | value.isinf(), ibis.null("float64"), value)
+
+
 def _check_types(
     backend: Backend,
     config: Config,
     planned: Mapping[str, Planned],
     raws: Mapping[str, Any],
     checks: list[tuple[str, str, Any, Any, DType]],
+    numbers: list[tuple[str, str, Any]],
     problems: list[str],
 ) -> None:
-    """Count, per column, values that are present but do not convert (one query per table)."""
+    """Count, per column, values that are present but do not convert, and numbers that are
+    not finite (one query per table)."""
     by_table: dict[str, list[tuple[str, Any, Any, DType]]] = {}
     for table, col, raw, converted, want in checks:
         by_table.setdefault(table, []).append((col, raw, converted, want))
-    for table, cols in by_table.items():
+    floats: dict[str, list[tuple[str, Any]]] = {}
+    for table, col, value in numbers:
+        floats.setdefault(table, []).append((col, value))
+    for table in {*by_table, *floats}:
         if table not in planned:
             continue
+        cols = by_table.get(table, [])
         aggs: dict[str, Any] = {}
         for i, (_col, raw, converted, _want) in enumerate(cols):
             bad = raw.notnull() & ~blank(raw.cast("string")) & converted.isnull()
             aggs[f"n{i}"] = bad.sum()
             aggs[f"e{i}"] = raw.cast("string").arbitrary(where=bad)
+        for i, (_col, value) in enumerate(floats.get(table, [])):
+            aggs[f"x{i}"] = (value.isnan() | value.isinf()).sum()
         try:
             result = backend.execute(raws[table].aggregate(**aggs)).to_pylist()[0]
         except BackendError as exc:
             problems.append(f"{planned[table].origin}: cannot read: {exc}")
             continue
+        for i, (col, _value) in enumerate(floats.get(table, [])):
+            if n := result[f"x{i}"] or 0:
+                planned[table].nonfinite[col] = int(n)
         for i, (col, _raw, _converted, want) in enumerate(cols):
             n = result[f"n{i}"] or 0
             if n:

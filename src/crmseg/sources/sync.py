@@ -64,6 +64,12 @@ class Sync:
         out.update({n: p.expr for n, p in self.planned.items()})
         return out
 
+    def nonfinite(self) -> dict[str, dict[str, int]]:
+        """table -> column -> NaN or infinite values its load found (loaded as missing)."""
+        out = {n: dict(r["fingerprint"].get("nonfinite", {})) for n, r in self.records.items()}
+        out.update({n: dict(p.nonfinite) for n, p in self.planned.items()})
+        return {n: cols for n, cols in out.items() if cols}
+
     def status(self) -> dict[str, str]:
         out = dict.fromkeys(self.unchanged, "unchanged")
         out.update(dict.fromkeys(self.planned, "loaded"))
@@ -169,6 +175,10 @@ def _plan(
         if record is None:
             continue
         record["view"] = name in raws and p.light
+        # Kept with the load: quality judges these after the values became missing.
+        record["fingerprint"].pop("nonfinite", None)
+        if p.nonfinite:
+            record["fingerprint"]["nonfinite"] = p.nonfinite
         if name == "order_items":
             record["fingerprint"]["filled"] = not p.light
     return planned
@@ -216,6 +226,8 @@ def _fingerprint(
         # Only touched: keep what is loaded, remember the new times.
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        if "nonfinite" in old:
+            fp["nonfinite"] = old["nonfinite"]
         return _record(name, fp, before["snapshot"] if before else None, before), None, True
     return _record(name, fp, str(folder) if folder else None, None), files, False
 
