@@ -2,8 +2,9 @@
 
 Whatever the campaign configs, consent histories and earlier sends: no audience contains a
 customer without consent for its channel, no send takes a customer over any cap of the campaign
-that sends it, and no customer is in two campaigns of one group. Consent and caps are
-recomputed here independently, in plain Python, from the generated rows.
+that sends it, no customer is in two campaigns of one group, and no ad list receives a customer
+without ads consent. Consent and caps are recomputed here independently, in plain Python, from
+the generated rows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from crmseg.backends.duckdb import DuckDBBackend
 
 AS_OF = datetime(2025, 6, 1)
 CHANNELS = ["email", "sms", "push"]
+CONSENT_CHANNELS = [*CHANNELS, "ads"]  # ads consent: what an ad list needs
+AD_LIST = {"type": "ad_list", "platform": "google", "path": "out/{campaign}.csv"}
 SEGMENTS = ["seg.a", "seg.b", "seg.c"]
 
 caps = st.lists(
@@ -47,6 +50,7 @@ campaign_st = st.fixed_dictionaries(
         "group": st.sampled_from([None, "g1", "g1", "g2"]),
         "priority": st.integers(0, 3),
         "holdout": st.sampled_from([0.0, 0.1, 0.5]),
+        "destination": st.sampled_from([[], [AD_LIST]]),
         "suppress": st.fixed_dictionaries(
             {"messaged_within": st.sampled_from([None, "1d", "2d"]), "bounced": st.booleans()}
         ),
@@ -65,10 +69,10 @@ def _shop(seed: int, n: int) -> tuple[dict[str, pa.Table], dict[str, set[str]]]:
     )
     # consent: 0-4 changes per customer and channel on whole days, so same-instant ties occur;
     # some rows lie after as_of and must be invisible
-    k = rng.integers(0, 5, size=(n, len(CHANNELS)))
+    k = rng.integers(0, 5, size=(n, len(CONSENT_CHANNELS)))
     rows: dict[str, list[Any]] = defaultdict(list)
     for i in range(n):
-        for j, ch in enumerate(CHANNELS):
+        for j, ch in enumerate(CONSENT_CHANNELS):
             for _ in range(k[i, j]):
                 rows["customer_id"].append(ids[i])
                 rows["channel"].append(ch)
@@ -182,6 +186,12 @@ def test_consent_caps_and_groups_always_hold(
         assert len(everyone) == len(set(everyone))
         # consent: never overridable, whatever the config
         assert set(everyone) <= consented[c.spec.channel], c.name
+        # an ad list is an ads activation: only treatment customers with ads consent
+        if c.spec.destination:
+            treated = {k for k, _ in a.treatment}
+            assert a.ads_consent == treated & consented["ads"], c.name
+        else:
+            assert a.ads_consent is None
         for ex in c.spec.exclude:
             assert not set(everyone) & members[ex]
         if c.spec.group:

@@ -81,12 +81,21 @@ class Audience:
     steps: list[Step] = field(default_factory=list)
     treatment: list[tuple[str, str | None]] = field(default_factory=list)
     holdout: list[str] = field(default_factory=list)
+    # Treatment customers with ads consent: all an ad list may receive (None: no ad list).
+    ads_consent: set[str] | None = None
+    after: list[Step] = field(default_factory=list)  # steps after the arms (ad lists)
+
+    @property
+    def recorded(self) -> list[Step]:
+        """Every step, in order, for the record (the arms are recorded as counts)."""
+        return [*self.steps, *self.after]
 
     def funnel(self) -> str:
         """``10,000 in segment -> 9,100 with email consent -> ... -> 7,300 treatment / 800 holdout``
         on one line."""
         parts = [f"{s.count:,} {s.label}" for s in self.steps]
         parts.append(f"{len(self.treatment):,} treatment / {len(self.holdout):,} holdout")
+        parts += [f"{s.count:,} {s.label}" for s in self.after]
         return " -> ".join(parts)
 
 
@@ -119,6 +128,8 @@ def _rule_defs(c: Campaign, i: int, tables: Mapping[str, ir.Table]) -> dict[str,
 
     if "consent" in tables:
         add("consent", f"consent.{ch}")
+        if has_ad_list(c) and ch != "ads":
+            add("ads", "consent.ads")
     if s.purchased_within and "orders" in tables:
         add("purchased", f"count(orders within {s.purchased_within}) >= 1")
     if "messages" in tables:
@@ -214,6 +225,21 @@ def _with_send_log(
     j = wide.left_join(g, wide.customer_id == g["__lk"])
     cols = {k: j[k].fill_null(0) for k in metrics}
     return j.select(*wide.columns, **cols)
+
+
+def has_ad_list(c: Campaign) -> bool:
+    return any(d.type == "ad_list" for d in c.spec.destination)
+
+
+def _ads_consent(c: Campaign, keys: Iterable[str], facts: _Facts, index: int) -> set[str]:
+    """Of ``keys``, those with ads consent: uploading to an ad platform is an ads activation,
+    whatever the campaign's channel."""
+    if c.spec.channel == "ads":
+        return _consent_filter(set(keys), facts, index)
+    column = f"__c{index}_ads"
+    if column not in facts.columns:  # no consent table: nobody has consent
+        return set()
+    return set(keys) & facts.true(column)
 
 
 def _consent_filter(keys: set[str], facts: _Facts, index: int) -> set[str]:
@@ -366,6 +392,10 @@ def build_audience(
     _require_consent(campaign, ordered, facts, 0)
     splits = [(s.name, s.weight) for s in spec.splits]
     audience.holdout, audience.treatment = assign(campaign.name, ordered, spec.holdout, splits)
+    if has_ad_list(campaign):
+        treated = [k for k, _ in audience.treatment]
+        audience.ads_consent = _ads_consent(campaign, treated, facts, 0)
+        audience.after.append(Step("with ads consent (ad lists)", len(audience.ads_consent)))
     return audience
 
 

@@ -259,9 +259,12 @@ def _stage(
     for d in c.spec.destination:
         name = d.name or d.type
         key = _dest_key(c, name)
-        change = diff(store, key, target) if d.sync == "incremental" else Diff(target, [])
+        receives = _receivers(a, d, target)
+        change = diff(store, key, receives) if d.sync == "incremental" else Diff(receives, [])
         if people is None:
             people = _customer_fields(c, ctx, sorted(set(target) | set(change.removes)))
+        elif missing := sorted(set(change.removes) - set(people)):
+            people.update(_customer_fields(c, ctx, missing))
         report = DestinationReport(name, d.type, "", d.sync, adds=len(change.adds))
         report.removes = len(change.removes)
         if isinstance(d, WebhookDestination):
@@ -288,9 +291,17 @@ def _stage(
         else:
             report.target, report.records = _stage_ad_list(c, a, d, change, people, ctx, staged)
         if not isinstance(d, WebhookDestination):
-            replace_synced(store, key, target, now)
+            replace_synced(store, key, receives, now)
         reports.append(report)
     return reports
+
+
+def _receivers(a: Audience, d: Any, target: list[str]) -> list[str]:
+    """Who a destination may receive: an ad list only treatment customers with ads consent."""
+    if not isinstance(d, AdListDestination):
+        return target
+    allowed = a.ads_consent or set()
+    return [k for k in target if k in allowed]
 
 
 def _stage_file(path: Path, staged: list[tuple[Path, Path]], write: Any) -> None:
@@ -308,6 +319,12 @@ def _stage_ad_list(
     ctx: Context,
     staged: list[tuple[Path, Path]],
 ) -> tuple[str, int]:
+    leaked = set(change.adds) - (a.ads_consent or set())
+    if leaked:  # cannot happen unless the funnel is broken; never upload in that case
+        raise ActivationError(
+            f"campaign {c.name}: {len(leaked)} customers without ads consent reached the ad "
+            f"list {d.name or d.type}; nothing was written"
+        )
     path = _expand(ctx.root, d.path, c, a.as_of)
     parts = (
         [(path, change.adds)]
@@ -352,14 +369,15 @@ def _preview(
     out = []
     for d in c.spec.destination:
         name = d.name or d.type
-        change = diff(store, _dest_key(c, name), target) if d.sync == "incremental" else None
+        receives = _receivers(a, d, target)
+        change = diff(store, _dest_key(c, name), receives) if d.sync == "incremental" else None
         where = (
             d.url
             if isinstance(d, WebhookDestination)
             else str(_expand(ctx.root, d.path, c, a.as_of))
         )
         report = DestinationReport(name, d.type, where, d.sync)
-        report.adds = len(change.adds) if change else len(target)
+        report.adds = len(change.adds) if change else len(receives)
         report.removes = len(change.removes) if change else 0
         report.records = report.adds + report.removes
         out.append(report)

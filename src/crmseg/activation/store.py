@@ -112,7 +112,7 @@ class ActivationStore:
         """Write the activation and its send-log rows (call inside a transaction)."""
         rows = self.state.rows("SELECT coalesce(max(activation_id), 0) + 1 FROM activations")
         activation_id = int(rows[0][0])
-        funnel = [{"step": s.label, "count": s.count} for s in audience.steps]
+        funnel = [{"step": s.label, "count": s.count} for s in audience.recorded]
         self.state.execute(
             "INSERT INTO activations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [

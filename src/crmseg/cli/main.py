@@ -795,7 +795,7 @@ def _activation_json(r: Any) -> dict[str, Any]:
         "as_of": r.as_of,
         "dry_run": r.dry_run,
         "activation_id": r.activation_id,
-        "funnel": [{"step": s.label, "count": s.count} for s in r.audience.steps],
+        "funnel": [{"step": s.label, "count": s.count} for s in r.audience.recorded],
         "treatment": len(r.audience.treatment),
         "holdout": len(r.audience.holdout),
         "destinations": [asdict(d) for d in r.destinations],
