@@ -190,3 +190,17 @@ campaigns:
         assert [r.campaign for r in ws.activate_due(dry_run=True)] == []  # low: every 7d
         due = ws.activate_due(dry_run=True, as_of=AS_OF + timedelta(days=7))
         assert [r.campaign for r in due] == ["high", "low"]
+
+
+def test_a_path_led_outside_by_a_symlink_writes_nothing(shop: ShopFactory, tmp_path: Path) -> None:
+    dest = "    destination: {type: file, path: 'out/{campaign}.csv', fields: [customer_key]}\n"
+    root = shop(campaigns=campaign_yml(destination=dest))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "out").symlink_to(elsewhere, target_is_directory=True)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=AS_OF)
+        with pytest.raises(ActivationError, match="outside the project folder"):
+            ws.activate("welcome")
+        assert ws.activations("welcome") == []
+    assert list(elsewhere.iterdir()) == []

@@ -73,3 +73,43 @@ def test_the_demo_campaigns_load_against_the_demo_segments() -> None:
     churn = campaigns["churn_save_pause_plan"]
     assert "pause_plan" in [s.name for s in churn.spec.splits]
     assert churn.spec.priority > campaigns["vip_early_access"].spec.priority
+
+
+@pytest.mark.parametrize(
+    ("dest", "message"),
+    [
+        ("{type: file, path: 'out/{foo}.csv'}", r"unknown placeholder \{foo\}"),
+        ("{type: file, path: 'out/{campaign.__class__}.csv'}", "unknown placeholder"),
+        ("{type: file, path: 'out/{campaign!r}.csv'}", "unknown placeholder"),
+        ("{type: file, path: 'out/{as_of:>99}.csv'}", "unknown placeholder"),
+        ("{type: file, path: 'out/{campaign.csv'}", "literal braces"),
+        ("{type: file, path: ''}", "empty"),
+        ("{type: file, path: '../x/{campaign}.csv'}", "outside the project folder"),
+        ("{type: file, path: '/tmp/{campaign}.csv'}", "outside the project folder"),
+        ("{type: file, path: 'a/../../x.csv'}", "outside the project folder"),
+        ("{type: ad_list, platform: meta, path: '../{campaign}.csv'}", "outside the project"),
+        ("{type: webhook, url: 'http://x', dead_letter: '/var/{campaign}'}", "outside the proj"),
+        ("{type: webhook, url: 'http://x', dead_letter: 'd/{x}'}", "unknown placeholder"),
+    ],
+)
+def test_output_paths_are_checked_where_they_are_written(
+    tmp_path: Path, dest: str, message: str
+) -> None:
+    text = (
+        "campaigns:\n  - name: promo\n    segment: value.vip\n    channel: email\n"
+        f"    destination: {dest}\n"
+    )
+    with pytest.raises(ConfigError, match=message) as err:
+        load_campaigns(_write(tmp_path, text), ["value.vip"])
+    assert err.value.location.file == "campaigns/c.yml"
+    assert err.value.location.line == 5
+
+
+def test_paths_outside_the_project_when_allowed(tmp_path: Path) -> None:
+    text = (
+        "campaigns:\n  - name: promo\n    segment: value.vip\n    channel: email\n"
+        "    destination: {type: file, path: '../out/{campaign}-{{x}}.csv', "
+        "allow_outside_project: true}\n"
+    )
+    (c,) = load_campaigns(_write(tmp_path, text), ["value.vip"])
+    assert c.spec.destination[0].path == "../out/{campaign}-{{x}}.csv"

@@ -40,6 +40,65 @@ def _duration(value: str) -> str:
     return value.strip()
 
 
+PLACEHOLDERS = ("campaign", "as_of")
+
+
+def path_template(value: str) -> str:
+    """An output path: project-relative, with only ``{campaign}`` and ``{as_of}`` (``{{`` and
+    ``}}`` for literal braces). Anything else would be a Python format field."""
+    import string
+
+    if not value.strip():
+        raise ValueError("expected a file path, got an empty one")
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    try:
+        fields = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {value!r} (write {{{{ and }}}} for literal braces)") from None
+    for _literal, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (
+                f":{spec}" if spec else "") + "}"  # fmt: skip
+            raise ValueError(
+                f"unknown placeholder {shown} in {value!r}: only {{campaign}} and {{as_of}}"
+            )
+    return value
+
+
+def outside_project(value: str) -> bool:
+    """Whether a path template, once expanded, may point outside the project folder."""
+    import os.path
+
+    expanded = value.format(campaign="c", as_of="t")
+    if os.path.isabs(expanded) or expanded.startswith("~"):
+        return True
+    return os.path.normpath(expanded).split(os.sep)[0] == ".."
+
+
+class _Output(Strict):
+    """A destination writing files: paths stay inside the project unless allowed."""
+
+    allow_outside_project: bool = Field(
+        False, description="let paths be absolute or leave the project folder (`..`)"
+    )
+
+    def _paths(self) -> list[tuple[str, str]]:
+        return []
+
+    @model_validator(mode="after")
+    def _confined(self) -> _Output:
+        for key, value in self._paths():
+            if not self.allow_outside_project and outside_project(value):
+                raise ValueError(
+                    f"{key} {value!r} is outside the project folder: use a project-relative "
+                    "path, or set allow_outside_project: true"
+                )
+        return self
+
+
 class Suppress(Strict):
     """Who is kept out even though they are in the segment (evaluated at the activation instant)."""
 
@@ -86,7 +145,7 @@ class Split(Strict):
     weight: float = Field(gt=0, description="relative weight")
 
 
-class FileDestination(Strict):
+class FileDestination(_Output):
     type: Literal["file"]
     name: str | None = Field(None, description="unique per campaign (default: the type)")
     path: str = Field(description="output file, project-relative; {campaign} and {as_of} expand")
@@ -101,6 +160,11 @@ class FileDestination(Strict):
         "full", description="full: the whole audience; incremental: adds and removes (op column)"
     )
 
+    _path = field_validator("path")(lambda v: path_template(v))
+
+    def _paths(self) -> list[tuple[str, str]]:
+        return [("path", self.path)]
+
     @property
     def file_format(self) -> str:
         if self.format:
@@ -113,7 +177,7 @@ class FileDestination(Strict):
         return "csv"
 
 
-class AdListDestination(Strict):
+class AdListDestination(_Output):
     type: Literal["ad_list"]
     name: str | None = None
     platform: Literal["google", "meta", "tiktok"] = Field(description="the customer-list layout")
@@ -128,8 +192,13 @@ class AdListDestination(Strict):
         "full", description="incremental writes <stem>.add.csv and <stem>.remove.csv"
     )
 
+    _path = field_validator("path")(lambda v: path_template(v))
 
-class WebhookDestination(Strict):
+    def _paths(self) -> list[tuple[str, str]]:
+        return [("path", self.path)]
+
+
+class WebhookDestination(_Output):
     type: Literal["webhook"]
     name: str | None = None
     url: str = Field(description="http(s) URL receiving POSTed JSON batches")
@@ -144,6 +213,11 @@ class WebhookDestination(Strict):
         ".crmseg/dead_letter/{campaign}.jsonl", description="where failing batches are appended"
     )
     sync: Literal["full", "incremental"] = Field("incremental")
+
+    _path = field_validator("dead_letter")(lambda v: path_template(v))
+
+    def _paths(self) -> list[tuple[str, str]]:
+        return [("dead_letter", self.dead_letter)]
 
     @field_validator("url")
     @classmethod

@@ -93,9 +93,17 @@ def _dest_key(c: Campaign, name: str) -> str:
     return f"{c.name}/{name}"
 
 
-def _expand(root: Path, template: str, c: Campaign, at: datetime) -> Path:
+def _expand(root: Path, template: str, c: Campaign, at: datetime, allow: bool = False) -> Path:
+    """The output path of a template (validated: only ``{campaign}`` and ``{as_of}``); it must
+    stay in the project folder, symbolic links followed, unless ``allow_outside_project``."""
     # An absolute template stays absolute: pathlib drops root for it.
-    return root / template.format(campaign=c.name, as_of=f"{at:%Y%m%dT%H%M%S}")
+    path = root / template.format(campaign=c.name, as_of=f"{at:%Y%m%dT%H%M%S}")
+    if not allow and not path.resolve().is_relative_to(root.resolve()):
+        raise ActivationError(
+            f"{c.file}:{c.line}: campaign {c.name}: {template!r} leads to {path.resolve()}, "
+            "outside the project folder (set allow_outside_project: true to allow it)"
+        )
+    return path
 
 
 def activate(
@@ -274,7 +282,7 @@ def _stage(
             report.batches = len(batches)
             report.records = len(change.adds) + len(change.removes)
         elif isinstance(d, FileDestination):
-            path = _expand(ctx.root, d.path, c, a.as_of)
+            path = _expand(ctx.root, d.path, c, a.as_of, d.allow_outside_project)
             report.target = str(path)
             if d.sync == "incremental":
                 recs = _records(a, people, change.adds)
@@ -325,7 +333,7 @@ def _stage_ad_list(
             f"campaign {c.name}: {len(leaked)} customers without ads consent reached the ad "
             f"list {d.name or d.type}; nothing was written"
         )
-    path = _expand(ctx.root, d.path, c, a.as_of)
+    path = _expand(ctx.root, d.path, c, a.as_of, d.allow_outside_project)
     parts = (
         [(path, change.adds)]
         if d.sync == "full"
@@ -374,7 +382,7 @@ def _preview(
         where = (
             d.url
             if isinstance(d, WebhookDestination)
-            else str(_expand(ctx.root, d.path, c, a.as_of))
+            else str(_expand(ctx.root, d.path, c, a.as_of, d.allow_outside_project))
         )
         report = DestinationReport(name, d.type, where, d.sync)
         report.adds = len(change.adds) if change else len(receives)
@@ -402,7 +410,7 @@ def _send(
         backoff_seconds=d.backoff_seconds,
         timeout_seconds=d.timeout_seconds,
         headers=d.headers,
-        dead_letter=_expand(ctx.root, d.dead_letter, c, now),
+        dead_letter=_expand(ctx.root, d.dead_letter, c, now, d.allow_outside_project),
         on_delivered=lambda b, n: store.delivered(b, n, now),
         on_failed=lambda b, n: store.failed(b, n),
     )
@@ -422,9 +430,10 @@ def _deliver(
         report.requests += requests
         if error:
             left = len(pending) - delivered
+            dead = _expand(ctx.root, d.dead_letter, c, now, d.allow_outside_project)
             report.error = (
                 f"{error}; {left} batch(es) left pending, retried on the next activation "
-                f"(dead letter: {_expand(ctx.root, d.dead_letter, c, now)})"
+                f"(dead letter: {dead})"
             )
 
 
