@@ -76,3 +76,63 @@ def test_killed_run_keeps_previous_state(tmp_path: Path) -> None:
         kept = {r["snapshot"] for r in stored(ws.backend).values() if r.get("snapshot")}
         snapshots = Path(ws.backend.snapshots or "")
     assert {str(p) for p in snapshots.iterdir()} == kept  # what killed runs left is gone
+
+
+_KILL_BETWEEN_COMMITS = """
+import os, signal, sys
+from datetime import datetime
+from crmseg.segments import runs
+from crmseg import Workspace
+
+runs.between_commits = lambda: os.kill(os.getpid(), signal.SIGKILL)
+with Workspace.open(sys.argv[1]) as ws:
+    ws.run(as_of=datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def _grow_customers(root: Path) -> None:
+    path = root / "data" / "customers.parquet"
+    customers = pq.read_table(path)
+    extra = customers.slice(0, 1).to_pylist()[0] | {"customer_id": "C9999999", "email": None}
+    pq.write_table(
+        pa.concat_tables([customers, pa.Table.from_pylist([extra], customers.schema)]), path
+    )
+
+
+def test_kill_between_the_two_commits_records_no_run(tmp_path: Path) -> None:
+    """The warehouse commits first: a kill before the state's commit leaves new data and no
+    run over it; the next run judges that data afresh instead of reusing the old report."""
+    root = tmp_path / "shop"
+    init_project(root, demo=True, customers=3000, seed=3)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=T1)
+        names = [s.name for s in ws.segments]
+        before = {n: ws.members(n, as_of=T1) for n in names}
+        fits = ws.state.rows("SELECT count(*) FROM model_fits")[0][0]
+    _grow_customers(root)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_BETWEEN_COMMITS, str(root), T2.isoformat()],
+        capture_output=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    with Workspace.open(root) as ws:
+        assert [r.as_of for r in ws.runs()] == [T1]  # no run recorded over the new data...
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == 3001  # committed
+        for n in names:
+            assert ws.members(n, as_of=T1) == before[n], n
+        assert ws.state.rows("SELECT count(*) FROM model_fits")[0][0] == fits
+        result = ws.run(as_of=T2)
+    assert result.details["sources"]["customers"] == "unchanged"  # loaded by the killed run
+    assert result.details["quality"] == "checked"  # ...but never judged: judged now
+
+
+def test_a_failed_run_writes_no_state(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    init_project(root, demo=True, customers=3000, seed=3)
+    with Workspace.open(root) as ws:
+        with pytest.raises(Exception, match="injected failure"):
+            ws.run(as_of=T1, _fail_after=2)
+        for table in ("model_runs", "model_fits", "runs"):
+            if ws.state.has_table(table):
+                assert ws.state.rows(f"SELECT count(*) FROM {table}")[0][0] == 0, table
+        assert ws.runs() == []

@@ -120,12 +120,17 @@ class Runner:
         chosen = self._chosen(select)
         from crmseg.sources import sync
 
-        # The new data commits only with the run: a failure anywhere leaves the old data.
-        with self.backend.pending():
-            loaded = self.load(at, _scaled(progress, 0.0, 0.5))
-            if progress:
-                progress("computing segments", 0.55)
-            result = self._evaluate(loaded, at, chosen, started, fail_after)
+        # The new data commits only with the run: a failure anywhere leaves the old data and
+        # writes no state (fits included). The warehouse commits first, the state last, so a
+        # recorded run always stands on committed data; a kill between the two leaves loaded
+        # data without a run, which the next run judges afresh (see ``_quality``).
+        with self.state.transaction():
+            with self.backend.pending():
+                loaded = self.load(at, _scaled(progress, 0.0, 0.5))
+                if progress:
+                    progress("computing segments", 0.55)
+                result = self._evaluate(loaded, at, chosen, started, fail_after)
+            between_commits()
         sync.cleanup(self.backend)
         return result
 
@@ -155,12 +160,14 @@ class Runner:
         from crmseg.sources import sync
 
         results = []
-        with self.backend.pending():
-            loaded = self.load(end, _scaled(progress, 0.0, 0.2))
-            for i, at in enumerate(instants):
-                if progress:
-                    progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
-                results.append(self._evaluate(loaded, at, chosen, utcnow(), None))
+        with self.state.transaction():  # as a run: the warehouse commits first
+            with self.backend.pending():
+                loaded = self.load(end, _scaled(progress, 0.0, 0.2))
+                for i, at in enumerate(instants):
+                    if progress:
+                        progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
+                    results.append(self._evaluate(loaded, at, chosen, utcnow(), None))
+            between_commits()
         sync.cleanup(self.backend)
         return results
 
@@ -179,7 +186,7 @@ class Runner:
         clock = _Clock()
         plan = sync.prepare(self.config, self.root, backend, _scaled(progress, 0.0, 0.3))
         try:
-            details: dict[str, Any] = {"sources": plan.status()}
+            details: dict[str, Any] = {"sources": plan.status(), "loaded": plan.digest()}
             clock.lap("sources")
             tables = plan.tables(backend)
             phones = PhoneBook(self.config.identity.default_region)
@@ -241,7 +248,10 @@ class Runner:
         store = QualityStore(self.state)
         settings = _digest(self.config.quality.model_dump(mode="json"))
         last = self._last_details()
-        if not plan.changed and not plan.removed and last.get("quality_settings") == settings:
+        # Reused only when the last recorded run judged exactly what is loaded now: a run
+        # killed after the warehouse's commit leaves new data that no report has judged.
+        same = last.get("loaded") == plan.digest() and last.get("quality_settings") == settings
+        if not plan.changed and not plan.removed and same:
             report = store.latest()
             if report is not None:
                 return report, "reused"
@@ -397,6 +407,11 @@ class Runner:
             seconds=time.perf_counter() - clock,
             details=details,
         )
+
+
+def between_commits() -> None:
+    """Runs after the warehouse committed and before the state does (the kill test stops
+    the process here)."""
 
 
 class _Clock:

@@ -64,6 +64,15 @@ class Sync:
         out.update({n: p.expr for n, p in self.planned.items()})
         return out
 
+    def digest(self) -> str:
+        """What the warehouse holds once this load commits: every source's fingerprint (file
+        times left out: a touched file is the same data)."""
+        body = {
+            n: {k: v for k, v in r["fingerprint"].items() if k != "files"}
+            for n, r in sorted(self.records.items())
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
     def nonfinite(self) -> dict[str, dict[str, int]]:
         """table -> column -> NaN or infinite values its load found (loaded as missing)."""
         out = {n: dict(r["fingerprint"].get("nonfinite", {})) for n, r in self.records.items()}
