@@ -232,3 +232,20 @@ def test_a_redirect_is_a_failure_and_sends_nothing_to_its_target(
     dead = (root / "dead/welcome.jsonl").read_text().splitlines()
     assert len(dead) == 1 and json.loads(dead[0])["attempts"] == 1
     assert pending >= 1 and synced == 0  # kept in the outbox, nobody counted as synced
+
+
+def test_delivered_batches_keep_no_personal_data(
+    shop: ShopFactory, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    state.plan = lambda n: "ok" if n <= 2 else "fail"  # two batches pass, then the server dies
+    root = _project(shop, url, attempts=1)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=AS_OF)
+        ws.activate("welcome")
+        rows = ws.state.rows("SELECT status, payload FROM sync_batches ORDER BY seq")
+    delivered = [p for s, p in rows if s == "delivered"]
+    pending = [p for s, p in rows if s == "pending"]
+    assert len(delivered) == 2 and pending
+    assert all(p == "null" for p in delivered)  # dropped once delivered
+    assert all("@example.com" in p.lower() for p in pending)  # kept: they will be sent again

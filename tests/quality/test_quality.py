@@ -17,6 +17,7 @@ from crmseg.config import Config
 from crmseg.demo.generator import dirty_counts, generate
 from crmseg.errors import QualityError
 from crmseg.quality.checks import check_quality
+from crmseg.sources.pii import mask
 from crmseg.workspace import Workspace
 
 from ..conftest import MakeProject, run_cli
@@ -57,6 +58,13 @@ def test_demo_dirty_rows_are_found_with_examples() -> None:
     invalid = next(f for f in report.findings if f.check == "invalid_emails")
     broken = [e["email"].endswith("@") or "@" not in e["email"] for e in invalid.examples]
     assert len(broken) == 5 and all(broken)
+    # examples are stored and printed: personal data is masked, its shape kept
+    emails = dict(zip(data["customers"]["customer_id"].to_pylist(),
+                      data["customers"]["email"].to_pylist(), strict=True))  # fmt: skip
+    for e in invalid.examples:
+        raw = emails[e["customer_id"]]
+        assert e["email"] != raw and e["email"] == mask(raw)
+        assert set(e["email"][1:]) <= {"*", "@", ".", " ", "_", "-", "+"}
     future = next(f for f in report.findings if f.check == "future_timestamps" and f.affected)
     assert all(e["ordered_at"] > "2026-11-01" for e in future.examples)
 

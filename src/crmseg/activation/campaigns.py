@@ -15,14 +15,11 @@ from pydantic import Field, field_validator, model_validator
 from crmseg.config import Strict, YamlDoc, named_items
 from crmseg.errors import ConfigError, Location
 from crmseg.rules.parser import UNIT_SECONDS
+from crmseg.sources.pii import PII_FIELDS
 
 Channel = Literal["email", "sms", "push", "in_app", "direct_mail", "ads"]
 _DURATION = re.compile(r"\s*(\d+)\s*(mo|h|d|w|y)\s*")
 _NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
-# Customer columns that identify a person: an export must name each one under `pii`.
-PII_FIELDS = frozenset(
-    {"email", "phone", "first_name", "last_name", "birth_date", "city", "region", "company"}
-)
 # Fields every export record can carry besides customer columns.
 RECORD_FIELDS = ("customer_key", "campaign", "arm", "variant", "channel", "sent_at")
 

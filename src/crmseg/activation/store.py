@@ -8,7 +8,7 @@ Created by ``migrate`` (idempotent) on the state store's connection; writes happ
   recorded so measurement can compare arms.
 - ``sync_state``: per destination, the customer keys last synced successfully.
 - ``sync_batches``: the outbox: every batch of a diff with its idempotency key and payload, so a
-  failed sync is retried from exactly the same diff.
+  failed sync is retried from exactly the same diff; a delivered batch's payload is dropped.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ MIGRATIONS: list[list[str]] = [
         attempts INTEGER NOT NULL,
         PRIMARY KEY (destination, batch_id)
     )""",
-    ]
+    ],
+    # 2: a delivered batch keeps its keys, not its personal data (see ``delivered``)
+    ["UPDATE sync_batches SET payload = 'null' WHERE status = 'delivered'"],
 ]
 
 
@@ -195,9 +197,11 @@ class ActivationStore:
     def delivered(self, batch: Batch, attempts: int, at: datetime) -> None:
         """Mark a batch delivered and apply it to the synced set, atomically."""
         with self.state.transaction():
+            # The body is kept only while it may be sent again; once delivered it would be a
+            # copy of personal data with no use.
             self.state.execute(
-                "UPDATE sync_batches SET status = 'delivered', attempts = attempts + ? "
-                "WHERE destination = ? AND batch_id = ?",
+                "UPDATE sync_batches SET status = 'delivered', attempts = attempts + ?, "
+                "payload = 'null' WHERE destination = ? AND batch_id = ?",
                 [attempts, batch.destination, batch.batch_id],
             )
             keys = pa.table({"customer_key": pa.array(batch.keys, pa.string())})

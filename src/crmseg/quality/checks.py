@@ -21,6 +21,7 @@ from crmseg.config import Config
 from crmseg.errors import QualityError
 from crmseg.sources.model import CHANNELS, CONSENT_STATUSES, TABLES
 from crmseg.sources.normalize import EMAIL_PATTERN, PhoneBook, blank
+from crmseg.sources.pii import PII_COLUMNS, mask
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -196,7 +197,14 @@ class _Checker:
     def fetch_examples(self) -> None:
         for finding, rows in self._examples:
             result = self.backend.execute(rows.limit(self.q.examples))
-            finding.examples = [{k: _json(v) for k, v in row.items()} for row in result.to_pylist()]
+            # Examples are stored with every run and printed: personal data is masked.
+            finding.examples = [
+                {
+                    k: mask(_json(v)) if (finding.table, k) in PII_COLUMNS else _json(v)
+                    for k, v in row.items()
+                }
+                for row in result.to_pylist()
+            ]
 
     # --- row conditions, one aggregate per table --------------------------------------------
 
