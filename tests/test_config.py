@@ -44,6 +44,37 @@ def test_loads_the_documented_example(tmp_path: Path) -> None:
             "'emial' is not a column",
         ),
         ("name: x\nsources: [\n", 3, 1, "invalid YAML"),
+        ("name: x\nsources:\n  customers: {path: c.csv}\nname: y\n", 4, 1, "duplicate key 'name'"),
+        ("name: x\nsources:\n  customers: {path: c.csv, path: d.csv}\n", 3, 28, "duplicate key"),
+        (
+            "name: x\nsources:\n  customers: {path: c.csv}\nx: " + "[" * 1000 + "]" * 1000,
+            4,
+            67,
+            "nested more than 64 levels",
+        ),
+        (
+            "name: x\nsources:\n  customers: {path: c.csv}\n"
+            + "".join("  " * i + f"k{i}:\n" for i in range(400)),
+            68,
+            129,
+            "nested more than 64",
+        ),
+        ("name: x\nlayers: []\nsources:\n  customers: {path: c.csv}\n", 2, 9, "at least 1"),
+        ("name: x\nlayers: [Value]\nsources:\n  customers: {path: c.csv}\n", 2, 9, "snake"),
+        (
+            "name: x\nbackend: {memory_limit: lots}\nsources:\n  customers: {path: c.csv}\n",
+            2,
+            25,
+            "expected a size like 512MB",
+        ),
+        ("name: x\nsources:\n  customers: {path: ''}\n", 3, 21, "got an empty one"),
+        ("name: x\nsources:\n  customers: {path: c.csv, delimiter: ';;'}\n", 3, 39, "at most 1"),
+        (
+            "name: x\nmodels: {clusters_k: [8, 2]}\nsources:\n  customers: {path: c.csv}\n",
+            2,
+            22,
+            "smallest <= largest",
+        ),
         ("sources:\n  customers: {path: c.csv}\n", 1, 1, "required key is missing"),
     ],
 )

@@ -6,6 +6,7 @@ as a :class:`~crmseg.errors.ConfigError` naming the file, line, column and field
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,15 @@ from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crmseg.errors import ConfigError, Location
 from crmseg.sources.model import TABLES
@@ -42,6 +51,14 @@ class BackendConfig(Strict):
     threads: int | None = Field(None, ge=1, description="DuckDB threads (default: all cores)")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '8GB'")
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        units = "B|KB|MB|GB|TB|KiB|MiB|GiB|TiB"
+        if value is not None and not re.fullmatch(rf"\s*\d+(\.\d+)?\s*({units})\s*", value, re.I):
+            raise ValueError(f"expected a size like 512MB or 8GB, got {value!r}")
+        return value
+
 
 class StateConfig(Strict):
     path: str = Field(".crmseg/state.duckdb", description="state database, project-relative")
@@ -52,10 +69,30 @@ class SourceConfig(Strict):
 
     path: str | None = Field(None, description="CSV or Parquet file or glob, project-relative")
     table: str | None = Field(None, description="a table in the backend database, e.g. raw.events")
+    # Where crmseg.yml names the file or table, for messages about reading it.
+    _where: str | None = PrivateAttr(None)
+
+    @field_validator("path", "table")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected a file path or table name, got an empty one")
+        return value
+
+    @property
+    def named_at(self) -> str:
+        """`` (crmseg.yml:7:14)`` where the path or table is set; empty when not known."""
+        return f" (set at {self._where})" if self._where else ""
+
     format: Literal["csv", "parquet"] | None = Field(
         None, description="file format (default: from the file extension)"
     )
-    delimiter: str | None = Field(None, description="CSV delimiter (default: detected)")
+    delimiter: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="CSV delimiter, one character (default: detected)",
+    )
     columns: dict[str, str] = Field(
         default_factory=dict, description="column mapping, ours: theirs"
     )
@@ -371,6 +408,15 @@ class ModelsConfig(Strict):
     clusters_k: tuple[int, int] = Field(
         (2, 8), description="smallest and largest k tried; the best silhouette wins"
     )
+
+    @field_validator("clusters_k")
+    @classmethod
+    def _k_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= value[0] <= value[1]:
+            raise ValueError(f"expected [smallest, largest] with 2 <= smallest <= largest, got "
+                             f"{list(value)}")  # fmt: skip
+        return value
+
     sample_size: int = Field(
         20_000, ge=100, description="customers sampled for churn training and silhouettes"
     )
@@ -413,7 +459,18 @@ class Config(Strict):
     timezone: str = Field("UTC", description="timezone of naive timestamps in the sources")
     currency: str = Field("EUR", description="reporting currency (ISO 4217)")
     sources: dict[str, SourceConfig] = Field(description="canonical table name -> source")
-    layers: tuple[str, ...] = Field(DEFAULT_LAYERS, description="allowed segment name prefixes")
+    layers: tuple[str, ...] = Field(
+        DEFAULT_LAYERS, min_length=1, description="allowed segment name prefixes"
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layer_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for layer in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", layer):
+                raise ValueError(f"layer names are lower_snake_case, got {layer!r}")
+        return value
+
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     value_tiers: ValueTiersConfig = Field(default_factory=ValueTiersConfig)
@@ -538,8 +595,16 @@ def load_yaml(path: Path, display: str | None = None) -> YamlDoc:
         raise ConfigError("file not found", Location(name)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read file: {exc}", Location(name)) from None
+    deep = _too_deep(text)
+    if deep is not None:
+        raise ConfigError(
+            f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep",
+            Location(name, deep[0], deep[1]),
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_keys(root, name)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -547,7 +612,75 @@ def load_yaml(path: Path, display: str | None = None) -> YamlDoc:
         raise ConfigError(f"invalid YAML: {exc.problem}", where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", Location(name)) from None
+    except RecursionError:  # nesting by indentation alone, past what the parser can follow
+        raise ConfigError(
+            f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep", Location(name)
+        ) from None
     return YamlDoc(name, data, root)
+
+
+MAX_YAML_DEPTH = 64  # far beyond any project file; the YAML parser recurses per level
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """(line, column) where nesting first goes deeper than the limit: indentation levels plus
+    open flow brackets (``[``, ``{``), quoted text and comments skipped. The parser recurses
+    per level and would overflow the stack first."""
+    depth, quote, line, col = 0, "", 1, 0
+    previous = "\n"
+    comment = False
+    indents: list[int] = []
+    start = True  # only spaces so far on this line
+    for ch in text:
+        col += 1
+        if start and ch not in " \n":
+            start = False
+            if not quote and depth == 0 and ch != "#":
+                while indents and indents[-1] >= col:  # a line's first character: its level
+                    indents.pop()
+                indents.append(col)
+                if len(indents) > MAX_YAML_DEPTH:
+                    return line, col
+        if ch == "\n":
+            line, col, comment, start = line + 1, 0, False, True
+        elif comment:
+            pass
+        elif quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"" and previous in " \t[{,:\n":
+            quote = ch
+        elif ch == "#" and previous in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth + len(indents) > MAX_YAML_DEPTH:
+                return line, col
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        previous = ch
+    return None
+
+
+def _check_keys(root: yaml.Node, name: str) -> None:
+    """A key written twice in one mapping is an error at the second (YAML keeps the last)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        mark = key.start_mark
+                        raise ConfigError(
+                            f"duplicate key {key.value!r} (the first one would be ignored)",
+                            Location(name, mark.line + 1, mark.column + 1),
+                        )
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -619,4 +752,9 @@ def load_config(root: Path) -> Config:
     doc = load_yaml(path, str(path))
     if not isinstance(doc.data, dict):
         raise ConfigError("expected a mapping with name, backend and sources", doc.location())
-    return validate(Config, doc)
+    config = validate(Config, doc)
+    for name, source in config.sources.items():
+        key = "path" if source.path is not None else "table"
+        where = doc.location(["sources", name, key])
+        source._where = f"{PROJECT_FILE}:{where.line}" if where.line else None
+    return config

@@ -119,7 +119,9 @@ class SegmentError(CrmsegError):
 
 
 class ModelError(CrmsegError):
-    """A statistical model cannot be fitted or used."""
+    """A statistical model cannot be fitted or used (``group``: churn, clv, cluster)."""
+
+    group: str | None = None
 
 
 class ActivationError(CrmsegError):

@@ -318,9 +318,16 @@ class Workspace:
             counts = {n: p.nonfinite for n, p in planned.items() if p.nonfinite}
             for severity, line in non_finite_lines(self.config, origins, counts):
                 (report.problems if severity == "error" else report.warnings).append(line)
+        tables = {n: p.expr for n, p in planned.items()}
         try:
-            self._plan({n: p.expr for n, p in planned.items()})
+            self._plan(tables)
         except CrmsegError as exc:  # RuleErrors: one line per located error
+            report.problems.extend(exc.lines())
+        try:
+            from crmseg.activation.audience import check_rules
+
+            check_rules(self.campaigns, tables, self.compiled.plan)
+        except CrmsegError as exc:
             report.problems.extend(exc.lines())
         try:
             self._sql_segments()  # checkable once data has been loaded

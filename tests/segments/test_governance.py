@@ -42,19 +42,22 @@ def test_lint_findings_are_located(make_project: MakeProject) -> None:
         "segments/core.yml:11: warning: Mystery: name should be layer.name in lower_snake_case",
         "segments/core.yml:11: warning: Mystery: missing description",
         "segments/core.yml:11: warning: Mystery: missing owner",
-        "segments/core.yml:13: warning: vip.big: unknown layer 'vip' (declared: lifecycle, value,"
+        "segments/core.yml:13: error: vip.big: unknown layer 'vip' (declared: lifecycle, value,"
         " behavior, risk, preference, demographic, suppress, custom)",
     ]
 
 
 def test_validate_strict_fails_on_warnings(make_project: MakeProject) -> None:
-    root = make_project(segments__core_yml=LINTY)
+    # an unknown layer is an error; the rest of LINTY are warnings
+    root = make_project(segments__core_yml=LINTY.replace("name: vip.big", "name: value.big"))
     relaxed = run_cli("validate", "-p", str(root))
     assert relaxed.returncode == 0, relaxed.stderr
     assert "warning: segments/core.yml:11" in relaxed.stderr
     strict = run_cli("validate", "--strict", "-p", str(root))
     assert strict.returncode == 1
-    assert "4 lint warning(s) with --strict" in strict.stderr
+    assert "3 lint warning(s) with --strict" in strict.stderr
+    unknown = run_cli("validate", "-p", str(make_project("other", segments__core_yml=LINTY)))
+    assert unknown.returncode == 1 and "unknown layer 'vip'" in unknown.stderr
 
 
 def test_duplicate_names_are_an_error(make_project: MakeProject) -> None:

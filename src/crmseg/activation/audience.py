@@ -148,6 +148,16 @@ def _rule_defs(c: Campaign, i: int, tables: Mapping[str, ir.Table]) -> dict[str,
     return out
 
 
+def check_rules(
+    campaigns: Sequence[Campaign], tables: Mapping[str, ir.Table], compile_: Compile
+) -> None:
+    """Compile every campaign's suppression rules as activation would: a located RuleError
+    for the first broken one (``validate`` calls this; nothing runs)."""
+    defs = [d for i, c in enumerate(campaigns) for d in _rule_defs(c, i, tables).values()]
+    if defs:
+        compile_(tables, defs)
+
+
 def _windows(c: Campaign) -> list[tuple[int, str | None]]:
     """(window seconds, channel or None) of every count the campaign needs."""
     out: list[tuple[int, str | None]] = []

@@ -134,12 +134,18 @@ class SendWindow(Strict):
     end: datetime | None = Field(None, description="instant from which it is no longer due")
     every: str = Field("1d", description="least time between two activations")
 
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        return self
+
     _check = field_validator("every")(lambda v: _duration(v))
 
 
 class Split(Strict):
     name: str = Field(description="variant name")
-    weight: float = Field(gt=0, description="relative weight")
+    weight: float = Field(gt=0, allow_inf_nan=False, description="relative weight")
 
 
 class FileDestination(_Output):

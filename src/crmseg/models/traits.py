@@ -87,7 +87,11 @@ class ModelTraits:
     ) -> dict[str, ir.Table | Derived]:
         out: dict[str, ir.Table | Derived] = {}
         for group in sorted({n.split(".", 1)[0] for n in names}):
-            fit = self.fit(group, tables, as_of)
+            try:
+                fit = self.fit(group, tables, as_of)
+            except ModelError as exc:
+                exc.group = group  # the plan names the segments that need this group
+                raise
             self.used[group] = fit
             if group == "clv":
                 scored = self._clv_table(fit, tables, as_of)

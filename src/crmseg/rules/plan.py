@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 import ibis
 import ibis.expr.types as ir
 
-from crmseg.errors import Location, RuleError, RuleErrors, RuleSyntaxError, RuleTypeError
+from crmseg.errors import (
+    Location,
+    ModelError,
+    RuleError,
+    RuleErrors,
+    RuleSyntaxError,
+    RuleTypeError,
+)
 from crmseg.rules import ast as A
 from crmseg.rules.compile import (
     KEY,
@@ -175,6 +182,19 @@ class Plan:
                 needs.add(node)
         return sorted(needs.models)
 
+    def _needed_by(self, keys: Sequence[Key], group: str | None) -> str:
+        """Which chosen segments use the model group's traits, with where they are defined."""
+        users = []
+        for k in keys:
+            used = self.models_needed([k[1]]) if k[0] == "segment" else []
+            if any(group is None or m.startswith(f"{group}.") for m in used):
+                d = self.checked[k].defn
+                users.append(f"{k[1]} ({d.file}:{d.line})" if d.file else k[1])
+        if not users:
+            return "needed by a built-in trait"
+        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+        return f"needed by {', '.join(users[:3])}{more}"
+
     # the wide table -------------------------------------------------------------------------
 
     def wide(
@@ -197,7 +217,10 @@ class Plan:
                 needs.add(node)
         for node in (extra or {}).values():
             needs.add(node)
-        outputs = self._model_outputs(tables, as_of, needs, models)
+        try:
+            outputs = self._model_outputs(tables, as_of, needs, models)
+        except ModelError as exc:
+            raise ModelError(f"{exc}; {self._needed_by(keys, exc.group)}") from None
         # Models scored in SQL read trait columns: those traits come first.
         derived = {n: v for n, v in outputs.items() if isinstance(v, Derived)}
         first = self.closure(sorted({t for d in derived.values() for t in d.needs}))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from crmseg.config import Strict, YamlDoc, named_items
 from crmseg.rules import Definition
@@ -34,6 +34,14 @@ class Checks(Strict):
 class SegmentSpec(Strict):
     name: str = Field(description="layer.name in lower_snake_case")
     description: str = Field("", description="what the segment means, in plain language")
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a segment needs a name (layer.name in lower_snake_case)")
+        return value
+
     owner: str | None = Field(None, description="team or person responsible")
     purpose: str | None = Field(None, description="what the segment is used for")
     refresh: Literal["realtime", "hourly", "daily", "weekly"] = "daily"

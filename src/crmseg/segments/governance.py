@@ -38,8 +38,8 @@ def lint(segments: Sequence[Segment], layers: Sequence[str]) -> list[Finding]:
 
         if not NAME.match(seg.name):
             add("warning", "name should be layer.name in lower_snake_case")
-        elif seg.layer not in layers:
-            add("warning", f"unknown layer {seg.layer!r} (declared: {', '.join(layers)})")
+        elif seg.layer not in layers:  # a typo, or a layer to declare under `layers`
+            add("error", f"unknown layer {seg.layer!r} (declared: {', '.join(layers)})")
         if not seg.spec.description.strip():
             add("warning", "missing description")
         if not (seg.spec.owner or "").strip():

@@ -64,19 +64,21 @@ def _read(
     if source.table is not None:
         database, _, name = source.table.rpartition(".")
         if not backend.has_table(name, database=database or None):
-            problems.append(f"{origin}: no such table in the {backend.kind} database")
+            problems.append(
+                f"{origin}: no such table in the {backend.kind} database{source.named_at}"
+            )
             return None
         return backend.table(name, database=database or None)
     assert source.path is not None
     pattern = str(root / source.path)  # an absolute path stays as it is
     matches = files if files is not None else sorted(glob.glob(pattern))
     if not matches:
-        problems.append(f"{origin}: file not found")
+        problems.append(f"{origin}: file not found{source.named_at}")
         return None
     try:
         if source.file_format == "parquet":
             return backend.con.read_parquet(matches)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"max_line_size": MAX_CSV_LINE}
         if source.delimiter:
             options["delim"] = source.delimiter
         raw = backend.con.read_csv(matches, **options)
@@ -95,9 +97,46 @@ def _read(
                 raw = backend.con.read_csv(matches, types=dict.fromkeys(zoned, "string"), **options)
         return raw
     except Exception as exc:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        problems.append(f"{origin}: cannot read {source.file_format}: {text}")
+        problems.append(f"{origin}: cannot read {source.file_format}: {_reason(exc, matches)}")
         return None
+
+
+MAX_CSV_LINE = 8 << 20  # bytes; DuckDB's default is 2 MB
+
+
+def _reason(exc: BaseException, files: list[str]) -> str:
+    """Why a file could not be read, in one line. DuckDB quotes the offending line in full and
+    may cut it inside a character (a decode error instead of its message), so a line over the
+    limit is found here and named."""
+    csvs = [f for f in files if not f.lower().endswith((".parquet", ".pq"))]
+    for path in csvs:
+        line = _long_line(path, MAX_CSV_LINE)
+        if line is not None:
+            return (
+                f"{path}:{line}: the line is longer than {MAX_CSV_LINE >> 20} MiB, the longest "
+                "a CSV line may be (a cell holding a whole file?)"
+            )
+    text = str(exc) if not isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _long_line(path: str, limit: int) -> int | None:
+    """The 1-based number of the first line of ``path`` longer than ``limit`` bytes."""
+    number, length = 1, 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                start = 0
+                while (end := chunk.find(b"\n", start)) != -1:
+                    if length + end - start > limit:
+                        return number
+                    number, length, start = number + 1, 0, end + 1
+                length += len(chunk) - start
+                if length > limit:
+                    return number
+    except OSError:
+        return None
+    return None
 
 
 def _family(dtype: Any) -> str:
@@ -271,7 +310,7 @@ def plan_sources(
         if not values:
             continue
         planned[name] = Planned(name, origin, raw.select(**values), extras, light=not parses)
-    _check_types(backend, config, planned, raws, checks, numbers, problems)
+    _check_types(backend, config, root, planned, raws, checks, numbers, problems)
     if problems:
         raise SourceError(problems)
     if "order_items" in planned and "orders" in config.sources:
@@ -308,6 +347,7 @@ def _finite(value: Any) -> Any:
 def _check_types(
     backend: Backend,
     config: Config,
+    root: Path,
     planned: Mapping[str, Planned],
     raws: Mapping[str, Any],
     checks: list[tuple[str, str, Any, Any, DType]],
@@ -336,7 +376,9 @@ def _check_types(
         try:
             result = backend.execute(raws[table].aggregate(**aggs)).to_pylist()[0]
         except BackendError as exc:
-            problems.append(f"{planned[table].origin}: cannot read: {exc}")
+            source = config.sources[table]
+            files = sorted(glob.glob(str(root / source.path))) if source.path else []
+            problems.append(f"{planned[table].origin}: cannot read: {_reason(exc, files)}")
             continue
         for i, (col, _value) in enumerate(floats.get(table, [])):
             if n := result[f"x{i}"] or 0:
