@@ -157,3 +157,42 @@ def test_duplicate_and_clashing_names() -> None:
     assert any("defined twice" in m for m in msgs)
     msgs = errors(Definition("country", "trait", text="1"))
     assert any("name of a customers column" in m for m in msgs)
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragment", "column"),
+    [  # the audit's minimal cases: each validated, then crashed in preview or run
+        ("ltv>9223372036854775808", "beyond the 64-bit range", 5),
+        ("ltv > 18446744073709551616", "beyond the 64-bit range", 7),
+        ("ltv > " + "1" * 400, "beyond the 64-bit range", 7),
+        ("ltv > " + "1" * 400 + ".5", "too large for a double", 7),
+        ("now+9471y>signup_at", "durations are at most 1000y, got 9471y", 5),
+        ("signup_at>now-99999999mo", "durations are at most 1000y", 15),
+        ("did(''within2471y)", "durations are at most 1000y, got 2471y", 13),
+        ("did('a') then not did('o') within 2471y", "durations are at most 1000y", 35),
+        ("9223372036854775807 * 9223372036854775807 > ltv", "overflows a 64-bit number", 1),
+        ("round(ltv,2233775807)>1", "digits must be between -30 and 30", 11),
+        ("did('\x00')", "cannot contain a NUL character", 5),
+        ("country = 'a\udcffb'", "invalid Unicode", 11),
+        ("not " * 60 + "ltv > 1", "nested more than 48 levels deep", 1),
+        ("-" * 60 + "ltv > 1", "nested more than 48 levels deep", 1),
+        ("abs(" * 60 + "ltv" + ")" * 60 + " > 1", "nested more than 48 levels deep", 1),
+    ],
+)
+def test_what_the_engine_cannot_run_is_rejected_with_a_location(
+    rule: str, fragment: str, column: int
+) -> None:
+    (msg,) = errors(seg(rule, column=11))
+    assert fragment in msg, msg
+    if "nested" not in fragment:
+        assert msg.startswith(f"segments/x.yml:1:{10 + column}: "), msg
+    assert msg.startswith("segments/x.yml:1:")
+    msg.encode("utf-8")  # printable: no lone surrogate reaches the terminal
+
+
+@pytest.mark.parametrize("op", ["or", "and", "+", "*"])
+def test_long_flat_chains_check_and_compile(op: str) -> None:
+    term = "ltv > 1" if op in ("or", "and") else "ltv"
+    text = f" {op} ".join([term] * 3000) + ("" if op in ("or", "and") else " > 1")
+    plan = build_plan([seg(text)], schema(), builtins=library())
+    plan.english("s")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.tree import Meta
 
@@ -49,8 +50,29 @@ def locate(
     width = span.end_column - span.column if span.end_line == span.line else len(src)
     width = max(1, min(width, len(src) - span.column + 1))
     col = span.column + (column - 1 if span.line == 1 else 0)
-    excerpt = f"  {src}\n  {' ' * (span.column - 1)}{'^' * width}"
+    # A long line is cut to a window around the span; characters a terminal cannot show
+    # (controls, NUL, lone surrogates) become U+FFFD one for one, so the carets still align.
+    start = max(0, span.column - 1 - _EXCERPT // 2) if len(src) > _EXCERPT else 0
+    shown = "".join(_visible(ch) if _hidden(ch) else ch for ch in src)
+    head, tail = ("…" if start else ""), ("…" if start + _EXCERPT < len(src) else "")
+    shown = head + shown[start : start + _EXCERPT] + tail
+    pad = span.column - 1 - start + len(head)
+    carets = "^" * max(1, min(width, _EXCERPT - (span.column - 1 - start)))
+    excerpt = f"  {shown}\n  {' ' * pad}{carets}"
     return Location(file, line + span.line - 1, col), excerpt
+
+
+_EXCERPT = 120  # characters of a rule line shown under an error
+_SHOWN = {9: " "}  # a tab shows as one space (the caret line counts characters)
+
+
+def _hidden(ch: str) -> bool:
+    code = ord(ch)
+    return code < 32 or 0xD800 <= code <= 0xDFFF or code == 0x7F
+
+
+def _visible(ch: str) -> str:
+    return _SHOWN.get(ord(ch), "\ufffd")
 
 
 def _span(meta: Meta | Token) -> A.Span:
@@ -71,7 +93,7 @@ def _span(meta: Meta | Token) -> A.Span:
 
 
 @v_args(meta=True)
-class _Build(Transformer[Token, A.Node]):
+class _Build(Transformer_NonRecursive[Token, A.Node]):  # iterative: long rules do not hit the stack
     def number(self, meta: Meta, c: list[Token]) -> A.Node:
         s = str(c[0])
         v: int | float = float(s) if any(ch in s for ch in ".eE") else int(s)
@@ -187,6 +209,11 @@ def _expected(e: UnexpectedInput) -> str:
 
 def parse(text: str, *, file: str | None = None, line: int = 1, column: int = 1) -> A.Node:
     """Parse one rule or trait expression; raises RuleSyntaxError pointing into ``file``."""
+    if len(text) > MAX_RULE:
+        loc, excerpt = locate(text, A.Span(1, 1, 1, 2), file, line, column)
+        raise RuleSyntaxError(
+            f"a rule is at most {MAX_RULE:,} characters, this one has {len(text):,}", loc, excerpt
+        )
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as e:
@@ -209,7 +236,124 @@ def parse(text: str, *, file: str | None = None, line: int = 1, column: int = 1)
         raise RuleSyntaxError(msg, loc, excerpt) from None
     node = _Build().transform(tree)
     assert isinstance(node, A.Node)
+    node = _balanced(node)
+    deep = _too_deep(node)
+    if deep is not None:
+        loc, excerpt = locate(text, deep.span, file, line, column)
+        raise RuleSyntaxError(
+            f"nested more than {MAX_DEPTH} levels deep (long and/or/+/* chains are fine; "
+            "split deeper rules into traits)",
+            loc,
+            excerpt,
+        )
     return node
+
+
+MAX_RULE = 1_000_000  # characters in one rule or trait
+MAX_DEPTH = 48  # nesting levels after chains are balanced; every later pass recurses per level
+_ASSOC = ("and", "or", "+", "*")  # chains of these may be regrouped without changing results
+_CHAIN = 8  # shorter chains keep their written shape (and their English rendering)
+
+
+def _too_deep(root: A.Node) -> A.Node | None:
+    """The first node nested deeper than ``MAX_DEPTH`` (an explicit stack, no recursion)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return node
+        stack.extend((c, depth + 1) for c in A.children(node))
+    return None
+
+
+def _operands(node: A.Binary) -> list[A.Node]:
+    """The operands of a chain of ``node.op``, left to right (an explicit stack)."""
+    out: list[A.Node] = []
+    stack: list[A.Node] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, A.Binary) and n.op == node.op:
+            stack.extend((n.right, n.left))
+        else:
+            out.append(n)
+    return out
+
+
+def _balanced(root: A.Node) -> A.Node:
+    """The same rule with long chains of an associative operator regrouped as balanced trees,
+    so a chain of 2,000 ``or`` nests 11 levels, not 2,000. Iterative, linear in size."""
+    done: dict[int, A.Node] = {}
+    stack: list[tuple[A.Node, bool]] = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in done:
+            continue
+        chain = _operands(node) if isinstance(node, A.Binary) and node.op in _ASSOC else []
+        kids = chain if len(chain) > _CHAIN else list(_child_nodes(node))
+        if not ready:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in done)
+            continue
+        if len(chain) > _CHAIN:
+            assert isinstance(node, A.Binary)
+            done[id(node)] = _tree(node.op, [done[id(k)] for k in chain])
+        else:
+            done[id(node)] = _rebuilt(node, done)
+    return done[id(root)]
+
+
+def _tree(op: str, items: list[A.Node]) -> A.Node:
+    """``items`` joined by ``op`` as a balanced tree (pairwise rounds, no recursion)."""
+    level = items
+    while len(level) > 1:
+        nxt: list[A.Node] = []
+        for i in range(0, len(level) - 1, 2):
+            a, b = level[i], level[i + 1]
+            span = A.Span(
+                a.span.line, a.span.column, b.span.end_line, b.span.end_column,
+                a.span.start, b.span.end,
+            )  # fmt: skip
+            nxt.append(A.Binary(op, a, b, span=span))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def _child_nodes(node: A.Node) -> list[A.Node]:
+    out: list[A.Node] = []
+    for f in dataclasses.fields(node):
+        _collect(getattr(node, f.name), out)
+    return out
+
+
+def _collect(value: Any, out: list[A.Node]) -> None:
+    if isinstance(value, A.Node):
+        out.append(value)
+    elif isinstance(value, tuple):
+        for v in value:
+            _collect(v, out)
+
+
+def _rebuilt(node: A.Node, done: dict[int, A.Node]) -> A.Node:
+    changes = {}
+    for f in dataclasses.fields(node):
+        if f.name == "span":
+            continue
+        value = getattr(node, f.name)
+        new = _mapped(value, done)
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(node, **changes) if changes else node
+
+
+def _mapped(value: Any, done: dict[int, A.Node]) -> Any:
+    if isinstance(value, A.Node):
+        return done.get(id(value), value)
+    if isinstance(value, tuple):
+        items = tuple(_mapped(v, done) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
 
 
 # --- rendering ----------------------------------------------------------------------------

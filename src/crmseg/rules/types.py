@@ -4,6 +4,7 @@ rewrites surface nodes into resolved ones. It collects every error instead of st
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -14,6 +15,31 @@ from crmseg.rules import ast as A
 from crmseg.rules.defs import Definition, Library, Schema
 from crmseg.rules.parser import locate
 from crmseg.sources.model import CHANNELS, TABLES, DType
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Durations past this overflow timestamps around any as_of (and mean a typo anyway).
+MAX_DURATION_TEXT = "1000y"
+MAX_DURATION = 1000 * 365 * 86400
+MAX_ROUND_DIGITS = 30
+_OUT_OF_RANGE = object()
+
+
+def _fold(op: str, x: object, y: object) -> object:
+    """``x op y`` for two constant numbers, ``_OUT_OF_RANGE`` when it overflows what the
+    engine holds, None when either side reads data."""
+    if x is _OUT_OF_RANGE or y is _OUT_OF_RANGE:
+        return _OUT_OF_RANGE
+    if not isinstance(x, int | float) or not isinstance(y, int | float):
+        return None
+    if op == "/":
+        return None if y == 0 else x / y
+    v = x + y if op == "+" else x - y if op == "-" else x * y
+    if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+        return _OUT_OF_RANGE
+    if isinstance(v, float) and not math.isfinite(v):
+        return _OUT_OF_RANGE
+    return v
+
 
 Type = Literal["number", "string", "bool", "time", "duration", "null", "any"]
 Key = tuple[Literal["segment", "trait"], str]
@@ -119,6 +145,7 @@ class _Run:
         self.errors: list[RuleTypeError] = []
         self.deps: set[Key] = set()
         self.lacks: str | None = None
+        self._consts: dict[int, object] = {}  # id(node) -> value of constant arithmetic
 
     def lack(self, what: str) -> None:
         """Record the first piece of data (``orders.margin``, ``the tickets table``) that
@@ -170,20 +197,32 @@ class _Run:
         """Resolve and type one node; ``table`` is the related table inside a ``where``."""
         match n:
             case A.Lit(kind=k):
+                self.literal(n)
                 return n, ("null" if k == "null" else k)
             case A.Now():
                 return n, "time"
             case A.Dur():
+                self.duration(n)
                 return n, "duration"
             case A.Name():
                 return self.name(n, table)
             case A.Unary(op=op, arg=a):
                 [(ra, ta)] = self.many([a], table)
+                inner = self._consts.get(id(a))
+                if op == "-" and isinstance(inner, int | float):
+                    self._consts[id(n)] = -inner
                 self.want(a, ta, "bool" if op == "not" else "number")
                 return replace(n, arg=ra), ta if op == "-" else "bool"
             case A.Binary(op=op, left=l, right=r):
                 (rl, tl), (rr, tr) = self.many([l, r], table)
-                return replace(n, left=rl, right=rr), self.binary(n, op, tl, tr)
+                out = self.binary(n, op, tl, tr)
+                if op in ("+", "-", "*", "/"):  # constants fold bottom-up, once per node
+                    value = _fold(op, self._consts.get(id(l)), self._consts.get(id(r)))
+                    if value is _OUT_OF_RANGE:
+                        raise self.fail(n, "this arithmetic on numbers overflows a 64-bit number")
+                    if value is not None:
+                        self._consts[id(n)] = value
+                return replace(n, left=rl, right=rr), out
             case A.Between(arg=a, low=lo, high=hi):
                 (ra, ta), (rlo, tlo), (rhi, thi) = self.many([a, lo, hi], table)
                 self.comparable(n, ta, tlo)
@@ -209,6 +248,25 @@ class _Run:
             case A.Case():
                 return self.case(n, table)
         raise self.fail(n, f"unexpected {type(n).__name__}")
+
+    def literal(self, n: A.Lit) -> None:
+        """Reject literals the engine cannot hold: numbers beyond a 64-bit integer or a double,
+        NUL characters (they end a C string) and text that is not valid Unicode."""
+        v = n.value
+        if n.kind == "number" and isinstance(v, int | float):
+            self._consts[id(n)] = v
+        if n.kind == "number":
+            if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+                raise self.fail(n, "a whole number beyond the 64-bit range (about ±9.2e18)")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise self.fail(n, "a number too large for a double (about ±1.8e308)")
+        elif n.kind == "string" and isinstance(v, str):
+            if "\x00" in v:
+                raise self.fail(n, "a string cannot contain a NUL character")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise self.fail(n, "a string with invalid Unicode (a lone surrogate)") from None
 
     def case(self, n: A.Case, table: str | None) -> tuple[A.Node, Type]:
         flat = [x for pair in n.whens for x in pair]
@@ -334,10 +392,16 @@ class _Run:
             raise self.fail(n, f"{n.fn}() takes one quoted {what}, e.g. {n.fn}('...')")
         v = n.args[0].value
         assert isinstance(v, str)
+        self.literal(n.args[0])
         return v
+
+    def duration(self, d: A.Dur | None) -> None:
+        if d is not None and abs(d.seconds) > MAX_DURATION:
+            raise self.fail(d, f"durations are at most {MAX_DURATION_TEXT}, got {d.text}")
 
     def call(self, n: A.Call, table: str | None) -> tuple[A.Node, Type]:
         fn = n.fn
+        self.duration(n.within)
         if fn in self.ck.functions and fn not in A.ALL_FNS:
             return self.macro(n, table)
         if fn not in A.ALL_FNS:
@@ -467,6 +531,11 @@ class _Run:
                 and not (isinstance(args[1], A.Lit) and isinstance(args[1].value, int))
             ):
                 raise self.fail(args[1], "round()'s digits must be a whole number literal")
+            if fn == "round" and len(args) == 2 and abs(args[1].value) > MAX_ROUND_DIGITS:  # type: ignore[attr-defined]
+                raise self.fail(
+                    args[1], f"round()'s digits must be between -{MAX_ROUND_DIGITS} and "
+                    f"{MAX_ROUND_DIGITS}"
+                )  # fmt: skip
             out = "number"
         elif fn in ("days_since", "hours_since"):
             self.want(args[0], types[0], "time")
@@ -552,6 +621,8 @@ class _Run:
                 raise self.fail(c.where, "where is not allowed in did()")
         if n.second.within is not None:
             raise self.fail(n.second.within, "the within of a sequence goes after the second did")
+        self.duration(n.within)
+        self.duration(n.first.within)
         first = self.string_arg(n.first, "event name")
         second = self.string_arg(n.second, "event name")
         self.events(n)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import crmseg
 from crmseg.config import Config
-from crmseg.errors import SegmentError
+from crmseg.errors import BackendError, CrmsegError, SegmentError
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -124,15 +124,49 @@ class Runner:
         # writes no state (fits included). The warehouse commits first, the state last, so a
         # recorded run always stands on committed data; a kill between the two leaves loaded
         # data without a run, which the next run judges afresh (see ``_quality``).
-        with self.state.transaction():
-            with self.backend.pending():
-                loaded = self.load(at, _scaled(progress, 0.0, 0.5))
-                if progress:
-                    progress("computing segments", 0.55)
-                result = self._evaluate(loaded, at, chosen, started, fail_after)
-            between_commits()
+        try:
+            with self.state.transaction():
+                with self.backend.pending():
+                    loaded = self.load(at, _scaled(progress, 0.0, 0.5))
+                    if progress:
+                        progress("computing segments", 0.55)
+                    result = self._evaluate(loaded, at, chosen, started, fail_after)
+                between_commits()
+        except BackendError as exc:
+            raise self._culprit(exc, at, chosen) from None
         sync.cleanup(self.backend)
         return result
+
+    def _culprit(self, exc: BackendError, at: datetime, chosen: Sequence[str]) -> CrmsegError:
+        """The segment behind a failed run's query, with its file and line. The run's
+        transaction is gone, so the load is repeated in a new one, each chosen segment is
+        computed alone until one fails (the engine then refuses further statements), and
+        everything is rolled back. Segments that need model traits are left out: trying them
+        could fit models."""
+        found: list[tuple[str, BackendError]] = []
+        try:
+            with self.state.transaction(), self.backend.pending():
+                loaded = self.load(at)
+                plan = self.catalog.plan(loaded.tables)
+                for name in chosen:
+                    if plan.models_needed([name]):
+                        continue
+                    wide = plan.wide(loaded.tables, at, loaded.sql, select=[name])
+                    try:
+                        self.backend.execute(wide.aggregate(n=wide[name].sum()))
+                    except BackendError as problem:
+                        found.append((name, problem))
+                        break
+                raise _Undo()
+        except _Undo:
+            pass
+        except CrmsegError:
+            return exc
+        if not found:
+            return exc
+        name, why = found[0]
+        seg = self.catalog.segment(name)
+        return SegmentError(f"{seg.file}:{seg.line}: segment {name} cannot be computed: {why}")
 
     def backfill(
         self,
@@ -407,6 +441,10 @@ class Runner:
             seconds=time.perf_counter() - clock,
             details=details,
         )
+
+
+class _Undo(Exception):
+    """Rolls back a transaction that only looked."""
 
 
 def between_commits() -> None:
