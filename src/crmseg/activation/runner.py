@@ -116,6 +116,8 @@ def activate(
 ) -> list[ActivationResult]:
     """Activate ``targets`` (in the given order) at ``as_of`` as one unit."""
     store = ActivationStore(ctx.state)
+    if not dry_run:
+        place_staged(store)  # a killed activation's committed files first
     for c in targets:
         previous = store.activation_at(c.name, as_of)
         if previous is not None and not dry_run:
@@ -150,6 +152,7 @@ def activate(
                 result.destinations = _stage(c, audience, aid, ctx, store, staged, now)
                 results.append(result)
                 log = store.send_log()
+            store.stage_files([(str(tmp), str(final)) for tmp, final in staged])
     except BaseException:
         for tmp, _ in staged:
             with contextlib.suppress(OSError):
@@ -157,9 +160,21 @@ def activate(
         raise
     for tmp, final in staged:
         os.replace(tmp, final)
+    store.placed([(str(tmp), str(final)) for tmp, final in staged])
     for c, result in zip(targets, results, strict=True):
         _deliver(c, result, ctx, store, now)
     return results
+
+
+def place_staged(store: ActivationStore) -> None:
+    """Move the export files of committed activations into place: a process killed between
+    the commit and the move left them under their staging names (recorded in the commit)."""
+    files = store.staged_files()
+    for staged, final in files:
+        if os.path.exists(staged):
+            os.replace(staged, final)
+    if files:
+        store.placed(files)
 
 
 def _log_rows(a: Audience) -> pa.Table:

@@ -7,6 +7,7 @@ Created by ``migrate`` (idempotent) on the state store's connection; writes happ
 - ``send_log``: one row per customer per activation: treatment rows are sends, holdout rows are
   recorded so measurement can compare arms.
 - ``sync_state``: per destination, the customer keys last synced successfully.
+- ``staged_files``: export files of a committed activation still to move into place.
 - ``sync_batches``: the outbox: every batch of a diff with its idempotency key and payload, so a
   failed sync is retried from exactly the same diff; a delivered batch's payload is dropped.
 """
@@ -69,6 +70,13 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: a delivered batch keeps its keys, not its personal data (see ``delivered``)
     ["UPDATE sync_batches SET payload = 'null' WHERE status = 'delivered'"],
+    # 3: export files written under a staging name, to move into place once committed
+    [
+        """CREATE TABLE IF NOT EXISTS staged_files (
+        staged VARCHAR PRIMARY KEY,
+        final VARCHAR NOT NULL
+    )"""
+    ],
 ]
 
 
@@ -102,6 +110,22 @@ class ActivationStore:
             [campaign, before, before],
         )
         return rows[0][0] if rows else None
+
+    # --- export files: staged in the transaction, moved into place after it -------------
+
+    def stage_files(self, files: Sequence[tuple[str, str]]) -> None:
+        """Remember (staged, final) paths in the activation's transaction: once it commits,
+        the files belong in place even if the process dies before moving them."""
+        for staged, final in files:
+            self.state.execute("INSERT OR REPLACE INTO staged_files VALUES (?, ?)", [staged, final])
+
+    def staged_files(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.state.rows("SELECT staged, final FROM staged_files")]
+
+    def placed(self, files: Sequence[tuple[str, str]]) -> None:
+        with self.state.transaction():
+            for staged, _ in files:
+                self.state.execute("DELETE FROM staged_files WHERE staged = ?", [staged])
 
     def activation_at(self, campaign: str, at: datetime) -> int | None:
         rows = self.state.rows(
