@@ -98,3 +98,26 @@ def test_missing_project_file_says_what_to_do(tmp_path: Path) -> None:
 
 def test_project_fixture_config_is_valid(make_project: MakeProject) -> None:
     assert load_config(make_project()).name == "test-shop"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: x\nsources:\n  customers: {path: c.csv}\nnotes:\n"
+        + "".join(f"  - Tier [A {i}\n" for i in range(80)),  # brackets inside plain text
+        "name: x\nsources:\n  customers: {path: c.csv}\nnotes: |\n"
+        + "".join("  " + " " * i + "x\n" for i in range(80)),  # a block scalar's indentation
+        "name: x\nsources:\n  customers: {path: c.csv}\nids: [1, '1', \"1\"]\n",
+    ],
+)
+def test_valid_yaml_is_not_mistaken_for_deep_nesting(tmp_path: Path, text: str) -> None:
+    (tmp_path / "crmseg.yml").write_text(text)
+    with pytest.raises(ConfigError, match="unknown key"):  # read fine; `notes` is not a key
+        load_config(tmp_path)
+
+
+def test_aliases_that_contain_themselves_do_not_hang(tmp_path: Path) -> None:
+    from crmseg.config import load_yaml
+
+    (tmp_path / "a.yml").write_text("a: &x {b: *x}\nc: {1: x, '1': y}\n")
+    assert load_yaml(tmp_path / "a.yml").data["c"] == {1: "x", "1": "y"}

@@ -623,61 +623,71 @@ MAX_YAML_DEPTH = 64  # far beyond any project file; the YAML parser recurses per
 
 
 def _too_deep(text: str) -> tuple[int, int] | None:
-    """(line, column) where nesting first goes deeper than the limit: indentation levels plus
-    open flow brackets (``[``, ``{``), quoted text and comments skipped. The parser recurses
-    per level and would overflow the stack first."""
-    depth, quote, line, col = 0, "", 1, 0
-    previous = "\n"
-    comment = False
+    """(line, column) where nesting first goes deeper than the limit: block indentation levels
+    plus open flow collections (``[``/``{`` where YAML starts one: at a value's start, after
+    ``- ``, ``,`` or another bracket). Quoted text, comments and block scalar bodies (``|``,
+    ``>``) are skipped. The parser recurses per level and would overflow the stack first."""
+    depth, quote = 0, ""
     indents: list[int] = []
-    start = True  # only spaces so far on this line
-    for ch in text:
-        col += 1
-        if start and ch not in " \n":
-            start = False
-            if not quote and depth == 0 and ch != "#":
-                while indents and indents[-1] >= col:  # a line's first character: its level
-                    indents.pop()
-                indents.append(col)
-                if len(indents) > MAX_YAML_DEPTH:
-                    return line, col
-        if ch == "\n":
-            line, col, comment, start = line + 1, 0, False, True
-        elif comment:
-            pass
-        elif quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"" and previous in " \t[{,:\n":
-            quote = ch
-        elif ch == "#" and previous in " \t\n":
-            comment = True
-        elif ch in "[{":
-            depth += 1
-            if depth + len(indents) > MAX_YAML_DEPTH:
-                return line, col
-        elif ch in "]}":
-            depth = max(depth - 1, 0)
-        previous = ch
+    block: int | None = None  # indentation of the key that opened a block scalar
+    for number, raw in enumerate(text.splitlines(), start=1):
+        body = raw.lstrip(" ")
+        indent = len(raw) - len(body)
+        if block is not None:
+            if not body or indent > block:
+                continue
+            block = None
+        if not quote and depth == 0 and body and not body.startswith("#"):
+            while indents and indents[-1] >= indent:
+                indents.pop()
+            indents.append(indent)
+            if len(indents) > MAX_YAML_DEPTH:
+                return number, indent + 1
+        previous = " "
+        last = ""  # the last character outside quotes and comments
+        for col, ch in enumerate(raw, start=1):
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch == "#" and previous in " \t":
+                break
+            elif ch in "'\"" and previous in " \t[{,:-":
+                quote = ch
+            elif ch in "[{" and (depth > 0 or (previous in " \t-:" and last in ("", ":", "-"))):
+                depth += 1
+                if depth + len(indents) > MAX_YAML_DEPTH:
+                    return number, col
+            elif ch in "]}" and depth > 0:
+                depth -= 1
+            if not quote and ch not in " \t":
+                last = ch
+            previous = ch
+        stripped = raw.split(" #", 1)[0].rstrip()
+        if not quote and depth == 0 and re.search(r"(^|[:\-]\s)[|>][-+0-9]*$", stripped):
+            block = indent
     return None
 
 
 def _check_keys(root: yaml.Node, name: str) -> None:
     """A key written twice in one mapping is an error at the second (YAML keeps the last)."""
     stack = [root]
+    visited: set[int] = set()  # aliases share nodes, and may even contain themselves
     while stack:
         node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
+            seen: set[tuple[str, str]] = set()
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    if key.value in seen:
+                    if (key.tag, key.value) in seen:
                         mark = key.start_mark
                         raise ConfigError(
                             f"duplicate key {key.value!r} (the first one would be ignored)",
                             Location(name, mark.line + 1, mark.column + 1),
                         )
-                    seen.add(key.value)
+                    seen.add((key.tag, key.value))
                 stack.append(value)
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)

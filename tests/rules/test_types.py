@@ -190,9 +190,22 @@ def test_what_the_engine_cannot_run_is_rejected_with_a_location(
     msg.encode("utf-8")  # printable: no lone surrogate reaches the terminal
 
 
-@pytest.mark.parametrize("op", ["or", "and", "+", "*"])
+@pytest.mark.parametrize("op", ["or", "and", "+", "*", "-", "+ ltv -"])
 def test_long_flat_chains_check_and_compile(op: str) -> None:
     term = "ltv > 1" if op in ("or", "and") else "ltv"
     text = f" {op} ".join([term] * 3000) + ("" if op in ("or", "and") else " > 1")
     plan = build_plan([seg(text)], schema(), builtins=library())
     plan.english("s")
+
+
+def test_short_sums_keep_their_written_order() -> None:
+    """Regrouping a float sum can change its last digit: only chains too long to nest are."""
+    from crmseg.rules import ast as A
+    from crmseg.rules.parser import parse
+
+    node = parse(" + ".join(["ltv"] * 30) + " > 1")
+    assert isinstance(node, A.Binary)
+    left, depth = node.left, 0
+    while isinstance(left, A.Binary) and left.op == "+":
+        left, depth = left.left, depth + 1
+    assert depth == 29  # left to right, as written

@@ -136,3 +136,10 @@ def test_a_failed_run_writes_no_state(tmp_path: Path) -> None:
             if ws.state.has_table(table):
                 assert ws.state.rows(f"SELECT count(*) FROM {table}")[0][0] == 0, table
         assert ws.runs() == []
+        snapshots = Path(ws.backend.snapshots or "")
+        assert not snapshots.is_dir() or list(snapshots.iterdir()) == []  # copies removed
+        # a retry in the same process fits again and records fits that exist
+        result = ws.run(as_of=T1)
+        fits = {r[0] for r in ws.state.rows("SELECT fit_id FROM model_fits")}
+        used = {m["fit"] for m in result.details["models"].values()}
+        assert used and used <= fits

@@ -83,7 +83,7 @@ def test_runs_killed_anywhere_stay_consistent(pristine: Path, tmp_path: Path) ->
     for i in range(RUN_KILLS):
         root = tmp_path / f"k{i}"
         shutil.copytree(pristine, root)
-        if not _killed_at(root, 0.2 + i * duration / RUN_KILLS, "run"):
+        if not _killed_at(root, 0.1 + 0.85 * duration * i / RUN_KILLS, "run"):
             continue
         killed += 1
         with Workspace.open(root) as ws:
@@ -99,7 +99,8 @@ def test_runs_killed_anywhere_stay_consistent(pristine: Path, tmp_path: Path) ->
             assert _cli(root, "run").wait() == 0 or runs == [T1, T2], i
             assert _members(root, T2) == expected, i
         shutil.rmtree(root)
-    assert killed >= RUN_KILLS * 2 // 3, killed  # most landed inside the process
+    print(f"\n{killed} of {RUN_KILLS} SIGKILLs landed inside `crmseg run` ({duration:.1f} s)")
+    assert killed >= RUN_KILLS - 3, killed  # spread over 85% of its duration: nearly all land
 
 
 @pytest.mark.slow
@@ -107,11 +108,16 @@ def test_activations_killed_anywhere_stay_consistent(pristine: Path, tmp_path: P
     ran = tmp_path / "ran"
     shutil.copytree(pristine, ran)
     assert _cli(ran, "run").wait() == 0
+    timing = tmp_path / "timing"
+    shutil.copytree(ran, timing)
+    start = time.perf_counter()
+    assert _cli(timing, "activate", CAMPAIGN).wait() == 0
+    duration = time.perf_counter() - start
     killed = 0
     for i in range(ACTIVATE_KILLS):
         root = tmp_path / f"a{i}"
         shutil.copytree(ran, root)
-        if not _killed_at(root, 0.3 + i * 0.2, "activate", CAMPAIGN):
+        if not _killed_at(root, 0.1 + 0.85 * duration * i / ACTIVATE_KILLS, "activate", CAMPAIGN):
             continue
         killed += 1
         with Workspace.open(root) as ws:
@@ -140,4 +146,5 @@ def test_activations_killed_anywhere_stay_consistent(pristine: Path, tmp_path: P
             assert ws.state.rows("SELECT count(*) FROM staged_files")[0][0] == 0, i
         assert len(rows) == a["treatment"], i
         shutil.rmtree(root)
-    assert killed >= ACTIVATE_KILLS // 2, killed
+    print(f"\n{killed} of {ACTIVATE_KILLS} SIGKILLs landed inside `crmseg activate`")
+    assert killed >= ACTIVATE_KILLS - 2, killed

@@ -292,6 +292,8 @@ def _stage(
         report.removes = len(change.removes)
         if isinstance(d, WebhookDestination):
             report.target = d.url
+            # checked before the commit: delivery after it must not fail on the path
+            _expand(ctx.root, d.dead_letter, c, now, d.allow_outside_project)
             batches = make_batches(key, aid, change, d.batch_size, _webhook_body(c, a, d, people))
             store.add_batches(batches, now)
             report.batches = len(batches)

@@ -55,7 +55,12 @@ _KEYS = (
 class FitStore:
     def __init__(self, state: StateStore) -> None:
         self.state = state
-        state.migrate("models", MIGRATIONS)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Create or upgrade the tables (again after a transaction that created them rolled
+        back)."""
+        self.state.migrate("models", MIGRATIONS)
 
     def save(self, records: Sequence[ModelRecord], now: datetime) -> None:
         with self.state.transaction():

@@ -78,6 +78,7 @@ class ModelTraits:
         self.used: dict[str, Fit] = {}  # group -> the fit the latest scoring used
         self.auc: float | None = None
         self._fits: dict[tuple[str, datetime], Fit] = {}
+        self._uncommitted: list[tuple[str, datetime]] = []  # fits saved in an open run
         self._plans: dict[str, Any] = {}
 
     # --- the provider ---------------------------------------------------------------------
@@ -118,6 +119,22 @@ class ModelTraits:
             f.new = False  # fitted once; later uses in this process reuse it
         return out
 
+    def discard_new(self) -> None:
+        """Forget the fits made since the last ``committed``: the run that made them rolled
+        back, so their stored rows (and ids) are gone, and a retry must fit again."""
+        for key in self._uncommitted:
+            fit = self._fits.pop(key, None)
+            if fit is not None:
+                self.records = [r for r in self.records if r not in fit.records]
+        self._uncommitted.clear()
+        self.used.clear()
+        if self.store is not None:
+            self.store.migrate()  # the rollback may have taken its tables with it
+
+    def committed(self) -> None:
+        """The run that made the latest fits committed: they are kept."""
+        self._uncommitted.clear()
+
     # --- fitting on schedule --------------------------------------------------------------
 
     def settings(self, group: str, tables: Mapping[str, ir.Table]) -> str:
@@ -144,6 +161,7 @@ class ModelTraits:
             fit = Fit(group, found["as_of"], found["state"], found["fit_id"])
         else:
             fit = self._fit_now(group, tables, as_of)
+            self._uncommitted.append(key)
             self.records.extend(fit.records)
             if self.store is not None:
                 fit.fit_id = self.store.save_fit(

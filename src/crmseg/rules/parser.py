@@ -241,7 +241,7 @@ def parse(text: str, *, file: str | None = None, line: int = 1, column: int = 1)
     if deep is not None:
         loc, excerpt = locate(text, deep.span, file, line, column)
         raise RuleSyntaxError(
-            f"nested more than {MAX_DEPTH} levels deep (long and/or/+/* chains are fine; "
+            f"nested more than {MAX_DEPTH} levels deep (long and/or/+/-/* chains are fine; "
             "split deeper rules into traits)",
             loc,
             excerpt,
@@ -251,8 +251,11 @@ def parse(text: str, *, file: str | None = None, line: int = 1, column: int = 1)
 
 MAX_RULE = 1_000_000  # characters in one rule or trait
 MAX_DEPTH = 48  # nesting levels after chains are balanced; every later pass recurses per level
-_ASSOC = ("and", "or", "+", "*")  # chains of these may be regrouped without changing results
-_CHAIN = 8  # shorter chains keep their written shape (and their English rendering)
+# ``and``/``or`` chains longer than this are regrouped as balanced trees (exactly the same
+# result); ``+``/``-`` and ``*`` chains only when they could not be nested otherwise, as
+# regrouping floating-point sums can change the last digit.
+_LOGIC_CHAIN = 8
+_ARITH_CHAIN = MAX_DEPTH - 8
 
 
 def _too_deep(root: A.Node) -> A.Node | None:
@@ -266,37 +269,55 @@ def _too_deep(root: A.Node) -> A.Node | None:
     return None
 
 
-def _operands(node: A.Binary) -> list[A.Node]:
-    """The operands of a chain of ``node.op``, left to right (an explicit stack)."""
-    out: list[A.Node] = []
-    stack: list[A.Node] = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, A.Binary) and n.op == node.op:
-            stack.extend((n.right, n.left))
-        else:
-            out.append(n)
-    return out
+def _terms(node: A.Node) -> tuple[str, list[tuple[bool, A.Node]]]:
+    """(operator of the balanced tree, [(negated?, term)]) of a chain worth regrouping; an
+    empty list when ``node`` heads no such chain. Explicit stacks, no recursion."""
+    if not isinstance(node, A.Binary):
+        return "", []
+    if node.op in ("and", "or", "*"):
+        out: list[tuple[bool, A.Node]] = []
+        stack: list[A.Node] = [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, A.Binary) and n.op == node.op:
+                stack.extend((n.right, n.left))
+            else:
+                out.append((False, n))
+        least = _LOGIC_CHAIN if node.op != "*" else _ARITH_CHAIN
+        return (node.op, out) if len(out) > least else ("", [])
+    if node.op in ("+", "-"):  # a - b + c: the left spine, with signs
+        signed: list[tuple[bool, A.Node]] = []
+        spine: A.Node = node
+        while isinstance(spine, A.Binary) and spine.op in ("+", "-"):
+            signed.append((spine.op == "-", spine.right))
+            spine = spine.left
+        signed.append((False, spine))
+        signed.reverse()
+        return ("+", signed) if len(signed) > _ARITH_CHAIN else ("", [])
+    return "", []
 
 
 def _balanced(root: A.Node) -> A.Node:
-    """The same rule with long chains of an associative operator regrouped as balanced trees,
-    so a chain of 2,000 ``or`` nests 11 levels, not 2,000. Iterative, linear in size."""
+    """The same rule with long chains regrouped as balanced trees (see ``_LOGIC_CHAIN``), so a
+    chain of 2,000 ``or`` nests 11 levels, not 2,000. Iterative, linear in size."""
     done: dict[int, A.Node] = {}
     stack: list[tuple[A.Node, bool]] = [(root, False)]
     while stack:
         node, ready = stack.pop()
         if id(node) in done:
             continue
-        chain = _operands(node) if isinstance(node, A.Binary) and node.op in _ASSOC else []
-        kids = chain if len(chain) > _CHAIN else list(_child_nodes(node))
+        op, chain = _terms(node)
+        kids = [t for _, t in chain] if chain else _child_nodes(node)
         if not ready:
             stack.append((node, True))
             stack.extend((k, False) for k in kids if id(k) not in done)
             continue
-        if len(chain) > _CHAIN:
-            assert isinstance(node, A.Binary)
-            done[id(node)] = _tree(node.op, [done[id(k)] for k in chain])
+        if chain:
+            items = [
+                A.Unary("-", done[id(t)], span=t.span) if negated else done[id(t)]
+                for negated, t in chain
+            ]
+            done[id(node)] = _tree(op, items)
         else:
             done[id(node)] = _rebuilt(node, done)
     return done[id(root)]

@@ -43,6 +43,16 @@ class LazyModels:
         """The fits the latest scoring used, per model group (for the run's record)."""
         return self.fitter.status() if self.fitter is not None else {}
 
+    def discard_new(self) -> None:
+        """Forget fits made by a run that rolled back (their records are gone with it)."""
+        if self.fitter is not None:
+            self.fitter.discard_new()
+
+    def committed(self) -> None:
+        """The run that made the latest fits committed."""
+        if self.fitter is not None:
+            self.fitter.committed()
+
 
 class Catalog:
     """Definitions plus library; ``plan(tables)`` compiles them for that data's schema."""

@@ -13,6 +13,7 @@ What was loaded, reused or fitted is kept in the run's record (``details``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -118,7 +119,6 @@ class Runner:
         started = utcnow()
         at = as_of or started
         chosen = self._chosen(select)
-        from crmseg.sources import sync
 
         # The new data commits only with the run: a failure anywhere leaves the old data and
         # writes no state (fits included). The warehouse commits first, the state last, so a
@@ -133,9 +133,31 @@ class Runner:
                     result = self._evaluate(loaded, at, chosen, started, fail_after)
                 between_commits()
         except BackendError as exc:
-            raise self._culprit(exc, at, chosen) from None
-        sync.cleanup(self.backend)
+            culprit = self._culprit(exc, at, chosen)
+            self._rolled_back()
+            raise culprit from None
+        except BaseException:
+            self._rolled_back()
+            raise
+        self._committed()
         return result
+
+    def _committed(self) -> None:
+        """After a committed run: keep its fits, delete snapshots nothing refers to now."""
+        from crmseg.sources import sync
+
+        committed = getattr(self.catalog.model_provider, "committed", None)
+        if callable(committed):
+            committed()
+        sync.cleanup(self.backend)
+
+    def _rolled_back(self) -> None:
+        """After a failed run: forget fits it made (their rows rolled back) and delete the
+        snapshots its load copied, never hiding the run's own error."""
+        discard = getattr(self.catalog.model_provider, "discard_new", None)
+        if callable(discard):
+            discard()
+        _tidy(self.backend)
 
     def _culprit(self, exc: BackendError, at: datetime, chosen: Sequence[str]) -> CrmsegError:
         """The segment behind a failed run's query, with its file and line. The run's
@@ -191,18 +213,21 @@ class Runner:
         while at <= end:
             instants.append(at)
             at += every
-        from crmseg.sources import sync
 
         results = []
-        with self.state.transaction():  # as a run: the warehouse commits first
-            with self.backend.pending():
-                loaded = self.load(end, _scaled(progress, 0.0, 0.2))
-                for i, at in enumerate(instants):
-                    if progress:
-                        progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
-                    results.append(self._evaluate(loaded, at, chosen, utcnow(), None))
-            between_commits()
-        sync.cleanup(self.backend)
+        try:
+            with self.state.transaction():  # as a run: the warehouse commits first
+                with self.backend.pending():
+                    loaded = self.load(end, _scaled(progress, 0.0, 0.2))
+                    for i, at in enumerate(instants):
+                        if progress:
+                            progress(f"as of {at:%Y-%m-%d}", 0.2 + 0.8 * i / len(instants))
+                        results.append(self._evaluate(loaded, at, chosen, utcnow(), None))
+                between_commits()
+        except BaseException:
+            self._rolled_back()
+            raise
+        self._committed()
         return results
 
     # --- loading ------------------------------------------------------------------------------
@@ -441,6 +466,15 @@ class Runner:
             seconds=time.perf_counter() - clock,
             details=details,
         )
+
+
+def _tidy(backend: Backend) -> None:
+    """After a failed run: delete the snapshots its load copied (nothing committed refers to
+    them), never hiding the run's own error."""
+    from crmseg.sources import sync
+
+    with contextlib.suppress(Exception):
+        sync.cleanup(backend)
 
 
 class _Undo(Exception):

@@ -215,6 +215,8 @@ def _fingerprint(
         checksum = backend.checksum(backend.table(table, database=database or None))
         fp = {"config": conf, "table": source.table, "checksum": checksum}
         same = old is not None and old.get("checksum") == checksum
+        if same:
+            _carry(old, fp)
         return _record(name, fp, None, before if same else None), None, same
     assert source.path is not None
     matches = sorted(glob.glob(str(root / source.path)))
@@ -235,10 +237,16 @@ def _fingerprint(
         # Only touched: keep what is loaded, remember the new times.
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        if "nonfinite" in old:
-            fp["nonfinite"] = old["nonfinite"]
+        _carry(old, fp)
         return _record(name, fp, before["snapshot"] if before else None, before), None, True
     return _record(name, fp, str(folder) if folder else None, None), files, False
+
+
+def _carry(old: Mapping[str, Any] | None, fp: dict[str, Any]) -> None:
+    """What a load found about unchanged content stays with its new fingerprint."""
+    for key in ("nonfinite", "filled"):
+        if old is not None and key in old:
+            fp[key] = old[key]
 
 
 def _record(

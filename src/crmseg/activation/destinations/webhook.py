@@ -113,6 +113,7 @@ def _post_one(
                 return attempt, f"HTTP {status} from {url}: expected a 2xx answer"
             return attempt, None
         except urllib.error.HTTPError as exc:
+            exc.close()  # release the connection
             if 300 <= exc.code < 400:
                 where = exc.headers.get("Location") if exc.headers else None
                 moved = f" to {where}" if where else ""
