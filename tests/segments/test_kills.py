@@ -148,3 +148,44 @@ def test_activations_killed_anywhere_stay_consistent(pristine: Path, tmp_path: P
         shutil.rmtree(root)
     print(f"\n{killed} of {ACTIVATE_KILLS} SIGKILLs landed inside `crmseg activate`")
     assert killed >= ACTIVATE_KILLS - 2, killed
+
+
+_KILL_BEFORE_MOVING = """
+import os, signal, sys
+from datetime import datetime
+from crmseg.activation import runner
+from crmseg import Workspace
+
+runner.before_moving = lambda: os.kill(os.getpid(), signal.SIGKILL)
+with Workspace.open(sys.argv[1]) as ws:
+    ws.activate(sys.argv[2], as_of=datetime.fromisoformat(sys.argv[3]))
+"""
+
+
+def test_kill_between_the_activation_commit_and_the_file_move(
+    pristine: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "shop"
+    shutil.copytree(pristine, root)
+    assert _cli(root, "run").wait() == 0
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_BEFORE_MOVING, str(root), CAMPAIGN, T2.isoformat()],
+        capture_output=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    final = root / EXPORT
+    with Workspace.open(root) as ws:
+        (a,) = [a for a in ws.activations(CAMPAIGN) if a["as_of"] == T2]  # committed...
+        staged = ws.state.rows("SELECT staged, final FROM staged_files")
+    assert not final.exists()  # ...but its file was never moved
+    assert [f for _, f in staged] == [str(final)] and Path(staged[0][0]).exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "crmseg", "activate", CAMPAIGN, "-p", str(root),
+         "--as-of", f"{T2:%Y-%m-%d}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 1 and "already activated" in again.stderr  # not twice...
+    with final.open(newline="") as f:  # ...and the committed file is in place
+        assert len(list(csv.DictReader(f))) == a["treatment"]
+    with Workspace.open(root) as ws:
+        assert ws.state.rows("SELECT count(*) FROM staged_files")[0][0] == 0

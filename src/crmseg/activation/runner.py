@@ -158,12 +158,18 @@ def activate(
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         raise
+    before_moving()
     for tmp, final in staged:
         os.replace(tmp, final)
     store.placed([(str(tmp), str(final)) for tmp, final in staged])
     for c, result in zip(targets, results, strict=True):
         _deliver(c, result, ctx, store, now)
     return results
+
+
+def before_moving() -> None:
+    """Runs after an activation committed and before its files move into place (the kill
+    test stops the process here)."""
 
 
 def place_staged(store: ActivationStore) -> None:
