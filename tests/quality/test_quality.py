@@ -292,3 +292,20 @@ def test_non_finite_numbers_are_missing_never_compared(
 
 def pc_count_non_finite(values: pa.ChunkedArray) -> int:
     return sum(1 for v in values.to_pylist() if v is not None and not math.isfinite(v))
+
+
+def test_examples_stored_before_masking_are_masked_by_the_migration(tmp_path: Path) -> None:
+    from crmseg.backends.state import StateStore
+    from crmseg.quality.checks import Finding, QualityReport
+    from crmseg.quality.store import QualityStore
+
+    state = StateStore(tmp_path / "state.duckdb")
+    raw = {"customer_id": "7", "email": "anna@example", "signup_at": "2024-01-01"}
+    finding = Finding("invalid_emails", "customers", "email", 1, 4, "warn", 0.0, "bad", [raw])
+    QualityStore(state).save(1, AS_OF, QualityReport(AS_OF, [finding]))
+    state.execute("UPDATE meta SET value = '2' WHERE key = 'schema.quality'")  # as before
+    report = QualityStore(state).latest()  # opening the store migrates
+    assert report is not None
+    (example,) = report.findings[0].examples
+    assert example == {"customer_id": "7", "email": "***", "signup_at": "2024-01-01"}
+    assert "anna" not in str(state.rows("SELECT examples FROM quality_findings"))

@@ -52,6 +52,14 @@ MIGRATIONS: list[list[str]] = [
         "INSERT INTO quality_reports SELECT run_id, max(as_of), max(as_of), false "
         "FROM quality_findings GROUP BY run_id",
     ],
+    # 3: examples stored before they were masked lose their personal data (new ones are
+    # masked when found, keeping their shape; these old ones become "***").
+    [
+        "UPDATE quality_findings SET examples = regexp_replace(examples, "
+        "'\"(email|phone|first_name|last_name|birth_date|city|region|company|id_value)\": "
+        "\"([^\"\\\\]|\\\\.)*\"', '\"\\1\": \"***\"', 'g') "
+        "WHERE table_name IN ('customers', 'identifiers')"
+    ],
 ]
 
 _COLUMNS = (
