@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -49,29 +50,43 @@ class Receiver:
             return 503 if fate == "lost" else 200
 
 
+class _Quiet(BaseHTTPRequestHandler):
+    """A handler that logs nothing and answers with a status and headers, no body."""
+
+    def answer(self, status: int, **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A real HTTP server on a free loopback port (yielded) until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def receiver() -> Iterator[tuple[Receiver, str]]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(_Quiet):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            status = state.handle(self.headers["Idempotency-Key"], body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer(state.handle(self.headers["Idempotency-Key"], body))
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/audience"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as port:
+        yield state, f"http://127.0.0.1:{port}/audience"
 
 
 def _project(shop: ShopFactory, url: str, n: int = 400, attempts: int = 4) -> Path:
@@ -164,25 +179,15 @@ def elsewhere() -> Iterator[tuple[list[tuple[str, dict[str, str]]], str]]:
     """Another host's server: records every request it receives (method, headers)."""
     seen: list[tuple[str, dict[str, str]]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(_Quiet):
         def _record(self) -> None:
             seen.append((self.command, dict(self.headers)))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer(200)
 
         do_GET = do_POST = _record
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield seen, f"http://localhost:{server.server_address[1]}/stolen"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as port:
+        yield seen, f"http://localhost:{port}/stolen"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -194,27 +199,18 @@ def test_a_redirect_is_a_failure_and_sends_nothing_to_its_target(
     seen, target = elsewhere
     asked: list[str] = []
 
-    class Mover(BaseHTTPRequestHandler):
+    class Mover(_Quiet):
         def do_POST(self) -> None:
             asked.append(self.headers["Idempotency-Key"])
-            self.send_response(status)
-            self.send_header("Location", target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer(status, Location=target)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Mover)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/audience"
-    dest = (
-        f"    destination: {{type: webhook, url: '{url}', batch_size: 50, max_attempts: 3, "
-        "backoff_seconds: 0.001, headers: {Authorization: 'Bearer s3cret'}, "
-        "dead_letter: 'dead/{campaign}.jsonl'}\n"
-    )
-    root = shop(n=60, campaigns=campaign_yml(destination=dest))
-    try:
+    with _serving(Mover) as port:
+        dest = (
+            f"    destination: {{type: webhook, url: 'http://127.0.0.1:{port}/audience', "
+            "batch_size: 50, max_attempts: 3, backoff_seconds: 0.001, "
+            "headers: {Authorization: 'Bearer s3cret'}, dead_letter: 'dead/{campaign}.jsonl'}\n"
+        )
+        root = shop(n=60, campaigns=campaign_yml(destination=dest))
         with Workspace.open(root) as ws:
             ws.run(as_of=AS_OF)
             report = ws.activate("welcome").destinations[0]
@@ -222,9 +218,6 @@ def test_a_redirect_is_a_failure_and_sends_nothing_to_its_target(
                 "SELECT count(*) FROM sync_batches WHERE status = 'pending'"
             ).fetchall()[0][0]
             synced = ws.state.con.execute("SELECT count(*) FROM sync_state").fetchall()[0][0]
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen == []  # nothing, and so no credentials, reached the redirect's target
     assert report.delivered == 0 and report.failed == 1
     assert report.error and f"HTTP {status}" in report.error and target in report.error

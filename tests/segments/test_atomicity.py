@@ -11,13 +11,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
 from crmseg.sources.sync import stored
+from tests.segments.conftest import grow_customers, ran_shop
 
 T1 = datetime(2026, 10, 1)
 T2 = datetime(2026, 11, 1)
@@ -34,20 +33,11 @@ def _run(root: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.slow
 def test_killed_run_keeps_previous_state(tmp_path: Path) -> None:
     root = tmp_path / "shop"
-    init_project(root, demo=True, customers=20000, seed=7)
+    before = ran_shop(root, 20000, 7, T1)
+    names = list(before)
     with Workspace.open(root) as ws:
-        ws.run(as_of=T1)
-        names = [s.name for s in ws.segments]
-        before = {n: ws.members(n, as_of=T1) for n in names}
         records = stored(ws.backend)
-    # A new customer: the next run loads customers again, checks quality and resolves
-    # identity, so kills land in every phase of a run.
-    path = root / "data" / "customers.parquet"
-    customers = pq.read_table(path)
-    extra = customers.slice(0, 1).to_pylist()[0] | {"customer_id": "C9999999", "email": None}
-    pq.write_table(
-        pa.concat_tables([customers, pa.Table.from_pylist([extra], customers.schema)]), path
-    )
+    grow_customers(root)
     outcomes = []
     for delay in (0.3, 0.8, 1.3, 2.0, 3.0, 4.5):
         proc = _run(root)
@@ -90,26 +80,15 @@ with Workspace.open(sys.argv[1]) as ws:
 """
 
 
-def _grow_customers(root: Path) -> None:
-    path = root / "data" / "customers.parquet"
-    customers = pq.read_table(path)
-    extra = customers.slice(0, 1).to_pylist()[0] | {"customer_id": "C9999999", "email": None}
-    pq.write_table(
-        pa.concat_tables([customers, pa.Table.from_pylist([extra], customers.schema)]), path
-    )
-
-
 def test_kill_between_the_two_commits_records_no_run(tmp_path: Path) -> None:
     """The warehouse commits first: a kill before the state's commit leaves new data and no
     run over it; the next run judges that data afresh instead of reusing the old report."""
     root = tmp_path / "shop"
-    init_project(root, demo=True, customers=3000, seed=3)
+    before = ran_shop(root, 3000, 3, T1)
+    names = list(before)
     with Workspace.open(root) as ws:
-        ws.run(as_of=T1)
-        names = [s.name for s in ws.segments]
-        before = {n: ws.members(n, as_of=T1) for n in names}
         fits = ws.state.rows("SELECT count(*) FROM model_fits")[0][0]
-    _grow_customers(root)
+    grow_customers(root)
     proc = subprocess.run(
         [sys.executable, "-c", _KILL_BETWEEN_COMMITS, str(root), T2.isoformat()],
         capture_output=True,

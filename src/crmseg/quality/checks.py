@@ -302,7 +302,7 @@ class _Checker:
                 continue
             total: int | None = None
             for column, n in sorted(columns.items()):
-                check = "non_finite_amounts" if (table, column) in MONEY else "non_finite_numbers"
+                check = _non_finite_check(table, column)
                 if self.q.check(check).severity == "off":
                     continue
                 if total is None:
@@ -469,6 +469,10 @@ def _months_before(at: datetime, months: int) -> datetime:
     return at.replace(year=year, month=month + 1, day=day)
 
 
+def _non_finite_check(table: str, column: str) -> str:
+    return "non_finite_amounts" if (table, column) in MONEY else "non_finite_numbers"
+
+
 def non_finite_lines(
     config: Config, origins: Mapping[str, str], nonfinite: Mapping[str, Mapping[str, int]]
 ) -> list[tuple[str, str]]:
@@ -477,7 +481,7 @@ def non_finite_lines(
     out: list[tuple[str, str]] = []
     for table, columns in sorted(nonfinite.items()):
         for column, n in sorted(columns.items()):
-            check = "non_finite_amounts" if (table, column) in MONEY else "non_finite_numbers"
+            check = _non_finite_check(table, column)
             severity = config.quality.check(check).severity
             if severity != "off":
                 where = origins.get(table, table)

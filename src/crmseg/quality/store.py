@@ -56,8 +56,8 @@ MIGRATIONS: list[list[str]] = [
     # masked when found, keeping their shape; these old ones become "***").
     [
         "UPDATE quality_findings SET examples = regexp_replace(examples, "
-        "'\"(email|phone|first_name|last_name|birth_date|city|region|company|id_value)\": "
-        "\"([^\"\\\\]|\\\\.)*\"', '\"\\1\": \"***\"', 'g') "
+        '\'"(email|phone|first_name|last_name|birth_date|city|region|company|id_value)": '
+        '"([^"\\\\]|\\\\.)*"\', \'"\\1": "***"\', \'g\') '
         "WHERE table_name IN ('customers', 'identifiers')"
     ],
 ]

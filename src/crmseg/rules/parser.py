@@ -307,7 +307,7 @@ def _balanced(root: A.Node) -> A.Node:
         if id(node) in done:
             continue
         op, chain = _terms(node)
-        kids = [t for _, t in chain] if chain else _child_nodes(node)
+        kids = [t for _, t in chain] if chain else A.children(node)
         if not ready:
             stack.append((node, True))
             stack.extend((k, False) for k in kids if id(k) not in done)
@@ -339,21 +339,6 @@ def _tree(op: str, items: list[A.Node]) -> A.Node:
             nxt.append(level[-1])
         level = nxt
     return level[0]
-
-
-def _child_nodes(node: A.Node) -> list[A.Node]:
-    out: list[A.Node] = []
-    for f in dataclasses.fields(node):
-        _collect(getattr(node, f.name), out)
-    return out
-
-
-def _collect(value: Any, out: list[A.Node]) -> None:
-    if isinstance(value, A.Node):
-        out.append(value)
-    elif isinstance(value, tuple):
-        for v in value:
-            _collect(v, out)
 
 
 def _rebuilt(node: A.Node, done: dict[int, A.Node]) -> A.Node:
