@@ -30,7 +30,9 @@ import ibis
 from crmseg.config import ModelsConfig
 from crmseg.errors import ModelError
 from crmseg.rules import Definition, Library, Schema, build_plan
+from crmseg.rules.compile import KEY
 from crmseg.rules.defs import Derived
+from crmseg.rules.plan import Step, Steps, step_key
 from crmseg.traits import library
 
 if TYPE_CHECKING:
@@ -84,7 +86,11 @@ class ModelTraits:
     # --- the provider ---------------------------------------------------------------------
 
     def __call__(
-        self, names: Sequence[str], tables: Mapping[str, ir.Table], as_of: datetime
+        self,
+        names: Sequence[str],
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        steps: Steps | None = None,
     ) -> dict[str, ir.Table | Derived]:
         out: dict[str, ir.Table | Derived] = {}
         for group in sorted({n.split(".", 1)[0] for n in names}):
@@ -95,7 +101,7 @@ class ModelTraits:
                 raise
             self.used[group] = fit
             if group == "clv":
-                scored = self._clv_table(fit, tables, as_of)
+                scored = self._clv_table(fit, tables, as_of, steps)
                 out.update({n: scored for n in names if n.startswith("clv.")})
             elif group == "churn":
                 out["churn.risk"] = Derived(_needs(fit), partial(_risk, fit.state))
@@ -246,13 +252,19 @@ class ModelTraits:
             discount_rate_monthly=c.discount_rate_monthly,
         )
 
-    def _clv_table(self, fit: Fit, tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+    def _clv_table(
+        self,
+        fit: Fit,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        steps: Steps | None = None,
+    ) -> ir.Table:
         """Per-buyer ``clv.*`` at ``as_of``: the RFM summary from SQL, scored in Python."""
         import pyarrow as pa
 
         from crmseg.models.clv import score_clv
 
-        s = rfm_table(tables, as_of)
+        s = rfm_table(tables, as_of, steps)
         rows = self.execute(s)
         scores = score_clv(
             fit.state, *(rows.column(n).to_numpy() for n in ("frequency", "recency", "T",
@@ -327,25 +339,50 @@ def _visible_orders(tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table
     return o.filter(o.customer_id.notnull(), o.ordered_at <= ibis.literal(as_of, "timestamp"))
 
 
-def rfm_table(tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
-    """customer_id, frequency, recency, T, monetary of every buyer at ``as_of``: the daily
-    summary of ``crmseg.models.rfm_summary`` computed in SQL (amounts that are missing,
-    not a number or negative count as 0)."""
-    o = _visible_orders(tables, as_of)
+def _per_buyer(o: ir.Table) -> ir.Table:
+    """First and last purchase day, days with a purchase, spend and the first day's spend
+    per buyer (keyed by the plan's KEY) over some visible orders."""
     amount = o.amount.cast("float64")
     clean = ibis.cases((amount.isnull() | amount.isnan(), 0.0), (amount < 0, 0.0), else_=amount)
     days = o.select(
         customer_id=o.customer_id.cast("string"), day=o.ordered_at.cast("date"), amount=clean
     )
     per_day = days.group_by("customer_id", "day").aggregate(total=days.amount.sum())
-    g = per_day.group_by("customer_id").aggregate(
+    return per_day.group_by(per_day.customer_id.name(KEY)).aggregate(
         first_day=per_day.day.min(),
         last_day=per_day.day.max(),
         days=per_day.count(),
         spent=per_day.total.sum(),
         first_spent=per_day.total.argmin(per_day.day),
     )
+
+
+def rfm_table(
+    tables: Mapping[str, ir.Table], as_of: datetime, steps: Steps | None = None
+) -> ir.Table:
+    """customer_id, frequency, recency, T, monetary of every buyer at ``as_of``: the daily
+    summary of ``crmseg.models.rfm_summary`` computed in SQL (amounts that are missing,
+    not a number or negative count as 0). The per-buyer part depends on the instant only
+    through which orders are visible, so ``steps`` may carry it from an earlier instant."""
+    visible = _visible_orders(tables, as_of)
+    if steps is None:
+        g = _per_buyer(visible)
+    else:
+        o = tables["orders"]
+        rows = o.filter(o.customer_id.notnull())
+        step = Step(
+            name="orders.rfm",
+            key=step_key("orders", "rfm", str(rows.schema()), 1),
+            source=rows,
+            visible=visible,
+            time="ordered_at",
+            windows=(),
+            incremental=True,
+            build=_per_buyer,
+        )
+        g = steps(step, as_of)
     end = ibis.literal(as_of.date(), "date")
+    g = g.rename(customer_id=KEY)
     return g.select(
         "customer_id",
         frequency=(g.days - 1).cast("float64"),

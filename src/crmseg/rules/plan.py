@@ -3,6 +3,11 @@
 Every distinct aggregate of every definition becomes one column, computed by conditional
 aggregation in one grouped scan per related table; consent and sequences take one extra
 pass each; traits and segments are then columns over that table, in dependency order.
+
+Each grouped scan is a :class:`Step`. By default the steps are parts of the one expression;
+a caller may pass a :class:`Steps` to evaluate them on their own (the segments stage
+materialises them, which keeps the engine's peak memory to one step, and updates the ones
+that allow it from the last instant's result instead of scanning everything again).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import ibis
 import ibis.expr.types as ir
@@ -80,12 +85,68 @@ class _Needs:
                     self.seqs.append(n)
 
 
+
+
+@dataclass(frozen=True)
+class Step:
+    """One grouped scan of the wide table: per customer (keyed by ``KEY``), columns over one table.
+
+    ``build`` computes it from some of ``visible``'s rows (all of them, or only some
+    customers' rows: a customer's columns read only that customer's rows). When
+    ``incremental``, a customer's columns depend on the instant only through which rows are
+    visible (``time`` at or before it) and which fall in each look-back of ``windows``
+    (seconds): between two instants they change only for customers with a row whose time
+    crosses one of those bounds."""
+
+    name: str  # the table, or consent / sequences
+    key: str  # what it computes (definitions, columns and schema), for caches
+    source: ir.Table  # every row with a customer, dates as timestamps, at any time
+    visible: ir.Table  # the rows knowable at the instant
+    time: str | None
+    windows: tuple[int, ...]
+    incremental: bool
+    build: Callable[[ir.Table], ir.Table]
+
+
+class Steps(Protocol):
+    """Evaluates a step at an instant to a table of the same columns."""
+
+    def __call__(self, step: Step, as_of: datetime) -> ir.Table: ...
+
+
+def _inline(step: Step, as_of: datetime) -> ir.Table:
+    return step.build(step.visible)
+
+
 # Per-customer model outputs for a set of model trait names at as_of: per name a table with
 # customer_id and a column of that name (several names may share one table), or a Derived
-# model the plan scores from its own trait columns.
+# model the plan scores from its own trait columns. Grouped scans go through the Steps.
 ModelProvider = Callable[
-    [Sequence[str], Mapping[str, ir.Table], datetime], Mapping[str, "ir.Table | Derived"]
+    [Sequence[str], Mapping[str, ir.Table], datetime, Steps],
+    Mapping[str, "ir.Table | Derived"],
 ]
+
+
+# Row expressions that read the instant itself (not only through visibility and windows).
+_READS_NOW = ("days_since", "hours_since")
+
+
+def _instant_free(node: A.Node | None) -> bool:
+    if node is None:
+        return True
+    for n in A.walk(node):
+        if isinstance(n, A.Now | A.TraitRef | A.Attr | A.ModelRef | A.SegRef | A.PopFunc):
+            return False
+        if isinstance(n, A.Func) and n.fn in _READS_NOW:
+            return False
+    return True
+
+
+def step_key(*parts: object) -> str:
+    """A short digest of what a step computes."""
+    import hashlib
+
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
 
 
 def model_col(name: str) -> str:
@@ -205,10 +266,12 @@ class Plan:
         select: Sequence[str] | None = None,
         extra: Mapping[str, A.Node] | None = None,
         models: Mapping[str, ir.Table] | None = None,
+        steps: Steps | None = None,
     ) -> ir.Table:
         """One Ibis expression: customer_id, one column per trait, one non-null boolean
         column per segment. ``extra`` adds internal columns (used by explain); ``models``
-        gives model trait tables (default: asked from the plan's model provider)."""
+        gives model trait tables (default: asked from the plan's model provider); ``steps``
+        evaluates the grouped scans (default: they stay parts of the expression)."""
         keys = self.closure(select)
         needs = _Needs()
         for k in keys:
@@ -217,8 +280,9 @@ class Plan:
                 needs.add(node)
         for node in (extra or {}).values():
             needs.add(node)
+        run = steps or _inline
         try:
-            outputs = self._model_outputs(tables, as_of, needs, models)
+            outputs = self._model_outputs(tables, as_of, needs, models, run)
         except ModelError as exc:
             raise ModelError(f"{exc}; {self._needed_by(keys, exc.group)}") from None
         # Models scored in SQL read trait columns: those traits come first.
@@ -230,10 +294,10 @@ class Plan:
                 needs.add(node)
 
         t = self._base(tables, as_of, needs)
-        t = self._aggregates(t, tables, as_of, needs)
+        t = self._aggregates(t, tables, as_of, needs, run)
         t = self._models(t, outputs)
-        t = self._consent(t, tables, as_of, needs)
-        t = self._sequences(t, tables, as_of, needs)
+        t = self._consent(t, tables, as_of, needs, run)
+        t = self._sequences(t, tables, as_of, needs, run)
         t, sql_cols = self._sql(t, keys, sql_segments or {})
 
         def lookup_in(table: Callable[[], ir.Table]) -> Callable[[A.Node], ir.Value]:
@@ -357,17 +421,44 @@ class Plan:
             cols[attr_col(a)] = v.cast("timestamp") if v.type().is_date() else v
         return c.select(**cols)
 
-    def _visible(self, name: str, tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
-        """A related table limited to rows knowable at as_of, dates read as timestamps."""
+    def _rows(self, name: str, tables: Mapping[str, ir.Table]) -> ir.Table:
+        """A related table's rows with a customer, dates read as timestamps."""
         src = tables[name]
         casts = {k: src[k].cast("timestamp") for k in src.columns if src[k].type().is_date()}
         if casts:
             src = src.mutate(**casts)
-        preds = [src.customer_id.notnull()]
+        return src.filter(src.customer_id.notnull())
+
+    def _time(self, name: str, src: ir.Table) -> str | None:
         time = time_column(name, self.schema)
-        if time is not None and time in src.columns:
-            preds.append(src[time] <= ts(as_of))
-        return src.filter(*preds)
+        return time if time is not None and time in src.columns else None
+
+    def _step(
+        self,
+        name: str,
+        part: str,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        build: Callable[[ir.Table], ir.Table],
+        aggs: Sequence[A.Agg] = (),
+        incremental: bool = False,
+        windows: Sequence[int] = (),
+        defines: object = None,
+    ) -> Step:
+        rows = self._rows(name, tables)
+        time = self._time(name, rows)
+        visible = rows if time is None else rows.filter(rows[time] <= ts(as_of))
+        columns = sorted((self._agg_names[a], repr(a)) for a in aggs)
+        return Step(
+            name=name if part == "" else f"{name}.{part}",
+            key=step_key(name, part, columns, defines, str(rows.schema()), time),
+            source=rows,
+            visible=visible,
+            time=time,
+            windows=tuple(sorted({*windows, *(a.within.seconds for a in aggs if a.within)})),
+            incremental=incremental and all(_instant_free(a.where) for a in aggs),
+            build=build,
+        )
 
     def _join_on(self, t: ir.Table, g: ir.Table, key: str, cols: Sequence[str]) -> ir.Table:
         """``t`` with ``cols`` of ``g`` (one row per customer, keyed by ``key``)."""
@@ -380,20 +471,31 @@ class Plan:
         return j.select(*t.columns, *cols)
 
     def _aggregates(
-        self, t: ir.Table, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs
+        self,
+        t: ir.Table,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        needs: _Needs,
+        run: Steps,
     ) -> ir.Table:
         by_table: dict[str, list[A.Agg]] = {}
         for a in needs.aggs:
             by_table.setdefault(a.table, []).append(a)
         for name, aggs in by_table.items():
-            src = self._visible(name, tables, as_of)
             time = time_column(name, self.schema)
             plain = [a for a in aggs if a.fn not in A.SPECIAL_AGGS]
-            row = Compiler(_row_lookup(src), as_of)
-            metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row) for a in plain}
-            if metrics:
-                g = src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
-                t = self._join(t, g, list(metrics))
+
+            def grouped(src: ir.Table, plain: list[A.Agg] = plain) -> ir.Table:
+                row = Compiler(_row_lookup(src), as_of)
+                metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row)
+                           for a in plain}  # fmt: skip
+                return src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(
+                    **metrics
+                )
+
+            if plain:
+                step = self._step(name, "", tables, as_of, grouped, plain, incremental=True)
+                t = self._join(t, run(step, as_of), [self._agg_names[a] for a in plain])
             special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
             if special:
                 # Window aggregates sort rows: give the window only the columns they read, in
@@ -403,11 +505,16 @@ class Plan:
                             if isinstance(c, A.Col))  # fmt: skip
                 if time is not None and any(a.within for a in special):
                     used.add(time)
-                narrow = src.select(*sorted(used))
-                narrow, more = self._windowed(narrow, special, time, as_of)
-                key = narrow.customer_id.cast("string").name(KEY)
-                g = narrow.group_by(key).aggregate(**more)
-                t = self._join(t, g, list(more))
+
+                def windowed(
+                    src: ir.Table, special: list[A.Agg] = special, used: set[str] = used
+                ) -> ir.Table:
+                    narrow, more = self._windowed(src.select(*sorted(used)), special, time, as_of)
+                    key = narrow.customer_id.cast("string").name(KEY)
+                    return narrow.group_by(key).aggregate(**more)
+
+                step = self._step(name, "windows", tables, as_of, windowed, special, True)
+                t = self._join(t, run(step, as_of), [self._agg_names[a] for a in special])
             zero = {
                 self._agg_names[a]: t[self._agg_names[a]].fill_null(0)
                 for a in aggs
@@ -486,6 +593,7 @@ class Plan:
         as_of: datetime,
         needs: _Needs,
         models: Mapping[str, ir.Table] | None,
+        run: Steps,
     ) -> dict[str, ir.Table | Derived]:
         """Each needed model trait: a table to join (customer_id and the value) or a model
         the plan scores itself from trait columns (:class:`Derived`)."""
@@ -496,7 +604,7 @@ class Plan:
         if any(n not in out for n in names):
             if self.model_provider is None:
                 raise ValueError(f"model traits {', '.join(names)} need a model provider")
-            out.update(self.model_provider(names, tables, as_of))
+            out.update(self.model_provider(names, tables, as_of, run))
         return {n: out[n] for n in names}
 
     def _models(self, t: ir.Table, outputs: Mapping[str, ir.Table | Derived]) -> ir.Table:
@@ -514,34 +622,62 @@ class Plan:
         return t
 
     def _consent(
-        self, t: ir.Table, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs
+        self,
+        t: ir.Table,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        needs: _Needs,
+        run: Steps,
     ) -> ir.Table:
         if not needs.consent:
             return t
         chans = sorted(needs.consent)
-        cs = self._visible("consent", tables, as_of)
-        cs = cs.filter(cs.channel.isin(chans))
-        # latest row per customer and channel; on a tie, opted_out wins (the safe answer)
-        w = ibis.window(
-            group_by=[cs.customer_id, cs.channel],
-            order_by=[cs.updated_at.desc(), cs.status.desc()],
-        )
-        cs = cs.mutate(__rn=ibis.row_number().over(w))
-        cs = cs.filter(cs["__rn"] == 0)
-        metrics = {
-            consent_col(ch): cs.count(where=(cs.channel == ch) & (cs.status == "opted_in"))
-            for ch in chans
-        }
-        g = cs.group_by(cs.customer_id.cast("string").name(KEY)).aggregate(**metrics)
-        t = self._join(t, g, list(metrics))
-        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in metrics})
+
+        def latest(cs: ir.Table) -> ir.Table:
+            cs = cs.filter(cs.channel.isin(chans))
+            # latest row per customer and channel; on a tie, opted_out wins (the safe answer)
+            w = ibis.window(
+                group_by=[cs.customer_id, cs.channel],
+                order_by=[cs.updated_at.desc(), cs.status.desc()],
+            )
+            cs = cs.mutate(__rn=ibis.row_number().over(w))
+            cs = cs.filter(cs["__rn"] == 0)
+            metrics = {
+                consent_col(ch): cs.count(where=(cs.channel == ch) & (cs.status == "opted_in"))
+                for ch in chans
+            }
+            return cs.group_by(cs.customer_id.cast("string").name(KEY)).aggregate(**metrics)
+
+        # a customer's latest row per channel changes only when a newer one becomes visible
+        step = self._step("consent", "", tables, as_of, latest, (), True, (), chans)
+        cols = [consent_col(ch) for ch in chans]
+        t = self._join(t, run(step, as_of), cols)
+        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in cols})
 
     def _sequences(
-        self, t: ir.Table, tables: Mapping[str, ir.Table], as_of: datetime, needs: _Needs
+        self,
+        t: ir.Table,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        needs: _Needs,
+        run: Steps,
     ) -> ir.Table:
         if not needs.seqs:
             return t
-        ev = self._visible("events", tables, as_of)
+        # A customer's sequences change only when an event becomes visible, or an event's
+        # time crosses the first event's look-back or the end of a negated window.
+        bounds = {s.within.seconds for s in needs.seqs if s.negated}
+        bounds |= {s.first_within.seconds for s in needs.seqs if s.first_within is not None}
+        build = partial(self._seq, needs, as_of)
+        defines = sorted((self._seq_names[s], repr(s)) for s in needs.seqs)
+        step = self._step(
+            "events", "sequences", tables, as_of, build, (), True, sorted(bounds), defines
+        )
+        cols = [self._seq_names[s] for s in needs.seqs]
+        t = self._join(t, run(step, as_of), cols)
+        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in cols})
+
+    def _seq(self, needs: _Needs, as_of: datetime, ev: ir.Table) -> ir.Table:
         firsts = sorted({s.first for s in needs.seqs})
         seconds = sorted({s.second for s in needs.seqs})
         a = ev.filter(ev.name.isin(firsts))
@@ -570,9 +706,7 @@ class Plan:
             else:
                 cond &= nb <= end
             metrics[self._seq_names[s]] = per_a.count(where=cond)
-        g = per_a.group_by(per_a["__g"].name(KEY)).aggregate(**metrics)
-        t = self._join(t, g, list(metrics))
-        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in metrics})
+        return per_a.group_by(per_a["__g"].name(KEY)).aggregate(**metrics)
 
     def _sql(
         self, t: ir.Table, keys: Sequence[Key], sql_segments: Mapping[str, ir.Table]

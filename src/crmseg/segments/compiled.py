@@ -36,8 +36,10 @@ class LazyModels:
             self.fitter = self._make()
         return self.fitter
 
-    def __call__(self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any) -> Any:
-        return self.get()(names, tables, at)
+    def __call__(
+        self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any, steps: Any
+    ) -> Any:
+        return self.get()(names, tables, at, steps)
 
     def status(self) -> dict[str, Any]:
         """The fits the latest scoring used, per model group (for the run's record)."""

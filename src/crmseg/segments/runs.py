@@ -381,6 +381,16 @@ class Runner:
             timings,
         )
 
+    def _steps_folder(self) -> Path:
+        """Where a run keeps its grouped scans: beside the state database."""
+        return (self.root / self.config.state.path).parent / "steps"
+
+    def _data_key(self, loaded: Loaded) -> str:
+        """What the loaded tables are a function of: every source's content and settings,
+        the identity settings and this version of crmseg."""
+        ident = self.config.identity.model_dump(mode="json")
+        return _digest([loaded.details["loaded"], ident, crmseg.__version__, self.backend.kind])
+
     def _last_details(self) -> dict[str, Any]:
         from crmseg.segments.store import History
 
@@ -404,12 +414,18 @@ class Runner:
         from crmseg.segments.catalog import definition_hash
         from crmseg.segments.store import History, SegmentResult
 
+        from crmseg.segments.steps import StepCache
+
         clock = time.perf_counter()
         laps = _Clock()
         plan = self.catalog.plan(loaded.tables)
         thresholds = _thresholds_used(plan, chosen)
-        wide = plan.wide(loaded.tables, at, loaded.sql, select=[*chosen, *thresholds])
+        steps = StepCache(self.backend, self._steps_folder(), self._data_key(loaded))
+        wide = plan.wide(
+            loaded.tables, at, loaded.sql, select=[*chosen, *thresholds], steps=steps
+        )
         result = self.backend.execute(wide.select("customer_id", *chosen, *thresholds))
+        steps.prune()
         # Members share one dictionary (the run's customer ids): history keys them once.
         ids = result.column("customer_id").combine_chunks().cast(pa.string()).dictionary_encode()
         by_name = {s.name: s for s in self.segments}
@@ -435,6 +451,7 @@ class Runner:
         details["thresholds"] = values
         details["uses"] = {n: u for n in chosen if (u := _uses(plan, n, thresholds))}
         details["quality_settings"] = _digest(self.config.quality.model_dump(mode="json"))
+        details["steps"] = steps.report
         details["seconds"] = {**details.get("seconds", {}), **laps.laps}
         history = History(self.state)
         report = loaded.quality
