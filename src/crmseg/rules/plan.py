@@ -85,8 +85,6 @@ class _Needs:
                     self.seqs.append(n)
 
 
-
-
 @dataclass(frozen=True)
 class Step:
     """One grouped scan of the wide table: per customer (keyed by ``KEY``), columns over one table.
@@ -485,17 +483,22 @@ class Plan:
             time = time_column(name, self.schema)
             plain = [a for a in aggs if a.fn not in A.SPECIAL_AGGS]
 
-            def grouped(src: ir.Table, plain: list[A.Agg] = plain) -> ir.Table:
+            def grouped(
+                src: ir.Table, plain: list[A.Agg] = plain, time: str | None = time
+            ) -> ir.Table:
                 row = Compiler(_row_lookup(src), as_of)
                 metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row)
                            for a in plain}  # fmt: skip
-                return src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(
-                    **metrics
-                )
+                return src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
 
-            if plain:
-                step = self._step(name, "", tables, as_of, grouped, plain, incremental=True)
-                t = self._join(t, run(step, as_of), [self._agg_names[a] for a in plain])
+            # Aggregates whose filter reads the instant itself get a scan of their own, so
+            # the others can still be carried from instant to instant.
+            carried = [a for a in plain if _instant_free(a.where)]
+            for part, group in (("", carried), ("instant", [a for a in plain if a not in carried])):
+                if group:
+                    build = partial(grouped, plain=group)
+                    step = self._step(name, part, tables, as_of, build, group, incremental=True)
+                    t = self._join(t, run(step, as_of), [self._agg_names[a] for a in group])
             special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
             if special:
                 # Window aggregates sort rows: give the window only the columns they read, in
@@ -507,7 +510,10 @@ class Plan:
                     used.add(time)
 
                 def windowed(
-                    src: ir.Table, special: list[A.Agg] = special, used: set[str] = used
+                    src: ir.Table,
+                    special: list[A.Agg] = special,
+                    used: set[str] = used,
+                    time: str | None = time,
                 ) -> ir.Table:
                     narrow, more = self._windowed(src.select(*sorted(used)), special, time, as_of)
                     key = narrow.customer_id.cast("string").name(KEY)

@@ -37,7 +37,7 @@ class LazyModels:
         return self.fitter
 
     def __call__(
-        self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any, steps: Any
+        self, names: Sequence[str], tables: Mapping[str, ir.Table], at: Any, steps: Any = None
     ) -> Any:
         return self.get()(names, tables, at, steps)
 

@@ -412,18 +412,15 @@ class Runner:
 
         from crmseg.quality.store import QualityStore
         from crmseg.segments.catalog import definition_hash
-        from crmseg.segments.store import History, SegmentResult
-
         from crmseg.segments.steps import StepCache
+        from crmseg.segments.store import History, SegmentResult
 
         clock = time.perf_counter()
         laps = _Clock()
         plan = self.catalog.plan(loaded.tables)
         thresholds = _thresholds_used(plan, chosen)
         steps = StepCache(self.backend, self._steps_folder(), self._data_key(loaded))
-        wide = plan.wide(
-            loaded.tables, at, loaded.sql, select=[*chosen, *thresholds], steps=steps
-        )
+        wide = plan.wide(loaded.tables, at, loaded.sql, select=[*chosen, *thresholds], steps=steps)
         result = self.backend.execute(wide.select("customer_id", *chosen, *thresholds))
         steps.prune()
         # Members share one dictionary (the run's customer ids): history keys them once.
