@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.optimize import minimize
 
 from crmseg.errors import ModelError
 from crmseg.models.summary import compress
@@ -169,6 +168,8 @@ def _search(objective: Objective, phi0: Floats) -> Floats:
     busy cores."""
     bounds = [(-18.0, 18.0)] * len(phi0)  # keeps exp() finite while the optimiser explores
     opts = {"maxfun": 3000, "ftol": 1e-13, "xtol": 1e-10, "gtol": 1e-10}
+    from scipy.optimize import minimize  # fits only: scoring runs never pay its import
+
     res = minimize(objective, phi0, jac=True, method="TNC", bounds=bounds, options=opts)
     return np.asarray(res.x, dtype=np.float64)
 
