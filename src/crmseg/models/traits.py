@@ -32,7 +32,7 @@ from crmseg.errors import ModelError
 from crmseg.rules import Definition, Library, Schema, build_plan
 from crmseg.rules.compile import KEY
 from crmseg.rules.defs import Derived
-from crmseg.rules.plan import Step, Steps, step_key
+from crmseg.rules.plan import Steps, inline, step_over
 from crmseg.traits import library
 
 if TYPE_CHECKING:
@@ -332,10 +332,14 @@ class ModelTraits:
 # --- SQL: the daily RFM summary ------------------------------------------------------------
 
 
-def _visible_orders(tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+def _orders(tables: Mapping[str, ir.Table]) -> ir.Table:
     if "orders" not in tables:
         raise ModelError("clv: needs an orders table")
-    o = tables["orders"]
+    return tables["orders"]
+
+
+def _visible_orders(tables: Mapping[str, ir.Table], as_of: datetime) -> ir.Table:
+    o = _orders(tables)
     return o.filter(o.customer_id.notnull(), o.ordered_at <= ibis.literal(as_of, "timestamp"))
 
 
@@ -364,23 +368,10 @@ def rfm_table(
     summary of ``crmseg.models.rfm_summary`` computed in SQL (amounts that are missing,
     not a number or negative count as 0). The per-buyer part depends on the instant only
     through which orders are visible, so ``steps`` may carry it from an earlier instant."""
-    visible = _visible_orders(tables, as_of)
-    if steps is None:
-        g = _per_buyer(visible)
-    else:
-        o = tables["orders"]
-        rows = o.filter(o.customer_id.notnull())
-        step = Step(
-            name="orders.rfm",
-            key=step_key("orders", "rfm", str(rows.schema()), 1),
-            source=rows,
-            visible=visible,
-            time="ordered_at",
-            windows=(),
-            incremental=True,
-            build=_per_buyer,
-        )
-        g = steps(step, as_of)
+    o = _orders(tables)
+    rows = o.filter(o.customer_id.notnull())
+    step = step_over("orders.rfm", rows, "ordered_at", as_of, _per_buyer, "rfm", incremental=True)
+    g = (steps or inline)(step, as_of)
     end = ibis.literal(as_of.date(), "date")
     g = g.rename(customer_id=KEY)
     return g.select(

@@ -13,6 +13,7 @@ that allow it from the last instant's result instead of scanning everything agai
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -112,8 +113,35 @@ class Steps(Protocol):
     def __call__(self, step: Step, as_of: datetime) -> ir.Table: ...
 
 
-def _inline(step: Step, as_of: datetime) -> ir.Table:
+def inline(step: Step, as_of: datetime) -> ir.Table:
+    """The default :class:`Steps`: a step stays a part of the expression that uses it."""
     return step.build(step.visible)
+
+
+def step_over(
+    name: str,
+    rows: ir.Table,
+    time: str | None,
+    as_of: datetime,
+    build: Callable[[ir.Table], ir.Table],
+    what: object,
+    windows: Sequence[int] = (),
+    incremental: bool = False,
+) -> Step:
+    """A step over ``rows`` (every row with a customer) at ``as_of``; ``what`` (with the
+    rows' schema) identifies what it computes."""
+    visible = rows if time is None else rows.filter(rows[time] <= ts(as_of))
+    digest = hashlib.sha256(repr((name, what, str(rows.schema()), time)).encode())
+    return Step(
+        name=name,
+        key=digest.hexdigest()[:20],
+        source=rows,
+        visible=visible,
+        time=time,
+        windows=tuple(sorted(set(windows))),
+        incremental=incremental,
+        build=build,
+    )
 
 
 # Per-customer model outputs for a set of model trait names at as_of: per name a table with
@@ -138,13 +166,6 @@ def _instant_free(node: A.Node | None) -> bool:
         if isinstance(n, A.Func) and n.fn in _READS_NOW:
             return False
     return True
-
-
-def step_key(*parts: object) -> str:
-    """A short digest of what a step computes."""
-    import hashlib
-
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
 
 
 def model_col(name: str) -> str:
@@ -278,7 +299,7 @@ class Plan:
                 needs.add(node)
         for node in (extra or {}).values():
             needs.add(node)
-        run = steps or _inline
+        run = steps or inline
         try:
             outputs = self._model_outputs(tables, as_of, needs, models, run)
         except ModelError as exc:
@@ -444,19 +465,30 @@ class Plan:
         defines: object = None,
     ) -> Step:
         rows = self._rows(name, tables)
-        time = self._time(name, rows)
-        visible = rows if time is None else rows.filter(rows[time] <= ts(as_of))
         columns = sorted((self._agg_names[a], repr(a)) for a in aggs)
-        return Step(
-            name=name if part == "" else f"{name}.{part}",
-            key=step_key(name, part, columns, defines, str(rows.schema()), time),
-            source=rows,
-            visible=visible,
-            time=time,
-            windows=tuple(sorted({*windows, *(a.within.seconds for a in aggs if a.within)})),
-            incremental=incremental and all(_instant_free(a.where) for a in aggs),
-            build=build,
+        return step_over(
+            name if part == "" else f"{name}.{part}",
+            rows,
+            self._time(name, rows),
+            as_of,
+            build,
+            (columns, defines),
+            [*windows, *(a.within.seconds for a in aggs if a.within)],
+            incremental and all(_instant_free(a.where) for a in aggs),
         )
+
+    def _add(
+        self, t: ir.Table, step: Step, as_of: datetime, run: Steps, cols: list[str]
+    ) -> ir.Table:
+        """``t`` with the step's ``cols``, evaluated by ``run``."""
+        return self._join(t, run(step, as_of), cols)
+
+    def _flags(
+        self, t: ir.Table, step: Step, as_of: datetime, run: Steps, cols: list[str]
+    ) -> ir.Table:
+        """``t`` with the step's counts ``cols`` as booleans (no row: false)."""
+        t = self._add(t, step, as_of, run, cols)
+        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in cols})
 
     def _join_on(self, t: ir.Table, g: ir.Table, key: str, cols: Sequence[str]) -> ir.Table:
         """``t`` with ``cols`` of ``g`` (one row per customer, keyed by ``key``)."""
@@ -498,7 +530,7 @@ class Plan:
                 if group:
                     build = partial(grouped, plain=group)
                     step = self._step(name, part, tables, as_of, build, group, incremental=True)
-                    t = self._join(t, run(step, as_of), [self._agg_names[a] for a in group])
+                    t = self._add(t, step, as_of, run, [self._agg_names[a] for a in group])
             special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
             if special:
                 # Window aggregates sort rows: give the window only the columns they read, in
@@ -520,7 +552,7 @@ class Plan:
                     return narrow.group_by(key).aggregate(**more)
 
                 step = self._step(name, "windows", tables, as_of, windowed, special, True)
-                t = self._join(t, run(step, as_of), [self._agg_names[a] for a in special])
+                t = self._add(t, step, as_of, run, [self._agg_names[a] for a in special])
             zero = {
                 self._agg_names[a]: t[self._agg_names[a]].fill_null(0)
                 for a in aggs
@@ -656,9 +688,7 @@ class Plan:
 
         # a customer's latest row per channel changes only when a newer one becomes visible
         step = self._step("consent", "", tables, as_of, latest, (), True, (), chans)
-        cols = [consent_col(ch) for ch in chans]
-        t = self._join(t, run(step, as_of), cols)
-        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in cols})
+        return self._flags(t, step, as_of, run, [consent_col(ch) for ch in chans])
 
     def _sequences(
         self,
@@ -679,9 +709,7 @@ class Plan:
         step = self._step(
             "events", "sequences", tables, as_of, build, (), True, sorted(bounds), defines
         )
-        cols = [self._seq_names[s] for s in needs.seqs]
-        t = self._join(t, run(step, as_of), cols)
-        return t.mutate(**{c: t[c].fill_null(0) > 0 for c in cols})
+        return self._flags(t, step, as_of, run, [self._seq_names[s] for s in needs.seqs])
 
     def _seq(self, needs: _Needs, as_of: datetime, ev: ir.Table) -> ir.Table:
         firsts = sorted({s.first for s in needs.seqs})

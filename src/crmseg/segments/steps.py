@@ -41,9 +41,9 @@ _META = b"crmseg.step"
 
 class StepCache:
     """Evaluates a run's steps (:class:`crmseg.rules.plan.Steps`) and keeps the incremental
-    ones in ``folder`` (None: evaluate only)."""
+    ones in ``folder``."""
 
-    def __init__(self, backend: Backend, folder: Path | None, data: str) -> None:
+    def __init__(self, backend: Backend, folder: Path, data: str) -> None:
         self.backend = backend
         self.folder = folder
         self.data = data  # what the warehouse holds: sources, identity settings, version
@@ -102,15 +102,15 @@ class StepCache:
 
     # --- files -----------------------------------------------------------------------------
 
-    def _path(self, step: Step) -> Path | None:
-        return None if self.folder is None else self.folder / f"{step.key}.arrow"
+    def _path(self, step: Step) -> Path:
+        return self.folder / f"{step.key}.arrow"
 
     def _read(self, step: Step) -> tuple[datetime, pa.Table] | None:
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
         path = self._path(step)
-        if path is None or not path.exists():
+        if not path.exists():
             return None
         try:
             # Mapped, not read: the pages a run needs come from the page cache. Replacing the
@@ -128,8 +128,6 @@ class StepCache:
         import pyarrow.ipc as ipc
 
         path = self._path(step)
-        if path is None:
-            return
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({"data": self.data, "as_of": as_of.isoformat(), "step": step.name})
         table = table.replace_schema_metadata({_META: meta})
@@ -143,7 +141,7 @@ class StepCache:
     def prune(self) -> None:
         """Keep the :data:`KEEP` most recently written files, and no temporary file left by a
         process killed mid-write (an hour old: no live write takes that long)."""
-        if self.folder is None or not self.folder.is_dir():
+        if not self.folder.is_dir():
             return
         files = sorted(self.folder.glob("*.arrow"), key=lambda p: p.stat().st_mtime)
         for path in files[:-KEEP]:
