@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import ibis
 
-from crmseg.sources.normalize import blank
+from crmseg.sources.normalize import blank, trimmed
 
 VALUES = ["", " ", "\t\n", " \r\x0b\x0c ", " a", "a ", "a", "\u00a0", "\x01", "\x01 "]
 
@@ -14,6 +14,15 @@ def test_blank_is_strip_of_ascii_whitespace_equals_empty() -> None:
     expected = [v.strip(" \t\n\r\x0b\x0c") == "" for v in VALUES] + [False]
     assert got == expected
     assert expected[:4] == [True] * 4 and not any(expected[4:])
+
+
+def test_trimmed_is_strip() -> None:
+    values = [*VALUES, "\ta b\n", "  x\u00a0 ", "é ", " é", "\u00a0x\u00a0"]
+    con = ibis.duckdb.connect()
+    t = ibis.memtable({"i": list(range(len(values) + 1)), "x": [*values, None]})
+    got = con.to_pyarrow(t.select("i", a=trimmed(t.x), b=t.x.strip()).order_by("i"))
+    assert got.column("a").to_pylist() == got.column("b").to_pylist()
+    assert got.column("a").to_pylist()[4:7] == ["a", "a", "a"]
 
 
 def test_phone_book_answers_a_repeated_lookup_from_its_memo() -> None:

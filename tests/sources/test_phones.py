@@ -124,3 +124,45 @@ def test_whole_columns_equal_value_by_value() -> None:
     e164, possible = PhoneBook("DE").arrays(raw, regions)
     expected = [reference(r, g) if r is not None else (None, False) for r, g in cases]
     assert list(zip(e164.to_pylist(), possible.to_pylist(), strict=True)) == expected
+
+
+def test_national_spellings_are_read_on_whole_columns() -> None:
+    """Every region's numbers written nationally, read in their region: the column path
+    decides almost all of them (the per-value cache stays small), exactly as parse does."""
+    import pyarrow as pa
+
+    cases = []
+    for region in REGIONS:
+        for kind in (pn.PhoneNumberType.MOBILE, pn.PhoneNumberType.FIXED_LINE):
+            example = pn.example_number_for_type(region, kind)
+            if example is not None:
+                text = pn.format_number(example, pn.PhoneNumberFormat.NATIONAL)
+                cases += [(text, region), (text.replace(" ", ""), f" {region.lower()} ")]
+    book = PhoneBook("DE")
+    e164, possible = book.arrays(pa.array([c[0] for c in cases]), pa.array([c[1] for c in cases]))
+    expected = [reference(raw, region.strip().upper()) for raw, region in cases]
+    assert list(zip(e164.to_pylist(), possible.to_pylist(), strict=True)) == expected
+    assert len(book._cache) < len(cases) / 4, len(book._cache)
+
+
+def test_random_national_digits_in_every_region_equal_phonenumbers() -> None:
+    """Random digits behind each region's national prefix and other common leads, read as
+    whole columns: where both the number and its stripped form fit the region's plan, where
+    lengths are borderline, where a calling code or dialling prefix leads."""
+    import pyarrow as pa
+
+    rng = random.Random(11)
+    cases = []
+    for region in REGIONS:
+        meta = pn.PhoneMetadata.metadata_for_region(region)
+        assert meta is not None
+        leads = ["", "0", "00", "1", "8", str(meta.country_code), meta.national_prefix or ""]
+        for _ in range(120):
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(2, 14)))
+            cases.append((rng.choice(leads) + digits, region))
+    e164, possible = PhoneBook("DE").arrays(
+        pa.array([c[0] for c in cases]), pa.array([c[1] for c in cases])
+    )
+    got = list(zip(e164.to_pylist(), possible.to_pylist(), strict=True))
+    wrong = [(c, g, reference(*c)) for c, g in zip(cases, got, strict=True) if g != reference(*c)]
+    assert wrong == []

@@ -31,7 +31,7 @@ from crmseg.backends.base import CANONICAL_SCHEMA
 from crmseg.config import GoldenConfig, IdentityConfig
 from crmseg.identity.components import Scratch, connected_components
 from crmseg.identity.golden import golden_customers, golden_parts, golden_view, record_order
-from crmseg.sources.normalize import PhoneBook, distinct_phones, email_key
+from crmseg.sources.normalize import PhoneBook, distinct_phones, email_key, trimmed
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -87,10 +87,11 @@ def customer_phones(customers: ir.Table, lookup: ir.Table) -> ir.Table:
     import ibis
 
     country = customers.country if "country" in customers.columns else ibis.null("string")
+    plus = trimmed(customers.phone).startswith("+")
     keyed = customers.filter(customers.phone.notnull()).select(
         "customer_id",
         _phone=customers.phone,
-        _country=ibis.ifelse(customers.phone.strip().startswith("+"), ibis.null("string"), country),
+        _country=ibis.ifelse(plus, ibis.null("string"), country),
     )
     joined = keyed.join(
         lookup,
@@ -128,13 +129,13 @@ def linking_values(
             parts.append(found.select("customer_id", kind=ibis.literal("phone"), value=found.e164))
     if "identifiers" in config.match_on and "identifiers" in tables:
         ids = tables["identifiers"]
-        id_type = ids.id_type.strip().lower()
+        id_type = trimmed(ids.id_type).lower()
         if config.identifier_types is not None:
             ids = ids.filter(id_type.isin([t.lower() for t in config.identifier_types]))
-            id_type = ids.id_type.strip().lower()
+            id_type = trimmed(ids.id_type).lower()
         # Alternate emails link with customers' emails; other types only with their own type.
         is_email = id_type == "email"
-        value = ibis.ifelse(is_email, email_key(ids.id_value, plus, dots), ids.id_value.strip())
+        value = ibis.ifelse(is_email, email_key(ids.id_value, plus, dots), trimmed(ids.id_value))
         parts.append(ids.select("customer_id", kind=id_type, value=value))
     if not parts:
         return customers.select(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from crmseg.config import Config
 from crmseg.errors import QualityError
 from crmseg.sources.model import CHANNELS, CONSENT_STATUSES, TABLES
-from crmseg.sources.normalize import EMAIL_PATTERN, PhoneBook, blank
+from crmseg.sources.normalize import EMAIL_PATTERN, PhoneBook, blank, trimmed
 from crmseg.sources.pii import PII_COLUMNS, mask
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ class _Checker:
         has = customers.filter(customers.phone.notnull() & ~blank(customers.phone))
         keyed = has.select(
             phone=has.phone,
-            country=ibis.ifelse(has.phone.strip().startswith("+"), ibis.null("string"), country),
+            country=ibis.ifelse(trimmed(has.phone).startswith("+"), ibis.null("string"), country),
         )
         grouped = self.backend.execute(
             keyed.group_by("phone", "country").aggregate(n=keyed.count())

@@ -251,8 +251,6 @@ class History:
             return bool(state.rows(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
 
         active = "m.entered_at <= $at AND (m.exited_at IS NULL OR m.exited_at > $at)"
-        same = "m.sid = {0}.sid AND m.pid = {0}.pid"
-        temps = ("_next", "_diff", "_leaving", "_joining", "_p", "_q")
         # The next run instant of each segment after `at`, and the newest run there.
         x(
             "CREATE OR REPLACE TEMP TABLE _next AS "
@@ -278,27 +276,45 @@ class History:
             f"SELECT m.sid, m.pid FROM intervals m JOIN _chosen c USING (sid) WHERE {active}", p
         )
         split = _differences(old, current)
-        if split is not None:
-            with state.registered(_leaving_arrow=split[0], _joining_arrow=split[1]):
-                x("CREATE OR REPLACE TEMP TABLE _leaving AS SELECT * FROM _leaving_arrow")
-                x("CREATE OR REPLACE TEMP TABLE _joining AS SELECT * FROM _joining_arrow")
-        else:  # too many keys for bitmaps: one full join finds both differences
-            with state.registered(_old_arrow=old, _cur_arrow=current):
-                x(
-                    "CREATE OR REPLACE TEMP TABLE _diff AS SELECT o.sid AS o_sid, "
-                    "o.pid AS o_pid, c.sid AS c_sid, c.pid AS c_pid FROM _old_arrow o "
-                    "FULL JOIN _cur_arrow c ON c.sid = o.sid AND c.pid = o.pid "
+        if split is None:  # too many keys for bitmaps: one full join finds both differences
+            with state.registered(_old=old, _cur=current):
+                diff = state.arrow(
+                    "SELECT o.sid AS o_sid, o.pid AS o_pid, c.sid AS c_sid, c.pid AS c_pid "
+                    "FROM _old o FULL JOIN _cur c ON c.sid = o.sid AND c.pid = o.pid "
                     "WHERE o.sid IS NULL OR c.sid IS NULL"
                 )
-            x(
-                "CREATE OR REPLACE TEMP TABLE _leaving AS SELECT o_sid AS sid, o_pid AS pid "
-                "FROM _diff WHERE c_sid IS NULL"
+            split = tuple(
+                pa.table({"sid": t.column(f"{a}_sid"), "pid": t.column(f"{a}_pid")})
+                for a, t in (
+                    ("o", diff.filter(pc.is_null(diff.column("c_sid")))),
+                    ("c", diff.filter(pc.is_null(diff.column("o_sid")))),
+                )
             )
-            x(
-                "CREATE OR REPLACE TEMP TABLE _joining AS SELECT c_sid AS sid, c_pid AS pid "
-                "FROM _diff WHERE o_sid IS NULL"
-            )
-        if any_rows("_leaving"):
+        leaving, joining = split
+        with state.registered(_leaving=leaving, _joining=joining):
+            self._apply(run_id, at, leaving, joining, later, again)
+
+    def _apply(
+        self,
+        run_id: int,
+        at: datetime,
+        leaving: pa.Table,
+        joining: pa.Table,
+        later: bool,
+        again: bool,
+    ) -> None:
+        """The writes of ``_splice`` (``_leaving``, ``_joining``, ``_next`` and ``_chosen``
+        are visible to its statements)."""
+        state = self.state
+        x = state.execute
+        p = {"at": at, "run": run_id}
+
+        def any_rows(table: str) -> bool:
+            return bool(state.rows(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
+
+        active = "m.entered_at <= $at AND (m.exited_at IS NULL OR m.exited_at > $at)"
+        same = "m.sid = {0}.sid AND m.pid = {0}.pid"
+        if leaving.num_rows:
             # Leaving: the part of their interval after the next instant survives.
             if later:
                 x(
@@ -386,18 +402,26 @@ class History:
         else:  # a run at the newest instant: new intervals stay open
             x("INSERT INTO intervals SELECT sid, pid, $at, NULL, $run, NULL FROM _joining", p)
         # Entered/exited at this instant, and at each segment's next instant (intervals start
-        # and end only at run instants).
-        x(
-            "INSERT INTO run_segments (run_id, segment, definition_hash, definition, size, "
-            "entered, exited, english) "
-            "SELECT $run, c.segment, c.definition_hash, c.definition, c.size, "
-            "coalesce(f.entered, 0), coalesce(f.exited, 0), c.english FROM _chosen c "
-            "LEFT JOIN (SELECT m.sid, count(*) FILTER (WHERE m.entered_at = $at) AS entered, "
-            "count(*) FILTER (WHERE m.exited_at = $at) AS exited FROM intervals m "
-            "JOIN _chosen c USING (sid) WHERE m.entered_at = $at OR m.exited_at = $at "
-            "GROUP BY m.sid) f USING (sid)",
-            p,
-        )
+        # and end only at run instants). Unless an earlier run shares this instant, the
+        # intervals entering or leaving at it are exactly the joiners and leavers.
+        if again:
+            counts = (
+                "SELECT m.sid, count(*) FILTER (WHERE m.entered_at = $at) AS entered, "
+                "count(*) FILTER (WHERE m.exited_at = $at) AS exited FROM intervals m "
+                "JOIN _chosen c USING (sid) WHERE m.entered_at = $at OR m.exited_at = $at "
+                "GROUP BY m.sid"
+            )
+        else:
+            counts = "SELECT * FROM _counts"
+        with state.registered(_counts=_per_segment(leaving, joining)):
+            x(
+                "INSERT INTO run_segments (run_id, segment, definition_hash, definition, "
+                "size, entered, exited, english) "
+                "SELECT $run, c.segment, c.definition_hash, c.definition, c.size, "
+                "coalesce(f.entered, 0), coalesce(f.exited, 0), c.english FROM _chosen c "
+                f"LEFT JOIN ({counts}) f USING (sid)",
+                p,
+            )
         if later:
             x(
                 "UPDATE run_segments r SET entered = f.entered, exited = f.exited FROM "
@@ -408,7 +432,7 @@ class History:
                 "GROUP BY c.segment, n.n_run) f "
                 "WHERE r.run_id = f.n_run AND r.segment = f.segment"
             )
-        for temp in temps:
+        for temp in ("_next", "_p", "_q"):
             x(f"DROP TABLE IF EXISTS {temp}")
 
     # --- runs ---------------------------------------------------------------------------------
@@ -587,6 +611,20 @@ def _differences(old: pa.Table, cur: pa.Table) -> tuple[pa.Table, pa.Table] | No
         )
 
     return pairs(1), pairs(2)
+
+
+def _per_segment(leaving: pa.Table, joining: pa.Table) -> pa.Table:
+    """(sid, entered, exited): the joiners and leavers of each segment."""
+    sids = [t.column("sid").to_numpy() for t in (joining, leaving)]
+    size = max((int(s.max()) + 1 for s in sids if len(s)), default=0)
+    entered, exited = (np.bincount(s, minlength=size) for s in sids)
+    return pa.table(
+        {
+            "sid": pa.array(np.arange(size, dtype=np.int32)),
+            "entered": pa.array(entered.astype(np.int64)),
+            "exited": pa.array(exited.astype(np.int64)),
+        }
+    )
 
 
 def _positions(members: Sequence[pa.Array]) -> tuple[pa.Array, np.ndarray]:

@@ -281,3 +281,119 @@ def _accept(cc: int, digits: pa.Array, width: int) -> tuple[np.ndarray, np.ndarr
         example = rest[int(np.flatnonzero(same)[0])].as_py()  # the rules read only lengths
         plausible[same] = _possible(cc, example)
     return keep, plausible
+
+
+_NATIONAL = r"^[0-9 ()\-./]*$"
+
+
+def national(raw: pa.Array, regions: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(E.164, possible) of plain national spellings (digits with the usual punctuation, no
+    plus), each read in its region (``regions``: a supported region code per value, or
+    null), computed on whole columns a region at a time; null where a value needs the
+    per-value path.
+
+    For these, ``_plan_number`` reduces to: no international dialling prefix and no home
+    calling code in front (those go value by value), the region's national prefix stripped
+    where its rules allow, and length checks, decided once per distinct length. The
+    region's patterns run on RE2, whose matches are Python's for these regular patterns; a
+    region whose patterns RE2 cannot run, or that rewrites its prefix, goes value by value."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(raw)
+    digits = pc.replace_substring_regex(text, r"[^0-9]", "")
+    plain = pc.and_(
+        pc.match_substring_regex(text, _NATIONAL), pc.less_equal(pc.utf8_length(text), 250)
+    )
+    long_enough = pc.greater_equal(pc.utf8_length(digits), 3)
+    usable = pc.and_(pc.and_(plain, long_enough), pc.is_valid(regions))
+    rows = pc.indices_nonzero(pc.fill_null(usable, False)).to_numpy()
+    e164 = pa.nulls(len(raw), pa.string())
+    possible = np.zeros(len(raw), dtype=bool)
+    if not len(rows):
+        return e164, pa.array(possible, mask=np.ones(len(raw), dtype=bool))
+    found = pc.take(regions, pa.array(rows)).dictionary_encode()
+    which = found.indices.to_numpy()
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(found.dictionary) + 1))
+    parts: list[tuple[np.ndarray, pa.Array]] = []
+    for k, region in enumerate(found.dictionary.to_pylist()):
+        group = rows[order[bounds[k] : bounds[k + 1]]]
+        try:
+            read = _national_in(region, pc.take(digits, pa.array(group)))
+        except pa.ArrowInvalid:  # a pattern RE2 cannot run: value by value
+            continue
+        if read is not None:
+            text_k, possible_k = read
+            keep = pc.is_valid(text_k).to_numpy(zero_copy_only=False)
+            parts.append((group[keep], text_k.filter(pa.array(keep))))
+            possible[group[keep]] = possible_k[keep]
+    if parts:
+        where = np.concatenate([g for g, _ in parts])
+        order = np.argsort(where)
+        values = pa.concat_arrays([v for _, v in parts]).take(pa.array(order))
+        mask = np.zeros(len(raw), dtype=bool)
+        mask[where] = True
+        e164 = pc.replace_with_mask(e164, pa.array(mask), values)
+    return e164, pa.array(possible, mask=pc.is_null(e164).to_numpy(zero_copy_only=False))
+
+
+def _national_in(region: str, digits: pa.Array) -> tuple[pa.Array, np.ndarray] | None:
+    """(E.164 or null, possible) of compact national ``digits`` read in ``region``; None
+    when the whole region goes value by value."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    u = _lib()
+    home = _home(region)[0]
+    if home is None or home.national_prefix_transform_rule:
+        return None
+    own = str(home.country_code)
+    idd = home.international_prefix
+    # A dialling prefix or the home calling code in front: value by value.
+    ok = pc.invert(pc.starts_with(digits, own))
+    if idd:
+        ok = pc.and_(ok, pc.invert(pc.match_substring_regex(digits, f"^(?:{idd})")))
+    number = digits
+    prefix = home.national_prefix_for_parsing
+    if prefix:
+        general = home.general_desc
+        pattern = general.national_number_pattern if general is not None else None
+
+        def viable(values: pa.Array) -> pa.Array:
+            if not pattern:
+                return pa.array(np.zeros(len(values), dtype=bool))
+            return pc.match_substring_regex(values, f"^(?:{pattern})$")
+
+        start = f"^(?:{prefix})"
+        rest = pc.replace_substring_regex(digits, start, "", max_replacements=1)
+        lengths = pc.utf8_length(rest).to_numpy(zero_copy_only=False)
+        rejected = (
+            u.ValidationResult.TOO_SHORT,
+            u.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+            u.ValidationResult.INVALID_LENGTH,
+        )
+        accept = np.zeros(len(digits), dtype=bool)
+        for n in np.unique(lengths[lengths > 0]):  # the rules read only lengths
+            accept[lengths == n] = u._test_number_length("9" * int(n), home) not in rejected
+        strip = pc.and_(
+            pc.match_substring_regex(digits, start),
+            pc.invert(pc.and_(viable(digits), pc.invert(viable(rest)))),
+        )
+        strip = pc.and_(strip, pa.array(accept))
+        number = pc.if_else(strip, rest, digits)
+    lengths = pc.utf8_length(number).to_numpy(zero_copy_only=False)
+    ok = pc.and_(ok, pc.invert(pc.starts_with(number, "0")))  # leading zeros: value by value
+    ok_np = ok.to_numpy(zero_copy_only=False)
+    ok_np &= (lengths >= u._MIN_LENGTH_FOR_NSN) & (lengths <= u._MAX_LENGTH_FOR_NSN)
+    plausible = np.zeros(len(digits), dtype=bool)
+    for n in np.unique(lengths[ok_np]):
+        plausible[ok_np & (lengths == n)] = _possible(home.country_code, "9" * int(n))
+    text = pc.if_else(
+        pa.array(ok_np),
+        pc.binary_join_element_wise("+" + own, number, ""),
+        pa.scalar(None, pa.string()),
+    )
+    return text, plausible
