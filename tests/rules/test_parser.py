@@ -137,3 +137,12 @@ _exprs = st.recursive(st.one_of(_names, _lits), _extend, max_leaves=12)
 @given(_exprs)
 def test_render_parse_round_trip(node: A.Node) -> None:
     assert parse(render(node)) == node
+
+
+def test_a_text_parsed_again_comes_from_the_memo_and_errors_keep_their_place() -> None:
+    first = parse("orders_count >= 3 and ltv > 10", file="a.yml", line=4)
+    assert parse("orders_count >= 3 and ltv > 10", file="b.yml", line=9) is first
+    for where, line in (("a.yml", 3), ("b.yml", 7)):
+        with pytest.raises(RuleSyntaxError) as err:
+            parse("orders_count >=", file=where, line=line)
+        assert f"{where}:{line}:" in str(err.value)

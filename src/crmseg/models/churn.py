@@ -9,6 +9,8 @@ relative to an average customer).
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +48,22 @@ def sklearn() -> Any:
     except ImportError:
         raise MissingDependencyError("scikit-learn", "models") from None
     return sk
+
+
+def prefetch(*modules: str) -> None:
+    """Start importing ``modules`` in a background thread. A fit calls this before its
+    queries: the engine releases the GIL while it works, so scikit-learn's import (seconds)
+    overlaps them instead of following them. A failed import is left for the fit's own
+    import to report."""
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # reported by the fit's own import
+                return
+
+    threading.Thread(target=load, name="crmseg-prefetch", daemon=True).start()
 
 
 class Design:

@@ -95,7 +95,7 @@ class ModelTraits:
         out: dict[str, ir.Table | Derived] = {}
         for group in sorted({n.split(".", 1)[0] for n in names}):
             try:
-                fit = self.fit(group, tables, as_of)
+                fit = self.fit(group, tables, as_of, steps)
             except ModelError as exc:
                 exc.group = group  # the plan names the segments that need this group
                 raise
@@ -154,8 +154,15 @@ class ModelTraits:
         text = json.dumps(body, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def fit(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> Fit:
-        """The fit to score ``as_of`` with: a recorded one when still fresh, else a new one."""
+    def fit(
+        self,
+        group: str,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        steps: Steps | None = None,
+    ) -> Fit:
+        """The fit to score ``as_of`` with: a recorded one when still fresh, else a new one.
+        ``steps`` evaluates the scans a fit shares with scoring (CLV's summary)."""
         key = (group, as_of)
         if key in self._fits:
             return self._fits[key]
@@ -166,7 +173,7 @@ class ModelTraits:
         if found is not None:
             fit = Fit(group, found["as_of"], found["state"], found["fit_id"])
         else:
-            fit = self._fit_now(group, tables, as_of)
+            fit = self._fit_now(group, tables, as_of, steps)
             self._uncommitted.append(key)
             self.records.extend(fit.records)
             if self.store is not None:
@@ -176,9 +183,15 @@ class ModelTraits:
         self._fits[key] = fit
         return fit
 
-    def _fit_now(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> Fit:
+    def _fit_now(
+        self,
+        group: str,
+        tables: Mapping[str, ir.Table],
+        as_of: datetime,
+        steps: Steps | None = None,
+    ) -> Fit:
         if group == "clv":
-            state, records = self._fit_clv(tables, as_of)
+            state, records = self._fit_clv(tables, as_of, steps)
         elif group == "churn":
             state, records = self._fit_churn(tables, as_of)
         elif group == "cluster":
@@ -229,11 +242,12 @@ class ModelTraits:
     # --- models ---------------------------------------------------------------------------
 
     def _fit_clv(
-        self, tables: Mapping[str, ir.Table], as_of: datetime
+        self, tables: Mapping[str, ir.Table], as_of: datetime, steps: Steps | None = None
     ) -> tuple[dict[str, Any], list[ModelRecord]]:
         from crmseg.models.clv import fit_clv
 
-        s = rfm_table(tables, as_of)
+        # Through the run's steps the summary is computed once, and scoring reuses it.
+        s = rfm_table(tables, as_of, steps)
         rows = self.execute(s.group_by("frequency", "recency", "T").aggregate(customers=s.count()))
         spend = s.filter((s.frequency > 0) & (s.monetary > 0))
         spenders = self.execute(
@@ -297,8 +311,9 @@ class ModelTraits:
     def _fit_churn(
         self, tables: Mapping[str, ir.Table], as_of: datetime
     ) -> tuple[dict[str, Any], list[ModelRecord]]:
-        from crmseg.models.churn import fit_churn
+        from crmseg.models.churn import fit_churn, prefetch
 
+        prefetch("sklearn.calibration", "sklearn.linear_model", "sklearn.metrics")
         c = self.config
         h = c.churn_horizon_days
         start = as_of - timedelta(days=h)
@@ -321,8 +336,10 @@ class ModelTraits:
     def _fit_clusters(
         self, tables: Mapping[str, ir.Table], as_of: datetime
     ) -> tuple[dict[str, Any], list[ModelRecord]]:
+        from crmseg.models.churn import prefetch
         from crmseg.models.clusters import fit_clusters
 
+        prefetch("sklearn.cluster", "sklearn.metrics")
         c = self.config
         frame = self._sample(self.features(tables, as_of, self.feature_names(tables, "cluster")))
         result = fit_clusters(frame, as_of, c.clusters_k, c.seed, c.sample_size)

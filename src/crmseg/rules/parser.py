@@ -208,7 +208,25 @@ def _expected(e: UnexpectedInput) -> str:
 
 
 def parse(text: str, *, file: str | None = None, line: int = 1, column: int = 1) -> A.Node:
-    """Parse one rule or trait expression; raises RuleSyntaxError pointing into ``file``."""
+    """Parse one rule or trait expression; raises RuleSyntaxError pointing into ``file``.
+
+    Nodes are immutable and their spans are relative to ``text``, so a text parsed before
+    in this process is answered from a memo (a run builds the catalog's plan and the model
+    features' plan over the same built-in traits; a server parses on every request)."""
+    node = _PARSED.get(text)
+    if node is None:
+        node = _parse(text, file, line, column)
+        if len(_PARSED) >= _MEMO:
+            _PARSED.pop(next(iter(_PARSED)))  # the oldest entry
+        _PARSED[text] = node
+    return node
+
+
+_PARSED: dict[str, A.Node] = {}
+_MEMO = 8192  # texts kept
+
+
+def _parse(text: str, file: str | None, line: int, column: int) -> A.Node:
     if len(text) > MAX_RULE:
         loc, excerpt = locate(text, A.Span(1, 1, 1, 2), file, line, column)
         raise RuleSyntaxError(

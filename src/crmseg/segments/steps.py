@@ -48,8 +48,13 @@ class StepCache:
         self.folder = folder
         self.data = data  # what the warehouse holds: sources, identity settings, version
         self.report: dict[str, dict[str, Any]] = {}
+        # (step key, instant) -> its table: a model fit and its scoring ask for one step
+        self._done: dict[tuple[str, datetime], pa.Table] = {}
 
     def __call__(self, step: Step, as_of: datetime) -> ir.Table:
+        done = self._done.get((step.key, as_of))
+        if done is not None:
+            return ibis.memtable(done)
         clock = time.perf_counter()
         entry = self._read(step) if step.incremental else None
         if entry is not None and entry[0] <= as_of:
@@ -64,6 +69,7 @@ class StepCache:
             self._write(step, as_of, table)
         how["seconds"] = round(time.perf_counter() - clock, 3)
         self.report[step.name] = how
+        self._done[(step.key, as_of)] = table
         return ibis.memtable(table)
 
     # --- what changed between two instants -----------------------------------------------
