@@ -22,6 +22,8 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
     import pyarrow as pa
 
@@ -231,12 +233,7 @@ def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     accepted = np.zeros(len(raw), dtype=bool)
     possible = np.zeros(len(raw), dtype=bool)
     if len(rows):
-        found = pc.take(code, pa.array(rows)).dictionary_encode()
-        which = found.indices.to_numpy()
-        order = np.argsort(which, kind="stable")
-        bounds = np.searchsorted(which[order], np.arange(len(found.dictionary) + 1))
-        for k, cc_text in enumerate(found.dictionary.to_pylist()):
-            group = rows[order[bounds[k] : bounds[k + 1]]]
+        for cc_text, group in _groups(code, rows):
             keep, plausible = _accept(int(cc_text), digits.take(pa.array(group)), len(cc_text))
             accepted[group] = keep
             possible[group] = plausible
@@ -246,6 +243,20 @@ def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
         pa.scalar(None, pa.string()),
     )
     return e164, pa.array(possible, mask=~accepted)
+
+
+def _groups(keys: pa.Array, rows: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, its rows) for each distinct value of ``keys`` at ``rows``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.take(keys, pa.array(rows)).dictionary_encode()
+    which = found.indices.to_numpy()
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(found.dictionary) + 1))
+    for k, key in enumerate(found.dictionary.to_pylist()):
+        yield key, rows[order[bounds[k] : bounds[k + 1]]]
 
 
 def _accept(cc: int, digits: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,13 +324,8 @@ def national(raw: pa.Array, regions: pa.Array) -> tuple[pa.Array, pa.Array]:
     possible = np.zeros(len(raw), dtype=bool)
     if not len(rows):
         return e164, pa.array(possible, mask=np.ones(len(raw), dtype=bool))
-    found = pc.take(regions, pa.array(rows)).dictionary_encode()
-    which = found.indices.to_numpy()
-    order = np.argsort(which, kind="stable")
-    bounds = np.searchsorted(which[order], np.arange(len(found.dictionary) + 1))
     parts: list[tuple[np.ndarray, pa.Array]] = []
-    for k, region in enumerate(found.dictionary.to_pylist()):
-        group = rows[order[bounds[k] : bounds[k + 1]]]
+    for region, group in _groups(regions, rows):
         try:
             read = _national_in(region, pc.take(digits, pa.array(group)))
         except pa.ArrowInvalid:  # a pattern RE2 cannot run: value by value
@@ -331,8 +337,7 @@ def national(raw: pa.Array, regions: pa.Array) -> tuple[pa.Array, pa.Array]:
             possible[group[keep]] = possible_k[keep]
     if parts:
         where = np.concatenate([g for g, _ in parts])
-        order = np.argsort(where)
-        values = pa.concat_arrays([v for _, v in parts]).take(pa.array(order))
+        values = pa.concat_arrays([v for _, v in parts]).take(pa.array(np.argsort(where)))
         mask = np.zeros(len(raw), dtype=bool)
         mask[where] = True
         e164 = pc.replace_with_mask(e164, pa.array(mask), values)
