@@ -247,10 +247,7 @@ class History:
         x = state.execute
         p = {"at": at, "run": run_id}
 
-        def any_rows(table: str) -> bool:
-            return bool(state.rows(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
-
-        active = "m.entered_at <= $at AND (m.exited_at IS NULL OR m.exited_at > $at)"
+        any_rows, active = self._any_rows, _ACTIVE
         # The next run instant of each segment after `at`, and the newest run there.
         x(
             "CREATE OR REPLACE TEMP TABLE _next AS "
@@ -309,11 +306,7 @@ class History:
         x = state.execute
         p = {"at": at, "run": run_id}
 
-        def any_rows(table: str) -> bool:
-            return bool(state.rows(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
-
-        active = "m.entered_at <= $at AND (m.exited_at IS NULL OR m.exited_at > $at)"
-        same = "m.sid = {0}.sid AND m.pid = {0}.pid"
+        any_rows, active, same = self._any_rows, _ACTIVE, _SAME
         if leaving.num_rows:
             # Leaving: the part of their interval after the next instant survives.
             if later:
@@ -404,6 +397,7 @@ class History:
         # Entered/exited at this instant, and at each segment's next instant (intervals start
         # and end only at run instants). Unless an earlier run shares this instant, the
         # intervals entering or leaving at it are exactly the joiners and leavers.
+        tallies: dict[str, pa.Table] = {}
         if again:
             counts = (
                 "SELECT m.sid, count(*) FILTER (WHERE m.entered_at = $at) AS entered, "
@@ -412,8 +406,8 @@ class History:
                 "GROUP BY m.sid"
             )
         else:
-            counts = "SELECT * FROM _counts"
-        with state.registered(_counts=_per_segment(leaving, joining)):
+            counts, tallies["_counts"] = "SELECT * FROM _counts", _per_segment(leaving, joining)
+        with state.registered(**tallies):
             x(
                 "INSERT INTO run_segments (run_id, segment, definition_hash, definition, "
                 "size, entered, exited, english) "
@@ -434,6 +428,9 @@ class History:
             )
         for temp in ("_next", "_p", "_q"):
             x(f"DROP TABLE IF EXISTS {temp}")
+
+    def _any_rows(self, table: str) -> bool:
+        return bool(self.state.rows(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -611,6 +608,11 @@ def _differences(old: pa.Table, cur: pa.Table) -> tuple[pa.Table, pa.Table] | No
         )
 
     return pairs(1), pairs(2)
+
+
+# An interval active at $at, and the same (segment, person) as alias {0}.
+_ACTIVE = "m.entered_at <= $at AND (m.exited_at IS NULL OR m.exited_at > $at)"
+_SAME = "m.sid = {0}.sid AND m.pid = {0}.pid"
 
 
 def _per_segment(leaving: pa.Table, joining: pa.Table) -> pa.Table:

@@ -213,11 +213,7 @@ def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     import pyarrow.compute as pc
 
     u = _lib()
-    text = pc.utf8_trim_whitespace(raw)
-    digits = pc.replace_substring_regex(text, r"[^0-9]", "")
-    plain = pc.and_(
-        pc.match_substring_regex(text, _INTERNATIONAL), pc.less_equal(pc.utf8_length(text), 250)
-    )
+    digits, plain = _plain(raw, _INTERNATIONAL)
     usable = pc.and_(
         pc.greater_equal(pc.utf8_length(digits), 3), pc.invert(pc.starts_with(digits, "0"))
     )
@@ -243,6 +239,17 @@ def international(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
         pa.scalar(None, pa.string()),
     )
     return e164, pa.array(possible, mask=~accepted)
+
+
+def _plain(raw: pa.Array, spelling: str) -> tuple[pa.Array, pa.Array]:
+    """(digits, whether the trimmed value matches ``spelling`` and is not over-long), as
+    ``compact`` decides one value."""
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(raw)
+    digits = pc.replace_substring_regex(text, r"[^0-9]", "")
+    short = pc.less_equal(pc.utf8_length(text), 250)
+    return digits, pc.and_(pc.match_substring_regex(text, spelling), short)
 
 
 def _groups(keys: pa.Array, rows: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
@@ -312,11 +319,7 @@ def national(raw: pa.Array, regions: pa.Array) -> tuple[pa.Array, pa.Array]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = pc.utf8_trim_whitespace(raw)
-    digits = pc.replace_substring_regex(text, r"[^0-9]", "")
-    plain = pc.and_(
-        pc.match_substring_regex(text, _NATIONAL), pc.less_equal(pc.utf8_length(text), 250)
-    )
+    digits, plain = _plain(raw, _NATIONAL)
     long_enough = pc.greater_equal(pc.utf8_length(digits), 3)
     usable = pc.and_(pc.and_(plain, long_enough), pc.is_valid(regions))
     rows = pc.indices_nonzero(pc.fill_null(usable, False)).to_numpy()
