@@ -290,6 +290,35 @@ def test_non_finite_numbers_are_missing_never_compared(
     ]
 
 
+def test_turning_checks_on_counts_non_finite_numbers_of_unchanged_sources(
+    make_project: MakeProject,
+) -> None:
+    """A load with the checks off does not count NaN and infinities; turning the checks on
+    reloads the unchanged source, so the counts are there."""
+
+    def config(on: str) -> str:
+        return (
+            "name: t\nsources:\n  customers: {path: data/customers.csv}\n"
+            "  orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}\n"
+            f"quality:\n  enabled: {on}\n  checks:\n    non_finite_amounts: {{severity: warn}}\n"
+        )
+
+    root = make_project(
+        crmseg_yml=config("false"), data__orders_csv=_NON_FINITE, segments__core_yml=_BIG_SPENDERS
+    )
+    at = datetime(2024, 12, 31)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=at)
+        assert ws.last_run().details["quality"] == "off"  # type: ignore[union-attr]
+    (root / "crmseg.yml").write_text(config("true"))
+    with Workspace.open(root) as ws:
+        result = ws.run(as_of=at)
+        report = ws.quality(as_of=at)
+    assert result.details["sources"]["orders"] == "loaded"
+    found = [(f.where, f.affected) for f in report.findings if f.check == "non_finite_amounts"]
+    assert found == [("orders.amount", 3)]
+
+
 def pc_count_non_finite(values: pa.ChunkedArray) -> int:
     return sum(1 for v in values.to_pylist() if v is not None and not math.isfinite(v))
 

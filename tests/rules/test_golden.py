@@ -28,6 +28,7 @@ CASES = {
     "< count(events where name = 'login' within 60d) / 4",
     "sequence": "did('added_to_cart') then not did('order_completed') within 1h",
     "consent_segment": "consent.email and not in_segment('attributes')",
+    "first_value": "first(orders.category) = 'skincare' and count_distinct(orders.category) >= 2",
 }
 
 

@@ -99,6 +99,51 @@ def test_carried_scans_equal_a_full_evaluation(shop: Path, tmp_path: Path) -> No
     assert all(r["orders.instant"]["how"] == "computed" for r in reports)  # reads the instant
 
 
+def test_a_table_scanned_in_chunks_gives_the_same_columns(
+    shop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table's aggregates in several scans (distinct counts in one of their own), carried
+    from instant to instant, equal one scan of them all; the chunks share one look for
+    customers whose rows crossed a bound."""
+    from crmseg.rules import plan as plan_module
+
+    with Workspace.open(shop) as ws:
+        whole = {d: _wide(ws, T0 + timedelta(days=d), None) for d in (0, 5)}
+        monkeypatch.setattr(plan_module, "WIDEST", 3)
+        looked: list[str] = []  # steps that scanned for crossed rows
+        queries = [0]
+        execute = ws.backend.execute
+
+        def counted(expr):  # type: ignore[no-untyped-def]
+            queries[0] += 1
+            return execute(expr)
+
+        monkeypatch.setattr(ws.backend, "execute", counted)
+
+        class Counting(StepCache):
+            def _touched(self, step, since, until):  # type: ignore[no-untyped-def]
+                before = queries[0]
+                out = super()._touched(step, since, until)
+                if queries[0] > before:
+                    looked.append(step.name)
+                return out
+
+        reports = []
+        for d in (0, 5):
+            at = T0 + timedelta(days=d)
+            cache = Counting(ws.backend, tmp_path, "data")
+            _same(_wide(ws, at, cache), whole[d], at)
+            _same(_wide(ws, at, None), whole[d], at)
+            reports.append(cache.report)
+    chunks = [n for n in reports[0] if n == "orders" or n.startswith("orders.")]
+    assert {"orders", "orders.2", "orders.3", "orders.distinct"} <= set(chunks), chunks
+    carried = [n for n in chunks if n not in ("orders.windows", "orders.rfm")]
+    carried = [n for n in carried if not n.startswith("orders.instant")]
+    assert all(reports[1][n]["how"] == "updated" for n in carried), reports[1]
+    assert len({reports[1][n]["touched"] for n in carried}) == 1
+    assert len([n for n in looked if n in carried]) == 1, looked
+
+
 @settings(
     max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

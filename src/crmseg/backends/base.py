@@ -38,10 +38,10 @@ class Backend(ABC):
     # --- built on execute / the Ibis connection ------------------------------------------------
 
     def sql_of(self, expr: ir.Expr) -> str:
-        import ibis
+        from crmseg.backends.sql import to_sql
 
         try:
-            return str(ibis.to_sql(expr, dialect=self.dialect))
+            return to_sql(expr, self.dialect)
         except Exception:  # compiling for the message must never hide the real error
             return "<could not compile expression>"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import CANONICAL_SCHEMA, Backend, _first_line
+from crmseg.backends.sql import compiler
 from crmseg.errors import BackendError
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class DuckDBBackend(Backend):
             raise BackendError(
                 f"cannot open DuckDB database {self.path}: {_first_line(exc)}"
             ) from None
+        con.compiler = compiler("duckdb")
         # Timestamps are naive UTC throughout; make DuckDB's own conversions agree.
         con.con.execute("SET TimeZone = 'UTC'")
         self._pending = False

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import ibis
 import ibis.expr.types as ir
@@ -155,6 +156,20 @@ ModelProvider = Callable[
 
 # Row expressions that read the instant itself (not only through visibility and windows).
 _READS_NOW = ("days_since", "hours_since")
+T = TypeVar("T")
+
+# Aggregates per grouped scan. DuckDB keeps every group's states in one row of its hash
+# table: past a few dozen states the rows outgrow the caches, and two scans of half the
+# width each took 6.8 s where one took 10.3 s (55 aggregates, 10M orders, 500k customers).
+WIDEST = 32
+
+
+def _chunks(items: Sequence[T], most: int) -> list[Sequence[T]]:
+    """``items`` in the fewest runs of at most ``most``, as even in length as they can be."""
+    count = -(-len(items) // most)
+    size, longer = divmod(len(items), count) if count else (0, 0)
+    starts = [i * size + min(i, longer) for i in range(count + 1)]
+    return [items[a:b] for a, b in itertools.pairwise(starts)]
 
 
 def _instant_free(node: A.Node | None) -> bool:
@@ -516,7 +531,7 @@ class Plan:
             plain = [a for a in aggs if a.fn not in A.SPECIAL_AGGS]
 
             def grouped(
-                src: ir.Table, plain: list[A.Agg] = plain, time: str | None = time
+                src: ir.Table, plain: Sequence[A.Agg] = plain, time: str | None = time
             ) -> ir.Table:
                 row = Compiler(_row_lookup(src), as_of)
                 metrics = {self._agg_names[a]: agg_metric(a, src, time, as_of, row)
@@ -524,13 +539,23 @@ class Plan:
                 return src.group_by(src.customer_id.cast("string").name(KEY)).aggregate(**metrics)
 
             # Aggregates whose filter reads the instant itself get a scan of their own, so
-            # the others can still be carried from instant to instant.
+            # the others can still be carried from instant to instant. So do distinct
+            # counts: beside other aggregates DuckDB keeps a set per group and goes slower
+            # (1.6 s of a 4.8 s scan of 10M orders; 0.6 s on their own).
             carried = [a for a in plain if _instant_free(a.where)]
-            for part, group in (("", carried), ("instant", [a for a in plain if a not in carried])):
-                if group:
-                    build = partial(grouped, plain=group)
-                    step = self._step(name, part, tables, as_of, build, group, incremental=True)
-                    t = self._add(t, step, as_of, run, [self._agg_names[a] for a in group])
+            parts = (
+                ("", [a for a in carried if a.fn != "count_distinct"]),
+                ("distinct", [a for a in carried if a.fn == "count_distinct"]),
+                ("instant", [a for a in plain if a not in carried]),
+            )
+            # Every chunk of one table shares the look-backs: the same customers cross them.
+            back = [a.within.seconds for a in plain if a.within]
+            for part, group in parts:
+                for i, chunk in enumerate(_chunks(group, WIDEST)):
+                    build = partial(grouped, plain=chunk)
+                    at = ".".join(p for p in (part, str(i + 1) if i else "") if p)
+                    step = self._step(name, at, tables, as_of, build, chunk, True, back)
+                    t = self._add(t, step, as_of, run, [self._agg_names[a] for a in chunk])
             special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
             if special:
                 # Window aggregates sort rows: give the window only the columns they read, in
@@ -774,7 +799,9 @@ class Plan:
         if dialect == "pyspark":
             _ = ibis.pyspark  # registers the backend's compile options
         expr = self.wide(tables, as_of, sql_segments, None if name is None else [name])
-        return str(ibis.to_sql(expr, dialect=dialect))
+        from crmseg.backends.sql import to_sql
+
+        return to_sql(expr, dialect)
 
     def english(self, name: str) -> str:
         from crmseg.rules.english import sentence

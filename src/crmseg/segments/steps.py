@@ -50,6 +50,8 @@ class StepCache:
         self.report: dict[str, dict[str, Any]] = {}
         # (step key, instant) -> its table: a model fit and its scoring ask for one step
         self._done: dict[tuple[str, datetime], pa.Table] = {}
+        # (rows, time, look-backs, since, until) -> customers: a table's chunks share them
+        self._crossed: dict[tuple[object, ...], pa.Array] = {}
 
     def __call__(self, step: Step, as_of: datetime) -> ir.Table:
         done = self._done.get((step.key, as_of))
@@ -81,6 +83,9 @@ class StepCache:
 
         if step.time is None or since == until:
             return pa.array([], pa.string())
+        seen = (step.source.op(), step.time, step.windows, since, until)
+        if (known := self._crossed.get(seen)) is not None:
+            return known
         src = step.source
         t = src[step.time]
         # Closed at both ends whatever each bound's own comparison: recomputing a customer
@@ -90,7 +95,8 @@ class StepCache:
             back = timedelta(seconds=seconds)
             crossed |= t.between(ts(since - back), ts(until - back))
         keys = src.filter(crossed).select(__t=src.customer_id.cast("string")).distinct()
-        return self.backend.execute(keys).column("__t").combine_chunks()
+        self._crossed[seen] = self.backend.execute(keys).column("__t").combine_chunks()
+        return self._crossed[seen]
 
     def _update(self, step: Step, before: pa.Table, touched: pa.Array) -> pa.Table:
         import pyarrow as pa

@@ -297,7 +297,9 @@ def plan_sources(
             converted, check = _convert(backend, raw[theirs_col], col.dtype, tz)
             if col.dtype == "float":
                 # NaN sorts above every number and sums to NaN: such values are missing.
-                numbers.append((name, col.name, converted))
+                # Counting them is a scan only the quality checks read.
+                if config.quality.enabled:
+                    numbers.append((name, col.name, converted))
                 converted = _finite(converted)
             values[col.name] = converted
             if check is not None:

@@ -101,7 +101,12 @@ def stored(backend: Backend) -> dict[str, dict[str, Any]]:
 
 
 def config_hash(config: Config, source: SourceConfig) -> str:
-    body = {"source": source.model_dump(mode="json"), "timezone": config.timezone}
+    body = {
+        "source": source.model_dump(mode="json"),
+        "timezone": config.timezone,
+        # a load counts non-finite numbers only for the checks: turning them on reloads
+        "quality": config.quality.enabled,
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
