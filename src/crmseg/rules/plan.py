@@ -106,6 +106,9 @@ class Step:
     windows: tuple[int, ...]
     incremental: bool
     build: Callable[[ir.Table], ir.Table]
+    # other steps of the evaluation read the same rows and look-backs (a table's chunks): an
+    # update can read the recomputed customers' rows once for all of them
+    shared: bool = False
 
 
 class Steps(Protocol):
@@ -128,6 +131,7 @@ def step_over(
     what: object,
     windows: Sequence[int] = (),
     incremental: bool = False,
+    shared: bool = False,
 ) -> Step:
     """A step over ``rows`` (every row with a customer) at ``as_of``; ``what`` (with the
     rows' schema) identifies what it computes."""
@@ -142,6 +146,7 @@ def step_over(
         windows=tuple(sorted(set(windows))),
         incremental=incremental,
         build=build,
+        shared=shared,
     )
 
 
@@ -478,9 +483,11 @@ class Plan:
         incremental: bool = False,
         windows: Sequence[int] = (),
         defines: object = None,
+        shared: bool = False,
     ) -> Step:
         rows = self._rows(name, tables)
         columns = sorted((self._agg_names[a], repr(a)) for a in aggs)
+        incremental = incremental and all(_instant_free(a.where) for a in aggs)
         return step_over(
             name if part == "" else f"{name}.{part}",
             rows,
@@ -489,7 +496,8 @@ class Plan:
             build,
             (columns, defines),
             [*windows, *(a.within.seconds for a in aggs if a.within)],
-            incremental and all(_instant_free(a.where) for a in aggs),
+            incremental,
+            shared and incremental,
         )
 
     def _add(
@@ -550,11 +558,15 @@ class Plan:
             )
             # Every chunk of one table shares the look-backs: the same customers cross them.
             back = [a.within.seconds for a in plain if a.within]
-            for part, group in parts:
-                for i, chunk in enumerate(_chunks(group, WIDEST)):
+            chunked = [(part, _chunks(group, WIDEST)) for part, group in parts]
+            shared = sum(len(c) for part, c in chunked if part != "instant") > 1
+            for part, chunks in chunked:
+                for i, chunk in enumerate(chunks):
                     build = partial(grouped, plain=chunk)
                     at = ".".join(p for p in (part, str(i + 1) if i else "") if p)
-                    step = self._step(name, at, tables, as_of, build, chunk, True, back)
+                    step = self._step(
+                        name, at, tables, as_of, build, chunk, True, back, shared=shared
+                    )
                     t = self._add(t, step, as_of, run, [self._agg_names[a] for a in chunk])
             special = [a for a in aggs if a.fn in A.SPECIAL_AGGS]
             if special:

