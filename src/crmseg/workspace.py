@@ -866,8 +866,11 @@ class Workspace:
 
         tables = self._loaded_tables()
         if names and all(n in MODEL_TRAITS for n in names):
-            fitted = self._model_traits(list(names), tables, at)
-            return self.backend.execute(fitted[names[0]].select("customer_id", *names))
+            from crmseg.rules.defs import Later
+
+            table = self._model_traits(list(names), tables, at)[names[0]]
+            table = table() if isinstance(table, Later) else table
+            return self.backend.execute(table.select("customer_id", *names))
         wide = self._plan(tables).wide(tables, at, select=list(names))
         return self.backend.execute(wide.select("customer_id", *names))
 

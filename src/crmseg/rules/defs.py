@@ -53,6 +53,21 @@ class Derived:
     build: Callable[[Callable[[str], Any]], Any]
 
 
+class Later:
+    """A model output table the plan asks for only when it joins it, after the wide table's
+    own grouped scans: the scoring's scans can then reuse the rows those read (see
+    :class:`crmseg.segments.steps.StepCache`). Several names may share one; it is made once."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._table: Any = None
+
+    def __call__(self) -> Any:
+        if self._table is None:
+            self._table = self._make()
+        return self._table
+
+
 @dataclass(frozen=True)
 class Function:
     """A parameterised built-in: ``template`` with ``{param}`` replaced by quoted literals."""

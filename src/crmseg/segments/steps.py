@@ -50,10 +50,11 @@ class StepCache:
         self.report: dict[str, dict[str, Any]] = {}
         # (step key, instant) -> its table: a model fit and its scoring ask for one step
         self._done: dict[tuple[str, datetime], pa.Table] = {}
-        # _crossing(...) -> customers whose rows crossed a bound: a table's chunks share them
+        # (rows, time, look-backs, since, until) -> customers whose rows crossed a bound
         self._crossed: dict[tuple[object, ...], pa.Array] = {}
-        # (_crossing(...), those customers' visible rows), for the next shared step
-        self._held: tuple[tuple[object, ...], pa.Table] | None = None
+        # _rows_at(...) -> (look-backs, the customers they made cross, those customers'
+        # visible rows): read once for a group of steps over the same rows (see _holding)
+        self._held: dict[tuple[object, ...], tuple[tuple[int, ...], pa.Array, pa.Table]] = {}
 
     def __call__(self, step: Step, as_of: datetime) -> ir.Table:
         done = self._done.get((step.key, as_of))
@@ -63,9 +64,8 @@ class StepCache:
         entry = self._read(step) if step.incremental else None
         if entry is not None and entry[0] <= as_of:
             since, before = entry
-            touched = self._touched(step, since, as_of)
-            table = self._update(step, before, touched, since, as_of)
-            how = {"how": "updated", "since": since.isoformat(), "touched": len(touched)}
+            table, touched = self._update(step, before, since, as_of)
+            how = {"how": "updated", "since": since.isoformat(), "touched": touched}
         else:
             table = self.backend.execute(step.build(step.visible))
             how = {"how": "computed"}
@@ -78,14 +78,76 @@ class StepCache:
 
     # --- what changed between two instants -----------------------------------------------
 
-    def _touched(self, step: Step, since: datetime, until: datetime) -> pa.Array:
+    def _update(
+        self, step: Step, before: pa.Table, since: datetime, until: datetime
+    ) -> tuple[pa.Table, int]:
+        """``before`` (the step at ``since``) at ``until``, and how many customers it
+        recomputed: those with a row whose time crossed a bound in between."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        held = self._holding(step, since, until)
+        if held is not None:
+            # Every scan of a table reads all of its rows (5M orders: 0.3 s at the least):
+            # steps over the same rows find their customers and rows in memory instead.
+            everyone, rows = held
+            touched = _crossed_in(rows, step, since, until)
+            if 2 * len(touched) > len(everyone):
+                # Recomputing a customer whose columns did not change gives the same
+                # columns: cheaper than copying most of the rows to leave a few out.
+                touched, picked = everyone, ibis.memtable(rows)
+            else:
+                ids = rows.column("customer_id").cast(pa.string())
+                picked = ibis.memtable(rows.filter(pc.is_in(ids, value_set=touched)))
+        else:
+            touched = self._touched(step, since, until, step.windows)
+            keys = ibis.memtable(pa.table({"__t": touched}))
+            visible = step.visible
+            picked = visible.filter(visible.customer_id.cast("string").isin(keys["__t"]))
+        if len(touched) == 0:
+            return before, 0
+        fresh = self.backend.execute(step.build(picked))
+        kept = before.filter(pc.invert(pc.is_in(before.column(KEY), value_set=touched)))
+        table = pa.concat_tables([kept, fresh.select(kept.column_names).cast(kept.schema)])
+        return table, len(touched)
+
+    def _holding(
+        self, step: Step, since: datetime, until: datetime
+    ) -> tuple[pa.Array, pa.Table] | None:
+        """Rows held for the step's customers: the visible rows of every customer whose
+        rows crossed one of the bounds of the group of steps over the same rows (see
+        :func:`crmseg.rules.plan._shared`), read by the group's first update. Any later step
+        whose look-backs and columns are among the held ones uses them too."""
+        at = _rows_at(step, since, until)
+        held = self._held.get(at)
+        if held is not None:
+            windows, everyone, rows = held
+            if set(step.windows) <= set(windows) and step.reads() <= set(rows.column_names):
+                return everyone, rows
+        if not step.shared or step.time is None or since == until:
+            return None
+        import pyarrow as pa
+
+        # The group's customers (at 6% of 500k customers, 22% of 5M orders) read once, with
+        # only the columns the group reads: 1.1 s -> 0.6 s to pick 1.1M orders.
+        touched = self._touched(step, since, until, step.group_windows)
+        keys = ibis.memtable(pa.table({"__t": touched}))
+        visible = step.visible
+        picked = visible.filter(visible.customer_id.cast("string").isin(keys["__t"]))
+        rows = self.backend.execute(picked.select(*step.holds) if step.holds else picked)
+        self._held[at] = (step.group_windows, touched, rows)
+        return touched, rows
+
+    def _touched(
+        self, step: Step, since: datetime, until: datetime, windows: tuple[int, ...]
+    ) -> pa.Array:
         """Customers with a row whose time crossed a bound between the two instants: it
         became visible, or left one of the look-backs."""
         import pyarrow as pa
 
         if step.time is None or since == until:
             return pa.array([], pa.string())
-        seen = _crossing(step, since, until)
+        seen = (step.source.op(), step.time, windows, since, until)
         if (known := self._crossed.get(seen)) is not None:
             return known
         src = step.source
@@ -93,35 +155,12 @@ class StepCache:
         # Closed at both ends whatever each bound's own comparison: recomputing a customer
         # whose columns did not change gives the same columns, missing one would not.
         crossed = t.between(ts(since), ts(until))
-        for seconds in step.windows:
+        for seconds in windows:
             back = timedelta(seconds=seconds)
             crossed |= t.between(ts(since - back), ts(until - back))
         keys = src.filter(crossed).select(__t=src.customer_id.cast("string")).distinct()
         self._crossed[seen] = self.backend.execute(keys).column("__t").combine_chunks()
         return self._crossed[seen]
-
-    def _update(
-        self, step: Step, before: pa.Table, touched: pa.Array, since: datetime, until: datetime
-    ) -> pa.Table:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if len(touched) == 0:
-            return before
-        keys = ibis.memtable(pa.table({"__t": touched}))
-        rows = step.visible
-        picked = rows.filter(rows.customer_id.cast("string").isin(keys["__t"]))
-        if step.shared:
-            # A table's chunks recompute the same customers: pick their rows once, then each
-            # chunk aggregates those in memory (at 37% of 500k customers, 4.7 s -> 3 s for
-            # three chunks over 10M orders).
-            held = _crossing(step, since, until)
-            if self._held is None or self._held[0] != held:
-                self._held = (held, self.backend.execute(picked))
-            picked = ibis.memtable(self._held[1])
-        fresh = self.backend.execute(step.build(picked))
-        kept = before.filter(pc.invert(pc.is_in(before.column(KEY), value_set=touched)))
-        return pa.concat_tables([kept, fresh.select(kept.column_names).cast(kept.schema)])
 
     # --- files -----------------------------------------------------------------------------
 
@@ -174,7 +213,29 @@ class StepCache:
                 tmp.unlink(missing_ok=True)
 
 
-def _crossing(step: Step, since: datetime, until: datetime) -> tuple[object, ...]:
-    """What decides which customers' rows crossed a bound between two instants (and so
-    their visible rows at ``until``): steps with equal ones recompute the same customers."""
-    return (step.source.op(), step.time, step.windows, since, until)
+def _rows_at(step: Step, since: datetime, until: datetime) -> tuple[object, ...]:
+    """Which rows a step reads between two instants (its table's, visible at ``until``)."""
+    return (step.source.op(), step.time, since, until)
+
+
+def _crossed_in(rows: pa.Table, step: Step, since: datetime, until: datetime) -> pa.Array:
+    """The customers of ``rows`` with a row whose time crossed one of the step's bounds, as
+    :meth:`StepCache._touched` finds them in the database: every row that crossed is
+    visible at ``until``, so those held for a group's wider bounds include them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    assert step.time is not None
+    t = rows.column(step.time)
+
+    def between(lo: datetime, hi: datetime) -> pa.ChunkedArray:
+        return pc.and_(
+            pc.greater_equal(t, pa.scalar(lo, t.type)), pc.less_equal(t, pa.scalar(hi, t.type))
+        )
+
+    crossed = between(since, until)
+    for seconds in step.windows:
+        back = timedelta(seconds=seconds)
+        crossed = pc.or_(crossed, between(since - back, until - back))
+    ids = pc.filter(rows.column("customer_id"), crossed.fill_null(False))
+    return pc.unique(ids.cast(pa.string()))
