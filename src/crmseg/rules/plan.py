@@ -130,8 +130,8 @@ class Steps(Protocol):
 
 class _Joins:
     """Per-customer tables (keyed by ``KEY``) for the wide table, joined at once: one join
-    chain compiles to one SELECT, where a join per table nested one SELECT in the next (at
-    demo catalog's final query fell from 41k to 36k characters, its compile from 0.75 to 0.6 s)."""
+    chain compiles to one SELECT, where a join per table nested one SELECT in the next (the
+    500k demo catalog's final query: 41k -> 36k characters, compiled in 0.6 s, not 0.75 s)."""
 
     def __init__(self) -> None:
         self.parts: list[tuple[ir.Table, list[str]]] = []
