@@ -141,7 +141,7 @@ class _Joins:
     def step(
         self, step: Step, cols: list[str], then: Callable[[ir.Value], ir.Value] | None = None
     ) -> None:
-        """Join ``cols`` of ``step``, once evaluated."""
+        """Join ``cols`` of ``step``, once evaluated, each then in the form ``then`` gives."""
         self.steps.append((step, cols))
         if then is not None:
             self.then.update(dict.fromkeys(cols, then))
@@ -153,15 +153,9 @@ class _Joins:
             self.parts.append((run(step, as_of), cols))
         self.steps.clear()
 
-    def add(
-        self,
-        g: ir.Table,
-        cols: list[str],
-        then: Callable[[ir.Value], ir.Value] | None = None,
-    ) -> None:
+    def add(self, g: ir.Table, cols: list[str]) -> None:
+        """Join ``cols`` of a table already made."""
         self.parts.append((g, cols))
-        if then is not None:
-            self.then.update(dict.fromkeys(cols, then))
 
     def apply(self, t: ir.Table) -> ir.Table:
         """``t`` left-joined to every table, then each column in its final form."""
