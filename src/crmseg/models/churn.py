@@ -9,8 +9,6 @@ relative to an average customer).
 
 from __future__ import annotations
 
-import importlib
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from crmseg.errors import MissingDependencyError, ModelError
-from crmseg.models.clv import ModelRecord
+from crmseg.models.record import ModelRecord
 
 # Skewed counts and amounts are log-transformed before standardising.
 LOG_FEATURES = (
@@ -48,22 +46,6 @@ def sklearn() -> Any:
     except ImportError:
         raise MissingDependencyError("scikit-learn", "models") from None
     return sk
-
-
-def prefetch(*modules: str) -> None:
-    """Start importing ``modules`` in a background thread. A fit calls this before its
-    queries: the engine releases the GIL while it works, so scikit-learn's import (seconds)
-    overlaps them instead of following them. A failed import is left for the fit's own
-    import to report."""
-
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # reported by the fit's own import
-                return
-
-    threading.Thread(target=load, name="crmseg-prefetch", daemon=True).start()
 
 
 class Design:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from crmseg.errors import ModelError
 from crmseg.models.churn import LOG_FEATURES, sklearn
-from crmseg.models.clv import ModelRecord
+from crmseg.models.record import ModelRecord
 
 # feature -> (word when the centroid is high, word when low)
 WORDS: dict[str, tuple[str, str]] = {

@@ -4,7 +4,6 @@ summaries of the orders visible at as_of."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,20 +13,7 @@ from crmseg.errors import ModelError
 from crmseg.models.betageo import BetaGeo
 from crmseg.models.gammagamma import GammaGamma
 from crmseg.models.paretonbd import ParetoNBD
-
-
-@dataclass
-class ModelRecord:
-    """What one fit did: parameters, fit time, data window and quality numbers."""
-
-    model: str
-    as_of: datetime
-    params: dict[str, float]
-    fit_seconds: float
-    customers: int
-    window_start: datetime | None
-    window_end: datetime
-    metrics: dict[str, Any] = field(default_factory=dict)
+from crmseg.models.record import ModelRecord
 
 
 def fit_clv(

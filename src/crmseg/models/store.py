@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
-    from crmseg.models.clv import ModelRecord
+    from crmseg.models.record import ModelRecord
 
 MIGRATIONS: list[list[str]] = [
     [

@@ -29,6 +29,7 @@ import ibis
 
 from crmseg.config import ModelsConfig
 from crmseg.errors import ModelError
+from crmseg.models import prefetch
 from crmseg.rules import Definition, Library, Schema, build_plan
 from crmseg.rules.compile import KEY
 from crmseg.rules.defs import Derived, Later
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from crmseg.models.clv import ModelRecord
+    from crmseg.models.record import ModelRecord
     from crmseg.models.store import FitStore
 
 GROUPS = ("clv", "churn", "cluster")
@@ -102,6 +103,7 @@ class ModelTraits:
             self.used[group] = fit
             if group == "clv":
                 # scored when the plan joins it, after the scans whose rows it can reuse
+                prefetch("crmseg.models.clv")
                 scored = Later(partial(self._clv_table, fit, tables, as_of, steps))
                 out.update({n: scored for n in names if n.startswith("clv.")})
             elif group == "churn":
@@ -312,7 +314,7 @@ class ModelTraits:
     def _fit_churn(
         self, tables: Mapping[str, ir.Table], as_of: datetime
     ) -> tuple[dict[str, Any], list[ModelRecord]]:
-        from crmseg.models.churn import fit_churn, prefetch
+        from crmseg.models.churn import fit_churn
 
         prefetch("sklearn.calibration", "sklearn.linear_model", "sklearn.metrics")
         c = self.config
@@ -337,7 +339,6 @@ class ModelTraits:
     def _fit_clusters(
         self, tables: Mapping[str, ir.Table], as_of: datetime
     ) -> tuple[dict[str, Any], list[ModelRecord]]:
-        from crmseg.models.churn import prefetch
         from crmseg.models.clusters import fit_clusters
 
         prefetch("sklearn.cluster", "sklearn.metrics")
