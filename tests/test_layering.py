@@ -1,5 +1,6 @@
 """Data flows one way: sources -> quality -> identity -> traits/models -> segments ->
-activation -> measurement. A stage never imports a stage to its right; the shared leaves
+activation -> measurement; privacy (forgetting people) works on every stage's data and comes
+last. A stage never imports a stage to its right; the shared leaves
 (rules, backends, errors, config) import no stage at all. Imports inside functions count."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ STAGES = {
     "segments": 4,
     "activation": 5,
     "measurement": 6,
+    "privacy": 7,
 }
 LEAVES = ("rules", "backends", "errors", "config")
 FACADES = ("workspace", "cli", "__init__", "__main__", "demo")

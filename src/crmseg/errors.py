@@ -124,6 +124,10 @@ class ModelError(CrmsegError):
     group: str | None = None
 
 
+class ForgetError(CrmsegError):
+    """A forget request that cannot be carried out as asked (nothing is changed)."""
+
+
 class ActivationError(CrmsegError):
     """A campaign audience or export failed."""
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from crmseg.activation.runner import ActivationResult
     from crmseg.backends.base import Backend
     from crmseg.backends.state import StateStore
+    from crmseg.privacy.forget import Forgotten
     from crmseg.rules import Definition, Plan
     from crmseg.segments.catalog import Segment
     from crmseg.segments.compiled import Catalog, LazyModels
@@ -698,6 +699,31 @@ class Workspace:
         key = str(records["customer_key"])
         return plan.explain(segment, tables, at, key, self._sql_segments())
 
+    # --- privacy -------------------------------------------------------------------------
+
+    def forget(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
+        """Forget the people these ids, emails or phones name, everywhere (see
+        ``crmseg.privacy.forget``). Unknown ones stop the request unless ``keep_going``."""
+        from crmseg.privacy.forget import Forget
+        from crmseg.segments.store import History
+
+        outputs = ["report*.html"]
+        for c in self.campaigns:
+            for d in c.spec.destination:
+                path = getattr(d, "path", None)
+                if path:
+                    outputs.append(_glob_of(path))
+        state = self.state
+        forget = Forget(
+            self.backend,
+            state,
+            self.root,
+            self.config.identity.default_region,
+            outputs,
+            History(state).forget,
+        )
+        return forget(asked, keep_going)
+
     # --- activation ----------------------------------------------------------------------
 
     @cached_property
@@ -946,3 +972,15 @@ def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:
         progress(step, lo + (hi - lo) * fraction)
 
     return inner
+
+
+def _glob_of(template: str) -> str:
+    """A destination's output path template as a glob of every file it may have written
+    (``{campaign}`` and ``{as_of}`` are any text; incremental lists add ``.add``/``.remove``)."""
+    import re
+
+    path = re.sub(r"\{(campaign|as_of)\}", "*", template.replace("{{", "{").replace("}}", "}"))
+    stem, dot, suffix = path.rpartition(".")
+    if not dot:
+        return path if path.endswith("*") else f"{path}*"
+    return f"{stem}.{suffix}" if stem.endswith("*") else f"{stem}*.{suffix}"

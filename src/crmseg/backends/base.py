@@ -108,6 +108,42 @@ class Backend(ABC):
         except Exception:
             self.con.drop_view(name, database=CANONICAL_SCHEMA, force=True)
 
+    def views(self) -> set[str]:
+        """The views of the canonical schema (the rest of ``canonical_tables`` are tables)."""
+        import sqlglot.expressions as sge
+
+        query = (
+            sge.select("table_name")
+            .from_(sge.table_("tables", db="information_schema"))
+            .where(
+                sge.column("table_schema").eq(sge.Literal.string(CANONICAL_SCHEMA))
+                & sge.column("table_type").eq(sge.Literal.string("VIEW"))
+            )
+        )
+        try:
+            rows = self.execute(self.con.sql(query.sql(self.dialect))).column(0).to_pylist()
+        except Exception as exc:
+            raise BackendError(
+                f"cannot list the views of {CANONICAL_SCHEMA}: {_first_line(exc)}"
+            ) from None
+        return {str(r) for r in rows}
+
+    def remove_rows(self, name: str, keep: ir.Table) -> None:
+        """Replace the table ``crmseg.<name>`` by ``keep`` (an expression over it): the rows
+        are read out first, so the new table never reads the one it replaces."""
+        import ibis
+
+        self.put(name, ibis.memtable(self.execute(keep)))
+
+    def write_parquet(self, expr: ir.Table, path: str) -> None:
+        """Write ``expr`` to one Parquet file."""
+        try:
+            self.con.to_parquet(expr, path)
+        except Exception as exc:
+            raise BackendError(
+                f"cannot write {path}: {_first_line(exc)}", sql=self.sql_of(expr)
+            ) from None
+
     def scratch(self, name: str, expr: ir.Table) -> ir.Table:
         """A working table that lives until ``drop_scratch`` (identity's intermediate steps).
         Engines with temporary tables keep it out of the database file."""

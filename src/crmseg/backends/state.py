@@ -14,7 +14,7 @@ enters as parameters or registered Arrow tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -146,11 +146,57 @@ class StateStore:
         self._depth = 0
         self.con.execute("COMMIT")
 
+    def scrub(self, values: pa.Array, replace: Callable[[str], str]) -> int:
+        """Remove ``values`` from every table: rows where a text column equals one of them are
+        deleted; longer text that contains one (JSON lists of examples, batch payloads) is
+        passed through ``replace``. Call inside ``transaction``. Returns the rows touched."""
+        import pyarrow as pa
+
+        values = pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values
+        columns: dict[str, list[str]] = {}
+        for table, column in self.rows(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_schema, table_name) "
+            "WHERE t.table_type = 'BASE TABLE' AND c.data_type = 'VARCHAR' "
+            "ORDER BY c.table_name, c.ordinal_position"
+        ):
+            columns.setdefault(str(table), []).append(str(column))
+        touched = 0
+        with self.registered(__forget=pa.table({"v": values})):
+            for table, cols in columns.items():
+                q = _quoted(table)
+                hit = " OR ".join(f"{_quoted(c)} IN (SELECT v FROM __forget)" for c in cols)
+                touched += int(self.rows(f"SELECT count(*) FROM {q} WHERE {hit}")[0][0])
+                self.con.execute(f"DELETE FROM {q} WHERE {hit}")
+                for c in cols:
+                    touched += self._replace_in(q, _quoted(c), replace)
+        return touched
+
+    def _replace_in(self, table: str, column: str, replace: Callable[[str], str]) -> int:
+        # Only text longer than any id, email or phone can hold one among other text.
+        rows = self.rows(
+            f"SELECT rowid, {column} FROM {table} WHERE length({column}) > 40 AND EXISTS "
+            f"(SELECT 1 FROM __forget WHERE contains({table}.{column}, v))"
+        )
+        if not rows:
+            return 0
+        changed = 0
+        for rowid, text in rows:
+            new = replace(text)
+            if new != text:  # contains() also finds a value inside a longer one
+                self.con.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", [new, rowid])
+                changed += 1
+        return changed
+
     def has_table(self, name: str) -> bool:
         rows = self.rows(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
         )
         return bool(rows[0][0])
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 _PLACEHOLDER = re.compile(r"\?|\$([a-z_][a-z0-9_]*)")

@@ -1121,5 +1121,44 @@ def report(
     console.print(f"report written to [bold]{path}[/]")
 
 
+@app.command()
+@handled
+def forget(
+    who: Annotated[
+        list[str] | None, typer.Argument(help="Customer ids, emails or phones to forget.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="A file of ids, emails or phones, one per line."),
+    ] = None,
+    keep_going: Annotated[
+        bool,
+        typer.Option("--continue", help="Forget the known ones when some name nobody."),
+    ] = False,
+) -> None:
+    """Forget people everywhere: warehouse, history, send log, exports and caches, with a
+    deletion list per destination that received them."""
+    from crmseg.errors import ForgetError
+
+    asked = list(who or [])
+    if file is not None:
+        try:
+            asked += [ln.strip() for ln in file.read_text().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise ForgetError(f"{file}: cannot read ({exc.strerror})") from None
+    ws = _open(project)
+    with ws:
+        done = ws.forget(asked, keep_going)
+    for u in done.unknown:
+        console.print(f"[yellow]not found:[/] {u}", markup=True)
+    console.print(
+        f"forgot {done.people} people ({done.records} records): {done.warehouse_rows} warehouse "
+        f"rows, {done.state_rows} state rows, {len(done.files)} files"
+    )
+    for path in done.deletion_lists:
+        console.print(f"deletion list for a destination: {path}", markup=False)
+
+
 def entrypoint() -> None:  # pragma: no cover - console script
     app()

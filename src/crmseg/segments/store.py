@@ -124,6 +124,19 @@ class History:
         self.state = state
         state.migrate("segments", MIGRATIONS)
 
+    def forget(self, customer_ids: pa.Array) -> int:
+        """Delete the membership intervals of these customers (their keys go with the other
+        rows naming them, see :meth:`crmseg.backends.state.StateStore.scrub`). Sizes recorded
+        per run stay: they are counts, not people."""
+        s = self.state
+        if not s.has_table("people"):
+            return 0
+        with s.registered(__gone=pa.table({"customer_id": customer_ids})):
+            gone = "SELECT pid FROM people WHERE customer_id IN (SELECT customer_id FROM __gone)"
+            n = int(s.rows(f"SELECT count(*) FROM intervals WHERE pid IN ({gone})")[0][0])
+            s.execute(f"DELETE FROM intervals WHERE pid IN ({gone})")
+        return n
+
     # --- writing a run ------------------------------------------------------------------------
 
     def record_run(

@@ -303,8 +303,6 @@ def commit(
     """Write the changed sources (and ``derived`` tables, e.g. identity's, then ``views``
     built over what is written) and the new records; call inside ``backend.pending()`` so it
     commits with the run. Returns the row count of every configured source."""
-    import ibis
-    import pyarrow as pa
 
     stamp = now or datetime.now()
     names = list(sync.planned)
@@ -335,6 +333,17 @@ def commit(
             record["loaded_at"] = stamp
         if record.get("rows") is None and backend.has_table(name, database=CANONICAL_SCHEMA):
             record["rows"] = int(backend.scalar(backend.canonical(name).count()))
+    _write_records(backend, records)
+    if progress:
+        progress("loaded", 1.0)
+    return {n: int(sync.records[n]["rows"] or 0) for n in sync.records}
+
+
+def _write_records(backend: Backend, records: Mapping[str, Mapping[str, Any]]) -> None:
+    """Replace ``crmseg._sources`` with ``records`` (inside the caller's pending block)."""
+    import ibis
+    import pyarrow as pa
+
     rows = list(records.values())
     table = pa.table(
         {
@@ -349,9 +358,50 @@ def commit(
         }
     )
     backend.put(RECORDS, ibis.memtable(table))
-    if progress:
-        progress("loaded", 1.0)
-    return {n: int(sync.records[n]["rows"] or 0) for n in sync.records}
+
+
+def forget_rows(backend: Backend, values: ir.Column) -> int:
+    """Rewrite every snapshot without the rows where a text column equals one of ``values``
+    (inside the caller's pending block). Each changed snapshot is written to a new folder and
+    its view and record point there; the old folder is removed by :func:`cleanup` once the
+    new records are committed, so a failure leaves the old data whole. Returns the rows
+    removed."""
+    records = stored(backend)
+    removed = 0
+    for name, record in sorted(records.items()):
+        if not record.get("view") or not record.get("snapshot"):
+            continue
+        table = backend.canonical(f"_raw_{name}")
+        hit = matching(table, values)
+        if hit is None:
+            continue
+        n = int(backend.scalar(table.filter(hit).count()))
+        if n == 0:
+            continue
+        out = Path(str(backend.snapshots)) / f"{name}-{uuid.uuid4().hex[:12]}"
+        out.mkdir(parents=True, exist_ok=True)
+        path = str(out / "part-00000.parquet")
+        backend.write_parquet(table.filter(~hit), path)
+        backend.files(f"_raw_{name}", [path], "parquet")
+        record["snapshot"] = str(out)
+        record["rows"] = int(record["rows"] or 0) - n if record.get("rows") is not None else None
+        removed += n
+    if removed:
+        _write_records(backend, records)
+    return removed
+
+
+def matching(table: ir.Table, values: ir.Column) -> ir.BooleanValue | None:
+    """Rows where any text column of ``table`` equals one of ``values`` (None: no text
+    columns)."""
+    hit: ir.BooleanValue | None = None
+    for column in table.columns:
+        col = table[column]
+        if not col.type().is_string():
+            continue
+        here = col.isin(values).fill_null(False)
+        hit = here if hit is None else hit | here
+    return hit
 
 
 def cleanup(backend: Backend) -> None:

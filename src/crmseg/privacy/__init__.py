@@ -1,0 +1,1 @@
+"""Privacy: forgetting people everywhere crmseg keeps them (see ``forget``)."""

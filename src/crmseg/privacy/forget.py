@@ -1,0 +1,383 @@
+"""Forget people: every record identity merged into them, everywhere crmseg keeps data.
+
+A request names people by customer id, email or phone (or an identifier's value). Each is
+found in the loaded customers and identifiers, widened to every record id of the same person
+(``identity_map``), and the person's identifying values (record ids, emails and phones as
+loaded and normalised, identifier values) are removed:
+
+* the warehouse: rows where any text column equals one of them, from every table and from
+  every source snapshot (rewritten to a new folder; its view and record point there);
+* the state database: the person's membership intervals, then rows where a text column
+  equals one of them (people, send log, sync state, ...) and occurrences inside longer text
+  (quality examples, sync payloads), replaced by ``[forgotten]``;
+* files crmseg wrote: the carried scans (``.crmseg/steps``, recomputed by the next run) are
+  deleted; exports and reports lose the lines or rows that hold a value.
+
+The warehouse commits first and the state last, as in a run; files follow the commits. What a
+destination already received is listed in a deletion list per campaign and destination, as
+SHA-256 hashes of the normalised email, phone and customer key (how ad platforms match), so
+the user can propagate the erasure without crmseg keeping the values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crmseg.errors import ForgetError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import pyarrow as pa
+
+    from crmseg.backends.base import Backend
+    from crmseg.backends.state import StateStore
+
+PLACEHOLDER = "[forgotten]"
+_TEXT = (".csv", ".jsonl", ".txt")  # one record per line
+_WHOLE = (".json", ".html", ".md")  # values replaced in place
+
+
+@dataclass
+class Forgotten:
+    """What one forget did."""
+
+    people: int  # distinct persons
+    records: int  # record ids removed (every id identity merged into them)
+    unknown: list[str]
+    warehouse_rows: int
+    state_rows: int
+    files: list[str] = field(default_factory=list)  # files rewritten or removed
+    deletion_lists: list[str] = field(default_factory=list)
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Values:
+    """The values to forget, found in text only as whole tokens: ``dwilliams@icloud.com`` is
+    not inside ``davidwilliams@icloud.com``, nor ``C0001`` inside ``C00012``."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.values = sorted(set(values), key=lambda v: (-len(v), v))
+        alternatives = "|".join(re.escape(v) for v in self.values)
+        self._re = re.compile(rf"(?<![\w.%+-])(?:{alternatives})(?![\w.%+-])")
+
+    def found_in(self, text: str) -> bool:
+        return self._re.search(text) is not None
+
+    def replaced(self, text: str) -> str:
+        return self._re.sub(PLACEHOLDER, text)
+
+
+class Forget:
+    """Finds and removes people (see the module's docstring)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        state: StateStore,
+        root: Path,
+        default_region: str,
+        outputs: Sequence[str] = (),
+        forget_history: Any = None,
+    ) -> None:
+        self.backend = backend
+        self.state = state
+        self.root = root
+        self.default_region = default_region
+        self.outputs = outputs  # globs of files destinations and reports write
+        self.forget_history = forget_history  # the history's own removal (interval keys)
+
+    # --- who --------------------------------------------------------------------------------
+
+    def find(self, asked: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+        """The record ids each asked id, email or phone names, and those naming nobody."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from crmseg.sources.normalize import PhoneBook
+
+        b = self.backend
+        if not b.has_table("customers", database="crmseg"):
+            raise ForgetError("nothing is loaded yet: run `crmseg run` first")
+        c = b.canonical("customers")
+        cols = [n for n in ("customer_id", "email", "phone", "country") if n in c.columns]
+        people = b.execute(c.select(*cols))
+        ids = people.column("customer_id").cast(pa.string())
+        found: dict[str, set[str]] = {a: set() for a in asked}
+
+        def add(keys: pa.Array, matched: pa.Array) -> None:
+            for key, cid in zip(keys.to_pylist(), matched.to_pylist(), strict=True):
+                if key is not None and cid is not None and key in found:
+                    found[key].add(str(cid))
+
+        wanted = pa.array(list(asked), pa.string())
+        hit = pc.is_in(ids, value_set=wanted)
+        add(pc.filter(ids, hit), pc.filter(ids, hit))
+        if "email" in people.column_names:
+            lowered = {a.strip().lower(): a for a in asked if "@" in a}
+            emails = pc.utf8_lower(
+                pc.utf8_trim_whitespace(people.column("email").cast(pa.string()))
+            )
+            hit = pc.is_in(emails, value_set=pa.array(list(lowered), pa.string()))
+            for e, cid in zip(pc.filter(emails, hit).to_pylist(), pc.filter(ids, hit).to_pylist(),
+                              strict=True):  # fmt: skip
+                found[lowered[e]].add(str(cid))
+        phones = [a for a in asked if "@" not in a and sum(ch.isdigit() for ch in a) >= 6]
+        if phones and "phone" in people.column_names:
+            book = PhoneBook(self.default_region)
+            e164s = {
+                e: a
+                for a, (e, _) in zip(
+                    phones, book.normalise([(a, None) for a in phones]), strict=True
+                )
+                if e
+            }
+            country = people.column("country") if "country" in people.column_names else None
+            theirs, _ = book.arrays(people.column("phone"), country)
+            hit = pc.fill_null(
+                pc.is_in(theirs, value_set=pa.array(list(e164s), pa.string())), False
+            )
+            for e, cid in zip(pc.filter(theirs, hit).to_pylist(), pc.filter(ids, hit).to_pylist(),
+                              strict=True):  # fmt: skip
+                found[e164s[e]].add(str(cid))
+        if b.has_table("identifiers", database="crmseg"):
+            t = b.canonical("identifiers")
+            rows = b.execute(
+                t.filter(t.id_value.cast("string").isin(list(asked))).select(
+                    k=t.id_value.cast("string"), cid=t.customer_id.cast("string")
+                )
+            )
+            add(rows.column("k"), rows.column("cid"))
+        unknown = [a for a in asked if not found[a]]
+        return {a: sorted(v) for a, v in found.items() if v}, unknown
+
+    def _everyone(self, records: Iterable[str]) -> tuple[list[str], int]:
+        """Every record id of the persons behind ``records``, and how many persons."""
+        b = self.backend
+        seed = sorted(set(records))
+        if not b.has_table("identity_map", database="crmseg"):
+            return seed, len(seed)
+        m = b.canonical("identity_map")
+        keys = m.filter(m.customer_id.isin(seed)).customer_key
+        rows = b.execute(m.filter(m.customer_key.isin(keys)).select("customer_id", "customer_key"))
+        persons = set(rows.column("customer_key").to_pylist())
+        persons |= {s for s in seed if s not in set(rows.column("customer_id").to_pylist())}
+        return sorted(set(seed) | set(rows.column("customer_id").to_pylist()) | persons), len(
+            persons
+        )
+
+    def _values(self, records: list[str]) -> tuple[list[str], dict[str, set[str]]]:
+        """Every identifying value of ``records``, and the hashes for deletion lists."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from crmseg.sources.normalize import PhoneBook
+
+        b = self.backend
+        values = set(records)
+        hashes: dict[str, set[str]] = {"customer_id": {sha256(r) for r in records}}
+        hashes["email"], hashes["phone"] = set(), set()
+        book = PhoneBook(self.default_region)
+        for name in ("customers", "_raw_customers"):
+            if not b.has_table(name, database="crmseg"):
+                continue
+            t = b.canonical(name)
+            cols = [n for n in ("email", "phone", "country") if n in t.columns]
+            if not cols:
+                continue
+            rows = b.execute(t.filter(t.customer_id.cast("string").isin(records)).select(*cols))
+            if "email" in cols:
+                for e in rows.column("email").to_pylist():
+                    if e and str(e).strip():
+                        values |= {str(e), str(e).strip().lower()}
+                        hashes["email"].add(sha256(str(e).strip().lower()))
+            if "phone" in cols:
+                raw = rows.column("phone").cast(pa.string())
+                country = rows.column("country") if "country" in cols else None
+                e164, _ = book.arrays(raw, country)
+                for p, e in zip(raw.to_pylist(), e164.to_pylist(), strict=True):
+                    if p and str(p).strip():
+                        values.add(str(p))
+                    if e:
+                        values.add(str(e))
+                        hashes["phone"].add(sha256(str(e)))
+        if b.has_table("identifiers", database="crmseg"):
+            t = b.canonical("identifiers")
+            rows = b.execute(
+                t.filter(t.customer_id.cast("string").isin(records)).select(
+                    v=t.id_value.cast("string")
+                )
+            )
+            values |= {v for v in pc.drop_null(rows.column("v")).to_pylist() if v.strip()}
+        return sorted(values), hashes
+
+    # --- forgetting -------------------------------------------------------------------------
+
+    def __call__(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
+        import ibis
+        import pyarrow as pa
+
+        from crmseg.sources import sync
+
+        asked = list(dict.fromkeys(a.strip() for a in asked if a.strip()))
+        if not asked:
+            raise ForgetError("no id, email or phone to forget")
+        found, unknown = self.find(asked)
+        if unknown and not keep_going:
+            shown = ", ".join(unknown[:5]) + (
+                f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            )
+            raise ForgetError(
+                f"{len(unknown)} of {len(asked)} name nobody loaded: {shown} "
+                "(nothing was forgotten; --continue forgets the others)"
+            )
+        if not found:
+            return Forgotten(0, 0, unknown, 0, 0)
+        records, persons = self._everyone(r for rs in found.values() for r in rs)
+        values, hashes = self._values(records)
+        lists = self._deletion_lists(records, hashes)
+        arrow = pa.array(values, pa.string())
+        memo = ibis.memtable(pa.table({"v": arrow})).v
+        with self.state.transaction():
+            with self.backend.pending():
+                rows = sync.forget_rows(self.backend, memo)
+                rows += self._tables(memo)
+            if self.forget_history is not None:
+                self.forget_history(pa.array(records, pa.string()))
+            state_rows = self.state.scrub(arrow, Values(values).replaced)
+        sync.cleanup(self.backend)  # the old snapshot folders
+        files = self._files(values)
+        return Forgotten(persons, len(records), unknown, rows, state_rows, files, lists)
+
+    def _tables(self, values: ir.Column) -> int:
+        from crmseg.sources.sync import RECORDS, matching
+
+        b = self.backend
+        views = b.views()
+        removed = 0
+        for name in sorted(b.con.list_tables(database="crmseg")):
+            if name in views or name == RECORDS:
+                continue
+            t = b.canonical(name)
+            hit = matching(t, values)
+            if hit is None:
+                continue
+            n = int(b.scalar(t.filter(hit).count()))
+            if n:
+                b.remove_rows(name, t.filter(~hit))
+                removed += n
+        return removed
+
+    def _deletion_lists(self, records: list[str], hashes: dict[str, set[str]]) -> list[str]:
+        """One CSV per campaign and destination that received any of ``records``: the kind
+        and SHA-256 of each of the person's identifiers."""
+        import pyarrow as pa
+
+        s = self.state
+        got: dict[str, None] = {}
+        with s.registered(__gone=pa.table({"k": pa.array(records, pa.string())})):
+            if s.has_table("send_log"):
+                for (c,) in s.rows(
+                    "SELECT DISTINCT campaign FROM send_log "
+                    "WHERE customer_key IN (SELECT k FROM __gone) ORDER BY 1"
+                ):
+                    got[f"campaign-{c}"] = None
+            if s.has_table("sync_state"):
+                for (d,) in s.rows(
+                    "SELECT DISTINCT destination FROM sync_state "
+                    "WHERE customer_key IN (SELECT k FROM __gone) ORDER BY 1"
+                ):
+                    got[f"destination-{d}"] = None
+        if not got:
+            return []
+        folder = self.root / "forget" / datetime.now().strftime("%Y%m%dT%H%M%S")
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["kind,sha256"] + [
+            f"{kind},{h}"
+            for kind in ("customer_id", "email", "phone")
+            for h in sorted(hashes[kind])
+        ]
+        out = []
+        for name in got:
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+            path = folder / f"{safe}.csv"
+            path.write_text("\n".join(lines) + "\n")
+            out.append(str(path))
+        return out
+
+    def _files(self, values: list[str]) -> list[str]:
+        """Remove the carried scans and scrub the outputs crmseg wrote."""
+        changed: list[str] = []
+        steps = self.root / ".crmseg" / "steps"
+        if steps.is_dir():
+            for f in sorted(steps.iterdir()):
+                if f.is_file():
+                    f.unlink()
+                    changed.append(str(f))
+        seen: set[Path] = set()
+        matcher = Values(values)
+        for pattern in self.outputs:
+            for path in sorted(self.root.glob(pattern)):
+                if path.is_file() and path not in seen:
+                    seen.add(path)
+                    if _scrub_file(path, values, matcher):
+                        changed.append(str(path))
+        return changed
+
+
+def _scrub_file(path: Path, values: list[str], found: Values) -> bool:
+    """Drop the lines or rows of ``path`` that hold a value (replace them inside whole
+    documents); True when the file changed. Written to a temporary file first."""
+    suffix = path.suffix.lower()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if suffix in (".parquet", ".arrow"):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.ipc as ipc
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path) if suffix == ".parquet" else ipc.open_file(str(path)).read_all()
+        vs = pa.array(values, pa.string())
+        hit = None
+        for col in table.columns:
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                here = pc.fill_null(pc.is_in(col, value_set=vs), False)
+                hit = here if hit is None else pc.or_(hit, here)
+        if hit is None or not pc.any(hit).as_py():
+            return False
+        kept = table.filter(pc.invert(hit))
+        if suffix == ".parquet":
+            pq.write_table(kept, tmp)
+        else:
+            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, kept.schema) as out:
+                out.write_table(kept)
+        os.replace(tmp, path)
+        return True
+    if suffix not in _TEXT + _WHOLE:
+        return False
+    text = path.read_text(errors="replace")
+    if not found.found_in(text):
+        return False
+    if suffix in _TEXT:
+        lines = text.splitlines(keepends=True)
+        header = lines[:1] if suffix == ".csv" else []  # a CSV's column names stay
+        new = "".join(
+            header + [ln for ln in lines[len(header) :] if not any(v in ln for v in values)]
+        )
+    else:
+        new = found.replaced(text)
+        if suffix == ".json":
+            json.loads(new)  # still a document
+    tmp.write_text(new)
+    os.replace(tmp, path)
+    return True

@@ -1,0 +1,211 @@
+"""Forget leaves no trace: after forgetting people from a demo shop that ran, activated
+campaigns and wrote a report, no table of either database and no file crmseg wrote holds any
+of their ids, emails or phones, while everyone else's data is still there."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from crmseg import Workspace
+from crmseg.demo.scaffold import init_project
+from crmseg.errors import ForgetError
+from crmseg.sources.normalize import PhoneBook
+from tests.conftest import run_cli
+
+AT = datetime(2026, 11, 1)
+INPUTS = ("data", "history", "truth")  # the user's own files, which crmseg only reads
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("forget") / "shop"
+    init_project(root, demo=True, customers=1500, seed=7)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=AT)
+        for c in ws.campaigns:
+            ws.activate(c.name)
+        ws.report()
+    return root
+
+
+@pytest.fixture
+def copy(shop: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "shop"
+    shutil.copytree(shop, out)
+    return out
+
+
+def _people(root: Path) -> tuple[list[str], list[str]]:
+    """Some exported people (campaign members) and some merged by identity, then a control
+    group of others."""
+    con = duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True)
+    merged = [
+        r[0]
+        for r in con.sql(
+            "SELECT customer_id FROM crmseg.identity_map WHERE customer_id <> customer_key "
+            "ORDER BY customer_id LIMIT 4"
+        ).fetchall()
+    ]
+    con.close()
+    exported: list[str] = []
+    for path in sorted((root / "exports").glob("*.csv")):
+        lines = path.read_text().splitlines()[1:4]
+        exported += [ln.split(",")[0].strip('"') for ln in lines]
+    chosen = sorted(set(merged + exported))
+    con = duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True)
+    others = [
+        r[0]
+        for r in con.sql(
+            "SELECT customer_id FROM crmseg.identity_map WHERE customer_id = customer_key "
+            "ORDER BY customer_id DESC LIMIT 3"
+        ).fetchall()
+    ]
+    con.close()
+    return chosen, [o for o in others if o not in chosen]
+
+
+def _values(root: Path, ids: list[str]) -> list[str]:
+    """Every id, email and phone (as loaded and as E.164) and identifier of the persons
+    behind ``ids``, read straight from the warehouse."""
+    con = duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True)
+    con.execute("CREATE TEMP TABLE asked AS SELECT unnest(?) AS id", [ids])
+    records = [
+        r[0]
+        for r in con.sql(
+            "SELECT DISTINCT m.customer_id FROM crmseg.identity_map m WHERE m.customer_key IN "
+            "(SELECT customer_key FROM crmseg.identity_map WHERE customer_id IN "
+            "(SELECT id FROM asked)) UNION SELECT id FROM asked"
+        ).fetchall()
+    ]
+    con.execute("CREATE TEMP TABLE rec AS SELECT unnest(?) AS id", [records])
+    rows = con.sql(
+        "SELECT email, phone, country FROM crmseg._raw_customers WHERE customer_id IN "
+        "(SELECT id FROM rec)"
+    ).fetchall()
+    idents = con.sql(
+        "SELECT id_value FROM crmseg._raw_identifiers WHERE customer_id IN (SELECT id FROM rec)"
+    ).fetchall()
+    con.close()
+    book = PhoneBook("DE")
+    out = set(records) | {v for (v,) in idents if v}
+    for email, phone, country in rows:
+        if email and email.strip():
+            out |= {email, email.strip().lower()}
+        if phone and phone.strip():
+            out.add(phone)
+            e164, _ = book.normalise([(phone, country)])[0]
+            if e164:
+                out.add(e164)
+    return sorted(out)
+
+
+def _token(needle: str) -> re.Pattern[bytes]:
+    # a whole value, not a part of a longer one (dwilliams@x.com inside davidwilliams@x.com)
+    edge = rb"[A-Za-z0-9_.%+-]"
+    return re.compile(rb"(?<!" + edge + rb")" + re.escape(needle.encode()) + rb"(?!" + edge + rb")")
+
+
+def _traces(root: Path, needles: list[str]) -> list[str]:
+    """Where any needle still appears: every column of every table and view of both
+    databases (cast to text), and every file under the project except the inputs."""
+    found: list[str] = []
+    tokens = {n: _token(n) for n in needles}
+    for db in ("warehouse", "state"):
+        con = duckdb.connect(str(root / ".crmseg" / f"{db}.duckdb"), read_only=True)
+        con.execute("CREATE TEMP TABLE needles AS SELECT unnest(?) AS n", [needles])
+        for schema, table, column in con.sql(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema <> 'temp'"
+        ).fetchall():
+            rows = con.sql(
+                f'SELECT CAST(t."{column}" AS VARCHAR), needles.n FROM "{schema}"."{table}" t, '
+                f'needles WHERE contains(CAST(t."{column}" AS VARCHAR), needles.n)'
+            ).fetchall()
+            hits = [n for text, n in rows if tokens[n].search(text.encode())]
+            if hits:
+                found.append(f"{db}:{schema}.{table}.{column} {hits[:3]}")
+        con.close()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or rel.parts[0] in INPUTS or path.suffix in (".wal",):
+            continue
+        if path.name.endswith(".duckdb"):
+            continue
+        data = path.read_bytes()
+        hit = [n for n in needles if n.encode() in data and tokens[n].search(data)]
+        if hit:
+            found.append(f"{rel}: {hit[:3]}")
+    return found
+
+
+def test_forget_leaves_no_trace_and_keeps_everyone_else(copy: Path) -> None:
+    chosen, others = _people(copy)
+    assert len(chosen) >= 5 and others
+    gone = _values(copy, chosen)
+    kept = _values(copy, others)
+    assert _traces(copy, gone), "the scan finds the people before they are forgotten"
+    # ask by id for some, by email or phone for the others
+    con = duckdb.connect(str(copy / ".crmseg" / "warehouse.duckdb"), read_only=True)
+    by_contact = {
+        r[0]: (r[1] or r[2])
+        for r in con.sql(
+            "SELECT customer_id, email, phone FROM crmseg.customers WHERE customer_id IN "
+            f"({', '.join(repr(c) for c in chosen[::2])})"
+        ).fetchall()
+    }
+    con.close()
+    asked = [by_contact.get(c) or c for c in chosen[::2]] + chosen[1::2]
+    with Workspace.open(copy) as ws:
+        done = ws.forget(asked)
+    assert done.unknown == [] and done.people >= len(chosen) - 4  # merged ids share a person
+    assert done.records >= len(chosen)
+    assert done.deletion_lists, "campaign members went to destinations"
+    assert _traces(copy, gone) == []
+    # everyone else is still everywhere they were
+    left = _traces(copy, kept)
+    assert any(t.startswith("warehouse:") for t in left)
+    assert any(t.startswith("state:") for t in left)
+    # deletion lists carry hashes only
+    for path in done.deletion_lists:
+        assert Path(path).read_text().startswith("kind,sha256\n")
+    # the next run works and computes without them
+    with Workspace.open(copy) as ws:
+        ws.run(as_of=datetime(2026, 11, 2))
+        members = {m for s in ws.segments for m in ws.members(s.name)}
+    assert not members & set(gone)
+    assert _traces(copy, gone) == []
+
+
+def test_unknown_people_stop_the_request_unless_continue(copy: Path) -> None:
+    chosen, _ = _people(copy)
+    state = (copy / ".crmseg" / "state.duckdb").read_bytes()
+    with (
+        Workspace.open(copy) as ws,
+        pytest.raises(ForgetError, match=re.escape("nobody@example.org")),
+    ):
+        ws.forget([chosen[0], "nobody@example.org"])
+    assert (copy / ".crmseg" / "state.duckdb").read_bytes() == state  # nothing changed
+    out = run_cli("forget", chosen[0], "nobody@example.org", "-p", str(copy))
+    assert out.returncode == 1 and out.stderr.count("\n") <= 1
+    assert "--continue" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("forget", chosen[0], "nobody@example.org", "--continue", "-p", str(copy))
+    assert out.returncode == 0, out.stderr
+    assert "not found: nobody@example.org" in out.stdout and "forgot 1 people" in out.stdout
+    assert _traces(copy, [chosen[0]]) == []
+
+
+def test_forget_reads_a_file_and_reports_a_missing_one(copy: Path, tmp_path: Path) -> None:
+    chosen, _ = _people(copy)
+    listing = tmp_path / "gone.txt"
+    listing.write_text(f"{chosen[0]}\n\n{chosen[1]}\n")
+    out = run_cli("forget", "--file", str(listing), "-p", str(copy))
+    assert out.returncode == 0, out.stderr
+    assert _traces(copy, chosen[:2]) == []
+    out = run_cli("forget", "--file", str(tmp_path / "missing.txt"), "-p", str(copy))
+    assert out.returncode == 1 and "missing.txt" in out.stderr and "Traceback" not in out.stderr
