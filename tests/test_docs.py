@@ -17,6 +17,7 @@ from crmseg.config import (
     QualityConfig,
     SourceConfig,
     SplinkConfig,
+    PrivacyConfig,
     StateConfig,
 )
 from crmseg.sources.model import TABLES
@@ -36,6 +37,7 @@ def test_every_config_key_is_documented() -> None:
         (IdentityConfig, "identity."),
         (GoldenConfig, "identity.golden."),
         (SplinkConfig, "identity.splink."),
+        (PrivacyConfig, "privacy."),
     ):
         for key in model.model_fields:
             if model is Config and key in ("backend", "state", "sources", "quality", "identity"):

@@ -452,6 +452,13 @@ def refit_interval(text: str) -> timedelta:
     return timedelta(hours=int(m.group(2)) * hours)
 
 
+class PrivacyConfig(Strict):
+    suppress_forgotten: bool = Field(
+        True,
+        description="drop people `crmseg forget` erased when their source rows are loaded again",
+    )
+
+
 class Config(Strict):
     name: str = Field(description="project name")
     backend: BackendConfig = Field(default_factory=BackendConfig)
@@ -477,6 +484,7 @@ class Config(Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("timezone")
     @classmethod

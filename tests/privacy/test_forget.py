@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from crmseg import Workspace
@@ -209,3 +210,38 @@ def test_forget_reads_a_file_and_reports_a_missing_one(copy: Path, tmp_path: Pat
     assert _traces(copy, chosen[:2]) == []
     out = run_cli("forget", "--file", str(tmp_path / "missing.txt"), "-p", str(copy))
     assert out.returncode == 1 and "missing.txt" in out.stderr and "Traceback" not in out.stderr
+
+
+def _rewrite_sources(root: Path) -> None:
+    """New bytes for every source file, same rows (as a user re-exporting old data)."""
+    for path in sorted((root / "data").glob("*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(table, path, row_group_size=max(1, table.num_rows // 3 + 1))
+
+
+def test_forgotten_people_stay_out_when_sources_are_loaded_again(copy: Path) -> None:
+    chosen, others = _people(copy)
+    gone, kept = _values(copy, chosen[:4]), _values(copy, others)
+    with Workspace.open(copy) as ws:
+        ws.forget(chosen[:4])
+    _rewrite_sources(copy)
+    with Workspace.open(copy) as ws:
+        ws.run(as_of=datetime(2026, 11, 2))
+        latest = max(ws.runs(), key=lambda r: r.as_of)
+        members = {m for s in ws.segments for m in ws.members(s.name)}
+    assert latest.details["sources"]["customers"] == "loaded"  # read again from the files
+    assert _traces(copy, gone) == []
+    assert not members & set(gone)
+    assert any(t.startswith("warehouse:") for t in _traces(copy, kept))
+
+
+def test_suppression_can_be_turned_off(copy: Path) -> None:
+    chosen, _ = _people(copy)
+    with Workspace.open(copy) as ws:
+        ws.forget(chosen[:1])
+    config = copy / "crmseg.yml"
+    config.write_text(config.read_text() + "privacy: {suppress_forgotten: false}\n")
+    _rewrite_sources(copy)
+    with Workspace.open(copy) as ws:
+        ws.run(as_of=datetime(2026, 11, 2))
+    assert _traces(copy, chosen[:1]), "loaded again: the source still holds them"

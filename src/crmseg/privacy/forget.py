@@ -252,6 +252,7 @@ class Forget:
             with self.backend.pending():
                 rows = sync.forget_rows(self.backend, memo)
                 rows += self._tables(memo)
+                sync.remember_forgotten(self.backend, hashes, datetime.now())
             if self.forget_history is not None:
                 self.forget_history(pa.array(records, pa.string()))
             state_rows = self.state.scrub(arrow, Values(values).replaced)
@@ -260,13 +261,13 @@ class Forget:
         return Forgotten(persons, len(records), unknown, rows, state_rows, files, lists)
 
     def _tables(self, values: ir.Column) -> int:
-        from crmseg.sources.sync import RECORDS, matching
+        from crmseg.sources.sync import FORGOTTEN, RECORDS, matching
 
         b = self.backend
         views = b.views()
         removed = 0
         for name in sorted(b.con.list_tables(database="crmseg")):
-            if name in views or name == RECORDS:
+            if name in views or name in (RECORDS, FORGOTTEN):
                 continue
             t = b.canonical(name)
             hit = matching(t, values)

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 Progress = Callable[[str, float], None]
 
 RECORDS = "_sources"  # crmseg._sources: one row per loaded source (and per derived step)
+# crmseg._forgotten: SHA-256 of the ids and emails of forgotten people (kind, sha256, at)
+FORGOTTEN = "_forgotten"
 _CHUNK = 8 << 20
 
 
@@ -195,7 +197,74 @@ def _plan(
             record["fingerprint"]["nonfinite"] = p.nonfinite
         if name == "order_items":
             record["fingerprint"]["filled"] = not p.light
+    if config.privacy.suppress_forgotten:
+        _suppress(backend, planned, records)
     return planned
+
+
+def _suppress(
+    backend: Backend, planned: Mapping[str, Planned], records: dict[str, dict[str, Any]]
+) -> None:
+    """Leave out the rows of forgotten people (by the hash of their customer id, and of a
+    customer's email) from what is loaded again. A source that had any is copied in as a
+    table, so its snapshot (a copy of the file, with them) is not kept."""
+    hashes = forgotten(backend)
+    if not hashes:
+        return
+    for name, p in planned.items():
+        t = p.expr
+        hit: ir.BooleanValue | None = None
+        if "customer_id" in t.columns and hashes.get("customer_id"):
+            key = t.customer_id.cast("string").hexdigest("sha256")
+            hit = key.isin(hashes["customer_id"]).fill_null(False)
+        if name == "customers" and "email" in t.columns and hashes.get("email"):
+            mail = t.email.cast("string").strip().lower().hexdigest("sha256")
+            here = mail.isin(hashes["email"]).fill_null(False)
+            hit = here if hit is None else hit | here
+        if hit is None or not int(backend.scalar(t.filter(hit).count())):
+            continue
+        p.expr = t.filter(~hit)
+        if name in records:
+            records[name]["view"] = False
+
+
+def forgotten(backend: Backend) -> dict[str, list[str]]:
+    """The stored hashes of forgotten people, per kind (``customer_id``, ``email``, ...)."""
+    if not backend.has_table(FORGOTTEN, database=CANONICAL_SCHEMA):
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in backend.execute(backend.canonical(FORGOTTEN)).to_pylist():
+        out.setdefault(row["kind"], []).append(row["sha256"])
+    return out
+
+
+def remember_forgotten(backend: Backend, hashes: Mapping[str, set[str]], at: datetime) -> None:
+    """Add hashes to ``crmseg._forgotten`` (inside the caller's pending block)."""
+    import ibis
+    import pyarrow as pa
+
+    rows: list[tuple[str, str]] = []
+    stamps: list[datetime | None] = []
+    if backend.has_table(FORGOTTEN, database=CANONICAL_SCHEMA):
+        old = backend.execute(backend.canonical(FORGOTTEN))
+        rows = list(zip(old.column("kind").to_pylist(), old.column("sha256").to_pylist(),
+                        strict=True))  # fmt: skip
+        stamps = old.column("at").to_pylist()
+    seen = set(rows)
+    for kind, hs in sorted(hashes.items()):
+        for h in sorted(hs):
+            if (kind, h) not in seen:
+                seen.add((kind, h))
+                rows.append((kind, h))
+                stamps.append(at)
+    table = pa.table(
+        {
+            "kind": pa.array([k for k, _ in rows], pa.string()),
+            "sha256": pa.array([h for _, h in rows], pa.string()),
+            "at": pa.array(stamps, pa.timestamp("us")),
+        }
+    )
+    backend.put(FORGOTTEN, ibis.memtable(table))
 
 
 def _fingerprint(
