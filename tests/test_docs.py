@@ -13,11 +13,11 @@ from crmseg.config import (
     Config,
     GoldenConfig,
     IdentityConfig,
+    PrivacyConfig,
     QualityCheckConfig,
     QualityConfig,
     SourceConfig,
     SplinkConfig,
-    PrivacyConfig,
     StateConfig,
 )
 from crmseg.sources.model import TABLES
