@@ -245,3 +245,15 @@ def test_suppression_can_be_turned_off(copy: Path) -> None:
     with Workspace.open(copy) as ws:
         ws.run(as_of=datetime(2026, 11, 2))
     assert _traces(copy, chosen[:1]), "loaded again: the source still holds them"
+
+
+def test_values_match_whole_tokens_only() -> None:
+    from crmseg.privacy.forget import PLACEHOLDER, Values
+
+    v = Values(["dwilliams@icloud.com", "C0001", "+49 176 123"])
+    assert not v.found_in("davidwilliams@icloud.com and C00012")
+    assert v.found_in('["C0001", "x"]') and v.found_in("mail dwilliams@icloud.com.")
+    assert v.found_in("call +49 176 123 now")
+    assert v.replaced("C0001,davidwilliams@icloud.com,dwilliams@icloud.com.") == (
+        f"{PLACEHOLDER},davidwilliams@icloud.com,{PLACEHOLDER}."
+    )

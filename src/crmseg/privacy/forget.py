@@ -21,11 +21,12 @@ the user can propagate the erasure without crmseg keeping the values.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,18 +65,37 @@ def sha256(value: str) -> str:
 
 class Values:
     """The values to forget, found in text only as whole tokens: ``dwilliams@icloud.com`` is
-    not inside ``davidwilliams@icloud.com``, nor ``C0001`` inside ``C00012``."""
+    not inside ``davidwilliams@icloud.com``, nor ``C0001`` inside ``C00012``. Values with
+    other characters (a phone written with spaces) are looked for as they are."""
+
+    _TOKEN = re.compile(r"[\w.%+@-]+")
 
     def __init__(self, values: Iterable[str]) -> None:
-        self.values = sorted(set(values), key=lambda v: (-len(v), v))
-        alternatives = "|".join(re.escape(v) for v in self.values)
-        self._re = re.compile(rf"(?<![\w.%+-])(?:{alternatives})(?![\w.%+-])")
+        self.values = set(values)
+        self._odd = sorted((v for v in self.values if not self._TOKEN.fullmatch(v)),
+                           key=lambda v: (-len(v), v))  # fmt: skip
+
+    def _hit(self, token: str) -> bool:
+        return token in self.values or token.rstrip(".") in self.values
 
     def found_in(self, text: str) -> bool:
-        return self._re.search(text) is not None
+        if any(self._hit(t) for t in self._TOKEN.findall(text)):
+            return True
+        return any(v in text for v in self._odd)
 
     def replaced(self, text: str) -> str:
-        return self._re.sub(PLACEHOLDER, text)
+        def swap(m: re.Match[str]) -> str:
+            t = m.group(0)
+            if t in self.values:
+                return PLACEHOLDER
+            if t.rstrip(".") in self.values:
+                return PLACEHOLDER + t[len(t.rstrip(".")) :]
+            return t
+
+        text = self._TOKEN.sub(swap, text)
+        for v in self._odd:
+            text = text.replace(v, PLACEHOLDER)
+        return text
 
 
 class Forget:
@@ -153,7 +173,7 @@ class Forget:
         if b.has_table("identifiers", database="crmseg"):
             t = b.canonical("identifiers")
             rows = b.execute(
-                t.filter(t.id_value.cast("string").isin(list(asked))).select(
+                t.filter(t.id_value.cast("string").isin(_column(list(asked)))).select(
                     k=t.id_value.cast("string"), cid=t.customer_id.cast("string")
                 )
             )
@@ -168,13 +188,12 @@ class Forget:
         if not b.has_table("identity_map", database="crmseg"):
             return seed, len(seed)
         m = b.canonical("identity_map")
-        keys = m.filter(m.customer_id.isin(seed)).customer_key
+        keys = m.filter(m.customer_id.isin(_column(seed))).customer_key
         rows = b.execute(m.filter(m.customer_key.isin(keys)).select("customer_id", "customer_key"))
+        mapped = set(rows.column("customer_id").to_pylist())
         persons = set(rows.column("customer_key").to_pylist())
-        persons |= {s for s in seed if s not in set(rows.column("customer_id").to_pylist())}
-        return sorted(set(seed) | set(rows.column("customer_id").to_pylist()) | persons), len(
-            persons
-        )
+        persons |= {s for s in seed if s not in mapped}  # not in the map: a person of their own
+        return sorted(set(seed) | mapped | persons), len(persons)
 
     def _values(self, records: list[str]) -> tuple[list[str], dict[str, set[str]]]:
         """Every identifying value of ``records``, and the hashes for deletion lists."""
@@ -195,7 +214,9 @@ class Forget:
             cols = [n for n in ("email", "phone", "country") if n in t.columns]
             if not cols:
                 continue
-            rows = b.execute(t.filter(t.customer_id.cast("string").isin(records)).select(*cols))
+            rows = b.execute(
+                t.filter(t.customer_id.cast("string").isin(_column(records))).select(*cols)
+            )
             if "email" in cols:
                 for e in rows.column("email").to_pylist():
                     if e and str(e).strip():
@@ -214,7 +235,7 @@ class Forget:
         if b.has_table("identifiers", database="crmseg"):
             t = b.canonical("identifiers")
             rows = b.execute(
-                t.filter(t.customer_id.cast("string").isin(records)).select(
+                t.filter(t.customer_id.cast("string").isin(_column(records))).select(
                     v=t.id_value.cast("string")
                 )
             )
@@ -372,9 +393,7 @@ def _scrub_file(path: Path, values: list[str], found: Values) -> bool:
     if suffix in _TEXT:
         lines = text.splitlines(keepends=True)
         header = lines[:1] if suffix == ".csv" else []  # a CSV's column names stay
-        new = "".join(
-            header + [ln for ln in lines[len(header) :] if not any(v in ln for v in values)]
-        )
+        new = "".join(header + [ln for ln in lines[len(header) :] if not _holds(ln, suffix, found)])
     else:
         new = found.replaced(text)
         if suffix == ".json":
@@ -382,3 +401,37 @@ def _scrub_file(path: Path, values: list[str], found: Values) -> bool:
     tmp.write_text(new)
     os.replace(tmp, path)
     return True
+
+
+def _column(values: Sequence[str]) -> ir.Column:
+    """``values`` as a one-column table: an ``isin`` against it is a semi-join, where a
+    literal list of 10,000 values took seconds to compile and to evaluate."""
+    import ibis
+    import pyarrow as pa
+
+    return ibis.memtable(pa.table({"v": pa.array(list(values), pa.string())})).v
+
+
+def _holds(line: str, suffix: str, found: Values) -> bool:
+    """Whether one record of an export holds a value: a CSV cell or a JSON string equal to
+    one (exports carry whole values), any whole token in other text."""
+    if suffix == ".csv":
+        return any(cell in found.values for row in csv.reader([line]) for cell in row)
+    if suffix == ".jsonl" and line.strip():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return found.found_in(line)
+        return any(v in found.values for v in _strings(record))
+    return found.found_in(line)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
