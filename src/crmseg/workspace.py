@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from crmseg.activation.runner import ActivationResult
     from crmseg.backends.base import Backend
     from crmseg.backends.state import StateStore
-    from crmseg.privacy.forget import Forgotten
+    from crmseg.privacy.forget import Forget, Forgotten
     from crmseg.rules import Definition, Plan
     from crmseg.segments.catalog import Segment
     from crmseg.segments.compiled import Catalog, LazyModels
@@ -360,6 +360,7 @@ class Workspace:
         """Load what changed, compute every segment at ``as_of`` and record the run
         atomically (see ``crmseg.segments.runs``)."""
         _ = self.segments  # definition errors surface before any work
+        self._finish_forget()
         at = to_utc(as_of) if as_of else None
         return self.runner.run(at, select, progress, _fail_after)
 
@@ -376,6 +377,7 @@ class Workspace:
         Sources load once; each run sees only the rows visible at its own instant.
         """
         _ = self.segments
+        self._finish_forget()
         return self.runner.backfill(to_utc(start), to_utc(end), every, select, progress)
 
     def runs(self) -> list[RunRecord]:
@@ -704,6 +706,18 @@ class Workspace:
     def forget(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
         """Forget the people these ids, emails or phones name, everywhere (see
         ``crmseg.privacy.forget``). Unknown ones stop the request unless ``keep_going``."""
+        forget = self._forgetter()
+        forget.resume()
+        return forget(asked, keep_going)
+
+    def _finish_forget(self) -> None:
+        """Finish a forget that was killed midway before anything else writes."""
+        from crmseg.privacy.forget import JOURNAL
+
+        if (self.root / JOURNAL).exists():
+            self._forgetter().resume()
+
+    def _forgetter(self) -> Forget:
         from crmseg.privacy.forget import Forget
         from crmseg.segments.store import History
 
@@ -714,7 +728,7 @@ class Workspace:
                 if path:
                     outputs.append(_glob_of(path))
         state = self.state
-        forget = Forget(
+        return Forget(
             self.backend,
             state,
             self.root,
@@ -722,7 +736,6 @@ class Workspace:
             outputs,
             History(state).forget,
         )
-        return forget(asked, keep_going)
 
     # --- activation ----------------------------------------------------------------------
 
@@ -774,6 +787,8 @@ class Workspace:
     ) -> list[ActivationResult]:
         from crmseg.activation.runner import Context, activate
 
+        if not dry_run:
+            self._finish_forget()
         at = self._activation_instant(as_of)
         context = Context(
             root=self.root,

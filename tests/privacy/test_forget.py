@@ -257,3 +257,29 @@ def test_values_match_whole_tokens_only() -> None:
     assert v.replaced("C0001,davidwilliams@icloud.com,dwilliams@icloud.com.") == (
         f"{PLACEHOLDER},davidwilliams@icloud.com,{PLACEHOLDER}."
     )
+
+
+KILLER = """
+import os, signal, sys
+from crmseg import Workspace
+from crmseg.privacy import forget
+forget.between_commits = lambda: os.kill(os.getpid(), signal.SIGKILL)
+with Workspace.open(sys.argv[1]) as ws:
+    ws.forget(sys.argv[2:])
+"""
+
+
+def test_a_forget_killed_between_commits_is_finished_by_the_next_command(copy: Path) -> None:
+    import subprocess
+    import sys
+
+    chosen, others = _people(copy)
+    gone, kept = _values(copy, chosen[:3]), _values(copy, others)
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(copy), *chosen[:3]], timeout=300)
+    assert proc.returncode == -9  # killed after the warehouse committed
+    left = _traces(copy, gone)
+    assert left and all(not t.startswith("warehouse:") for t in left)  # the state still holds them
+    out = run_cli("run", "--as-of", "2026-11-02", "-p", str(copy))
+    assert out.returncode == 0, out.stderr
+    assert _traces(copy, gone) == []
+    assert any(t.startswith("state:") for t in _traces(copy, kept))

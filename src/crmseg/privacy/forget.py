@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
 
 PLACEHOLDER = "[forgotten]"
+JOURNAL = ".crmseg/forget.pending.json"  # a forget under way (see Forget.resume)
 _TEXT = (".csv", ".jsonl", ".txt")  # one record per line
 _WHOLE = (".json", ".html", ".md")  # values replaced in place
 
@@ -57,6 +58,10 @@ class Forgotten:
     state_rows: int
     files: list[str] = field(default_factory=list)  # files rewritten or removed
     deletion_lists: list[str] = field(default_factory=list)
+
+
+def between_commits() -> None:
+    """Runs after the warehouse committed and before the state does (kill tests stop here)."""
 
 
 def sha256(value: str) -> str:
@@ -245,11 +250,6 @@ class Forget:
     # --- forgetting -------------------------------------------------------------------------
 
     def __call__(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
-        import ibis
-        import pyarrow as pa
-
-        from crmseg.sources import sync
-
         asked = list(dict.fromkeys(a.strip() for a in asked if a.strip()))
         if not asked:
             raise ForgetError("no id, email or phone to forget")
@@ -267,6 +267,43 @@ class Forget:
         records, persons = self._everyone(r for rs in found.values() for r in rs)
         values, hashes = self._values(records)
         lists = self._deletion_lists(records, hashes)
+        # Written before the first commit and removed after the last step: a forget killed
+        # in between is finished by the next command that writes (see ``resume``).
+        self._journal().write_text(
+            json.dumps({"records": records, "values": values,
+                        "hashes": {k: sorted(v) for k, v in hashes.items()}})
+        )  # fmt: skip
+        rows, state_rows, files = self._apply(records, values, hashes)
+        return Forgotten(persons, len(records), unknown, rows, state_rows, files, lists)
+
+    def resume(self) -> bool:
+        """Finish a forget that was killed after it began removing (True if there was one).
+        Every step is idempotent, so steps already committed find nothing left to do."""
+        path = self._journal()
+        if not path.exists():
+            return False
+        try:
+            job = json.loads(path.read_text())
+            records, values = list(job["records"]), list(job["values"])
+            hashes = {k: set(v) for k, v in job["hashes"].items()}
+        except (ValueError, KeyError, TypeError):
+            # torn before the first commit (written in one call): nothing was removed yet
+            path.unlink()
+            return False
+        self._apply(records, values, hashes)
+        return True
+
+    def _journal(self) -> Path:
+        return self.root / JOURNAL
+
+    def _apply(
+        self, records: list[str], values: list[str], hashes: dict[str, set[str]]
+    ) -> tuple[int, int, list[str]]:
+        import ibis
+        import pyarrow as pa
+
+        from crmseg.sources import sync
+
         arrow = pa.array(values, pa.string())
         memo = ibis.memtable(pa.table({"v": arrow})).v
         with self.state.transaction():
@@ -274,12 +311,14 @@ class Forget:
                 rows = sync.forget_rows(self.backend, memo)
                 rows += self._tables(memo)
                 sync.remember_forgotten(self.backend, hashes, datetime.now())
+            between_commits()
             if self.forget_history is not None:
                 self.forget_history(pa.array(records, pa.string()))
             state_rows = self.state.scrub(arrow, Values(values).replaced)
         sync.cleanup(self.backend)  # the old snapshot folders
         files = self._files(values)
-        return Forgotten(persons, len(records), unknown, rows, state_rows, files, lists)
+        self._journal().unlink(missing_ok=True)
+        return rows, state_rows, files
 
     def _tables(self, values: ir.Column) -> int:
         from crmseg.sources.sync import FORGOTTEN, RECORDS, matching
