@@ -17,7 +17,7 @@ from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
 from crmseg.errors import ForgetError
 from crmseg.sources.normalize import PhoneBook
-from tests.conftest import run_cli
+from tests.conftest import MakeProject, run_cli
 
 AT = datetime(2026, 11, 1)
 INPUTS = ("data", "history", "truth")  # the user's own files, which crmseg only reads
@@ -283,3 +283,32 @@ def test_a_forget_killed_between_commits_is_finished_by_the_next_command(copy: P
     assert out.returncode == 0, out.stderr
     assert _traces(copy, gone) == []
     assert any(t.startswith("state:") for t in _traces(copy, kept))
+
+
+def test_numeric_ids_are_forgotten_only_as_customer_ids(make_project: MakeProject) -> None:
+    """CSV sources copied in as tables, ids 1..4: forgetting customer 1 removes customer 1's
+    rows and orders, and not order 1 (customer 2's) or anything else that only looks like
+    the id."""
+    root = make_project(
+        data__orders_csv="""\
+        order_id,customer_id,created,total,category
+        1,2,2024-05-01 12:00:00,120.0,skincare
+        2,1,2024-06-01 12:00:00,80.5,makeup
+        3,4,2024-07-01 12:00:00,50.0,haircare
+        """
+    )
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        before = {s.name: ws.members(s.name) for s in ws.segments}
+        done = ws.forget(["1"])
+    assert done.records == 1
+    with duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True) as con:
+        orders = con.sql("SELECT order_id, customer_id FROM crmseg.orders ORDER BY 1").fetchall()
+        emails = [r[0] for r in con.sql("SELECT email FROM crmseg.customers ORDER BY 1").fetchall()]
+    assert orders == [("1", "2"), ("3", "4")]  # order 2 was customer 1's
+    assert emails == ["ben@example.com", "cleo@example.com", "dan@example.com"]
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 2))
+        after = {s.name: ws.members(s.name) for s in ws.segments}
+    assert after == {k: [m for m in v if m != "1"] for k, v in before.items()}
+    assert _traces(root, ["anna@example.com"]) == []

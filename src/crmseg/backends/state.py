@@ -146,13 +146,21 @@ class StateStore:
         self._depth = 0
         self.con.execute("COMMIT")
 
-    def scrub(self, values: pa.Array, replace: Callable[[str], str]) -> int:
-        """Remove ``values`` from every table: rows where a text column equals one of them are
-        deleted; longer text that contains one (JSON lists of examples, batch payloads) is
-        passed through ``replace``. Call inside ``transaction``. Returns the rows touched."""
+    def scrub(
+        self,
+        values: pa.Array,
+        keys: pa.Array,
+        replace: Callable[[str], str],
+        key_columns: Sequence[str] = ("customer_id", "customer_key"),
+    ) -> int:
+        """Remove people from every table: rows where a text column equals one of ``values``,
+        or a ``key_columns`` column one of ``keys``, are deleted; longer text that contains one
+        of either (JSON lists of examples, batch payloads) is passed through ``replace``. Call
+        inside ``transaction``. Returns the rows touched."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        values = pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values
+        both = pc.unique(pa.concat_arrays([values.cast(pa.string()), keys.cast(pa.string())]))
         columns: dict[str, list[str]] = {}
         for table, column in self.rows(
             "SELECT c.table_name, c.column_name FROM information_schema.columns c "
@@ -162,10 +170,18 @@ class StateStore:
         ):
             columns.setdefault(str(table), []).append(str(column))
         touched = 0
-        with self.registered(__forget=pa.table({"v": values})):
+        with self.registered(
+            __forget=pa.table({"v": both}),
+            __values=pa.table({"v": values.cast(pa.string())}),
+            __keys=pa.table({"v": keys.cast(pa.string())}),
+        ):
             for table, cols in columns.items():
                 q = _quoted(table)
-                hit = " OR ".join(f"{_quoted(c)} IN (SELECT v FROM __forget)" for c in cols)
+                hit = " OR ".join(
+                    f"{_quoted(c)} IN (SELECT v FROM __values)"
+                    + (f" OR {_quoted(c)} IN (SELECT v FROM __keys)" if c in key_columns else "")
+                    for c in cols
+                )
                 touched += int(self.rows(f"SELECT count(*) FROM {q} WHERE {hit}")[0][0])
                 self.con.execute(f"DELETE FROM {q} WHERE {hit}")
                 for c in cols:

@@ -68,15 +68,26 @@ def sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def distinctive(value: str) -> bool:
+    """Whether a value names one person wherever it appears: an email, a phone, a long id.
+    Short numeric ids (customer ``12``) are matched only where a customer id belongs."""
+    return (not value.isdigit() and len(value) >= 5) or len(value) >= 8
+
+
 class Values:
-    """The values to forget, found in text only as whole tokens: ``dwilliams@icloud.com`` is
-    not inside ``davidwilliams@icloud.com``, nor ``C0001`` inside ``C00012``. Values with
-    other characters (a phone written with spaces) are looked for as they are."""
+    """What to look for in text: ``values`` as whole tokens (``dwilliams@icloud.com`` is not
+    inside ``davidwilliams@icloud.com``, nor ``C0001`` inside ``C00012``), values with other
+    characters (a phone written with spaces) as they are, and ``keys`` that are not
+    distinctive only as quoted strings (``"12"`` in a JSON list of ids, never the number)."""
 
     _TOKEN = re.compile(r"[\w.%+@-]+")
+    _QUOTED = re.compile(r"(?P<q>[\"'])(?P<v>[^\"'\s]{1,32})(?P=q)")
 
-    def __init__(self, values: Iterable[str]) -> None:
-        self.values = set(values)
+    def __init__(self, values: Iterable[str], keys: Iterable[str] = ()) -> None:
+        self.values = {v for v in values if distinctive(v)}
+        self.keys = set(keys)
+        self.short = self.keys - self.values
+        self.values |= {k for k in self.keys if distinctive(k)}
         self._odd = sorted((v for v in self.values if not self._TOKEN.fullmatch(v)),
                            key=lambda v: (-len(v), v))  # fmt: skip
 
@@ -85,6 +96,8 @@ class Values:
 
     def found_in(self, text: str) -> bool:
         if any(self._hit(t) for t in self._TOKEN.findall(text)):
+            return True
+        if self.short and any(m["v"] in self.short for m in self._QUOTED.finditer(text)):
             return True
         return any(v in text for v in self._odd)
 
@@ -98,6 +111,10 @@ class Values:
             return t
 
         text = self._TOKEN.sub(swap, text)
+        if self.short:
+            text = self._QUOTED.sub(
+                lambda m: f"{m['q']}{PLACEHOLDER}{m['q']}" if m["v"] in self.short else m[0], text
+            )
         for v in self._odd:
             text = text.replace(v, PLACEHOLDER)
         return text
@@ -304,23 +321,26 @@ class Forget:
 
         from crmseg.sources import sync
 
-        arrow = pa.array(values, pa.string())
-        memo = ibis.memtable(pa.table({"v": arrow})).v
+        found = Values(values, records)
+        anywhere = pa.array(sorted(found.values), pa.string())
+        keys = pa.array(records, pa.string())
+        memo = ibis.memtable(pa.table({"v": anywhere})).v
+        ids = ibis.memtable(pa.table({"v": keys})).v
         with self.state.transaction():
             with self.backend.pending():
-                rows = sync.forget_rows(self.backend, memo)
-                rows += self._tables(memo)
+                rows = sync.forget_rows(self.backend, memo, ids)
+                rows += self._tables(memo, ids)
                 sync.remember_forgotten(self.backend, hashes, datetime.now())
             between_commits()
             if self.forget_history is not None:
                 self.forget_history(pa.array(records, pa.string()))
-            state_rows = self.state.scrub(arrow, Values(values).replaced)
+            state_rows = self.state.scrub(anywhere, keys, found.replaced, sync.KEY_COLUMNS)
         sync.cleanup(self.backend)  # the old snapshot folders
-        files = self._files(values)
+        files = self._files(found)
         self._journal().unlink(missing_ok=True)
         return rows, state_rows, files
 
-    def _tables(self, values: ir.Column) -> int:
+    def _tables(self, values: ir.Column, keys: ir.Column) -> int:
         from crmseg.sources.sync import FORGOTTEN, RECORDS, matching
 
         b = self.backend
@@ -330,7 +350,7 @@ class Forget:
             if name in views or name in (RECORDS, FORGOTTEN):
                 continue
             t = b.canonical(name)
-            hit = matching(t, values)
+            hit = matching(t, values, keys)
             if hit is None:
                 continue
             n = int(b.scalar(t.filter(hit).count()))
@@ -376,7 +396,7 @@ class Forget:
             out.append(str(path))
         return out
 
-    def _files(self, values: list[str]) -> list[str]:
+    def _files(self, matcher: Values) -> list[str]:
         """Remove the carried scans and scrub the outputs crmseg wrote."""
         changed: list[str] = []
         steps = self.root / ".crmseg" / "steps"
@@ -386,17 +406,16 @@ class Forget:
                     f.unlink()
                     changed.append(str(f))
         seen: set[Path] = set()
-        matcher = Values(values)
         for pattern in self.outputs:
             for path in sorted(self.root.glob(pattern)):
                 if path.is_file() and path not in seen:
                     seen.add(path)
-                    if _scrub_file(path, values, matcher):
+                    if _scrub_file(path, matcher):
                         changed.append(str(path))
         return changed
 
 
-def _scrub_file(path: Path, values: list[str], found: Values) -> bool:
+def _scrub_file(path: Path, found: Values) -> bool:
     """Drop the lines or rows of ``path`` that hold a value (replace them inside whole
     documents); True when the file changed. Written to a temporary file first."""
     suffix = path.suffix.lower()
@@ -408,11 +427,14 @@ def _scrub_file(path: Path, values: list[str], found: Values) -> bool:
         import pyarrow.parquet as pq
 
         table = pq.read_table(path) if suffix == ".parquet" else ipc.open_file(str(path)).read_all()
-        vs = pa.array(values, pa.string())
+        vs = pa.array(sorted(found.values), pa.string())
+        ks = pa.array(sorted(found.keys), pa.string())
         hit = None
-        for col in table.columns:
+        for name, col in zip(table.column_names, table.columns, strict=True):
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 here = pc.fill_null(pc.is_in(col, value_set=vs), False)
+                if _keyish(name):
+                    here = pc.or_(here, pc.fill_null(pc.is_in(col, value_set=ks), False))
                 hit = here if hit is None else pc.or_(hit, here)
         if hit is None or not pc.any(hit).as_py():
             return False
@@ -432,7 +454,11 @@ def _scrub_file(path: Path, values: list[str], found: Values) -> bool:
     if suffix in _TEXT:
         lines = text.splitlines(keepends=True)
         header = lines[:1] if suffix == ".csv" else []  # a CSV's column names stay
-        new = "".join(header + [ln for ln in lines[len(header) :] if not _holds(ln, suffix, found)])
+        names = next(csv.reader(header), []) if header else []
+        keyed = {i for i, n in enumerate(names) if _keyish(n)}
+        new = "".join(
+            header + [ln for ln in lines[len(header) :] if not _holds(ln, suffix, found, keyed)]
+        )
     else:
         new = found.replaced(text)
         if suffix == ".json":
@@ -451,16 +477,31 @@ def _column(values: Sequence[str]) -> ir.Column:
     return ibis.memtable(pa.table({"v": pa.array(list(values), pa.string())})).v
 
 
-def _holds(line: str, suffix: str, found: Values) -> bool:
+def _keyish(column: str) -> bool:
+    """A column that holds customer ids (``customer_key``, ``customer_id``, ``id``)."""
+    name = column.strip().lower()
+    return "customer" in name or name in ("id", "key")
+
+
+def _holds(line: str, suffix: str, found: Values, keyed: set[int]) -> bool:
     """Whether one record of an export holds a value: a CSV cell or a JSON string equal to
-    one (exports carry whole values), any whole token in other text."""
+    one (exports carry whole values; ids count only in id columns), any whole token in other
+    text."""
     if suffix == ".csv":
-        return any(cell in found.values for row in csv.reader([line]) for cell in row)
+        return any(
+            cell in found.values or (i in keyed and cell in found.keys)
+            for row in csv.reader([line])
+            for i, cell in enumerate(row)
+        )
     if suffix == ".jsonl" and line.strip():
         try:
             record = json.loads(line)
         except ValueError:
             return found.found_in(line)
+        if isinstance(record, dict) and any(
+            _keyish(k) and str(v) in found.keys for k, v in record.items()
+        ):
+            return True
         return any(v in found.values for v in _strings(record))
     return found.found_in(line)
 

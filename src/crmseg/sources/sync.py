@@ -429,9 +429,10 @@ def _write_records(backend: Backend, records: Mapping[str, Mapping[str, Any]]) -
     backend.put(RECORDS, ibis.memtable(table))
 
 
-def forget_rows(backend: Backend, values: ir.Column) -> int:
-    """Rewrite every snapshot without the rows where a text column equals one of ``values``
-    (inside the caller's pending block). Each changed snapshot is written to a new folder and
+def forget_rows(backend: Backend, values: ir.Column, keys: ir.Column) -> int:
+    """Rewrite every snapshot without the rows of forgotten people: a customer id or key
+    among ``keys``, or any text column equal to one of ``values`` (inside the caller's
+    pending block). Each changed snapshot is written to a new folder and
     its view and record point there; the old folder is removed by :func:`cleanup` once the
     new records are committed, so a failure leaves the old data whole. Returns the rows
     removed."""
@@ -441,7 +442,7 @@ def forget_rows(backend: Backend, values: ir.Column) -> int:
         if not record.get("view") or not record.get("snapshot"):
             continue
         table = backend.canonical(f"_raw_{name}")
-        hit = matching(table, values)
+        hit = matching(table, values, keys)
         if hit is None:
             continue
         n = int(backend.scalar(table.filter(hit).count()))
@@ -460,15 +461,21 @@ def forget_rows(backend: Backend, values: ir.Column) -> int:
     return removed
 
 
-def matching(table: ir.Table, values: ir.Column) -> ir.BooleanValue | None:
-    """Rows where any text column of ``table`` equals one of ``values`` (None: no text
-    columns)."""
+KEY_COLUMNS = ("customer_id", "customer_key")
+
+
+def matching(table: ir.Table, values: ir.Column, keys: ir.Column) -> ir.BooleanValue | None:
+    """Rows whose customer id or key is among ``keys``, or where any text column equals one
+    of ``values`` (None: no text columns). Ids are compared only as ids: with numeric ids,
+    customer ``12`` is not order ``12``."""
     hit: ir.BooleanValue | None = None
     for column in table.columns:
         col = table[column]
         if not col.type().is_string():
             continue
         here = col.isin(values).fill_null(False)
+        if column in KEY_COLUMNS:
+            here = here | col.isin(keys).fill_null(False)
         hit = here if hit is None else hit | here
     return hit
 
