@@ -24,8 +24,9 @@ STAGES = {
 }
 LEAVES = ("rules", "backends", "errors", "config")
 FACADES = ("workspace", "cli", "__init__", "__main__", "demo")
-# shared by every stage and leaf: the canonical data model and contact normalisation
-ANYWHERE = ("crmseg.sources.model", "crmseg.sources.normalize")
+# shared by every stage and leaf: the canonical data model (with which columns are personal
+# and their one mask) and contact normalisation
+ANYWHERE = ("crmseg.sources.model", "crmseg.sources.normalize", "crmseg.sources.pii")
 
 
 def _module(path: Path) -> str:

@@ -594,13 +594,18 @@ class Workspace:
             previous = row["definition_hash"]
         return rows
 
-    def profile(self, customer_id: str) -> dict[str, Any]:
+    def profile(self, customer_id: str, mask: bool = False) -> dict[str, Any]:
         """A customer's current segments, every entry and exit (with the run and definition
-        behind it), and the source records behind the person (any of their ids finds them)."""
+        behind it), and the source records behind the person (any of their ids finds them).
+        ``mask`` masks personal data (emails, phones, names, addresses, linking values)."""
         self._reader()
         from crmseg.identity.report import source_records
+        from crmseg.sources.pii import mask_fields
 
         records = source_records(self.backend, customer_id)
+        if mask:
+            records["records"] = [mask_fields(r) for r in records["records"]]
+            records["links"] = [mask_fields(r, ("value",)) for r in records["links"]]
         customer_id = records["customer_key"]
         history = self.runs_store
         last = history.last_run()
@@ -684,9 +689,12 @@ class Workspace:
 
         return run_project_tests(self.root, self.config, self.compiled)
 
-    def explain(self, segment: str, customer_id: str, as_of: datetime | None = None) -> Any:
+    def explain(
+        self, segment: str, customer_id: str, as_of: datetime | None = None, mask: bool = False
+    ) -> Any:
         """Each sub-condition's value for one customer, and the verdict, at ``as_of``
-        (default: the segment's last run)."""
+        (default: the segment's last run); ``mask`` masks values read from personal
+        columns."""
         self._reader()
         from crmseg.identity.report import source_records
 
@@ -699,7 +707,8 @@ class Workspace:
         plan = self._plan(tables)
         # Any of a person's record ids explains the person (their key).
         key = str(records["customer_key"])
-        return plan.explain(segment, tables, at, key, self._sql_segments())
+        found = plan.explain(segment, tables, at, key, self._sql_segments())
+        return found.masked() if mask else found
 
     # --- privacy -------------------------------------------------------------------------
 

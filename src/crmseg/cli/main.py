@@ -29,6 +29,12 @@ _state = {"debug": False}
 P = ParamSpec("P")
 R = TypeVar("R")
 
+MaskOpt = Annotated[
+    bool,
+    typer.Option(
+        "--mask", help="Mask personal data (emails, phones, names, addresses) in the output."
+    ),
+]
 ProjectOpt = Annotated[
     Path,
     typer.Option(
@@ -349,11 +355,12 @@ def explain(
     customer: Annotated[str, typer.Argument(help="Customer id.")],
     project: ProjectOpt = Path("."),
     as_of: AsOfOpt = None,
+    mask: MaskOpt = False,
 ) -> None:
     """Why a customer is (or is not) in a segment: every sub-condition's value."""
     ws = _open(project)
     with ws:
-        result = ws.explain(segment, customer, as_of=parse_as_of(as_of))
+        result = ws.explain(segment, customer, as_of=parse_as_of(as_of), mask=mask)
     for line in result.lines():
         console.print(line, markup=False)
 
@@ -567,12 +574,13 @@ def profile(
     customer: Annotated[str, typer.Argument(help="Customer id.")],
     project: ProjectOpt = Path("."),
     fmt: JsonFormatOpt = "text",
+    mask: MaskOpt = False,
 ) -> None:
     """A customer's segments, every entry and exit, and the source records behind them."""
     _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
-        data = ws.profile(customer)
+        data = ws.profile(customer, mask=mask)
     if fmt == "json":
         _print_json(data)
         return

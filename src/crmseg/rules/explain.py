@@ -16,6 +16,7 @@ import ibis.expr.types as ir
 from crmseg.rules import ast as A
 from crmseg.rules.english import cond, value
 from crmseg.rules.parser import render
+from crmseg.sources.pii import PII_FIELDS, mask
 
 if TYPE_CHECKING:
     from crmseg.rules.plan import Plan
@@ -28,6 +29,7 @@ class Step:
     value: Any  # True / False / None (unknown) for conditions; the value otherwise
     depth: int
     kind: Literal["condition", "value"]
+    personal: bool = False  # a value read from a column holding personal data
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,16 @@ class Explanation:
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. the drivers of churn.risk
     as_of: datetime | None = None  # the instant the values are for
+
+    def masked(self) -> Explanation:
+        """The same explanation with personal values masked (emails, phones, names...)."""
+        from dataclasses import replace
+
+        steps = [
+            replace(s, value=mask(s.value)) if s.personal and s.value is not None else s
+            for s in self.steps
+        ]
+        return replace(self, steps=steps)
 
     def lines(self) -> list[str]:
         head = "IN" if self.verdict else "NOT IN"
@@ -125,7 +137,10 @@ def explain(
         src = text[n.span.start : n.span.end] if n.span.end > n.span.start else render(n)
         eng = cond(n) if is_cond else value(n)
         kind: Literal["condition", "value"] = "condition" if is_cond else "value"
-        steps.append(Step(src, eng, _plain(row.get(f"__x{i}")), depth, kind))
+        personal = not is_cond and any(
+            isinstance(m, A.Attr) and m.col in PII_FIELDS for m in A.walk(n)
+        )
+        steps.append(Step(src, eng, _plain(row.get(f"__x{i}")), depth, kind, personal))
     notes = []
     if row.get("__drivers"):
         notes.append(f"churn.risk drivers (log-odds vs. an average customer): {row['__drivers']}")

@@ -1,8 +1,10 @@
-"""Which canonical columns hold personal data, and the mask shown instead of their values
-where a person's data is not the point (quality examples)."""
+"""Which canonical columns hold personal data, and the one mask shown instead of their values
+where a person's data is not the point (quality examples, ``--mask`` on profile and
+explain)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Customer columns that identify a person: an export must name each one under `pii`.
@@ -22,3 +24,10 @@ def mask(value: Any) -> Any:
         return None
     text = str(value)
     return text[:1] + "".join("*" if ch.isalnum() else ch for ch in text[1:])
+
+
+def mask_fields(record: Mapping[str, Any], also: Sequence[str] = ()) -> dict[str, Any]:
+    """``record`` with the values of personal fields (:data:`PII_FIELDS`, and ``also``)
+    masked; other fields as they are."""
+    personal = PII_FIELDS | set(also)
+    return {k: mask(v) if k in personal else v for k, v in record.items()}
