@@ -715,6 +715,10 @@ class Workspace:
     def forget(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
         """Forget the people these ids, emails or phones name, everywhere (see
         ``crmseg.privacy.forget``). Unknown ones stop the request unless ``keep_going``."""
+        from crmseg.errors import ForgetError
+
+        if not (self.root / self.config.state.path).exists():  # never ran: create nothing
+            raise ForgetError("nothing is loaded yet: run `crmseg run` first")
         forget = self._forgetter()
         forget.resume()
         return forget(asked, keep_going)

@@ -312,3 +312,29 @@ def test_numeric_ids_are_forgotten_only_as_customer_ids(make_project: MakeProjec
         after = {s.name: ws.members(s.name) for s in ws.segments}
     assert after == {k: [m for m in v if m != "1"] for k, v in before.items()}
     assert _traces(root, ["anna@example.com"]) == []
+
+
+PHONES_CSV = """\
+customer_id,email,phone,country,signup_at
+1,anna@example.com,0176 1234567,DE,2024-01-01 10:00:00
+2,ben@example.com,+43 660 1234567,AT,2024-02-01 10:00:00
+3,cleo@example.com,,FR,2024-03-01 10:00:00
+4,dan@example.com,,,2024-04-01 10:00:00
+"""
+
+
+def test_a_phone_in_any_spelling_finds_its_person(make_project: MakeProject) -> None:
+    root = make_project(data__customers_csv=PHONES_CSV)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        done = ws.forget(["+49 (176) 123-4567"])  # stored as 0176 1234567 in Germany
+    assert (done.people, done.records, done.unknown) == (1, 1, [])
+    assert _traces(root, ["anna@example.com", "0176 1234567", "+491761234567"]) == []
+    assert _traces(root, ["ben@example.com"])  # the others stay
+
+
+def test_forget_before_anything_is_loaded_says_so(make_project: MakeProject) -> None:
+    root = make_project()
+    out = run_cli("forget", "1", "-p", str(root))
+    assert out.returncode == 1 and "run `crmseg run` first" in out.stderr
+    assert "Traceback" not in out.stderr and not (root / ".crmseg" / "state.duckdb").exists()
