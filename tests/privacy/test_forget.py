@@ -338,3 +338,19 @@ def test_forget_before_anything_is_loaded_says_so(make_project: MakeProject) -> 
     out = run_cli("forget", "1", "-p", str(root))
     assert out.returncode == 1 and "run `crmseg run` first" in out.stderr
     assert "Traceback" not in out.stderr and not (root / ".crmseg" / "state.duckdb").exists()
+
+
+def test_a_forgotten_phone_keeps_a_new_record_out(make_project: MakeProject) -> None:
+    """The person comes back under a new id with only their phone (another spelling): the
+    suppression list still holds them out."""
+    root = make_project(data__customers_csv=PHONES_CSV)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        ws.forget(["1"])
+    data = root / "data" / "customers.csv"
+    data.write_text(data.read_text() + "9,,+49 176 1234567,DE,2024-05-01 10:00:00\n")
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 2))
+        members = {m for s in ws.segments for m in ws.members(s.name)}
+    assert "9" not in members and "2" in members
+    assert _traces(root, ["+49 176 1234567", "+491761234567"]) == []

@@ -198,16 +198,19 @@ def _plan(
         if name == "order_items":
             record["fingerprint"]["filled"] = not p.light
     if config.privacy.suppress_forgotten:
-        _suppress(backend, planned, records)
+        _suppress(backend, planned, records, config.identity.default_region)
     return planned
 
 
 def _suppress(
-    backend: Backend, planned: Mapping[str, Planned], records: dict[str, dict[str, Any]]
+    backend: Backend,
+    planned: Mapping[str, Planned],
+    records: dict[str, dict[str, Any]],
+    region: str,
 ) -> None:
     """Leave out the rows of forgotten people (by the hash of their customer id, and of a
-    customer's email) from what is loaded again. A source that had any is copied in as a
-    table, so its snapshot (a copy of the file, with them) is not kept."""
+    customer's email or E.164 phone) from what is loaded again. A source that had any is
+    copied in as a table, so its snapshot (a copy of the file, with them) is not kept."""
     hashes = forgotten(backend)
     if not hashes:
         return
@@ -221,11 +224,42 @@ def _suppress(
             mail = t.email.cast("string").strip().lower().hexdigest("sha256")
             here = mail.isin(hashes["email"]).fill_null(False)
             hit = here if hit is None else hit | here
+        if name == "customers" and "phone" in t.columns and hashes.get("phone"):
+            here = _by_phone(backend, t, set(hashes["phone"]), region)
+            if here is not None:
+                hit = here if hit is None else hit | here
         if hit is None or not int(backend.scalar(t.filter(hit).count())):
             continue
         p.expr = t.filter(~hit)
         if name in records:
             records[name]["view"] = False
+
+
+def _by_phone(
+    backend: Backend, customers: ir.Table, hashes: set[str], region: str
+) -> ir.BooleanValue | None:
+    """Customers whose phone, in E.164 as identity reads it, hashes to one of ``hashes``."""
+    import ibis
+    import pyarrow as pa
+
+    from crmseg.sources.normalize import PhoneBook
+
+    cols = ["customer_id", "phone"] + (["country"] if "country" in customers.columns else [])
+    rows = backend.execute(customers.filter(customers.phone.notnull()).select(*cols))
+    if not rows.num_rows:
+        return None
+    country = rows.column("country") if "country" in cols else None
+    e164, _ = PhoneBook(region).arrays(rows.column("phone").cast(pa.string()), country)
+    ids = rows.column("customer_id").cast(pa.string()).to_pylist()
+    matched = [
+        cid
+        for cid, e in zip(ids, e164.to_pylist(), strict=True)
+        if e and hashlib.sha256(e.encode()).hexdigest() in hashes
+    ]
+    if not matched:
+        return None
+    keys = ibis.memtable(pa.table({"v": pa.array(matched, pa.string())})).v
+    return customers.customer_id.cast("string").isin(keys).fill_null(False)
 
 
 def forgotten(backend: Backend) -> dict[str, list[str]]:
