@@ -45,29 +45,19 @@ def copy(shop: Path, tmp_path: Path) -> Path:
 def _people(root: Path) -> tuple[list[str], list[str]]:
     """Some exported people (campaign members) and some merged by identity, then a control
     group of others."""
-    con = duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True)
-    merged = [
-        r[0]
-        for r in con.sql(
-            "SELECT customer_id FROM crmseg.identity_map WHERE customer_id <> customer_key "
-            "ORDER BY customer_id LIMIT 4"
-        ).fetchall()
-    ]
-    con.close()
+
+    def ids(where: str, order: str, n: int) -> list[str]:
+        query = f"SELECT customer_id FROM crmseg.identity_map WHERE {where} ORDER BY {order}"
+        return [r[0] for r in con.sql(f"{query} LIMIT {n}").fetchall()]
+
+    with duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True) as con:
+        merged = ids("customer_id <> customer_key", "customer_id", 4)
+        others = ids("customer_id = customer_key", "customer_id DESC", 3)
     exported: list[str] = []
     for path in sorted((root / "exports").glob("*.csv")):
         lines = path.read_text().splitlines()[1:4]
         exported += [ln.split(",")[0].strip('"') for ln in lines]
     chosen = sorted(set(merged + exported))
-    con = duckdb.connect(str(root / ".crmseg" / "warehouse.duckdb"), read_only=True)
-    others = [
-        r[0]
-        for r in con.sql(
-            "SELECT customer_id FROM crmseg.identity_map WHERE customer_id = customer_key "
-            "ORDER BY customer_id DESC LIMIT 3"
-        ).fetchall()
-    ]
-    con.close()
     return chosen, [o for o in others if o not in chosen]
 
 

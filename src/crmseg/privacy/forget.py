@@ -22,7 +22,6 @@ the user can propagate the erasure without crmseg keeping the values.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -32,7 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crmseg.backends.base import CANONICAL_SCHEMA
 from crmseg.errors import ForgetError
+from crmseg.sources.pii import digest
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -64,10 +65,6 @@ def between_commits() -> None:
     """Runs after the warehouse committed and before the state does (kill tests stop here)."""
 
 
-def sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 def distinctive(value: str) -> bool:
     """Whether a value names one person wherever it appears: an email, a phone, a long id.
     Short numeric ids (customer ``12``) are matched only where a customer id belongs."""
@@ -86,8 +83,8 @@ class Values:
     def __init__(self, values: Iterable[str], keys: Iterable[str] = ()) -> None:
         self.values = {v for v in values if distinctive(v)}
         self.keys = set(keys)
-        self.short = self.keys - self.values
-        self.values |= {k for k in self.keys if distinctive(k)}
+        self.short = {k for k in self.keys if not distinctive(k)}  # ids only where ids belong
+        self.values |= self.keys - self.short
         self._odd = sorted((v for v in self.values if not self._TOKEN.fullmatch(v)),
                            key=lambda v: (-len(v), v))  # fmt: skip
 
@@ -149,7 +146,7 @@ class Forget:
         from crmseg.sources.normalize import PhoneBook
 
         b = self.backend
-        if not b.has_table("customers", database="crmseg"):
+        if not b.has_table("customers", database=CANONICAL_SCHEMA):
             raise ForgetError("nothing is loaded yet: run `crmseg run` first")
         c = b.canonical("customers")
         cols = [n for n in ("customer_id", "email", "phone", "country") if n in c.columns]
@@ -192,7 +189,7 @@ class Forget:
             for e, cid in zip(pc.filter(theirs, hit).to_pylist(), pc.filter(ids, hit).to_pylist(),
                               strict=True):  # fmt: skip
                 found[e164s[e]].add(str(cid))
-        if b.has_table("identifiers", database="crmseg"):
+        if b.has_table("identifiers", database=CANONICAL_SCHEMA):
             t = b.canonical("identifiers")
             rows = b.execute(
                 t.filter(t.id_value.cast("string").isin(_column(list(asked)))).select(
@@ -207,7 +204,7 @@ class Forget:
         """Every record id of the persons behind ``records``, and how many persons."""
         b = self.backend
         seed = sorted(set(records))
-        if not b.has_table("identity_map", database="crmseg"):
+        if not b.has_table("identity_map", database=CANONICAL_SCHEMA):
             return seed, len(seed)
         m = b.canonical("identity_map")
         keys = m.filter(m.customer_id.isin(_column(seed))).customer_key
@@ -226,11 +223,11 @@ class Forget:
 
         b = self.backend
         values = set(records)
-        hashes: dict[str, set[str]] = {"customer_id": {sha256(r) for r in records}}
+        hashes: dict[str, set[str]] = {"customer_id": {digest(r) for r in records}}
         hashes["email"], hashes["phone"] = set(), set()
         book = PhoneBook(self.default_region)
         for name in ("customers", "_raw_customers"):
-            if not b.has_table(name, database="crmseg"):
+            if not b.has_table(name, database=CANONICAL_SCHEMA):
                 continue
             t = b.canonical(name)
             cols = [n for n in ("email", "phone", "country") if n in t.columns]
@@ -243,7 +240,7 @@ class Forget:
                 for e in rows.column("email").to_pylist():
                     if e and str(e).strip():
                         values |= {str(e), str(e).strip().lower()}
-                        hashes["email"].add(sha256(str(e).strip().lower()))
+                        hashes["email"].add(digest(str(e).strip().lower()))
             if "phone" in cols:
                 raw = rows.column("phone").cast(pa.string())
                 country = rows.column("country") if "country" in cols else None
@@ -253,8 +250,8 @@ class Forget:
                         values.add(str(p))
                     if e:
                         values.add(str(e))
-                        hashes["phone"].add(sha256(str(e)))
-        if b.has_table("identifiers", database="crmseg"):
+                        hashes["phone"].add(digest(str(e)))
+        if b.has_table("identifiers", database=CANONICAL_SCHEMA):
             t = b.canonical("identifiers")
             rows = b.execute(
                 t.filter(t.customer_id.cast("string").isin(_column(records))).select(
@@ -316,7 +313,6 @@ class Forget:
     def _apply(
         self, records: list[str], values: list[str], hashes: dict[str, set[str]]
     ) -> tuple[int, int, list[str]]:
-        import ibis
         import pyarrow as pa
 
         from crmseg.sources import sync
@@ -324,8 +320,7 @@ class Forget:
         found = Values(values, records)
         anywhere = pa.array(sorted(found.values), pa.string())
         keys = pa.array(records, pa.string())
-        memo = ibis.memtable(pa.table({"v": anywhere})).v
-        ids = ibis.memtable(pa.table({"v": keys})).v
+        memo, ids = _column(sorted(found.values)), _column(records)
         with self.state.transaction():
             with self.backend.pending():
                 rows = sync.forget_rows(self.backend, memo, ids)
@@ -346,7 +341,7 @@ class Forget:
         b = self.backend
         views = b.views()
         removed = 0
-        for name in sorted(b.con.list_tables(database="crmseg")):
+        for name in sorted(b.con.list_tables(database=CANONICAL_SCHEMA)):
             if name in views or name in (RECORDS, FORGOTTEN):
                 continue
             t = b.canonical(name)

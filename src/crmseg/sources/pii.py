@@ -31,3 +31,11 @@ def mask_fields(record: Mapping[str, Any], also: Sequence[str] = ()) -> dict[str
     masked; other fields as they are."""
     personal = PII_FIELDS | set(also)
     return {k: mask(v) if k in personal else v for k, v in record.items()}
+
+
+def digest(value: str) -> str:
+    """The SHA-256 a forgotten value is kept and listed under (deletion lists, suppression):
+    callers pass it normalised (a lowercase email, an E.164 phone, a customer id)."""
+    import hashlib
+
+    return hashlib.sha256(value.encode()).hexdigest()

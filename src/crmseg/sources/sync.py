@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str, float], None]
 
 RECORDS = "_sources"  # crmseg._sources: one row per loaded source (and per derived step)
-# crmseg._forgotten: SHA-256 of the ids and emails of forgotten people (kind, sha256, at)
+# crmseg._forgotten: SHA-256 of forgotten ids, emails and phones (kind, sha256, at)
 FORGOTTEN = "_forgotten"
 _CHUNK = 8 << 20
 
@@ -243,6 +243,7 @@ def _by_phone(
     import pyarrow as pa
 
     from crmseg.sources.normalize import PhoneBook
+    from crmseg.sources.pii import digest
 
     cols = ["customer_id", "phone"] + (["country"] if "country" in customers.columns else [])
     rows = backend.execute(customers.filter(customers.phone.notnull()).select(*cols))
@@ -252,9 +253,7 @@ def _by_phone(
     e164, _ = PhoneBook(region).arrays(rows.column("phone").cast(pa.string()), country)
     ids = rows.column("customer_id").cast(pa.string()).to_pylist()
     matched = [
-        cid
-        for cid, e in zip(ids, e164.to_pylist(), strict=True)
-        if e and hashlib.sha256(e.encode()).hexdigest() in hashes
+        cid for cid, e in zip(ids, e164.to_pylist(), strict=True) if e and digest(e) in hashes
     ]
     if not matched:
         return None
@@ -277,25 +276,18 @@ def remember_forgotten(backend: Backend, hashes: Mapping[str, set[str]], at: dat
     import ibis
     import pyarrow as pa
 
-    rows: list[tuple[str, str]] = []
-    stamps: list[datetime | None] = []
+    known: dict[tuple[str, str], datetime | None] = {}
     if backend.has_table(FORGOTTEN, database=CANONICAL_SCHEMA):
-        old = backend.execute(backend.canonical(FORGOTTEN))
-        rows = list(zip(old.column("kind").to_pylist(), old.column("sha256").to_pylist(),
-                        strict=True))  # fmt: skip
-        stamps = old.column("at").to_pylist()
-    seen = set(rows)
+        for r in backend.execute(backend.canonical(FORGOTTEN)).to_pylist():
+            known[(r["kind"], r["sha256"])] = r["at"]
     for kind, hs in sorted(hashes.items()):
         for h in sorted(hs):
-            if (kind, h) not in seen:
-                seen.add((kind, h))
-                rows.append((kind, h))
-                stamps.append(at)
+            known.setdefault((kind, h), at)
     table = pa.table(
         {
-            "kind": pa.array([k for k, _ in rows], pa.string()),
-            "sha256": pa.array([h for _, h in rows], pa.string()),
-            "at": pa.array(stamps, pa.timestamp("us")),
+            "kind": pa.array([k for k, _ in known], pa.string()),
+            "sha256": pa.array([h for _, h in known], pa.string()),
+            "at": pa.array(list(known.values()), pa.timestamp("us")),
         }
     )
     backend.put(FORGOTTEN, ibis.memtable(table))
@@ -466,10 +458,9 @@ def _write_records(backend: Backend, records: Mapping[str, Mapping[str, Any]]) -
 def forget_rows(backend: Backend, values: ir.Column, keys: ir.Column) -> int:
     """Rewrite every snapshot without the rows of forgotten people: a customer id or key
     among ``keys``, or any text column equal to one of ``values`` (inside the caller's
-    pending block). Each changed snapshot is written to a new folder and
-    its view and record point there; the old folder is removed by :func:`cleanup` once the
-    new records are committed, so a failure leaves the old data whole. Returns the rows
-    removed."""
+    pending block). Each changed snapshot is written to a new folder and its view and record
+    point there; the old folder is removed by :func:`cleanup` once the new records are
+    committed, so a failure leaves the old data whole. Returns the rows removed."""
     records = stored(backend)
     removed = 0
     for name, record in sorted(records.items()):
