@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from crmseg.errors import ConfigError, Location
-from crmseg.sources.model import TABLES
+from crmseg.sources.model import PURPOSES, TABLES
 
 PROJECT_FILE = "crmseg.yml"
 DEFAULT_LAYERS = (
@@ -452,11 +452,39 @@ def refit_interval(text: str) -> timedelta:
     return timedelta(hours=int(m.group(2)) * hours)
 
 
+class Purpose(Strict):
+    description: str = ""
+    basis: Literal["consent", "legitimate_interest"] = Field(
+        "consent",
+        description="consent: only people whose latest row for the purpose is opted_in pass; "
+        "legitimate_interest: everyone passes unless their latest row is opted_out (an objection)",
+    )
+
+
 class PrivacyConfig(Strict):
     suppress_forgotten: bool = Field(
         True,
         description="drop people `crmseg forget` erased when their source rows are loaded again",
     )
+    purposes: dict[str, Purpose] = Field(
+        default_factory=dict,
+        description="purposes campaigns may declare, besides the standard ones, or a standard "
+        "one's legal basis",
+    )
+
+    @field_validator("purposes")
+    @classmethod
+    def _purpose_names(cls, value: dict[str, Purpose]) -> dict[str, Purpose]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"purpose names are lower_snake_case, got {name!r}")
+        return value
+
+    def bases(self) -> dict[str, str]:
+        """Every known purpose -> its legal basis (consent unless configured)."""
+        out = dict.fromkeys(PURPOSES, "consent")
+        out.update({n: p.basis for n, p in self.purposes.items()})
+        return out
 
 
 class Config(Strict):

@@ -327,7 +327,7 @@ class Workspace:
         try:
             from crmseg.activation.audience import check_rules
 
-            check_rules(self.campaigns, tables, self.compiled.plan)
+            check_rules(self.campaigns, tables, self.compiled.plan, self.config.privacy.bases())
         except CrmsegError as exc:
             report.problems.extend(exc.lines())
         try:
@@ -756,7 +756,8 @@ class Workspace:
     def campaigns(self) -> list[Campaign]:
         from crmseg.activation.campaigns import load_campaigns
 
-        return load_campaigns(self.root, [s.name for s in self.segments])
+        known = self.config.privacy.bases()
+        return load_campaigns(self.root, [s.name for s in self.segments], known)
 
     def campaign(self, name: str) -> Campaign:
         import difflib
@@ -810,6 +811,7 @@ class Workspace:
             state=self.state,
             members=lambda segment: self.members(segment, at),
             compile=self.compiled.plan,
+            purposes=self.config.privacy.bases(),
         )
         return activate(targets, self.campaigns, context, at, utcnow(), dry_run)
 

@@ -1,7 +1,8 @@
 """The audience funnel of one campaign at one instant.
 
-segment members -> exclusions -> consent for the channel -> suppression -> frequency caps ->
-priority within the group -> holdout and splits.
+segment members -> exclusions -> consent for the channel -> consent for the campaign's
+purpose (when it declares one) -> suppression -> frequency caps -> priority within the group ->
+holdout and splits; then, per destination, ads consent (ad lists) and the destination's purpose.
 
 Per-customer facts (consent, suppression rules, messages already sent) come from one rule
 language plan over the canonical tables, so ``consent.email`` here means exactly what it means
@@ -9,7 +10,10 @@ in a segment rule; crmseg's own send log is joined in as an Ibis memtable. The s
 funnel then runs on the resulting Arrow columns.
 
 The consent step is not a configuration option: ``_consent_filter`` runs for every audience and
-``_require_consent`` re-checks the final audience, so no campaign file can switch it off.
+``_require_consent`` re-checks the final audience, so no campaign file can switch it off. A
+declared purpose is checked the same way. Purpose consent is the latest consent row per customer
+and purpose at the instant (rows without a purpose are channel consent); a purpose whose legal
+basis is legitimate interest lets everyone pass who has not objected (latest row opted_out).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pyarrow as pa
 from crmseg.activation.assign import assign
 from crmseg.activation.campaigns import (
     Campaign,
+    campaign_location,
     evaluate_segment_expr,
     parse_duration,
 )
@@ -83,6 +88,8 @@ class Audience:
     holdout: list[str] = field(default_factory=list)
     # Treatment customers with ads consent: all an ad list may receive (None: no ad list).
     ads_consent: set[str] | None = None
+    # destination name -> treatment customers who pass the destination's own purpose
+    purpose_ok: dict[str, set[str]] = field(default_factory=dict)
     after: list[Step] = field(default_factory=list)  # steps after the arms (ad lists)
 
     @property
@@ -106,6 +113,7 @@ class _Facts:
     customers: set[str]
     columns: dict[str, list[Any]]
     ids: list[str]
+    bases: Mapping[str, str] = field(default_factory=dict)  # purpose -> legal basis
 
     def true(self, column: str) -> set[str]:
         return {k for k, v in zip(self.ids, self.columns[column], strict=True) if v}
@@ -149,13 +157,87 @@ def _rule_defs(c: Campaign, i: int, tables: Mapping[str, ir.Table]) -> dict[str,
 
 
 def check_rules(
-    campaigns: Sequence[Campaign], tables: Mapping[str, ir.Table], compile_: Compile
+    campaigns: Sequence[Campaign],
+    tables: Mapping[str, ir.Table],
+    compile_: Compile,
+    bases: Mapping[str, str] | None = None,
 ) -> None:
     """Compile every campaign's suppression rules as activation would: a located RuleError
-    for the first broken one (``validate`` calls this; nothing runs)."""
+    for the first broken one (``validate`` calls this; nothing runs). Purposes that need
+    consent rows need a purpose column."""
     defs = [d for i, c in enumerate(campaigns) for d in _rule_defs(c, i, tables).values()]
     if defs:
         compile_(tables, defs)
+    _check_purpose_data(campaigns, tables, bases or {})
+
+
+def purposes_of(c: Campaign) -> list[str]:
+    """Every purpose the campaign or one of its destinations declares."""
+    named = [c.spec.purpose, *(d.purpose for d in c.spec.destination)]
+    return sorted({p for p in named if p is not None})
+
+
+def _check_purpose_data(
+    campaigns: Sequence[Campaign], tables: Mapping[str, ir.Table], bases: Mapping[str, str]
+) -> None:
+    """A purpose that needs consent, on data that cannot hold any: nobody could pass, which
+    is a mapping mistake rather than an audience."""
+    consent = tables.get("consent")
+    if consent is not None and "purpose" in consent.columns:
+        return
+    for c in campaigns:
+        for p in purposes_of(c):
+            if bases.get(p, "consent") == "consent":
+                lack = "no consent table" if consent is None else "no purpose column in consent"
+                raise ActivationError(
+                    f"{campaign_location(c)}: campaign {c.name} needs consent for purpose {p!r}, "
+                    f"but the project has {lack}: map one (columns: {{purpose: <your column>}})"
+                )
+
+
+def _purpose_col(purpose: str, status: str) -> str:
+    return f"__purpose_{status}_{purpose}"
+
+
+def _with_purposes(
+    wide: ir.Table, tables: Mapping[str, ir.Table], names: Sequence[str], as_of: datetime
+) -> ir.Table:
+    """Per purpose, whether the customer's latest row for it at ``as_of`` is opted_in, and
+    whether it is opted_out (a tie at one instant: opted_out, the safe answer)."""
+    cs = tables.get("consent")
+    if not names or cs is None or "purpose" not in cs.columns:
+        return wide
+    at = ibis.literal(as_of, type="timestamp")
+    cs = cs.filter(cs.purpose.isin(list(names)), cs.updated_at <= at, cs.customer_id.notnull())
+    w = ibis.window(
+        group_by=[cs.customer_id, cs.purpose], order_by=[cs.updated_at.desc(), cs.status.desc()]
+    )
+    cs = cs.mutate(__rn=ibis.row_number().over(w))
+    cs = cs.filter(cs["__rn"] == 0)
+    metrics = {
+        _purpose_col(p, status): cs.count(where=(cs.purpose == p) & (cs.status == status))
+        for p in names
+        for status in ("opted_in", "opted_out")
+    }
+    g = cs.group_by(__pk=cs.customer_id.cast("string")).aggregate(**metrics)
+    j = wide.left_join(g, wide.customer_id == g["__pk"])
+    return j.select(*wide.columns, **{k: j[k].fill_null(0) for k in metrics})
+
+
+def _purpose_filter(keys: set[str], facts: _Facts, purpose: str) -> set[str]:
+    """Of ``keys``, those who may be reached for ``purpose``: consent needs a latest row
+    opted_in; legitimate interest needs no objection (latest row opted_out)."""
+    if facts.bases.get(purpose, "consent") == "legitimate_interest":
+        column = _purpose_col(purpose, "opted_out")
+        return keys - facts.true(column) if column in facts.columns else set(keys)
+    column = _purpose_col(purpose, "opted_in")
+    return keys & facts.true(column) if column in facts.columns else set()
+
+
+def _purpose_label(purpose: str, facts: _Facts) -> str:
+    if facts.bases.get(purpose, "consent") == "legitimate_interest":
+        return f"no objection to {purpose} (legitimate interest)"
+    return f"with consent for {purpose}"
 
 
 def _windows(c: Campaign) -> list[tuple[int, str | None]]:
@@ -180,12 +262,15 @@ def _facts(
     compile_: Compile,
     send_log: pa.Table,
     as_of: datetime,
+    bases: Mapping[str, str],
 ) -> _Facts:
     defs: list[Definition] = []
     windows: set[tuple[int, str | None]] = set()
+    purposes: set[str] = set()
     for i, c in enumerate(campaigns):
         defs.extend(_rule_defs(c, i, tables).values())
         windows.update(_windows(c))
+        purposes.update(purposes_of(c))
     counts: dict[str, Definition] = {}
     if "messages" in tables:
         for seconds, ch in sorted(windows, key=str):
@@ -198,10 +283,11 @@ def _facts(
     names = [d.name for d in defs] + list(counts)
     wide = plan.wide(tables, as_of, select=names)
     wide = _with_send_log(wide, tables, send_log, as_of, sorted(windows, key=str))
+    wide = _with_purposes(wide, tables, sorted(purposes), as_of)
     result = backend.execute(wide)
     ids = [str(v) for v in result.column("customer_id").to_pylist()]
     cols = {n: result.column(n).to_pylist() for n in result.column_names if n != "customer_id"}
-    return _Facts(set(ids), cols, ids)
+    return _Facts(set(ids), cols, ids, bases)
 
 
 def _with_send_log(
@@ -268,6 +354,12 @@ def _require_consent(c: Campaign, keys: Iterable[str], facts: _Facts, index: int
             f"campaign {c.name}: {len(leaked)} customers without {c.spec.channel} consent "
             "reached the audience; nothing was sent"
         )
+    p = c.spec.purpose
+    if p is not None and (leaked := set(keys) - _purpose_filter(set(keys), facts, p)):
+        raise ActivationError(
+            f"campaign {c.name}: {len(leaked)} customers who may not be reached for {p} "
+            "reached the audience; nothing was sent"
+        )
 
 
 def _sent(facts: _Facts, seconds: int, channel: str | None) -> dict[str, int]:
@@ -309,6 +401,9 @@ def _eligible(
         note(Step("after exclusions", len(keys)))
     keys = _consent_filter(keys, facts, index)
     note(Step(f"with {spec.channel} consent", len(keys)))
+    if spec.purpose is not None:
+        keys = _purpose_filter(keys, facts, spec.purpose)
+        note(Step(_purpose_label(spec.purpose, facts), len(keys)))
     s = spec.suppress
     labels = {
         "purchased": f"not purchased within {s.purchased_within}",
@@ -365,12 +460,14 @@ def build_audience(
     send_log: pa.Table,
     as_of: datetime,
     compile_: Compile | None = None,
+    purposes: Mapping[str, str] | None = None,
 ) -> Audience:
     """The funnel and arms of ``campaign`` at ``as_of``.
 
     ``campaigns`` is the whole catalog (for the group step); ``members(segment)`` answers
     segment membership at ``as_of``; ``send_log`` is crmseg's send log so far; ``compile_``
-    compiles the suppression rules with the project's traits and library.
+    compiles the suppression rules with the project's traits and library; ``purposes`` maps
+    each purpose to its legal basis (``consent`` when not listed).
     """
     spec = campaign.spec
     peers = [
@@ -382,7 +479,10 @@ def build_audience(
         and p.spec.enabled
     ]
     scope = [campaign, *(p for p in peers if _outranks(p, campaign))]
-    facts = _facts(scope, backend, tables, compile_ or default_compile(), send_log, as_of)
+    bases = purposes or {}
+    _check_purpose_data(scope, tables, bases)
+    compiler = compile_ or default_compile()
+    facts = _facts(scope, backend, tables, compiler, send_log, as_of, bases)
     audience = Audience(campaign.name, spec.channel, as_of)
     keys = _eligible(campaign, 0, facts, members, audience.steps)
     if spec.group is not None:
@@ -406,6 +506,15 @@ def build_audience(
         treated = [k for k, _ in audience.treatment]
         audience.ads_consent = _ads_consent(campaign, treated, facts, 0)
         audience.after.append(Step("with ads consent (ad lists)", len(audience.ads_consent)))
+    for d in spec.destination:
+        if d.purpose is not None:
+            name = d.name or d.type
+            passed = _purpose_filter({k for k, _ in audience.treatment}, facts, d.purpose)
+            if d.type == "ad_list":
+                passed &= audience.ads_consent or set()
+            audience.purpose_ok[name] = passed
+            label = f"{_purpose_label(d.purpose, facts)} ({name})"
+            audience.after.append(Step(label, len(passed)))
     return audience
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from crmseg.config import Strict, YamlDoc, named_items
 from crmseg.errors import ConfigError, Location
 from crmseg.rules.parser import UNIT_SECONDS
+from crmseg.sources.model import PURPOSES
 from crmseg.sources.pii import PII_FIELDS
 
 Channel = Literal["email", "sms", "push", "in_app", "direct_mail", "ads"]
@@ -80,6 +82,11 @@ class _Output(Strict):
 
     allow_outside_project: bool = Field(
         False, description="let paths be absolute or leave the project folder (`..`)"
+    )
+    purpose: str | None = Field(
+        None,
+        description="a purpose this destination also needs (privacy.purposes): it receives only "
+        "treatment customers who pass it",
     )
 
     def _paths(self) -> list[tuple[str, str]]:
@@ -242,6 +249,11 @@ class CampaignSpec(Strict):
     segment: str = Field(description="a segment, or segments combined with and / or / not")
     exclude: list[str] = Field(default_factory=list, description="segments kept out")
     channel: Channel
+    purpose: str | None = Field(
+        None,
+        description="what the campaign is for (privacy.purposes): only people with consent, or "
+        "no objection under legitimate interest, for it pass",
+    )
     suppress: Suppress = Field(default_factory=Suppress)
     frequency_cap: list[Cap] = Field(default_factory=list)
     priority: int = Field(0, description="higher wins within a group")
@@ -305,7 +317,8 @@ class Campaign:
 
     @property
     def hash(self) -> str:
-        body = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+        spec = _without_unset_purposes(self.spec.model_dump(mode="json"))
+        body = json.dumps(spec, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def due(self, at: datetime, last: datetime | None) -> bool:
@@ -314,6 +327,15 @@ class Campaign:
         if not self.spec.enabled or (w.start and at < w.start) or (w.end and at >= w.end):
             return False
         return last is None or at - last >= parse_duration(w.every)
+
+
+def _without_unset_purposes(spec: dict[str, Any]) -> dict[str, Any]:
+    """A campaign without purposes hashes as it did before purposes existed (its activations
+    stay the same definition)."""
+    for item in [spec, *spec.get("destination", [])]:
+        if item.get("purpose") is None:
+            item.pop("purpose", None)
+    return spec
 
 
 # --- segment expressions: `a and (b or not c)` over segment names ---------------------------
@@ -412,12 +434,17 @@ def evaluate_segment_expr(text: str, members: dict[str, set[str]], universe: set
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_campaigns(root: Path, segments: list[str] | None = None) -> list[Campaign]:
-    """Every campaign of ``root/campaigns/*.yml``; unknown segments are located errors."""
+def load_campaigns(
+    root: Path, segments: list[str] | None = None, purposes: Iterable[str] | None = None
+) -> list[Campaign]:
+    """Every campaign of ``root/campaigns/*.yml``; unknown segments and purposes are located
+    errors (``purposes``: the project's known ones, by default the standard ones)."""
     out: list[Campaign] = []
     known = set(segments) if segments is not None else None
+    allowed = set(purposes) if purposes is not None else set(PURPOSES)
     for doc, i, spec in named_items(root, "campaigns", CampaignFile, "campaigns", "campaign"):
         _check_segments(doc, i, spec, known)
+        _check_purposes(doc, i, spec, allowed)
         rules = {
             name: doc.text_start(["campaigns", i, "suppress", "rules", name])
             for name in spec.suppress.rules
@@ -445,6 +472,25 @@ def _check_segments(doc: YamlDoc, i: int, spec: CampaignSpec, known: set[str] | 
                 if key == "exclude":
                     path.append(j)
                 raise ConfigError(f"no segment named {name!r}{hint}", doc.location(path))
+
+
+def _check_purposes(doc: YamlDoc, i: int, spec: CampaignSpec, known: set[str]) -> None:
+    import difflib
+
+    named: list[tuple[list[str | int], str | None]] = [(["campaigns", i, "purpose"], spec.purpose)]
+    named += [
+        (["campaigns", i, "destination", j, "purpose"], d.purpose)
+        for j, d in enumerate(spec.destination)
+    ]
+    for path, purpose in named:
+        if purpose is not None and purpose not in known:
+            close = difflib.get_close_matches(purpose, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown purpose {purpose!r}{hint}; expected one of {', '.join(sorted(known))}, "
+                "or declare it under privacy.purposes in crmseg.yml",
+                doc.location(path),
+            )
 
 
 def campaign_location(c: Campaign) -> Location:

@@ -87,6 +87,7 @@ class Context:
     state: StateStore
     members: Members
     compile: Compile | None = None  # the project's compiler (default library without it)
+    purposes: Mapping[str, str] | None = None  # purpose -> legal basis (None: all consent)
 
 
 def _dest_key(c: Campaign, name: str) -> str:
@@ -134,7 +135,15 @@ def activate(
         if dry_run:
             for c in targets:
                 audience = build_audience(
-                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.compile
+                    c,
+                    catalog,
+                    ctx.backend,
+                    ctx.tables,
+                    ctx.members,
+                    log,
+                    as_of,
+                    ctx.compile,
+                    ctx.purposes,
                 )
                 result = ActivationResult(c.name, as_of, True, audience)
                 result.destinations = _preview(c, audience, ctx, store)
@@ -145,7 +154,15 @@ def activate(
         with ctx.state.transaction():
             for c in targets:
                 audience = build_audience(
-                    c, catalog, ctx.backend, ctx.tables, ctx.members, log, as_of, ctx.compile
+                    c,
+                    catalog,
+                    ctx.backend,
+                    ctx.tables,
+                    ctx.members,
+                    log,
+                    as_of,
+                    ctx.compile,
+                    ctx.purposes,
                 )
                 aid = store.record(audience, c.hash, now)
                 result = ActivationResult(c.name, as_of, False, audience, aid)
@@ -314,7 +331,7 @@ def _stage(
                 recs += [{"customer_key": k, "op": "remove"} for k in change.removes]
                 fields = [*d.fields, "op"]
             else:
-                recs, fields = _records(a, people), list(d.fields)
+                recs, fields = _records(a, people, receives), list(d.fields)
             _stage_file(
                 path, staged, lambda p, r=recs, f=fields, d=d: write_records(p, d.file_format, r, f)
             )
@@ -328,11 +345,15 @@ def _stage(
 
 
 def _receivers(a: Audience, d: Any, target: list[str]) -> list[str]:
-    """Who a destination may receive: an ad list only treatment customers with ads consent."""
+    """Who a destination may receive: an ad list only treatment customers with ads consent,
+    a destination with a purpose only those who pass it."""
+    if d.purpose is not None:
+        allowed = a.purpose_ok.get(d.name or d.type, set())
+        target = [k for k in target if k in allowed]
     if not isinstance(d, AdListDestination):
         return target
-    allowed = a.ads_consent or set()
-    return [k for k in target if k in allowed]
+    consented = a.ads_consent or set()
+    return [k for k in target if k in consented]
 
 
 def _stage_file(path: Path, staged: list[tuple[Path, Path]], write: Any) -> None:

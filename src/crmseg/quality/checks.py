@@ -226,6 +226,8 @@ class _Checker:
                 empty = value.isnull()
                 if value.type().is_string():
                     empty = empty | blank(value)
+                if (name, col) == ("consent", "channel") and "purpose" in t.columns:
+                    empty = empty & t.purpose.isnull()  # a purpose row needs no channel
                 conds.append(("missing_values", col, empty, "are missing"))
             if name == "customers" and "email" in t.columns:
                 email = t.email.strip()
@@ -268,7 +270,12 @@ class _Checker:
                     )
                 )
             if name == "consent":
-                for col, allowed in (("channel", CHANNELS), ("status", CONSENT_STATUSES)):
+                purposes = tuple(sorted(self.config.privacy.bases()))
+                for col, allowed in (
+                    ("channel", CHANNELS),
+                    ("status", CONSENT_STATUSES),
+                    ("purpose", purposes),
+                ):
                     if col in t.columns:
                         conds.append(
                             (
@@ -400,7 +407,12 @@ class _Checker:
         visible = t.filter(t.updated_at <= self.at)
         latest = visible.mutate(
             _rank=ibis.row_number().over(
-                group_by=["customer_id", "channel"], order_by=ibis.desc("updated_at")
+                group_by=[
+                    "customer_id",
+                    "channel",
+                    *(["purpose"] if "purpose" in t.columns else []),
+                ],
+                order_by=ibis.desc("updated_at"),
             )
         ).filter(ibis._._rank == 0)
         cutoff = _months_before(self.at, self.q.consent_max_age_months)

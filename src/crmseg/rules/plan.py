@@ -764,6 +764,8 @@ class Plan:
 
         def latest(cs: ir.Table) -> ir.Table:
             cs = cs.filter(cs.channel.isin(chans))
+            if "purpose" in cs.columns:  # rows with a purpose are consent for that purpose
+                cs = cs.filter(cs.purpose.isnull())
             # latest row per customer and channel; on a tie, opted_out wins (the safe answer)
             w = ibis.window(
                 group_by=[cs.customer_id, cs.channel],

@@ -149,12 +149,20 @@ CONSENT = Table(
     "consent",
     (
         _c("customer_id", "string", True),
-        _c("channel", "string", True, "email, sms, push, in_app, direct_mail, ads"),
+        _c(
+            "channel",
+            "string",
+            True,
+            "email, sms, push, in_app, direct_mail, ads (may be empty on a purpose row)",
+        ),
         _c("status", "string", True, "opted_in or opted_out"),
-        _c("basis", "string", description="legal basis, e.g. consent, contract"),
+        _c("purpose", "string", description="what the consent is for, e.g. marketing_email"),
+        _c("basis", "string", description="legal basis, e.g. consent, legitimate_interest"),
         _c("updated_at", "timestamp", True),
     ),
-    "consent changes; the latest row per customer and channel at as_of wins",
+    "consent changes; a row without a purpose is channel consent (the latest row per customer "
+    "and channel at as_of wins), a row with one is consent for that purpose (the latest row "
+    "per customer and purpose wins)",
     time="updated_at",
 )
 
@@ -219,6 +227,17 @@ TABLES: dict[str, Table] = {
 
 CHANNELS = ("email", "sms", "push", "in_app", "direct_mail", "ads")
 CONSENT_STATUSES = ("opted_in", "opted_out")
+# Purposes every project knows, in the spirit of the IAB TCF purposes; a project adds its own
+# under privacy.purposes.
+PURPOSES = (
+    "marketing_email",
+    "marketing_sms",
+    "marketing_push",
+    "personalization",
+    "ads_retargeting",
+    "ads_measurement",
+    "analytics",
+)
 MESSAGE_KINDS = (
     "sent",
     "delivered",
