@@ -11,11 +11,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,7 +27,7 @@ from pydantic import (
 )
 
 from crmseg.errors import ConfigError, Location
-from crmseg.sources.model import PURPOSES, TABLES
+from crmseg.sources.model import PURPOSES, RETAINABLE, TABLES
 
 PROJECT_FILE = "crmseg.yml"
 DEFAULT_LAYERS = (
@@ -452,6 +453,31 @@ def refit_interval(text: str) -> timedelta:
     return timedelta(hours=int(m.group(2)) * hours)
 
 
+_WINDOW = re.compile(r"\s*(\d+)\s*(d|w|mo|y)\s*")
+
+
+def parse_window(text: str) -> tuple[int, str]:
+    """A retention window: ``90d``, ``12w``, ``18mo`` or ``2y`` -> (count, unit)."""
+    m = _WINDOW.fullmatch(text)
+    if m is None or int(m.group(1)) == 0:
+        raise ValueError(f"expected a duration like 90d, 12w, 18mo or 2y, got {text!r}")
+    return int(m.group(1)), m.group(2)
+
+
+def _retainable(table: str) -> str:
+    if table not in RETAINABLE:
+        raise ValueError(f"retention applies to {', '.join(RETAINABLE)}; got table {table!r}")
+    return table
+
+
+def _window(text: str) -> str:
+    parse_window(text)
+    return text
+
+
+Window = Annotated[str, AfterValidator(_window)]
+
+
 class Purpose(Strict):
     description: str = ""
     basis: Literal["consent", "legitimate_interest"] = Field(
@@ -470,6 +496,10 @@ class PrivacyConfig(Strict):
         default_factory=dict,
         description="purposes campaigns may declare, besides the standard ones, or a standard "
         "one's legal basis",
+    )
+    retention: dict[Annotated[str, AfterValidator(_retainable)], Window] = Field(
+        default_factory=dict,
+        description="table -> window (90d, 12w, 18mo, 2y): older rows are invisible and purged",
     )
 
     @field_validator("purposes")
@@ -754,8 +784,13 @@ def validate(model: type[M], doc: YamlDoc, data: Any = None, prefix: Sequence[st
         return model.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
-        path = [*prefix, *[p for p in err["loc"] if isinstance(p, str | int)]]
-        at_key = err["type"] == "extra_forbidden"
+        loc = list(err["loc"])
+        # a mapping key that failed: pydantic appends "[key]"; point at the key itself
+        key_failed = bool(loc) and loc[-1] == "[key]"
+        if key_failed:
+            loc.pop()
+        path = [*prefix, *[p for p in loc if isinstance(p, str | int)]]
+        at_key = err["type"] == "extra_forbidden" or key_failed
         raise ConfigError(_describe(err), doc.location(path, key=at_key)) from None
 
 

@@ -286,7 +286,10 @@ class Workspace:
         names = self.backend.canonical_tables()
         if "customers" not in names:
             raise SegmentError("no data loaded yet: run 'crmseg run' first")
-        return resolved_tables({n: self.backend.canonical(n) for n in names})
+        from crmseg.sources.retention import retained
+
+        loaded = {n: self.backend.canonical(n) for n in names}
+        return resolved_tables(retained(self.config, loaded))
 
     # --- verbs ---------------------------------------------------------------------------
 

@@ -299,6 +299,9 @@ def _print_run(result: Any) -> None:
     ]
     if d.get("models"):
         did.append("models: " + _fits(d["models"]))
+    if d.get("purged"):
+        rows = ", ".join(f"{n} {k:,}" for n, k in d["purged"].items())
+        did.append(f"purged past retention: {rows}")
     if any(did):
         console.print("; ".join(x for x in did if x), markup=False)
 

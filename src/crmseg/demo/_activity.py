@@ -335,6 +335,8 @@ def consent_table(clock: Clock, people: People, consent: Consent) -> pa.Table:
             "customer_id": people.ids.take(pa.array(c[order])),
             "channel": pick(CONSENT_CHANNELS, channel[order]),
             "status": pick(("opted_in", "opted_out"), status[order].astype(np.int64)),
+            # every demo row is channel consent; purposes are for shops that record them
+            "purpose": pa.nulls(len(order), pa.string()),
             "basis": pick(("consent", "contract"), basis[order]),
             "updated_at": clock.ts(t[order]),
         }

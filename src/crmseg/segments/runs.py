@@ -246,6 +246,8 @@ class Runner:
         plan = sync.prepare(self.config, self.root, backend, _scaled(progress, 0.0, 0.3))
         try:
             details: dict[str, Any] = {"sources": plan.status(), "loaded": plan.digest()}
+            if purged := plan.purged():
+                details["purged"] = purged
             clock.lap("sources")
             tables = plan.tables(backend)
             phones = PhoneBook(self.config.identity.default_region)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from crmseg.backends.base import Backend
 from crmseg.config import Config, SourceConfig
 from crmseg.errors import BackendError, SourceError
+from crmseg.sources import retention
 from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
 from crmseg.sources.normalize import blank
 
@@ -42,6 +43,8 @@ class Planned:
     light: bool = True
     # column -> values that were NaN or infinite (loaded as missing); counted when planned.
     nonfinite: dict[str, int] = field(default_factory=dict)
+    # The rows its retention window leaves out (None: no window).
+    expired: ir.Table | None = None
 
 
 def _origin(source: SourceConfig) -> str:
@@ -321,6 +324,10 @@ def plan_sources(
             orders = planned["orders"].expr if "orders" in planned else backend.canonical("orders")
             items.expr = _fill_items(items.expr, orders)
             items.light = False  # a join: materialised, not a view
+    for name, at in retention.cutoffs(config).items():
+        p = planned.get(name)
+        if p is not None and TABLES[name].time in p.expr.columns:
+            p.expr, p.expired = retention.split(name, p.expr, at)
     return planned
 
 

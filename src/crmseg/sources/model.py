@@ -248,3 +248,7 @@ MESSAGE_KINDS = (
     "complaint",
     "bounce",
 )
+
+# Tables a retention window may apply to: those with a time column, except customers (a person
+# is not an old row; `crmseg forget` erases people).
+RETAINABLE = tuple(n for n, t in TABLES.items() if t.time is not None and n != "customers")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import CANONICAL_SCHEMA, Backend
 from crmseg.config import Config, SourceConfig
+from crmseg.sources import retention
 from crmseg.sources.loader import Planned, plan_sources
 from crmseg.sources.model import TABLES
 
@@ -81,6 +82,11 @@ class Sync:
         out.update({n: dict(p.nonfinite) for n, p in self.planned.items()})
         return {n: cols for n, cols in out.items() if cols}
 
+    def purged(self) -> dict[str, int]:
+        """Source -> rows this load leaves out as past their retention window."""
+        out = {n: self.records[n]["fingerprint"].get("expired", 0) for n in self.planned}
+        return {n: int(v) for n, v in sorted(out.items()) if v}
+
     def status(self) -> dict[str, str]:
         out = dict.fromkeys(self.unchanged, "unchanged")
         out.update(dict.fromkeys(self.planned, "loaded"))
@@ -102,13 +108,16 @@ def stored(backend: Backend) -> dict[str, dict[str, Any]]:
     return {r["name"]: {**r, "fingerprint": json.loads(r["fingerprint"])} for r in rows}
 
 
-def config_hash(config: Config, source: SourceConfig) -> str:
-    body = {
+def config_hash(config: Config, source: SourceConfig, name: str | None = None) -> str:
+    body: dict[str, Any] = {
         "source": source.model_dump(mode="json"),
         "timezone": config.timezone,
         # a load counts non-finite numbers only for the checks: turning them on reloads
         "quality": config.quality.enabled,
     }
+    at = retention.cutoffs(config).get(name) if name is not None else None
+    if at is not None:  # a new day purges again: the source reloads once a day
+        body["retention"] = at.isoformat()
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -197,6 +206,13 @@ def _plan(
             record["fingerprint"]["nonfinite"] = p.nonfinite
         if name == "order_items":
             record["fingerprint"]["filled"] = not p.light
+        if p.expired is not None:
+            # Rows past the window are purged: a snapshot (a copy of the file, with them) is
+            # not kept; the source is copied in without them.
+            expired = int(backend.scalar(p.expired.count()))
+            record["fingerprint"]["expired"] = expired
+            if expired:
+                record["view"] = False
     if config.privacy.suppress_forgotten:
         _suppress(backend, planned, records, config.identity.default_region)
     return planned
@@ -303,7 +319,7 @@ def _fingerprint(
     snapshot: bool = True,
 ) -> tuple[dict[str, Any] | None, list[str] | None, bool]:
     """(record, files to read when changed, unchanged?) of one source."""
-    conf = config_hash(config, source)
+    conf = config_hash(config, source, name)
     fp: dict[str, Any]
     old = before["fingerprint"] if before is not None else None
     if old is not None and old.get("config") != conf:
@@ -344,7 +360,7 @@ def _fingerprint(
 
 def _carry(old: Mapping[str, Any] | None, fp: dict[str, Any]) -> None:
     """What a load found about unchanged content stays with its new fingerprint."""
-    for key in ("nonfinite", "filled"):
+    for key in ("nonfinite", "filled", "expired"):
         if old is not None and key in old:
             fp[key] = old[key]
 
