@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from crmseg.demo.scaffold import init_project
+from crmseg.errors import RuleError, RuleErrors
 from crmseg.rules import Definition, build_plan
+from crmseg.sources.loader import plan_sources
 from crmseg.traits import library
+from crmseg.workspace import Workspace
 from tests.rules.conftest import schema
 from tests.rules.test_compile import RULES
 
@@ -73,3 +80,56 @@ def test_trait_english() -> None:
     plan = build_plan([], schema(), builtins=library())
     assert plan.english("ltv") == "the total order amount minus the total order returned amount"
     assert plan.english("orders_count") == "the number of orders"
+
+
+SLIPS = [
+    (re.compile(r"\b(a|an|the) (a|an|the)\b"), "doubled article"),
+    (re.compile(r"\bwhose (a|an|the)\b"), "article after 'whose'"),
+    (re.compile(r"\ba [aeiou]"), "'a' before a vowel"),
+    (re.compile(r"\ban [b-df-hj-np-tv-z]"), "'an' before a consonant"),
+]
+
+
+def _slips(text: str) -> list[str]:
+    out = [f"{why}: {text!r}" for pattern, why in SLIPS if pattern.search(text)]
+    # "exactly 1 push clicks in the last 30 days": one thing is singular
+    for m in re.finditer(
+        r"\b(?:exactly|at least|at most) 1 ([a-z ]+?)(?: in the last|$| and)", text
+    ):
+        if m.group(1).split(" ")[-1].endswith("s"):
+            out.append(f"plural after 1: {text!r}")
+    return out
+
+
+def test_no_slips_in_the_english_of_built_ins_and_demo_rules(tmp_path: Path) -> None:
+    """Every built-in and model trait compared as rules compare them, and every demo segment,
+    on the demo shop's data: no doubled or misplaced articles, no plural after 1."""
+    init_project(tmp_path / "demo", demo=True, customers=300, seed=3)
+    with Workspace.open(tmp_path / "demo") as ws:
+        planned = plan_sources(ws.config, ws.root, ws.backend)
+        tables = {n: p.expr for n, p in planned.items()}
+        base = ws.compiled.plan(tables)
+        names = sorted(set(base.traits) | set(ws.compiled.library.models))
+        texts = [base.english(s.name) for s in ws.compiled.segments]
+        forms = ("{} >= 2", "{} = 1", "{} = 'x'", "{} in ('x', 'y')", "{} is null", "not {}",
+                 "days_since({}) > 30")  # fmt: skip
+        rendered = set()
+        for i, name in enumerate(names):
+            for j, form in enumerate(forms):
+                d = Definition(f"t{i}_{j}", "segment", text=form.format(name))
+                try:
+                    plan = ws.compiled.plan(tables, [d])
+                except (RuleError, RuleErrors):
+                    continue  # a form the trait's type does not take
+                texts.append(plan.english(d.name))
+                rendered.add(name)
+    assert len(names) > 60 and rendered == set(names)
+    assert [s for t in texts for s in _slips(t)] == []
+
+
+def test_slips_are_found() -> None:
+    assert _slips("customers whose an RFM segment is 'Champions'")
+    assert _slips("customers with exactly 1 push clicks in the last 30 days")
+    assert _slips("customers with a average order value of at least 2")
+    assert not _slips("customers whose RFM segment is 'Champions'")
+    assert not _slips("customers with exactly 1 order and whose first order was at most 30 days")

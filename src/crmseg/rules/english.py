@@ -103,7 +103,7 @@ def value(n: A.Node) -> str:
         case A.TraitRef(name=nm, phrase=phrase):
             if phrase is not None:
                 noun, counted = phrase
-                return f"the number of {noun}" if counted else noun.replace("a ", "the ", 1)
+                return f"the number of {noun}" if counted else _definite(noun)
             return f"the {_words(nm)}"
         case A.Agg(fn=fn, table=t, col=c, where=w, within=d):
             tail = _where(w) + _within(d)
@@ -176,9 +176,27 @@ def _counted(n: A.Node) -> tuple[str, str] | None:
             tail = _where(w) + _within(d)
             return _plural(t, 1) + tail, _plural(t) + tail
         case A.TraitRef(phrase=(noun, True)):
-            first, _, rest = noun.partition(" ")
-            return first.removesuffix("s") + (" " + rest if rest else ""), noun
+            return _singular(noun), noun
     return None
+
+
+def _definite(noun: str) -> str:
+    """'the lifetime value' for 'a lifetime value', 'the RFM segment' for 'an RFM segment'."""
+    for article in ("a ", "an "):
+        if noun.startswith(article):
+            return "the " + noun.removeprefix(article)
+    return noun
+
+
+def _singular(noun: str) -> str:
+    """'failed payment' for 'failed payments', 'push click in the last 30 days' for 'push
+    clicks in the last 30 days': the head noun (the last word before a look-back) loses its
+    plural."""
+    head, sep, tail = noun.partition(" in the last ")
+    words = head.split(" ")
+    last = words[-1]
+    words[-1] = last[:-3] + "y" if last.endswith("ies") else last.removesuffix("s")
+    return " ".join(words) + sep + tail
 
 
 def _num(n: A.Node) -> float | None:
