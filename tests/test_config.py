@@ -121,3 +121,27 @@ def test_aliases_that_contain_themselves_do_not_hang(tmp_path: Path) -> None:
 
     (tmp_path / "a.yml").write_text("a: &x {b: *x}\nc: {1: x, '1': y}\n")
     assert load_yaml(tmp_path / "a.yml").data["c"] == {1: "x", "1": "y"}
+
+
+def test_every_month_is_a_calendar_month_without_drift() -> None:
+    from datetime import datetime
+
+    from crmseg.config import Every
+
+    monthly = Every.parse("1mo").instants(datetime(2011, 1, 31), datetime(2011, 6, 30), "UTC")
+    assert [f"{d:%m-%d}" for d in monthly] == ["01-31", "02-28", "03-31", "04-30", "05-31", "06-30"]
+    yearly = Every.parse("1y").instants(datetime(2020, 2, 29), datetime(2024, 3, 1), "UTC")
+    assert [f"{d:%Y-%m-%d}" for d in yearly] == [
+        "2020-02-29", "2021-02-28", "2022-02-28", "2023-02-28", "2024-02-29"
+    ]  # fmt: skip
+    weekly = Every.parse("2w").instants(datetime(2024, 1, 1), datetime(2024, 1, 31), "UTC")
+    assert [d.day for d in weekly] == [1, 15, 29]
+    with pytest.raises(ValueError, match="expected a duration like 1d, 1w or 1mo"):
+        Every.parse("0d")
+
+
+def test_rule_months_are_thirty_days() -> None:
+    from crmseg.rules.parser import UNIT_SECONDS
+
+    # the documented choice: a rule's window spans the same time whatever the month
+    assert UNIT_SECONDS["mo"] == 30 * 86_400 and UNIT_SECONDS["y"] == 365 * 86_400

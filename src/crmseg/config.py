@@ -464,6 +464,58 @@ def parse_window(text: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
+def add_months(at: datetime, months: int) -> datetime:
+    """``at`` moved by whole calendar months (negative: back); the day is clipped to the
+    month's length (01-31 + 1 month = 02-28 or 02-29)."""
+    import calendar
+
+    year, month = divmod(at.year * 12 + at.month - 1 + months, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return at.replace(year=year, month=month + 1, day=min(at.day, last))
+
+
+@dataclass(frozen=True)
+class Every:
+    """A backfill step: hours, days and weeks are fixed lengths; months and years are calendar
+    ones in the project's timezone (2011-01-31 every 1mo: 02-28, 03-31, 04-30)."""
+
+    count: int
+    unit: Literal["h", "d", "w", "mo", "y"]
+
+    @classmethod
+    def parse(cls, text: str) -> Every:
+        m = re.fullmatch(r"\s*(\d+)\s*(h|d|w|mo|y)\s*", text)
+        if m is None or int(m.group(1)) == 0:
+            raise ValueError(f"expected a duration like 1d, 1w or 1mo, got {text!r}")
+        return cls(int(m.group(1)), m.group(2))  # type: ignore[arg-type]
+
+    def instants(self, start: datetime, end: datetime, timezone: str) -> list[datetime]:
+        """Every step from ``start`` to ``end`` inclusive (naive UTC). The n-th instant is
+        ``start`` plus n steps, so clipped days do not drift (01-31, 02-28, 03-31)."""
+        from datetime import UTC
+
+        if self.unit in ("h", "d", "w"):
+            hours = {"h": 1, "d": 24, "w": 168}[self.unit] * self.count
+            step = timedelta(hours=hours)
+            out, at = [], start
+            while at <= end:
+                out.append(at)
+                at += step
+            return out
+        zone = ZoneInfo(timezone)
+        local = start.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+        months = self.count * (12 if self.unit == "y" else 1)
+        out = []
+        n = 0
+        while True:
+            wall = add_months(local, n * months)
+            at = wall.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+            if at > end:
+                return out
+            out.append(at)
+            n += 1
+
+
 def _retainable(table: str) -> str:
     if table not in RETAINABLE:
         raise ValueError(f"retention applies to {', '.join(RETAINABLE)}; got table {table!r}")

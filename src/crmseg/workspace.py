@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crmseg.config import Config, load_config
+from crmseg.config import Config, Every, load_config
 from crmseg.errors import CrmsegError, SegmentError
 from crmseg.segments.runs import RunResult, utcnow
 
@@ -371,11 +371,12 @@ class Workspace:
         self,
         start: datetime,
         end: datetime,
-        every: timedelta,
+        every: timedelta | Every,
         select: Sequence[str] | None = None,
         progress: Progress | None = None,
     ) -> list[RunResult]:
-        """Run the catalog at each instant from ``start`` to ``end`` (inclusive) every ``every``.
+        """Run the catalog at each instant from ``start`` to ``end`` (inclusive) every ``every``
+        (an :class:`~crmseg.config.Every` steps calendar months in the project's timezone).
 
         Sources load once; each run sees only the rows visible at its own instant.
         """

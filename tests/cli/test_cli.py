@@ -209,3 +209,55 @@ def test_api_run_after_a_read_only_call_persists(make_project: MakeProject) -> N
         ws.run(as_of=datetime(2024, 12, 31))
     with Workspace.open(root) as ws:
         assert ws.members("value.buyers") == ["1", "2", "4"]
+
+
+BERLIN_CONFIG = """\
+name: berlin-shop
+timezone: Europe/Berlin
+sources:
+  customers: {path: data/customers.csv}
+  orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}
+"""
+# wall times in Berlin (the source has no timezone of its own): 1's order is before
+# midnight of 06-01 there, 2's after it, yet both are before midnight UTC
+BERLIN_ORDERS = """\
+order_id,customer_id,created,total,category
+1,1,2024-05-31 23:30:00,10,skincare
+2,2,2024-06-01 00:30:00,10,skincare
+"""
+
+
+def test_as_of_is_midnight_in_the_project_timezone(make_project: MakeProject) -> None:
+    root = make_project("berlin", crmseg_yml=BERLIN_CONFIG, data__orders_csv=BERLIN_ORDERS)
+    out = run_cli("run", "--as-of", "2024-06-01", "--project", str(root))
+    assert out.returncode == 0, out.stderr
+    assert "as of 2024-06-01 00:00:00 Europe/Berlin (2024-05-31 22:00 UTC)" in out.stdout
+    members = run_cli("members", "value.buyers", "-f", "csv", "--project", str(root))
+    assert members.stdout.split() == ["customer_id", "1"]
+    # an explicit offset is honoured: midnight UTC is 02:00 in Berlin
+    utc = run_cli("run", "--as-of", "2024-06-01T00:00:00Z", "--project", str(root))
+    assert "as of 2024-06-01 02:00:00 Europe/Berlin (2024-06-01 00:00 UTC)" in utc.stdout
+    members = run_cli("members", "value.buyers", "-f", "csv", "--project", str(root))
+    assert members.stdout.split() == ["customer_id", "1", "2"]
+
+
+def test_backfill_every_month_steps_calendar_months(make_project: MakeProject) -> None:
+    root = make_project("berlin", crmseg_yml=BERLIN_CONFIG)
+    out = run_cli(
+        "backfill", "--from", "2024-01-31", "--to", "2024-05-31", "--every", "1mo",
+        "--project", str(root),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    runs = json.loads(run_cli("runs", "-f", "json", "--project", str(root)).stdout)
+    # local midnights (CET, then CEST from 03-31), as naive UTC
+    assert [r["as_of"][:16].replace("T", " ") for r in runs] == [
+        "2024-01-30 23:00",
+        "2024-02-28 23:00",
+        "2024-03-30 23:00",
+        "2024-04-29 22:00",
+        "2024-05-30 22:00",
+    ]
+    bad = run_cli("backfill", "--from", "2024-01-31", "--to", "2024-05-31", "--every", "1 month",
+                  "--project", str(root))  # fmt: skip
+    assert bad.returncode != 0
+    assert "--every: expected a duration like 1d, 1w or 1mo, got '1 month'" in bad.stderr

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
 from crmseg.cli.console import console, err_console, error, lines, progress_bar
 from crmseg.errors import CrmsegError
+
+if TYPE_CHECKING:
+    from crmseg.config import Every
 
 app = typer.Typer(
     name="crmseg",
@@ -49,7 +51,9 @@ JsonFormatOpt = Annotated[str, typer.Option("--format", "-f", help="text or json
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
-        "--as-of", help="Instant to compute at, e.g. 2026-01-31 or 2026-01-31T12:00 (UTC)."
+        "--as-of",
+        help="Instant to compute at: 2026-01-31 (midnight in the project's timezone), "
+        "2026-01-31T12:00 (wall time there) or 2026-01-31T12:00+02:00.",
     ),
 ]
 
@@ -90,15 +94,40 @@ def _print_json(data: Any, **options: Any) -> None:
     sys.stdout.write(json.dumps(data, **{"default": str, **options}) + "\n")
 
 
-def parse_as_of(value: str | None, option: str = "--as-of") -> datetime | None:
+def parse_as_of(
+    value: str | None, timezone: str = "UTC", option: str = "--as-of"
+) -> datetime | None:
+    """A user's instant: a date is midnight and a time without an offset is wall time, both in
+    the project's timezone; an explicit offset (``+02:00``, ``Z``) is honoured."""
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise CrmsegError(
             f"{option}: expected a date like 2026-01-31 or 2026-01-31T12:00:00, got {value!r}"
         ) from None
+    if at.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        at = at.replace(tzinfo=ZoneInfo(timezone))
+    return at
+
+
+def _as_of(ws: Any, value: str | None) -> datetime | None:
+    return parse_as_of(value, ws.config.timezone)
+
+
+def when(at: datetime, timezone: str, seconds: bool = True) -> str:
+    """An instant (naive UTC) as the project's wall time with its zone, and UTC beside it."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    if timezone == "UTC":
+        return f"{at:{shape}} UTC"
+    local = at.replace(tzinfo=UTC).astimezone(ZoneInfo(timezone))
+    return f"{local:{shape}} {timezone} ({at:%Y-%m-%d %H:%M} UTC)"
 
 
 def _open(project: Path) -> Any:
@@ -192,14 +221,14 @@ def run(
     ws = _open(project)
     with ws:
         with progress_bar("run") as cb:
-            result = ws.run(as_of=parse_as_of(as_of), select=select, progress=cb)
-        _print_run(result)
+            result = ws.run(as_of=_as_of(ws, as_of), select=select, progress=cb)
+        _print_run(result, ws.config.timezone)
         if activate:
             activations = ws.activate_due(as_of=result.as_of)
             if not activations:
                 console.print("no campaign is due")
             for r in activations:
-                _print_activation(r)
+                _print_activation(r, ws.config.timezone)
             failed = [d for r in activations for d in r.destinations if d.error]
             if failed:
                 error(f"{len(failed)} destination(s) failed: {failed[0].error}")
@@ -270,10 +299,10 @@ def _fits(models: dict[str, Any]) -> str:
     )
 
 
-def _print_run(result: Any) -> None:
+def _print_run(result: Any, timezone: str = "UTC") -> None:
     from rich.table import Table
 
-    table = Table(title=f"run {result.run_id} as of {result.as_of:%Y-%m-%d %H:%M:%S} UTC")
+    table = Table(title=f"run {result.run_id} as of {when(result.as_of, timezone)}")
     table.add_column("segment")
     table.add_column("members", justify="right")
     table.add_column("share", justify="right")
@@ -318,7 +347,7 @@ def members(
     _check_format(fmt, "text", "csv", "json")
     ws = _open(project)
     with ws:
-        ids = ws.members(segment, as_of=parse_as_of(as_of))
+        ids = ws.members(segment, as_of=_as_of(ws, as_of))
     if fmt == "json":
         _print_json({"segment": segment, "members": ids})
     elif fmt == "csv":
@@ -338,12 +367,12 @@ def preview(
     """Size, share, sample members and the plain-English rule of a segment."""
     ws = _open(project)
     with ws:
-        p = ws.preview(segment, as_of=parse_as_of(as_of), sql=sql)
+        p = ws.preview(segment, as_of=_as_of(ws, as_of), sql=sql)
     console.print(f"[bold]{p.segment}[/]: {p.english}")
-    when = f"{p.as_of:%Y-%m-%d %H:%M:%S} UTC" + (
+    at = when(p.as_of, ws.config.timezone) + (
         f" (run {p.run_id})" if p.run_id is not None else " (computed on the loaded data)"
     )
-    console.print(f"{p.size:,} of {p.customers:,} customers ({p.share:.1%}) as of {when}")
+    console.print(f"{p.size:,} of {p.customers:,} customers ({p.share:.1%}) as of {at}")
     console.print("sample: " + (", ".join(p.sample) or "(none)"))
     for name, value in p.thresholds.items():
         console.print(f"threshold {name} = {value:g}" if value is not None else f"{name}: n/a")
@@ -363,7 +392,7 @@ def explain(
     """Why a customer is (or is not) in a segment: every sub-condition's value."""
     ws = _open(project)
     with ws:
-        result = ws.explain(segment, customer, as_of=parse_as_of(as_of), mask=mask)
+        result = ws.explain(segment, customer, as_of=_as_of(ws, as_of), mask=mask)
     for line in result.lines():
         console.print(line, markup=False)
 
@@ -380,14 +409,14 @@ def traits(
     _check_format(fmt, "text", "json")
     ws = _open(project)
     with ws:
-        data = ws.trait_catalog(as_of=parse_as_of(as_of))
+        data = ws.trait_catalog(as_of=_as_of(ws, as_of))
         data["models"] = ws.model_records()[:5]
     if fmt == "json":
         _print_json(data)
         return
     from rich.table import Table
 
-    table = Table(title=f"traits as of {data['as_of']:%Y-%m-%d %H:%M} UTC")
+    table = Table(title=f"traits as of {when(data['as_of'], ws.config.timezone, False)}")
     for col in ("trait", "kind", "meaning"):
         table.add_column(col)
     for t in data["traits"]:
@@ -440,18 +469,19 @@ def demo(
         with progress_bar("run") as cb:
             at = max(DEMO_AS_OF, last.as_of) if last else DEMO_AS_OF
             result = ws.run(as_of=at, progress=cb)
-        _print_run(result)
+        _print_run(result, ws.config.timezone)
         with progress_bar("report") as cb:
             path = ws.report(directory / "report.html", progress=cb)
     console.print(f"report: [bold]{path.resolve()}[/] (open it in a browser)")
 
 
-def parse_every(value: str) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+)\s*(h|d|w|mo|y)\s*", value)
-    if not match:
-        raise CrmsegError(f"--every: expected a duration like 1d, 1w or 1mo, got {value!r}")
-    days = {"h": 1 / 24, "d": 1, "w": 7, "mo": 30, "y": 365}[match.group(2)]
-    return timedelta(days=int(match.group(1)) * days)
+def parse_every(value: str) -> Every:
+    from crmseg.config import Every
+
+    try:
+        return Every.parse(value)
+    except ValueError as exc:
+        raise CrmsegError(f"--every: {exc}") from None
 
 
 @app.command()
@@ -466,9 +496,10 @@ def backfill(
     ] = None,
 ) -> None:
     """Run the catalog at each date in a range (point-in-time correct) to build history."""
-    first, last = parse_as_of(start, "--from"), parse_as_of(end, "--to")
-    assert first is not None and last is not None
     ws = _open(project)
+    zone = ws.config.timezone
+    first, last = parse_as_of(start, zone, "--from"), parse_as_of(end, zone, "--to")
+    assert first is not None and last is not None
     with ws, progress_bar("backfill") as cb:
         results = ws.backfill(first, last, parse_every(every), select=select, progress=cb)
     from rich.table import Table
@@ -624,7 +655,7 @@ def diff(
     """Preview how changed definitions move membership versus the last run (writes nothing)."""
     ws = _open(project)
     with ws:
-        changes = ws.diff(as_of=parse_as_of(as_of))
+        changes = ws.diff(as_of=_as_of(ws, as_of))
     if not changes:
         console.print("no definition changed since the last run")
         return
@@ -781,17 +812,17 @@ def activate(
     ws = _open(project)
     with ws:
         if due:
-            results = ws.activate_due(dry_run=dry_run, as_of=parse_as_of(as_of))
+            results = ws.activate_due(dry_run=dry_run, as_of=_as_of(ws, as_of))
         else:
             assert campaign is not None
-            results = [ws.activate(campaign, dry_run=dry_run, as_of=parse_as_of(as_of))]
+            results = [ws.activate(campaign, dry_run=dry_run, as_of=_as_of(ws, as_of))]
     if fmt == "json":
         _print_json([_activation_json(r) for r in results])
     else:
         if not results:
             console.print("no campaign is due")
         for r in results:
-            _print_activation(r)
+            _print_activation(r, ws.config.timezone)
     failed = [d for r in results for d in r.destinations if d.error]
     if failed:
         error(f"{len(failed)} destination(s) failed: {failed[0].error}")
@@ -813,10 +844,11 @@ def _activation_json(r: Any) -> dict[str, Any]:
     }
 
 
-def _print_activation(r: Any) -> None:
+def _print_activation(r: Any, timezone: str = "UTC") -> None:
     a = r.audience
     what = "dry run" if r.dry_run else f"activation {r.activation_id}"
-    console.print(f"[bold]{r.campaign}[/] ({a.channel}), {what} as of {r.as_of:%Y-%m-%d %H:%M} UTC")
+    at = when(r.as_of, timezone, False)
+    console.print(f"[bold]{r.campaign}[/] ({a.channel}), {what} as of {at}")
     console.print("  " + a.funnel(), markup=False)
     for d in r.destinations:
         change = f"+{d.adds:,} -{d.removes:,}" if d.mode == "incremental" else f"{d.adds:,}"
@@ -852,7 +884,7 @@ def quality(
         _print_quality_trend(rows)
         return
     with ws, progress_bar("quality") as cb:
-        report = ws.quality(as_of=parse_as_of(as_of), progress=cb)
+        report = ws.quality(as_of=_as_of(ws, as_of), progress=cb)
     if fmt == "json":
         out = {
             "as_of": str(report.as_of),
@@ -860,7 +892,7 @@ def quality(
         }
         _print_json(out)
     else:
-        console.print(f"data quality as of {report.as_of:%Y-%m-%d %H:%M:%S} UTC")
+        console.print(f"data quality as of {when(report.as_of, ws.config.timezone)}")
         for f in report.findings:
             if not (show_all or f.affected):
                 continue

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import crmseg
-from crmseg.config import Config
+from crmseg.config import Config, Every
 from crmseg.errors import BackendError, CrmsegError, SegmentError
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class Runner:
         self,
         start: datetime,
         end: datetime,
-        every: timedelta,
+        every: timedelta | Every,
         select: Sequence[str] | None = None,
         progress: Progress | None = None,
     ) -> list[RunResult]:
@@ -203,16 +203,19 @@ class Runner:
         Sources load once; each run sees only the rows visible at its own instant and stores
         the quality report the load was judged by.
         """
-        if every <= timedelta(0):
+        if isinstance(every, timedelta) and every <= timedelta(0):
             raise SegmentError("--every must be a positive duration")
         if end < start:
             raise SegmentError("--to must not be before --from")
         chosen = self._chosen(select)
-        instants = []
-        at = start
-        while at <= end:
-            instants.append(at)
-            at += every
+        if isinstance(every, Every):
+            instants = every.instants(start, end, self.config.timezone)
+        else:
+            instants = []
+            at = start
+            while at <= end:
+                instants.append(at)
+                at += every
 
         results = []
         try:

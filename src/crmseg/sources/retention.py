@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from crmseg.config import parse_window
+from crmseg.config import add_months, parse_window
 from crmseg.sources.model import RETAINABLE, TABLES
 
 if TYPE_CHECKING:
@@ -31,15 +31,6 @@ def clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _months_back(day: datetime, months: int) -> datetime:
-    import calendar
-
-    index = day.year * 12 + day.month - 1 - months
-    year, month = divmod(index, 12)
-    last = calendar.monthrange(year, month + 1)[1]
-    return day.replace(year=year, month=month + 1, day=min(day.day, last))
-
-
 def cutoff(window: str, timezone: str, now: datetime | None = None) -> datetime:
     """The first instant a row must be at or after to be kept, as naive UTC."""
     count, unit = parse_window(window)
@@ -48,7 +39,7 @@ def cutoff(window: str, timezone: str, now: datetime | None = None) -> datetime:
     if unit in ("d", "w"):
         start = day - timedelta(days=count * (7 if unit == "w" else 1))
     else:
-        start = _months_back(day, count * (12 if unit == "y" else 1))
+        start = add_months(day, -count * (12 if unit == "y" else 1))
     # back to an aware local time (folds and gaps resolved by zoneinfo), then naive UTC
     aware = start.replace(tzinfo=ZoneInfo(timezone))
     return aware.astimezone(UTC).replace(tzinfo=None)
