@@ -60,6 +60,16 @@ class ValidationReport:
 
 
 @dataclass
+class Exported:
+    """What ``export`` wrote."""
+
+    path: Path
+    as_of: datetime
+    segments: list[str]
+    rows: int
+
+
+@dataclass
 class Preview:
     segment: str
     size: int
@@ -661,6 +671,41 @@ class Workspace:
                 union = size[a] + size[b] - shared
                 matrix[(a, b)] = (shared, shared / union if union else 0.0)
         return {"as_of": last.as_of, "segments": names, "size": size, "matrix": matrix}
+
+    def export(
+        self,
+        out: Path,
+        segments: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+    ) -> Exported:
+        """Every membership of ``segments`` (default: all) at ``as_of`` (default: the last
+        run) in one Parquet or CSV file: segment, customer_id (the person key), entered_at.
+        Answered from the recorded history: each segment needs a run at or before the
+        instant."""
+        from crmseg.segments.export import export_format, write
+
+        export_format(out)
+        self._reader()
+        names = list(dict.fromkeys(segments)) if segments else [s.name for s in self.segments]
+        for name in names:
+            self.segment(name)
+        history = self.runs_store
+        if as_of is None:
+            last = history.last_run()
+            if last is None:
+                raise SegmentError("no run yet: run 'crmseg run' first")
+            at = last.as_of
+        else:
+            at = to_utc(as_of)
+        unrun = [n for n in names if history.segment_run(n, at) is None]
+        if unrun:
+            more = f" (and {len(unrun) - 1} more)" if len(unrun) > 1 else ""
+            raise SegmentError(
+                f"segment {unrun[0]}{more} has no run at or before {at:%Y-%m-%d %H:%M:%S} UTC: "
+                "run it (crmseg run, or crmseg backfill for past instants) first"
+            )
+        rows = write(history.member_table(names, at), out)
+        return Exported(out, at, names, rows)
 
     def check(self) -> list[Any]:
         """Every segment's configured checks against its latest run."""

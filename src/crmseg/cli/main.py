@@ -672,6 +672,30 @@ def diff(
 
 @app.command()
 @handled
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="A .parquet or .csv file to write.")],
+    project: ProjectOpt = Path("."),
+    as_of: AsOfOpt = None,
+    segments: Annotated[
+        list[str] | None,
+        typer.Option("--segments", "-s", help="Only these segments (repeatable, or a,b,c)."),
+    ] = None,
+) -> None:
+    """Every membership at one instant in one file: segment, customer_id, entered_at."""
+    chosen = [n.strip() for s in segments or [] for n in s.split(",") if n.strip()]
+    ws = _open(project)
+    with ws:
+        done = ws.export(out, chosen or None, as_of=_as_of(ws, as_of))
+        at = when(done.as_of, ws.config.timezone)
+    console.print(
+        f"wrote {done.rows:,} memberships of {len(done.segments)} segments as of {at} "
+        f"to {done.path}",
+        markup=False,
+    )
+
+
+@app.command()
+@handled
 def check(project: ProjectOpt = Path(".")) -> None:
     """Evaluate every segment's checks on its latest run; non-zero exit on failure."""
     ws = _open(project)

@@ -578,13 +578,15 @@ class History:
         return [r[0] for r in rows]
 
     def member_table(self, segments: Sequence[str], at: datetime) -> pa.Table:
-        """(segment, customer_id) of every member of ``segments`` at ``at``."""
+        """(segment, customer_id, entered_at) of every member of ``segments`` at ``at``, by
+        segment and id; ``entered_at`` opens the membership that holds at ``at``."""
         chosen = pa.table({"segment": pa.array(list(segments), pa.string())})
         with self.state.registered(_chosen_members=chosen):
             return self.state.arrow(
-                "SELECT segment, customer_id FROM memberships WHERE entered_at <= $at "
-                "AND (exited_at IS NULL OR exited_at > $at) "
-                "AND segment IN (SELECT segment FROM _chosen_members)",
+                "SELECT segment, customer_id, entered_at FROM memberships "
+                "WHERE entered_at <= $at AND (exited_at IS NULL OR exited_at > $at) "
+                "AND segment IN (SELECT segment FROM _chosen_members) "
+                "ORDER BY segment, customer_id",
                 {"at": at},
             )
 
