@@ -79,3 +79,31 @@ def test_rule_and_its_negation_are_never_both_true(
     rows = build_plan(defs, schema()).wide(duck[1], AS_OF).to_pyarrow()
     for r in rows.to_pylist():
         assert not (r["r"] and r["n"]), (rule, r)
+
+
+def test_explain_shows_what_built_in_traits_are_made_of(
+    duck: tuple[Any, Mapping[str, ibis.Table]],
+) -> None:
+    defs = [
+        Definition("stage", "segment", text="lifecycle.stage = 'churned'"),
+        Definition("rfm", "segment", text="rfm.segment = 'Champions'"),
+        Definition("check", "segment", text="days_since(last_order_at) > 0 and orders_count > 0"),
+    ]
+    plan = build_plan(defs, schema(), builtins=library())
+    e = plan.explain("stage", duck[1], AS_OF, "c1")
+    shown = {s.text: (s.value, s.depth) for s in e.steps}
+    # the stage, then the facts its definition reads, once each, one level deeper
+    for fact in ("orders_count", "days_since(last_order_at)", "lifecycle.churned_days",
+                 "lifecycle.at_risk_days", "lifecycle.new_days"):  # fmt: skip
+        assert shown[fact][1] == shown["lifecycle.stage"][1] + 1, fact
+    assert shown["lifecycle.cycle_days"][1] == shown["lifecycle.stage"][1] + 2
+    assert [s.text for s in e.steps].count("lifecycle.cycle_days") == 1
+    # the values are the ones the same expressions have in a rule of their own
+    own = {s.text: s.value for s in plan.explain("check", duck[1], AS_OF, "c1").steps}
+    assert shown["days_since(last_order_at)"][0] == own["days_since(last_order_at)"]
+    assert shown["orders_count"][0] == own["orders_count"]
+    rfm = [s.text for s in plan.explain("rfm", duck[1], AS_OF, "c1").steps]
+    assert rfm[:2] == ["rfm.segment = 'Champions'", "rfm.segment"]
+    for score in ("rfm.recency_score", "rfm.fm_score", "rfm.frequency_score",
+                  "rfm.monetary_score"):  # fmt: skip
+        assert score in rfm

@@ -99,6 +99,53 @@ def _collect(n: A.Node, depth: int, out: list[tuple[A.Node, int, bool]]) -> None
             out.append((c, depth + 1, False))
 
 
+# Values that stand for a fact about the customer: what a trait's definition is made of.
+_INPUT = (A.TraitRef, A.Attr, A.Col, A.Agg, A.ModelRef, A.PopFunc)
+
+
+def _inputs(node: A.Node) -> list[A.Node]:
+    """The facts a definition reads, outermost first, once each: for lifecycle.stage the
+    order count, days since the latest order and the thresholds; ``days_since(x)`` counts as
+    one fact."""
+    out: dict[str, A.Node] = {}
+
+    def visit(n: A.Node) -> None:
+        if isinstance(n, _INPUT) or (
+            isinstance(n, A.Func) and n.fn in ("days_since", "hours_since")
+        ):
+            out.setdefault(render(n), n)
+            return
+        for c in A.children(n):
+            visit(c)
+
+    visit(node)
+    return list(out.values())
+
+
+def _expand(
+    plan: Plan, n: A.Node, depth: int, out: list[tuple[A.Node, int, bool]], seen: set[str]
+) -> None:
+    """After a trait's value, the values its definition is made of, two levels deep (an RFM
+    segment: R and FM, then F and M), each shown once. A trait that only renames one value
+    adds nothing, and a rank (``percent_rank(clv.value_12m)``) shows what it ranks."""
+    if depth > 2 or not isinstance(n, A.TraitRef):
+        return
+    checked = plan.checked.get(("trait", n.name))
+    if checked is None or checked.node is None:
+        return
+    node = checked.node
+    found = [node.arg] if isinstance(node, A.PopFunc) else _inputs(node)
+    if found == [node]:
+        return
+    for m in found:
+        key = render(m)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((m, depth + 1, False))
+        _expand(plan, m, depth + 1, out, seen)
+
+
 def _plain(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.isoformat(sep=" ")
@@ -118,6 +165,18 @@ def explain(
     nodes: list[tuple[A.Node, int, bool]] = []
     if c.node is not None:
         _collect(c.node, 0, nodes)
+    # after each trait the rule reads, what the trait is made of (rendered: not in the text)
+    seen = {render(n) for n, _, is_cond in nodes if not is_cond}
+    grown: list[tuple[A.Node, int, bool]] = []
+    inputs: set[int] = set()
+    for entry in nodes:
+        grown.append(entry)
+        if not entry[2]:
+            more: list[tuple[A.Node, int, bool]] = []
+            _expand(plan, entry[0], entry[1], more, seen)
+            grown.extend(more)
+            inputs.update(i for i in range(len(grown) - len(more), len(grown)))
+    nodes = grown
     extra = {f"__x{i}": n for i, (n, _, _) in enumerate(nodes)}
     # a rule that uses churn.risk (directly or through traits) also shows its drivers
     uses = {
@@ -134,7 +193,8 @@ def explain(
     row = rows[0] if rows else {}
     steps = []
     for i, (n, depth, is_cond) in enumerate(nodes):
-        src = text[n.span.start : n.span.end] if n.span.end > n.span.start else render(n)
+        spanned = i not in inputs and n.span.end > n.span.start
+        src = text[n.span.start : n.span.end] if spanned else render(n)
         eng = cond(n) if is_cond else value(n)
         kind: Literal["condition", "value"] = "condition" if is_cond else "value"
         personal = not is_cond and any(
