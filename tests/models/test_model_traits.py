@@ -53,6 +53,10 @@ def test_clv_traits_equal_the_model_predictions(shop: Workspace) -> None:
     )
     np.testing.assert_allclose(got["clv.expected_spend"], gg.expected_average_spend(f, m), 1e-6)
     np.testing.assert_allclose(got["clv.value_12m"], gg.clv(bg, f, r, t, m), rtol=1e-6)
+    # the inputs the scores came from are traits too: the paper's RFM summary
+    for trait, col in (("clv.repeat_days", "frequency"), ("clv.recency_days", "recency"),
+                       ("clv.age_days", "T"), ("clv.repeat_spend", "monetary_value")):  # fmt: skip
+        np.testing.assert_allclose(got[trait], repeat.loc[some, col], rtol=1e-9)
     # the same numbers reach rules, and the fit was recorded
     wide = shop._plan(tables).wide(tables, DEMO_AS_OF, select=["value.clv_tier"])
     assert shop.backend.execute(wide.filter(wide["value.clv_tier"] != "rest")).num_rows > 0
@@ -170,3 +174,16 @@ def test_fits_follow_their_schedule(tmp_path: Path) -> None:
     with Workspace.open(root) as ws:
         fits = ws._fitter.store.fits()
     assert len([f for f in fits if f["model"] == "churn"]) == 3
+
+
+def test_explain_shows_the_clv_inputs(shop: Workspace) -> None:
+    from crmseg.demo.scaffold import DEMO_AS_OF
+
+    tables = shop._loaded_tables()
+    frame = shop._fitter.frame("clv", tables, DEMO_AS_OF)
+    buyer = str(frame.index[frame["clv.repeat_days"] > 0][0])
+    e = shop.explain("value.clv_top_20pct", buyer, as_of=DEMO_AS_OF)
+    shown = {s.text: s.value for s in e.steps}
+    assert shown["clv.value_12m"] == pytest.approx(frame.loc[buyer, "clv.value_12m"])
+    assert shown["clv.repeat_days"] == frame.loc[buyer, "clv.repeat_days"]
+    assert shown["clv.age_days"] == frame.loc[buyer, "clv.age_days"]

@@ -287,7 +287,13 @@ class ModelTraits:
             fit.state, *(rows.column(n).to_numpy() for n in ("frequency", "recency", "T",
                                                               "monetary"))
         )  # fmt: skip
-        table = pa.table({"customer_id": rows.column("customer_id"), **scores})
+        inputs = {  # what the scores were computed from, for rules and explain
+            "clv.repeat_days": rows.column("frequency"),
+            "clv.recency_days": rows.column("recency"),
+            "clv.age_days": rows.column("T"),
+            "clv.repeat_spend": rows.column("monetary"),
+        }
+        table = pa.table({"customer_id": rows.column("customer_id"), **scores, **inputs})
         return ibis.memtable(table)
 
     def frame(self, group: str, tables: Mapping[str, ir.Table], as_of: datetime) -> pd.DataFrame:

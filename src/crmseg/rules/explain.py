@@ -122,12 +122,22 @@ def _inputs(node: A.Node) -> list[A.Node]:
     return list(out.values())
 
 
+# What a CLV score is computed from (see crmseg.models.clv): the daily RFM summary.
+CLV_INPUTS = ("clv.repeat_days", "clv.recency_days", "clv.age_days", "clv.repeat_spend")
+
+
 def _expand(
     plan: Plan, n: A.Node, depth: int, out: list[tuple[A.Node, int, bool]], seen: set[str]
 ) -> None:
     """After a trait's value, the values its definition is made of, two levels deep (an RFM
     segment: R and FM, then F and M), each shown once. A trait that only renames one value
     adds nothing, and a rank (``percent_rank(clv.value_12m)``) shows what it ranks."""
+    if isinstance(n, A.ModelRef) and n.name.startswith("clv.") and n.name not in CLV_INPUTS:
+        for name in CLV_INPUTS:  # the scores' inputs, however deep the score sits
+            if name not in seen:
+                seen.add(name)
+                out.append((A.ModelRef(name), depth + 1, False))
+        return
     if depth > 2 or not isinstance(n, A.TraitRef):
         return
     checked = plan.checked.get(("trait", n.name))

@@ -303,6 +303,15 @@ MODEL_TRAITS: dict[str, ModelTrait] = {
             "clv.value_12m", "number", description="predicted value over the next 12 months"
         ),
         ModelTrait("clv.expected_spend", "number", description="expected spend per order"),
+        # the CLV models' inputs, the daily RFM summary at as_of
+        ModelTrait("clv.repeat_days", "number", description="days with a repeat purchase"),
+        ModelTrait(
+            "clv.recency_days", "number", description="days from the first to the latest purchase"
+        ),
+        ModelTrait("clv.age_days", "number", description="days since the first purchase"),
+        ModelTrait(
+            "clv.repeat_spend", "number", description="average spend of the repeat purchase days"
+        ),
         ModelTrait("churn.risk", "number", description="churn risk"),
         ModelTrait("churn.top_features", "string", description="top churn risk drivers"),
         ModelTrait("cluster.id", "number", description="behavioural cluster number"),
