@@ -100,6 +100,21 @@ class SourceConfig(Strict):
     timezone: str | None = Field(
         None, description="timezone of naive timestamps in this source (default: project's)"
     )
+    formats: dict[str, str] = Field(
+        default_factory=dict,
+        description="timestamp or date column (ours) -> its strptime format, e.g. %m/%d/%Y %H:%M",
+    )
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, fmt in value.items():
+            if "%" not in fmt:
+                raise ValueError(
+                    f"formats.{column}: expected a strptime format such as %d/%m/%Y %H:%M, "
+                    f"got {fmt!r}"
+                )
+        return value
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceConfig:

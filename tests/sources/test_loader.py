@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,10 +10,11 @@ import pytest
 from crmseg.backends.base import CANONICAL_SCHEMA
 from crmseg.backends.duckdb import DuckDBBackend
 from crmseg.config import load_config
-from crmseg.errors import SourceError
+from crmseg.errors import ConfigError, SourceError
 from crmseg.sources.loader import load_sources, plan_sources, schema_from
+from crmseg.workspace import Workspace
 
-from ..conftest import MakeProject
+from ..conftest import CONFIG, MakeProject
 
 
 def _load(root: Path) -> tuple[DuckDBBackend, dict[str, int]]:
@@ -159,3 +161,51 @@ def test_order_items_get_customer_and_time_from_orders(make_project: MakeProject
     backend, _ = _load(root)
     items = backend.execute(backend.canonical("order_items").order_by("order_id")).to_pylist()
     assert [(i["customer_id"], i["ordered_at"].month) for i in items] == [("1", 5), ("4", 7)]
+
+
+US_ORDERS = """\
+order_id,customer_id,created,total
+10,1,10/2/2017 10:56,120.0
+11,2,12/31/2017 23:05,80.5
+"""
+
+
+def _us_shop(make_project: MakeProject, orders: str, formats: str) -> Path:
+    config = CONFIG.replace(
+        "columns: {ordered_at: created, amount: total}}",
+        f"columns: {{ordered_at: created, amount: total}}, formats: {formats}}}",
+    )
+    return make_project("us", crmseg_yml=config, data__orders_csv=orders)
+
+
+def test_a_timestamp_format_reads_what_iso_parsing_cannot(make_project: MakeProject) -> None:
+    root = _us_shop(make_project, US_ORDERS, '{ordered_at: "%m/%d/%Y %H:%M"}')
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2018, 1, 1))
+        rows = ws.backend.execute(ws.backend.canonical("orders").order_by("order_id")).to_pylist()
+    assert [r["ordered_at"] for r in rows] == [
+        datetime(2017, 10, 2, 10, 56),
+        datetime(2017, 12, 31, 23, 5),
+    ]
+
+
+def test_values_not_in_the_format_are_counted_with_an_example(make_project: MakeProject) -> None:
+    bad = US_ORDERS + "12,3,2017-10-02 10:56,5\n"
+    root = _us_shop(make_project, bad, '{ordered_at: "%m/%d/%Y %H:%M"}')
+    with Workspace.open(root) as ws, pytest.raises(SourceError) as err:
+        ws.run(as_of=datetime(2018, 1, 1))
+    assert (
+        "column 'created' (orders.ordered_at): expected timestamp in the format "
+        "'%m/%d/%Y %H:%M', found 1 value that is not (e.g. '2017-10-02 10:56')"
+    ) in str(err.value)
+    with Workspace.open(root) as ws:
+        assert ws.last_run() is None  # nothing was written
+
+
+def test_formats_name_a_time_column_and_a_format(make_project: MakeProject) -> None:
+    root = _us_shop(make_project, US_ORDERS, '{amount: "%d"}')
+    with Workspace.open(root) as ws, pytest.raises(SourceError, match=r"formats\.amount: orders"):
+        ws.run(as_of=datetime(2018, 1, 1))
+    root = _us_shop(make_project, US_ORDERS, "{ordered_at: month-day-year}")
+    with pytest.raises(ConfigError, match=r"crmseg.yml:6:\d+ .*expected a strptime format"):
+        Workspace.open(root)

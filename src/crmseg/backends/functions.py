@@ -7,6 +7,24 @@ if TYPE_CHECKING:
     from crmseg.backends.base import Backend
 
 
+def parse_time(backend: "Backend", text: Any, fmt: str) -> Any:
+    """``text`` read with the strptime format ``fmt`` as a naive timestamp; null where it
+    does not match (so the loader can count and show those values)."""
+    import ibis
+    import ibis.expr.datatypes as dt
+
+    from crmseg.errors import BackendError
+
+    if backend.dialect != "duckdb":
+        raise BackendError(f"formats: parsing with a format is not available on {backend.dialect}")
+
+    @ibis.udf.scalar.builtin(name="try_strptime")
+    def parse(value: str, layout: str) -> dt.timestamp:  # type: ignore[empty-body]
+        """DuckDB's try_strptime(text, format) -> naive timestamp or null."""
+
+    return parse(text, fmt)
+
+
 def local_to_utc(backend: "Backend", value: Any, tz: str) -> Any:
     """A naive timestamp read as wall time in ``tz``, as naive UTC."""
     import ibis

@@ -181,8 +181,11 @@ def _localize(backend: Backend, value: Any, tz: str) -> Any:
     return local_to_utc(backend, value, tz)
 
 
-def _convert(backend: Backend, raw: Any, want: DType, tz: str) -> tuple[Any, Any | None]:
-    """(converted value, value-or-null used to count conversion failures)."""
+def _convert(
+    backend: Backend, raw: Any, want: DType, tz: str, fmt: str | None = None
+) -> tuple[Any, Any | None]:
+    """(converted value, value-or-null used to count conversion failures); ``fmt``: the
+    strptime format of a text timestamp or date."""
     import ibis
     import ibis.expr.datatypes as dt
 
@@ -190,6 +193,16 @@ def _convert(backend: Backend, raw: Any, want: DType, tz: str) -> tuple[Any, Any
     target = IBIS_TYPES[want]
     if want in ("string", "json"):
         return raw.cast("string"), None
+    if (
+        fmt is not None
+        and want in ("timestamp", "date")
+        and fam not in ("timestamp", "timestamp_tz", "date")
+    ):
+        from crmseg.backends.functions import parse_time
+
+        parsed = parse_time(backend, raw.cast("string").strip(), fmt)
+        value = parsed.cast(dt.date) if want == "date" else _localize(backend, parsed, tz)
+        return value, value
     if want == "timestamp":
         if fam == "timestamp":
             return _localize(backend, raw, tz), None
@@ -291,13 +304,22 @@ def plan_sources(
                 f"{origin}: required column {name}.{col_name} is missing (found: "
                 f"{', '.join(found)}; map one with columns: {{{col_name}: <your column>}})"
             )
+        for key in source.formats:
+            found_col = next((c for c in canonical.columns if c.name == key), None)
+            if found_col is None or found_col.dtype not in ("timestamp", "date"):
+                times = [c.name for c in canonical.columns if c.dtype in ("timestamp", "date")]
+                problems.append(
+                    f"{origin}: formats.{key}: {name} has no timestamp or date column {key!r} "
+                    f"(timestamp and date columns: {', '.join(times) or 'none'})"
+                )
         values: dict[str, Any] = {}
         parses = False
         for col in canonical.columns:
             theirs_col = theirs_for.get(col.name)
             if theirs_col is None:
                 continue
-            converted, check = _convert(backend, raw[theirs_col], col.dtype, tz)
+            fmt = source.formats.get(col.name)
+            converted, check = _convert(backend, raw[theirs_col], col.dtype, tz, fmt)
             if col.dtype == "float":
                 # NaN sorts above every number and sums to NaN: such values are missing.
                 # Counting them is a scan only the quality checks read.
@@ -397,9 +419,11 @@ def _check_types(
             if n:
                 source = config.sources[table]
                 theirs = source.columns.get(col, col)
+                fmt = source.formats.get(col)
+                shape = f"{want} in the format {fmt!r}" if fmt else str(want)
                 problems.append(
                     f"{planned[table].origin}: column {theirs!r} ({table}.{col}): expected "
-                    f"{want}, found {n} value{'s' * (n > 1)} that {'are' if n > 1 else 'is'} "
+                    f"{shape}, found {n} value{'s' * (n > 1)} that {'are' if n > 1 else 'is'} "
                     f"not (e.g. {result[f'e{i}']!r})"
                 )
 
