@@ -65,6 +65,12 @@ class StateConfig(Strict):
     path: str = Field(".crmseg/state.duckdb", description="state database, project-relative")
 
 
+class Constant(Strict):
+    """A column every row of a source has the same value in: ``id_type: {value: device}``."""
+
+    value: str | int | float | bool
+
+
 class SourceConfig(Strict):
     """One canonical table: a file (CSV/Parquet, globs allowed) or a table in the backend."""
 
@@ -94,8 +100,9 @@ class SourceConfig(Strict):
         max_length=1,
         description="CSV delimiter, one character (default: detected)",
     )
-    columns: dict[str, str] = Field(
-        default_factory=dict, description="column mapping, ours: theirs"
+    columns: dict[str, str | Constant] = Field(
+        default_factory=dict,
+        description="column mapping, ours: theirs, or ours: {value: a constant}",
     )
     timezone: str | None = Field(
         None, description="timezone of naive timestamps in this source (default: project's)"
@@ -632,13 +639,32 @@ class Config(Strict):
             raise ValueError("the 'customers' source is required")
         for table, source in value.items():
             canonical = TABLES[table]
-            for ours in source.columns:
-                if canonical.column(ours) is None:
+            for ours, theirs in source.columns.items():
+                col = canonical.column(ours)
+                if col is None:
                     raise ValueError(
                         f"{table}.columns: {ours!r} is not a column of the canonical {table} "
                         f"table (expected one of: {', '.join(c.name for c in canonical.columns)})"
                     )
+                if isinstance(theirs, Constant) and not _fits(theirs.value, col.dtype):
+                    raise ValueError(
+                        f"{table}.columns.{ours}: the constant {theirs.value!r} is not a "
+                        f"{col.dtype}"
+                    )
         return value
+
+
+def _fits(value: object, dtype: str) -> bool:
+    """Whether a constant can be a value of a canonical column of type ``dtype``."""
+    if dtype in ("string", "json"):
+        return isinstance(value, str | int | float) and not isinstance(value, bool)
+    if dtype == "bool":
+        return isinstance(value, bool)
+    if dtype == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if dtype == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return False  # timestamps and dates come from the data
 
 
 # --- YAML with positions -------------------------------------------------------------------

@@ -209,3 +209,23 @@ def test_formats_name_a_time_column_and_a_format(make_project: MakeProject) -> N
     root = _us_shop(make_project, US_ORDERS, "{ordered_at: month-day-year}")
     with pytest.raises(ConfigError, match=r"crmseg.yml:6:\d+ .*expected a strptime format"):
         Workspace.open(root)
+
+
+def test_a_mapping_may_set_a_constant(make_project: MakeProject) -> None:
+    config = CONFIG.replace(
+        "columns: {ordered_at: created, amount: total}}",
+        "columns: {ordered_at: created, amount: total, currency: {value: USD}, "
+        "discount: {value: 0}}}",
+    )
+    root = make_project("constant", crmseg_yml=config)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        rows = ws.backend.execute(ws.backend.canonical("orders")).to_pylist()
+    assert {r["currency"] for r in rows} == {"USD"}
+    assert {r["discount"] for r in rows} == {0.0}
+    bad = CONFIG.replace(
+        "columns: {ordered_at: created, amount: total}}",
+        "columns: {ordered_at: created, amount: {value: lots}}}",
+    )
+    with pytest.raises(ConfigError, match=r"orders\.columns\.amount: the constant 'lots' is not"):
+        Workspace.open(make_project("bad", crmseg_yml=bad))

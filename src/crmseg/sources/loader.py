@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import Backend
-from crmseg.config import Config, SourceConfig
+from crmseg.config import Config, Constant, SourceConfig
 from crmseg.errors import BackendError, SourceError
 from crmseg.sources import retention
 from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
@@ -283,9 +283,13 @@ def plan_sources(
         raws[name] = raw
         found = list(raw.columns)
         theirs_for: dict[str, str] = {}
+        constants: dict[str, Any] = {}
         for col in canonical.columns:
             theirs = source.columns.get(col.name, col.name if col.name in found else None)
             if theirs is None:
+                continue
+            if isinstance(theirs, Constant):
+                constants[col.name] = theirs.value
                 continue
             if theirs not in found:
                 problems.append(
@@ -315,6 +319,13 @@ def plan_sources(
         values: dict[str, Any] = {}
         parses = False
         for col in canonical.columns:
+            if col.name in constants:
+                import ibis
+
+                value = constants[col.name]
+                text = str(value) if col.dtype in ("string", "json") else value
+                values[col.name] = ibis.literal(text).cast(IBIS_TYPES[col.dtype])
+                continue
             theirs_col = theirs_for.get(col.name)
             if theirs_col is None:
                 continue
