@@ -76,6 +76,11 @@ class SourceConfig(Strict):
 
     path: str | None = Field(None, description="CSV or Parquet file or glob, project-relative")
     table: str | None = Field(None, description="a table in the backend database, e.g. raw.events")
+    derive: str | None = Field(
+        None,
+        description="customers only: one customer per distinct customer_id of this source "
+        "(e.g. orders), signed up at their first row there",
+    )
     # Where crmseg.yml names the file or table, for messages about reading it.
     _where: str | None = PrivateAttr(None)
 
@@ -125,8 +130,11 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceConfig:
-        if (self.path is None) == (self.table is None):
-            raise ValueError("give exactly one of 'path' (a file) or 'table' (a backend table)")
+        if sum(v is not None for v in (self.path, self.table, self.derive)) != 1:
+            raise ValueError(
+                "give exactly one of 'path' (a file), 'table' (a backend table) or 'derive' "
+                "(customers from another source)"
+            )
         return self
 
     @property
@@ -638,6 +646,14 @@ class Config(Strict):
         if "customers" not in value:
             raise ValueError("the 'customers' source is required")
         for table, source in value.items():
+            if source.derive is not None:
+                if table != "customers":
+                    raise ValueError(f"{table}.derive: only customers can be derived")
+                if source.derive not in value or source.derive == "customers":
+                    raise ValueError(
+                        f"customers.derive: {source.derive!r} is not another configured "
+                        f"source (configured: {', '.join(n for n in value if n != 'customers')})"
+                    )
             canonical = TABLES[table]
             for ours, theirs in source.columns.items():
                 col = canonical.column(ours)
@@ -928,7 +944,7 @@ def load_config(root: Path) -> Config:
         raise ConfigError("expected a mapping with name, backend and sources", doc.location())
     config = validate(Config, doc)
     for name, source in config.sources.items():
-        key = "path" if source.path is not None else "table"
+        key = next(k for k in ("path", "table", "derive") if getattr(source, k) is not None)
         where = doc.location(["sources", name, key])
         source._where = f"{PROJECT_FILE}:{where.line}" if where.line else None
     return config

@@ -14,7 +14,7 @@ from crmseg.errors import ConfigError, SourceError
 from crmseg.sources.loader import load_sources, plan_sources, schema_from
 from crmseg.workspace import Workspace
 
-from ..conftest import CONFIG, MakeProject
+from ..conftest import CONFIG, SEGMENTS, MakeProject
 
 
 def _load(root: Path) -> tuple[DuckDBBackend, dict[str, int]]:
@@ -228,4 +228,35 @@ def test_a_mapping_may_set_a_constant(make_project: MakeProject) -> None:
         "columns: {ordered_at: created, amount: {value: lots}}}",
     )
     with pytest.raises(ConfigError, match=r"orders\.columns\.amount: the constant 'lots' is not"):
+        Workspace.open(make_project("bad", crmseg_yml=bad))
+
+
+def test_customers_derived_from_orders(make_project: MakeProject) -> None:
+    config = CONFIG.replace("customers: {path: data/customers.csv}", "customers: {derive: orders}")
+    buyers = SEGMENTS.split("  - name: value.buyers")[1]
+    root = make_project(
+        "derived",
+        crmseg_yml=config,
+        data__customers_csv=None,
+        segments__core_yml="segments:\n  - name: value.buyers" + buyers,
+    )
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        rows = ws.backend.execute(ws.backend.canonical("customers")).to_pylist()
+        assert sorted((r["customer_id"], r["signup_at"]) for r in rows) == [
+            ("1", datetime(2024, 5, 1, 12)),
+            ("2", datetime(2024, 5, 15, 12)),
+            ("4", datetime(2024, 7, 1, 12)),
+        ]
+        assert set(ws.members("value.buyers")) == {"1", "2", "4"}
+        again = ws.run(as_of=datetime(2024, 8, 2))
+        assert again.details["sources"] == {"customers": "unchanged", "orders": "unchanged"}
+    orders = root / "data" / "orders.csv"
+    orders.write_text(orders.read_text() + "14,9,2024-07-20 12:00:00,10.0,skincare\n")
+    with Workspace.open(root) as ws:
+        run = ws.run(as_of=datetime(2024, 8, 3))
+        assert run.details["sources"] == {"customers": "loaded", "orders": "loaded"}
+        assert "9" in ws.members("value.buyers")
+    bad = CONFIG.replace("customers: {path: data/customers.csv}", "customers: {derive: events}")
+    with pytest.raises(ConfigError, match=r"customers\.derive: 'events' is not another configured"):
         Workspace.open(make_project("bad", crmseg_yml=bad))

@@ -48,6 +48,8 @@ class Planned:
 
 
 def _origin(source: SourceConfig) -> str:
+    if source.derive is not None:
+        return f"customers derived from {source.derive}"
     return source.path if source.path is not None else f"table {source.table}"
 
 
@@ -270,6 +272,8 @@ def plan_sources(
         if progress:
             progress(f"reading {name}", i / max(len(names), 1))
         source = config.sources[name]
+        if source.derive is not None:
+            continue  # built from the other sources below
         canonical = TABLES[name]
         origin = _origin(source)
         tz = source.timezone or config.timezone
@@ -357,11 +361,28 @@ def plan_sources(
             orders = planned["orders"].expr if "orders" in planned else backend.canonical("orders")
             items.expr = _fill_items(items.expr, orders)
             items.light = False  # a join: materialised, not a view
+    customers = config.sources.get("customers")
+    if customers is not None and customers.derive is not None and "customers" in names:
+        base = customers.derive
+        rows = planned[base].expr if base in planned else backend.canonical(base)
+        planned["customers"] = Planned(
+            "customers", _origin(customers), _derive_customers(base, rows), light=False
+        )
     for name, at in retention.cutoffs(config).items():
         p = planned.get(name)
         if p is not None and TABLES[name].time in p.expr.columns:
             p.expr, p.expired = retention.split(name, p.expr, at)
     return planned
+
+
+def _derive_customers(table: str, rows: ir.Table) -> ir.Table:
+    """One customer per distinct id of ``rows``, signed up at their first row."""
+    import ibis
+
+    time = TABLES[table].time
+    known = rows.filter(rows.customer_id.notnull() & ~blank(rows.customer_id.cast("string")))
+    first = known[time].min() if time is not None else ibis.null("timestamp")
+    return known.group_by(customer_id=known.customer_id.cast("string")).aggregate(signup_at=first)
 
 
 def _derived(table: str, column: str) -> bool:

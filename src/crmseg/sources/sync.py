@@ -144,11 +144,15 @@ def prepare(
     changed: dict[str, list[str] | None] = {}  # name -> files to read (None: as configured)
     created: list[Path] = []
     names = list(config.sources)
+    derived: list[str] = []
     try:
         for i, name in enumerate(names):
             if progress:
                 progress(f"checking {name}", i / max(len(names), 1))
             source = config.sources[name]
+            if source.derive is not None:
+                derived.append(name)
+                continue
             before = previous.get(name) if name in existing and not force else None
             record, files, same = _fingerprint(
                 config, root, backend, name, source, before, snapshot
@@ -163,6 +167,22 @@ def prepare(
                 unchanged.append(name)
             else:
                 changed[name] = files
+        for name in derived:  # customers from another source: new rows there, new customers
+            base = config.sources[name].derive
+            assert base is not None
+            before = previous.get(name) if name in existing and not force else None
+            fp = {
+                "config": config_hash(config, config.sources[name], name),
+                "derive": base,
+                "from": {k: v for k, v in records.get(base, {}).get("fingerprint", {}).items()
+                         if k != "files"},
+            }  # fmt: skip
+            same = before is not None and before["fingerprint"] == fp and base in unchanged
+            records[name] = _record(name, fp, None, before if same else None)
+            if same:
+                unchanged.append(name)
+            else:
+                changed[name] = None
         # order_items copy customer_id/ordered_at from their orders: new orders, new items.
         filled = previous.get("order_items", {}).get("fingerprint", {}).get("filled")
         if "orders" in changed and "order_items" in unchanged and filled:
