@@ -112,6 +112,10 @@ class SourceConfig(Strict):
     timezone: str | None = Field(
         None, description="timezone of naive timestamps in this source (default: project's)"
     )
+    decimal: Literal[".", ","] = Field(
+        ".",
+        description="decimal separator of numbers written as text: ',' reads 1.234,56 as 1234.56",
+    )
     formats: dict[str, str] = Field(
         default_factory=dict,
         description="timestamp or date column (ours) -> its strptime format, e.g. %m/%d/%Y %H:%M",

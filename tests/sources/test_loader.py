@@ -260,3 +260,17 @@ def test_customers_derived_from_orders(make_project: MakeProject) -> None:
     bad = CONFIG.replace("customers: {path: data/customers.csv}", "customers: {derive: events}")
     with pytest.raises(ConfigError, match=r"customers\.derive: 'events' is not another configured"):
         Workspace.open(make_project("bad", crmseg_yml=bad))
+
+
+def test_decimal_commas(make_project: MakeProject) -> None:
+    orders = "order_id;customer_id;created;total\n10;1;2024-05-01 12:00:00;1.234,56\n"
+    orders += "11;2;2024-05-02 12:00:00;80,5\n12;4;2024-05-03 12:00:00;7\n"
+    config = CONFIG.replace(
+        "columns: {ordered_at: created, amount: total}}",
+        "columns: {ordered_at: created, amount: total}, delimiter: ';', decimal: ','}",
+    )
+    root = make_project("comma", crmseg_yml=config, data__orders_csv=orders)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        rows = ws.backend.execute(ws.backend.canonical("orders").order_by("order_id")).to_pylist()
+    assert [r["amount"] for r in rows] == [1234.56, 80.5, 7.0]

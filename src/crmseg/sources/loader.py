@@ -184,10 +184,16 @@ def _localize(backend: Backend, value: Any, tz: str) -> Any:
 
 
 def _convert(
-    backend: Backend, raw: Any, want: DType, tz: str, fmt: str | None = None
+    backend: Backend,
+    raw: Any,
+    want: DType,
+    tz: str,
+    fmt: str | None = None,
+    decimal: str = ".",
 ) -> tuple[Any, Any | None]:
     """(converted value, value-or-null used to count conversion failures); ``fmt``: the
-    strptime format of a text timestamp or date."""
+    strptime format of a text timestamp or date; ``decimal``: the separator of text numbers
+    (with ``,`` the points are thousands separators)."""
     import ibis
     import ibis.expr.datatypes as dt
 
@@ -234,7 +240,10 @@ def _convert(
     if want == "float":
         if fam in ("int", "float"):
             return raw.cast(target), None
-        value = raw.cast("string").strip().try_cast(dt.float64)
+        text = raw.cast("string").strip()
+        if decimal == ",":
+            text = text.replace(".", "").replace(",", ".")
+        value = text.try_cast(dt.float64)
         return value, value
     if want == "bool":
         if fam == "bool":
@@ -334,7 +343,9 @@ def plan_sources(
             if theirs_col is None:
                 continue
             fmt = source.formats.get(col.name)
-            converted, check = _convert(backend, raw[theirs_col], col.dtype, tz, fmt)
+            converted, check = _convert(
+                backend, raw[theirs_col], col.dtype, tz, fmt, source.decimal
+            )
             if col.dtype == "float":
                 # NaN sorts above every number and sums to NaN: such values are missing.
                 # Counting them is a scan only the quality checks read.
