@@ -274,3 +274,46 @@ def test_decimal_commas(make_project: MakeProject) -> None:
         ws.run(as_of=datetime(2024, 8, 1))
         rows = ws.backend.execute(ws.backend.canonical("orders").order_by("order_id")).to_pylist()
     assert [r["amount"] for r in rows] == [1234.56, 80.5, 7.0]
+
+
+MARKETPLACE = """\
+order_id,customer_id,created,price,freight_value
+10,1,2024-05-01 12:00:00,100.0,20.5
+11,2,2024-05-02 12:00:00,50.0,
+"""
+
+
+def _mapped(make_project: MakeProject, amount: str) -> Path:
+    config = CONFIG.replace(
+        "columns: {ordered_at: created, amount: total}}",
+        f'columns: {{ordered_at: created, amount: "{amount}"}}}}',
+    )
+    return make_project("market", crmseg_yml=config, data__orders_csv=MARKETPLACE)
+
+
+def test_a_mapping_may_compute_a_column(make_project: MakeProject) -> None:
+    root = _mapped(make_project, "price + coalesce(freight_value, 0)")
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        rows = ws.backend.execute(ws.backend.canonical("orders").order_by("order_id")).to_pylist()
+    assert [r["amount"] for r in rows] == [120.5, 50.0]
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        ("price + freight", "no column 'freight' in 'price + freight' (found: order_id,"),
+        ("price * (freight_value", "cannot parse 'price * (freight_value'"),
+        ("(select 1)", "is not supported (supported: + - * /"),
+    ],
+)
+def test_a_broken_mapping_expression_is_located(
+    make_project: MakeProject, amount: str, expected: str
+) -> None:
+    root = _mapped(make_project, amount)
+    with Workspace.open(root) as ws, pytest.raises(SourceError) as err:
+        ws.run(as_of=datetime(2024, 8, 1))
+        assert ws.last_run() is None
+    text = str(err.value)
+    assert "data/orders.csv: column mapping orders.amount (set at crmseg.yml:6)" in text
+    assert expected in text

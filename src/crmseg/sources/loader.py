@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from crmseg.backends.base import Backend
 from crmseg.config import Config, Constant, SourceConfig
 from crmseg.errors import BackendError, SourceError
-from crmseg.sources import retention
+from crmseg.sources import expressions, retention
 from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
 from crmseg.sources.normalize import blank
 
@@ -297,12 +297,21 @@ def plan_sources(
         found = list(raw.columns)
         theirs_for: dict[str, str] = {}
         constants: dict[str, Any] = {}
+        computed: dict[str, Any] = {}  # canonical column -> an expression over theirs
         for col in canonical.columns:
             theirs = source.columns.get(col.name, col.name if col.name in found else None)
             if theirs is None:
                 continue
             if isinstance(theirs, Constant):
                 constants[col.name] = theirs.value
+                continue
+            if theirs not in found and expressions.is_expression(theirs):
+                try:
+                    computed[col.name] = expressions.compile_mapping(theirs, raw)
+                except ValueError as exc:
+                    problems.append(
+                        f"{origin}: column mapping {name}.{col.name}{source.named_at}: {exc}"
+                    )
                 continue
             if theirs not in found:
                 problems.append(
@@ -340,12 +349,11 @@ def plan_sources(
                 values[col.name] = ibis.literal(text).cast(IBIS_TYPES[col.dtype])
                 continue
             theirs_col = theirs_for.get(col.name)
-            if theirs_col is None:
+            if theirs_col is None and col.name not in computed:
                 continue
+            given = raw[theirs_col] if theirs_col is not None else computed[col.name]
             fmt = source.formats.get(col.name)
-            converted, check = _convert(
-                backend, raw[theirs_col], col.dtype, tz, fmt, source.decimal
-            )
+            converted, check = _convert(backend, given, col.dtype, tz, fmt, source.decimal)
             if col.dtype == "float":
                 # NaN sorts above every number and sums to NaN: such values are missing.
                 # Counting them is a scan only the quality checks read.
@@ -355,7 +363,7 @@ def plan_sources(
             values[col.name] = converted
             if check is not None:
                 parses = True
-                checks.append((name, col.name, raw[theirs_col], check, col.dtype))
+                checks.append((name, col.name, given, check, col.dtype))
         used = set(theirs_for.values()) | set(values)
         extras = [c for c in found if c not in used]
         for extra in extras:
