@@ -60,3 +60,19 @@ def report(title: str, rows: list[tuple[Timed, Timed | None]]) -> None:
     print(f"== {title}")
     for row, baseline in rows:
         print(row.line(baseline))
+
+
+def demo_shop(
+    shop: Path, customers: int, as_of: str, *, then: list[list[str]] | None = None
+) -> None:
+    """Generate the demo shop at ``shop`` and run it once at ``as_of`` (then ``then``, more
+    crmseg commands), unless a run state is already there."""
+    import shutil
+
+    if (shop / ".crmseg" / "state.duckdb").exists():
+        return
+    shutil.rmtree(shop, ignore_errors=True)
+    timed("generate", CRMSEG, "init", str(shop), "--demo", "--customers", str(customers))
+    timed("first run", CRMSEG, "run", "-p", str(shop), "--as-of", as_of)
+    for cmd in then or []:
+        timed(cmd[0], CRMSEG, *cmd, "-p", str(shop))

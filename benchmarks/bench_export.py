@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _harness import CRMSEG, Timed, report, timed
+from _harness import CRMSEG, Timed, demo_shop, report, timed
 
 AS_OF = "2026-11-01"
 
@@ -31,10 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_export_"))
     shop = work / f"shop{args.customers}"
-    if not (shop / ".crmseg" / "state.duckdb").exists():
-        shutil.rmtree(shop, ignore_errors=True)
-        timed("generate", CRMSEG, "init", str(shop), "--demo", "--customers", str(args.customers))
-        timed("first run", CRMSEG, "run", "-p", str(shop), "--as-of", AS_OF)
+    demo_shop(shop, args.customers, AS_OF)
     out = work / "all.parquet"
     export = timed("crmseg export --out all.parquet", CRMSEG, "export", "--out", str(out),
                    "-p", str(shop))  # fmt: skip

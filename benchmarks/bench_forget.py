@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _harness import CRMSEG, report, timed
+from _harness import CRMSEG, demo_shop, report, timed
 
 AS_OF = "2026-11-01"
 
@@ -36,10 +36,8 @@ def main() -> None:
     pristine = work / f"pristine{args.customers}"
     if not (pristine / "crmseg.yml").exists():
         shutil.rmtree(shop, ignore_errors=True)
-        timed("generate", CRMSEG, "init", str(shop), "--demo", "--customers", str(args.customers))
-        timed("first run", CRMSEG, "run", "-p", str(shop), "--as-of", AS_OF)
-        for campaign in ("skincare_replenishment_email", "vip_early_access"):
-            timed("activate", CRMSEG, "activate", campaign, "-p", str(shop))
+        campaigns = ("skincare_replenishment_email", "vip_early_access")
+        demo_shop(shop, args.customers, AS_OF, then=[["activate", c] for c in campaigns])
         shutil.copytree(shop, pristine)
 
     def restore() -> None:

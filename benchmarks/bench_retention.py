@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _harness import CRMSEG, report, timed
+from _harness import CRMSEG, demo_shop, report, timed
 
 AS_OF = "2026-11-01"
 WINDOWS = "privacy:\n  retention: {events: 2y, messages: 1y}\n"
@@ -36,8 +36,7 @@ def main() -> None:
     pristine = work / f"pristine{args.customers}"
     if not (pristine / "crmseg.yml").exists():
         shutil.rmtree(shop, ignore_errors=True)
-        timed("generate", CRMSEG, "init", str(shop), "--demo", "--customers", str(args.customers))
-        timed("first run", CRMSEG, "run", "-p", str(shop), "--as-of", AS_OF)
+        demo_shop(shop, args.customers, AS_OF)
         shutil.copytree(shop, pristine)
 
     def restore(windows: bool) -> None:

@@ -508,6 +508,16 @@ def add_months(at: datetime, months: int) -> datetime:
     return at.replace(year=year, month=month + 1, day=min(at.day, last))
 
 
+def every_step(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """``start``, ``start + step``, ... up to ``end`` inclusive."""
+    out: list[datetime] = []
+    at = start
+    while at <= end:
+        out.append(at)
+        at += step
+    return out
+
+
 @dataclass(frozen=True)
 class Every:
     """A backfill step: hours, days and weeks are fixed lengths; months and years are calendar
@@ -530,16 +540,11 @@ class Every:
 
         if self.unit in ("h", "d", "w"):
             hours = {"h": 1, "d": 24, "w": 168}[self.unit] * self.count
-            step = timedelta(hours=hours)
-            out, at = [], start
-            while at <= end:
-                out.append(at)
-                at += step
-            return out
+            return every_step(start, end, timedelta(hours=hours))
         zone = ZoneInfo(timezone)
         local = start.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
         months = self.count * (12 if self.unit == "y" else 1)
-        out = []
+        out: list[datetime] = []
         n = 0
         while True:
             wall = add_months(local, n * months)

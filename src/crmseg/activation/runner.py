@@ -131,20 +131,17 @@ def activate(
     results: list[ActivationResult] = []
     staged: list[tuple[Path, Path]] = []
     log = store.send_log()
+
+    def audience_of(c: Campaign, sent: pa.Table) -> Audience:
+        return build_audience(
+            c, catalog, ctx.backend, ctx.tables, ctx.members, sent, as_of, ctx.compile,
+            ctx.purposes,
+        )  # fmt: skip
+
     try:
         if dry_run:
             for c in targets:
-                audience = build_audience(
-                    c,
-                    catalog,
-                    ctx.backend,
-                    ctx.tables,
-                    ctx.members,
-                    log,
-                    as_of,
-                    ctx.compile,
-                    ctx.purposes,
-                )
+                audience = audience_of(c, log)
                 result = ActivationResult(c.name, as_of, True, audience)
                 result.destinations = _preview(c, audience, ctx, store)
                 results.append(result)
@@ -153,17 +150,7 @@ def activate(
             return results
         with ctx.state.transaction():
             for c in targets:
-                audience = build_audience(
-                    c,
-                    catalog,
-                    ctx.backend,
-                    ctx.tables,
-                    ctx.members,
-                    log,
-                    as_of,
-                    ctx.compile,
-                    ctx.purposes,
-                )
+                audience = audience_of(c, log)
                 aid = store.record(audience, c.hash, now)
                 result = ActivationResult(c.name, as_of, False, audience, aid)
                 result.destinations = _stage(c, audience, aid, ctx, store, staged, now)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import crmseg
-from crmseg.config import Config, Every
+from crmseg.config import Config, Every, every_step
 from crmseg.errors import BackendError, CrmsegError, SegmentError
 
 if TYPE_CHECKING:
@@ -211,11 +211,7 @@ class Runner:
         if isinstance(every, Every):
             instants = every.instants(start, end, self.config.timezone)
         else:
-            instants = []
-            at = start
-            while at <= end:
-                instants.append(at)
-                at += every
+            instants = every_step(start, end, every)
 
         results = []
         try:
