@@ -25,9 +25,13 @@ class Definition:
 
 @dataclass(frozen=True)
 class Schema:
-    """Present canonical tables -> column -> dtype (canonical and extra columns)."""
+    """Present canonical tables -> column -> dtype (canonical and extra columns).
+
+    ``dated``: every customer has a ``signup_at``. When not, a customer without one exists
+    from their first activity (see :func:`crmseg.rules.plan._existing`)."""
 
     tables: Mapping[str, Mapping[str, DType]]
+    dated: bool = True
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,21 @@ def _chunks(items: Sequence[T], most: int) -> list[Sequence[T]]:
     return [items[a:b] for a, b in itertools.pairwise(starts)]
 
 
+# Tables whose rows show that a customer exists; order_items follow their orders.
+ACTIVITY = ("orders", "events", "messages", "consent", "subscriptions", "tickets", "reviews")
+# The instant at which steps that read every row regardless of time are kept.
+EVER = datetime(1970, 1, 1)
+
+
+def _existing(t: ir.Table, firsts: Sequence[str], as_of: datetime) -> ir.Table:
+    """``t`` without the customers who do not exist yet at ``as_of``: one without
+    ``signup_at`` exists from their first row in any activity table; one with no row in any
+    (a lead never contacted) has nothing to date them by and exists at every instant."""
+    seen = functools.reduce(operator.or_, [t[c] <= ts(as_of) for c in firsts])
+    never = functools.reduce(operator.and_, [t[c].isnull() for c in firsts])
+    return t.filter(seen | never).drop(*firsts)
+
+
 def _instant_free(node: A.Node | None) -> bool:
     if node is None:
         return True
@@ -419,12 +434,15 @@ class Plan:
 
         t = self._base(tables, as_of, needs)
         joins = _Joins()
+        firsts = [] if self.schema.dated else self._first_activity(joins, tables, run)
         self._aggregates(joins, tables, as_of, needs)
         self._consent(joins, tables, as_of, needs)
         self._sequences(joins, tables, as_of, needs)
         joins.evaluate(run, as_of)
         self._models(joins, outputs)  # after the scans: scoring may reuse the rows they read
         t = joins.apply(t)
+        if firsts:
+            t = _existing(t, firsts, as_of)
         t, sql_cols = self._sql(t, keys, sql_segments or {})
 
         def lookup_in(table: Callable[[], ir.Table]) -> Callable[[A.Node], ir.Value]:
@@ -547,6 +565,36 @@ class Plan:
             v = c[a]
             cols[attr_col(a)] = v.cast("timestamp") if v.type().is_date() else v
         return c.select(**cols)
+
+    def _first_activity(
+        self, joins: _Joins, tables: Mapping[str, ir.Table], run: Steps
+    ) -> list[str]:
+        """For customers without ``signup_at``: their first row in each activity table, as
+        columns of the wide table (see :func:`_existing`). Every row counts, whatever the
+        instant, so one scan per table serves every instant of a backfill."""
+        c = tables["customers"]
+        if "signup_at" in c.columns:
+            c = c.filter(c.signup_at.isnull())
+        unknown = c.select(unknown_id=c.customer_id.cast("string")).distinct()
+        cols: list[str] = []
+        for name in ACTIVITY:
+            if name not in tables:
+                continue
+            rows = self._rows(name, tables)
+            time = self._time(name, rows)
+            if time is None:
+                continue
+            rows = rows.semi_join(unknown, rows.customer_id.cast("string") == unknown.unknown_id)
+            col = f"__first_{name}"
+
+            def build(src: ir.Table, time: str = time, col: str = col) -> ir.Table:
+                key = src.customer_id.cast("string").name(KEY)
+                return src.group_by(key).aggregate(**{col: src[time].min()})
+
+            step = step_over(f"{name}.first", rows, None, EVER, build, ("first", time))
+            joins.add(run(step, EVER), [col])
+            cols.append(col)
+        return cols
 
     def _rows(self, name: str, tables: Mapping[str, ir.Table]) -> ir.Table:
         """A related table's rows with a customer, dates read as timestamps."""

@@ -71,7 +71,7 @@ class Catalog:
         self.traits = list(traits)
         self.model_provider = model_provider
         self._library: Library | None = None
-        self._plans: dict[tuple[str, str], Plan] = {}
+        self._plans: dict[tuple[str, str, bool], Plan] = {}
 
     @property
     def library(self) -> Library:
@@ -107,21 +107,24 @@ class Catalog:
     def plan(self, tables: Mapping[str, ir.Table], extra: Sequence[Definition] = ()) -> Plan:
         """The checked plan for data shaped like ``tables`` (loaded or planned), with
         ``extra`` definitions (activation's suppression rules) next to the project's."""
-        from crmseg.sources.loader import schema_from
+        from crmseg.sources.loader import dated, schema_from
 
-        return self.plan_for(schema_from(tables), extra)
+        return self.plan_for(schema_from(tables), extra, dated(tables))
 
     def plan_for(
-        self, schema: Mapping[str, Mapping[str, str]], extra: Sequence[Definition] = ()
+        self,
+        schema: Mapping[str, Mapping[str, str]],
+        extra: Sequence[Definition] = (),
+        dated: bool = True,
     ) -> Plan:
         from crmseg.rules import Schema, build_plan
 
-        key = (_digest(schema), _digest([_definition_key(d) for d in extra]))
+        key = (_digest(schema), _digest([_definition_key(d) for d in extra]), dated)
         plan = self._plans.get(key)
         if plan is None:
             plan = build_plan(
                 [*self.definitions, *extra],
-                Schema(schema),  # type: ignore[arg-type]
+                Schema(schema, dated),  # type: ignore[arg-type]
                 builtins=self.library,
                 model_provider=self.model_provider,
             )

@@ -497,6 +497,27 @@ def load_sources(
     return counts
 
 
+def dated(tables: Mapping[str, ir.Table]) -> bool:
+    """Whether every customer of ``tables`` has a ``signup_at`` (asked of the engine once
+    per customers table: a plan for undated customers reads every activity table)."""
+    customers = tables.get("customers")
+    if customers is None:
+        return True
+    if "signup_at" not in customers.columns:
+        return False
+    key = customers.op()
+    known = _DATED.get(key)
+    if known is None:
+        known = not bool(customers.signup_at.isnull().any().execute())
+        if len(_DATED) > 64:
+            _DATED.clear()
+        _DATED[key] = known
+    return known
+
+
+_DATED: dict[object, bool] = {}
+
+
 def schema_from(tables: Mapping[str, ir.Table]) -> dict[str, dict[str, DType]]:
     """Column types of canonical tables (loaded or planned), for the rule type checker."""
     out: dict[str, dict[str, DType]] = {}
