@@ -292,8 +292,20 @@ class IdentityConfig(Strict):
     max_cluster_size: int = Field(
         20, ge=2, le=1000, description="larger clusters (shared emails, info@) are not merged"
     )
+    person_key: str | None = Field(
+        None,
+        description="a customers column naming the person as the business knows them (e.g. a "
+        "marketplace's customer_unique_id): records sharing a value are one person, keyed by it",
+    )
     golden: GoldenConfig = Field(default_factory=GoldenConfig)
     splink: SplinkConfig = Field(default_factory=SplinkConfig)
+    _where: Location | None = PrivateAttr(None)  # where person_key is set, for errors
+
+    @model_validator(mode="after")
+    def _key_needs_resolution(self) -> IdentityConfig:
+        if self.person_key is not None and not self.enabled:
+            raise ValueError("person_key keys people by identity resolution: set enabled: true")
+        return self
 
     @field_validator("default_region")
     @classmethod
@@ -956,4 +968,7 @@ def load_config(root: Path) -> Config:
         key = next(k for k in ("path", "table", "derive") if getattr(source, k) is not None)
         where = doc.location(["sources", name, key])
         source._where = f"{PROJECT_FILE}:{where.line}" if where.line else None
+    if config.identity.person_key is not None:
+        where = doc.location(["identity", "person_key"])
+        config.identity._where = Location(PROJECT_FILE, where.line, where.column, where.field)
     return config

@@ -1,4 +1,4 @@
-"""Subscriptions, support tickets and extra identity edges."""
+"""Subscriptions, support tickets, reviews and extra identity edges."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from . import _lists as L
 from ._base import Clock, Floats, choice, spans
+from ._orders import Orders
 from ._people import People
 from ._strings import hexed, numbered, pick
 
@@ -101,6 +102,37 @@ def make_tickets(rng: np.random.Generator, clock: Clock, people: People) -> pa.T
             "kind": pick(L.TICKET_KINDS, kind[order]),
             "csat": pa.array(csat[order], mask=np.isnan(csat[order])),
             "refund_amount": pa.array(refund[order], mask=np.isnan(refund[order])),
+        }
+    )
+
+
+def make_reviews(rng: np.random.Generator, clock: Clock, orders: Orders) -> pa.Table:
+    """About 12% of orders are reviewed 1-20 days later: orders with a return mostly get 1-2
+    stars, the others mostly 4-5; a third of the reviews have a comment."""
+    returned = np.asarray(orders.table.column("returned_amount").to_numpy()) > 0
+    at = orders.t + 1 + rng.exponential(5.0, len(orders.t))
+    picked = np.flatnonzero(
+        (orders.cust >= 0) & (rng.random(len(orders.t)) < 0.12) & (at < clock.span)
+    )
+    m = len(picked)
+    score = np.where(
+        returned[picked],
+        1 + choice(rng, (0.45, 0.3, 0.15, 0.07, 0.03), m),
+        1 + choice(rng, (0.03, 0.04, 0.13, 0.35, 0.45), m),
+    ).astype(np.float64)
+    said = rng.random(m) < 0.33
+    comment = np.where(said, score.astype(np.int64) - 1, -1)
+    order = np.argsort(at[picked], kind="stable")
+    rows = picked[order]
+    texts = [L.REVIEW_COMMENTS[c] if c >= 0 else None for c in comment[order]]
+    return pa.table(
+        {
+            "review_id": numbered("R", np.arange(1, m + 1), 7),
+            "customer_id": orders.customer_ids.take(pa.array(rows)),
+            "order_id": orders.ids.take(pa.array(rows)),
+            "score": pa.array(score[order]),
+            "created_at": clock.ts(at[rows]),
+            "comment": pa.array(texts, pa.string()),
         }
     )
 

@@ -333,5 +333,12 @@ COMPANY_SUFFIXES = ("GmbH", "AG", "UG", "SARL", "BV", "Ltd", "Inc")
 INDUSTRIES = ("retail", "beauty_salon", "agency", "ecommerce", "healthcare", "education")
 
 INTEGRATIONS = ("shopify", "mailchimp", "slack", "hubspot", "zapier")
+REVIEW_COMMENTS = (  # by star, 1-5
+    "Arrived damaged and support never answered.",
+    "Not as described, sent it back.",
+    "Fine, nothing special.",
+    "Good quality, would buy again.",
+    "Love it, my new favourite!",
+)
 TICKET_KINDS = ("delivery", "return", "billing", "product_question", "complaint", "account")
 TICKET_KIND_WEIGHTS = (0.28, 0.22, 0.12, 0.2, 0.1, 0.08)

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _lists as L
-from ._accounts import make_identifiers, make_subscriptions, make_tickets
+from ._accounts import make_identifiers, make_reviews, make_subscriptions, make_tickets
 from ._activity import consent_table, make_consent, make_events, make_messages
 from ._base import Clock
 from ._campaigns import plant_campaigns
@@ -155,6 +155,7 @@ def generate(
         "messages",
         "past campaigns",
         "tickets",
+        "reviews",
         "identifiers",
         "customers",
     )
@@ -186,6 +187,10 @@ def generate(
     step("past campaigns")
     tickets = make_tickets(rng, clock, people)
     step("tickets")
+    # Its own stream too: reviews came last, and every other table stays as it was.
+    review_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 2])))
+    reviews = make_reviews(review_rng, clock, orders)
+    step("reviews")
     identifiers = make_identifiers(rng, people)
     step("identifiers")
     customers = _customers(rng, clock, people, orders)
@@ -199,6 +204,7 @@ def generate(
         "consent": consent_table(clock, people, consent),
         "subscriptions": subscriptions,
         "tickets": tickets,
+        "reviews": reviews,
         "identifiers": identifiers,
         "truth_people": _truth(people),
         "history_send_log": send_log,

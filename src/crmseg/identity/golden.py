@@ -1,7 +1,8 @@
 """The golden profile: one customers row per resolved person, by survivorship rules.
 
 Records of a person are ordered by ``signup_at`` (unknown last), then ``customer_id``; the first
-is the survivor whose id becomes the ``customer_key``. Per attribute:
+is the survivor whose id becomes the ``customer_key`` (unless ``identity.person_key`` names
+the person). Per attribute:
 
 * ``most_recent``: the value of the latest record that has one;
 * ``earliest``: the value of the earliest record that has one;
@@ -78,7 +79,9 @@ def golden_parts(
     tagged = customers.left_join(m, customers.customer_id == m._cid)
     tagged = tagged.left_join(dupes, tagged.customer_id == dupes._did)
     tagged = tagged.mutate(_key=tagged._key.fill_null(tagged.customer_id))
-    merged = (tagged._status.fill_null("single") == "merged") | (tagged._rows > 1)
+    # A record renamed to its person_key is collapsed too, even as a person of one record.
+    renamed = tagged._key != tagged.customer_id
+    merged = (tagged._status.fill_null("single") == "merged") | (tagged._rows > 1) | renamed
     multi = tagged.filter(merged)
     multi = multi.mutate(_order=record_order(multi, multi._key))
     if keep is not None:

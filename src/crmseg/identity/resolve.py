@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from crmseg.backends.base import CANONICAL_SCHEMA
 from crmseg.config import GoldenConfig, IdentityConfig
+from crmseg.errors import ConfigError
 from crmseg.identity.components import Scratch, connected_components
 from crmseg.identity.golden import golden_customers, golden_parts, golden_view, record_order
 from crmseg.sources.normalize import PhoneBook, distinct_phones, email_key, trimmed
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, float], None]
 
+# The kind of link a person_key value makes: the business's own key, never too common to link.
+PERSON_KEY = "person_key"
 # Tables identity adds to the warehouse's crmseg schema (next to the canonical ones).
 IDENTITY_TABLES = (
     "identity_map",
@@ -137,6 +140,9 @@ def linking_values(
         is_email = id_type == "email"
         value = ibis.ifelse(is_email, email_key(ids.id_value, plus, dots), trimmed(ids.id_value))
         parts.append(ids.select("customer_id", kind=id_type, value=value))
+    if config.person_key is not None:
+        key = trimmed(customers[config.person_key].cast("string"))
+        parts.append(customers.select("customer_id", kind=ibis.literal(PERSON_KEY), value=key))
     if not parts:
         return customers.select(
             "customer_id", kind=ibis.literal("none"), value=ibis.null("string")
@@ -177,6 +183,15 @@ def resolve(
 
     try:
         customers = tables["customers"]
+        key_col = config.person_key
+        if key_col is not None and key_col not in customers.columns:
+            import difflib
+
+            close = difflib.get_close_matches(key_col, customers.columns, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"customers has no column {key_col!r} to key people by{hint}", config._where
+            )
         values = scratch.put("values", linking_values(scratch, backend, config, tables, phones))
         lap("normalise", 0.3)
         limit = config.max_cluster_size
@@ -185,8 +200,9 @@ def resolve(
             "counted",
             values.group_by("kind", "value").aggregate(records=values.customer_id.nunique()),
         )
-        blocked = counted.filter(counted.records > limit)
-        shared = counted.filter((counted.records >= 2) & (counted.records <= limit))
+        own = counted.kind == PERSON_KEY  # a person's own key links however many records
+        blocked = counted.filter((counted.records > limit) & ~own)
+        shared = counted.filter((counted.records >= 2) & ((counted.records <= limit) | own))
         links = values.semi_join(shared, ["kind", "value"])
         matches = None
         if extra_links is not None:
@@ -199,32 +215,57 @@ def resolve(
         lap("components", 0.8)
 
         # The survivor: the earliest-created record of the component, ties by smallest id.
+        # With a person_key, the person is named by it, and the size limit counts people as
+        # the business knows them (a marketplace buyer's 40 per-order records are one).
         first = customers.filter(customers.customer_id.notnull())
+        per_record: dict[str, ir.Value] = {}
         if "signup_at" in first.columns:
-            first = first.group_by("customer_id").aggregate(signup_at=first.signup_at.min())
+            per_record["signup_at"] = first.signup_at.min()
+        if key_col is not None:
+            key = trimmed(first[key_col].cast("string"))
+            per_record["_pk"] = ibis.ifelse(key == "", ibis.null("string"), key).min()
+        if per_record:
+            first = first.group_by("customer_id").aggregate(**per_record)
         else:
             first = first.select("customer_id").distinct()
         members = components.join(first, "customer_id")
         members = members.mutate(_order=record_order(members, members.component))
-        sizes = members.group_by("component").aggregate(
-            size=members.customer_id.count(),
-            key=members.customer_id.argmin(members._order),
-        )
-        keyed = components.join(sizes, "component").select("customer_id", "key", "size")
-        ids = customers.filter(customers.customer_id.notnull()).select("customer_id").distinct()
+        survivor = members.customer_id.argmin(members._order)
+        if key_col is None:
+            sizes = members.group_by("component").aggregate(
+                size=members.customer_id.count(), key=survivor
+            )
+            sizes = sizes.mutate(people=sizes.size)
+        else:
+            sizes = members.group_by("component").aggregate(
+                size=members.customer_id.count(),
+                key=ibis.coalesce(members._pk.min(), survivor),
+                people=ibis.coalesce(members._pk, members.customer_id).nunique(),
+                keys=members._pk.nunique(),
+            )
+            sizes = scratch.put("sizes", sizes)
+            _check_one_key(backend, config, sizes.filter(sizes.people <= limit), members)
+        keyed = components.join(sizes, "component").select("customer_id", "key", "size", "people")
+        if key_col is None:
+            ids = first.select("customer_id", _pk=ibis.null("string"))
+        else:
+            ids = first.select("customer_id", "_pk")
         j = ids.left_join(keyed, "customer_id")
-        merged = j.size.notnull() & (j.size <= limit)
+        merged = j.size.notnull() & (j.people <= limit)
         status = ibis.cases((merged, "merged"), (j.size.notnull(), "blocked"), else_="single")
+        own_key = j.customer_id if key_col is None else ibis.coalesce(j._pk, j.customer_id)
         idmap = scratch.put(
             "map",
             j.select(
                 customer_id=j.customer_id,
-                customer_key=ibis.ifelse(merged, j.key, j.customer_id),
+                customer_key=ibis.ifelse(merged, j.key, own_key),
                 cluster_size=ibis.ifelse(merged, j.size, 1).cast("int64"),
                 status=status,
                 component_size=j.size.fill_null(1).cast("int64"),
             ),
         )
+        if key_col is not None:
+            _check_no_clash(backend, config, idmap, first)
         collapsed, merged = golden_parts(customers, idmap, config.golden, scratch.put)
         res.views = {"golden_customers": _golden}
         res.golden = golden_view(customers, collapsed, merged)
@@ -246,6 +287,48 @@ def resolve(
         scratch.close()
         raise
     return res
+
+
+def _check_one_key(
+    backend: Backend, config: IdentityConfig, sizes: ir.Table, members: ir.Table
+) -> None:
+    """Refuse a person_key that is not unique per person: records linked into one person (by
+    email, phone, ...) that carry different keys."""
+    split = sizes.filter(sizes.keys > 1)
+    found = backend.execute(split.count().as_table()).column(0)[0].as_py()
+    if not found:
+        return
+    first = split.order_by("key").limit(1)
+    rows = members.semi_join(first, "component").filter(members._pk.notnull())
+    rows = backend.execute(rows.order_by("_pk", "customer_id").select("customer_id", "_pk"))
+    shown = ", ".join(f"record {r['customer_id']!r} has {r['_pk']!r}" for r in rows.to_pylist()[:3])
+    more = f" ({found:,} people like this)" if found > 1 else ""
+    raise ConfigError(
+        f"{config.person_key!r} is not unique per person: records linked into one person "
+        f"by {', '.join(config.match_on) or 'matching'} carry different keys: {shown}{more}; "
+        "fix the data, or leave the linking value out of identity.match_on",
+        config._where,
+    )
+
+
+def _check_no_clash(
+    backend: Backend, config: IdentityConfig, idmap: ir.Table, records: ir.Table
+) -> None:
+    """Refuse a record without a person_key whose own id is another person's key: both would
+    become one person downstream without being merged."""
+    keys = records.filter(records._pk.notnull()).select(_k=records._pk).distinct()
+    own = idmap.filter((idmap.status != "merged") & (idmap.customer_key == idmap.customer_id))
+    bare = records.filter(records._pk.isnull()).select(_b=records.customer_id)
+    own = own.semi_join(bare, own.customer_id == bare._b)
+    clash = own.semi_join(keys, own.customer_key == keys._k).select("customer_id")
+    rows = backend.execute(clash.order_by("customer_id").limit(3)).column(0).to_pylist()
+    if rows:
+        raise ConfigError(
+            f"records without a {config.person_key!r} have ids that are other people's "
+            f"{config.person_key!r}: {', '.join(map(repr, rows))}; give them a key, or make "
+            "the two kinds of id distinct",
+            config._where,
+        )
 
 
 def _golden(canonical: Callable[[str], ir.Table]) -> ir.Table:

@@ -39,6 +39,7 @@ NON_NEGATIVE = (
     ("order_items", "quantity"),
     ("subscriptions", "mrr"),
     ("tickets", "refund_amount"),
+    ("reviews", "score"),
 )
 # Money columns: a NaN or infinite value there is an error by default (non_finite_amounts).
 MONEY = (*NON_NEGATIVE[:4], ("orders", "margin"), ("order_items", "price"),

@@ -15,6 +15,7 @@ _SINGULAR = {
     "messages": "message",
     "tickets": "support ticket",
     "subscriptions": "subscription",
+    "reviews": "review",
 }
 _UNITS = {"h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 _OPS = {

@@ -45,7 +45,7 @@ Type = Literal["number", "string", "bool", "time", "duration", "null", "any"]
 Key = tuple[Literal["segment", "trait"], str]
 
 # Tables an aggregate may range over.
-RELATED = ("orders", "order_items", "events", "messages", "tickets", "subscriptions")
+RELATED = ("orders", "order_items", "events", "messages", "tickets", "subscriptions", "reviews")
 
 _DTYPES: dict[DType, Type] = {
     "string": "string",

@@ -200,6 +200,25 @@ TICKETS = Table(
     time="opened_at",
 )
 
+REVIEWS = Table(
+    "reviews",
+    (
+        _c("review_id", "string"),
+        _c("customer_id", "string", True),
+        _c("order_id", "string", description="the order reviewed, if any"),
+        _c("score", "float", True, "the rating, e.g. 1-5 stars"),
+        _c("created_at", "timestamp", True),
+        _c(
+            "comment",
+            "string",
+            description="the review's text; personal data (free text may name its writer)",
+        ),
+    ),
+    "product or order reviews",
+    key="review_id",
+    time="created_at",
+)
+
 IDENTIFIERS = Table(
     "identifiers",
     (
@@ -221,6 +240,7 @@ TABLES: dict[str, Table] = {
         CONSENT,
         SUBSCRIPTIONS,
         TICKETS,
+        REVIEWS,
         IDENTIFIERS,
     )
 }

@@ -11,9 +11,9 @@ from typing import Any
 PII_FIELDS = frozenset(
     {"email", "phone", "first_name", "last_name", "birth_date", "city", "region", "company"}
 )
-# (table, column) pairs holding personal data.
+# (table, column) pairs holding personal data; a review's free text may name its writer.
 PII_COLUMNS = frozenset(
-    {("customers", c) for c in PII_FIELDS} | {("identifiers", "id_value")}
+    {("customers", c) for c in PII_FIELDS} | {("identifiers", "id_value"), ("reviews", "comment")}
 )  # fmt: skip
 
 

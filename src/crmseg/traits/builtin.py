@@ -1,6 +1,6 @@
 """Built-in traits, written in the rule language itself.
 
-Each needs only some of the orders/messages/tickets/subscriptions tables; the plan drops
+Each needs only some of the orders/messages/tickets/subscriptions/reviews tables; the plan drops
 those whose tables or columns a project lacks (``ltv`` falls back to the order value when
 orders have no ``returned_amount``). A user trait of the same name wins.
 
@@ -83,6 +83,15 @@ _CORE: tuple[tuple[str, str, str], ...] = (
     ("tickets_90d", "count(tickets within 90d)", "support tickets in the last 90 days"),
     ("avg_csat", "avg(tickets.csat)", "average satisfaction score of support tickets"),
     ("refund_total", "sum(tickets.refund_amount)", "refunds granted through support"),
+    ("reviews_count", "count(reviews)", "number of reviews written"),
+    ("avg_review_score", "avg(reviews.score)", "average score of the reviews written"),
+    ("last_review_score", "last(reviews.score)", "score of the latest review"),
+    ("last_review_at", "max(reviews.created_at)", "when the latest review was written"),
+    (
+        "low_reviews_90d",
+        "count(reviews where score <= 2 within 90d)",
+        "reviews scoring 2 or less in the last 90 days",
+    ),
     (
         "unsubscribed",
         "count(messages where kind = 'unsubscribe') > 0",
@@ -342,6 +351,11 @@ PHRASES: dict[str, tuple[str, bool]] = {
     "last_order_gap_days": ("a gap before the latest order (days)", False),
     "avg_csat": ("an average satisfaction score", False),
     "refund_total": ("total refunds", False),
+    "reviews_count": ("reviews", True),
+    "low_reviews_90d": ("reviews scoring 2 or less in the last 90 days", True),
+    "avg_review_score": ("an average review score", False),
+    "last_review_score": ("a latest review score", False),
+    "last_review_at": ("a latest review", False),
     "mrr": ("a monthly recurring revenue", False),
     "lifecycle.stage": ("a lifecycle stage", False),
     "rfm.segment": ("an RFM segment", False),
