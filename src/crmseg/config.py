@@ -102,8 +102,8 @@ class SourceConfig(Strict):
     delimiter: str | None = Field(
         None,
         min_length=1,
-        max_length=1,
-        description="CSV delimiter, one character (default: detected)",
+        description="CSV delimiter, one character, or 'whitespace' for columns separated by "
+        "runs of spaces or tabs (default: detected)",
     )
     columns: dict[str, str | Constant] = Field(
         default_factory=dict,
@@ -120,6 +120,13 @@ class SourceConfig(Strict):
         default_factory=dict,
         description="timestamp or date column (ours) -> its strptime format, e.g. %m/%d/%Y %H:%M",
     )
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1 and value != "whitespace":
+            raise ValueError(f"expected one character or 'whitespace', got {value!r}")
+        return value
 
     @field_validator("formats")
     @classmethod

@@ -317,3 +317,32 @@ def test_a_broken_mapping_expression_is_located(
     text = str(err.value)
     assert "data/orders.csv: column mapping orders.amount (set at crmseg.yml:6)" in text
     assert expected in text
+
+
+def test_whitespace_delimited_text_files(make_project: MakeProject) -> None:
+    config = CONFIG.replace(
+        "orders: {path: data/orders.csv, columns: {ordered_at: created, amount: total}}",
+        "orders: {path: 'data/orders_*.txt', delimiter: whitespace,"
+        " columns: {ordered_at: created, amount: total}, formats: {ordered_at: '%Y%m%d'}}",
+    )
+    header = "order_id  customer_id\tcreated   total category\n"
+    root = make_project(
+        "spaced",
+        crmseg_yml=config,
+        data__orders_1_txt=header + "  10 1 20240501   120.0 skincare\n\n 11  1\t20240601 80.5\n",
+        data__orders_2_txt=header + "12 2 20240515 300.0 skincare\n",
+    )
+    for name in ("orders_1.txt", "orders_2.txt"):  # make_project names only .csv/.yml files
+        (root / "data" / name.replace(".txt", "_txt")).rename(root / "data" / name)
+    backend, counts = _load(root)
+    assert counts["orders"] == 3  # each file's header and blank lines are skipped
+    rows = backend.execute(backend.canonical("orders").order_by("order_id")).to_pylist()
+    assert [(r["order_id"], r["ordered_at"], r["amount"], r["category"]) for r in rows] == [
+        ("10", datetime(2024, 5, 1), 120.0, "skincare"),
+        ("11", datetime(2024, 6, 1), 80.5, None),  # a short line: the missing column is null
+        ("12", datetime(2024, 5, 15), 300.0, "skincare"),
+    ]
+    bad = config.replace("delimiter: whitespace", "delimiter: spaces")
+    where = r"\[sources.orders.delimiter\]: expected one character or 'whitespace', got"
+    with pytest.raises(ConfigError, match=where):
+        load_config(make_project("bad_delimiter", crmseg_yml=bad))

@@ -83,6 +83,8 @@ def _read(
     try:
         if source.file_format == "parquet":
             return backend.con.read_parquet(matches)
+        if source.delimiter == "whitespace":
+            return _whitespace(backend, matches)
         options: dict[str, Any] = {"max_line_size": MAX_CSV_LINE}
         if source.delimiter:
             options["delim"] = source.delimiter
@@ -107,6 +109,39 @@ def _read(
 
 
 MAX_CSV_LINE = 8 << 20  # bytes; DuckDB's default is 2 MB
+_UNIT = "\x1f"  # ASCII unit separator: never in a text export, so each line is one value
+
+
+def _whitespace(backend: Backend, files: list[str]) -> ir.Table:
+    """Text files whose columns are separated by runs of spaces or tabs (fixed-width logs such
+    as CDNOW's): each line read whole and split; the first line of the first file names the
+    columns, and lines repeating it (each file's header) or blank ones are skipped."""
+    import ibis
+
+    with open(files[0], encoding="utf-8-sig") as f:
+        header = next((line.split() for line in f if line.strip()), [])
+    if not header:
+        raise ValueError(f"{files[0]}: the file is empty")
+    lines = backend.con.read_csv(
+        files,
+        columns={"line": "VARCHAR"},
+        delim=_UNIT,
+        quote="",
+        escape="",
+        header=False,
+        auto_detect=False,
+        max_line_size=MAX_CSV_LINE,
+    )
+    text = lines.line.strip()
+    lines = lines.filter(text.notnull() & (text != "")).select(line=text)
+    parts = lines.line.re_split(r"\s+")
+    rows = lines.filter(parts.join(" ") != " ".join(header))
+    parts = rows.line.re_split(r"\s+")
+    # DuckDB's lists are 1-based through Ibis' 0-based index: parts[i] is the (i+1)-th value.
+    return rows.select(
+        **{name: ibis.ifelse(parts.length() > i, parts[i], ibis.null("string"))
+           for i, name in enumerate(header)}
+    )  # fmt: skip
 
 
 def _reason(exc: BaseException, files: list[str]) -> str:
