@@ -71,8 +71,57 @@ class Constant(Strict):
     value: str | int | float | bool
 
 
+class InputConfig(Strict):
+    """A raw input that ``sql:`` sources read by name: a file or a backend table, as it is."""
+
+    path: str | None = Field(None, description="CSV or Parquet file or glob, project-relative")
+    table: str | None = Field(None, description="a table in the backend database")
+    format: Literal["csv", "parquet"] | None = Field(
+        None, description="file format (default: from the file extension)"
+    )
+    delimiter: str | None = Field(
+        None, min_length=1, description="CSV delimiter, one character, or 'whitespace'"
+    )
+    _where: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> InputConfig:
+        if (self.path is None) == (self.table is None):
+            raise ValueError("give exactly one of 'path' (a file) or 'table' (a backend table)")
+        return self
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        return _delimiter(value)
+
+    @property
+    def file_format(self) -> Literal["csv", "parquet"]:
+        return _file_format(self.format, self.path)
+
+    @property
+    def named_at(self) -> str:
+        return f" (set at {self._where})" if self._where else ""
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is not None and len(value) != 1 and value != "whitespace":
+        raise ValueError(f"expected one character or 'whitespace', got {value!r}")
+    return value
+
+
+def _file_format(
+    given: Literal["csv", "parquet"] | None, path: str | None
+) -> Literal["csv", "parquet"]:
+    if given:
+        return given
+    assert path is not None
+    return "parquet" if path.lower().endswith((".parquet", ".pq")) else "csv"
+
+
 class SourceConfig(Strict):
-    """One canonical table: a file (CSV/Parquet, globs allowed) or a table in the backend."""
+    """One canonical table: a file (CSV/Parquet, globs allowed), a table in the backend, a
+    query over raw inputs, or (customers) derived from another source."""
 
     path: str | None = Field(None, description="CSV or Parquet file or glob, project-relative")
     table: str | None = Field(None, description="a table in the backend database, e.g. raw.events")
@@ -80,6 +129,11 @@ class SourceConfig(Strict):
         None,
         description="customers only: one customer per distinct customer_id of this source "
         "(e.g. orders), signed up at their first row there",
+    )
+    sql: str | None = Field(
+        None,
+        description="a query over the project's inputs (by name) giving this table's rows, "
+        "e.g. select o.*, p.total as amount from raw_orders o join payments p using (order_id)",
     )
     # Where crmseg.yml names the file or table, for messages about reading it.
     _where: str | None = PrivateAttr(None)
@@ -124,9 +178,7 @@ class SourceConfig(Strict):
     @field_validator("delimiter")
     @classmethod
     def _delimiter(cls, value: str | None) -> str | None:
-        if value is not None and len(value) != 1 and value != "whitespace":
-            raise ValueError(f"expected one character or 'whitespace', got {value!r}")
-        return value
+        return _delimiter(value)
 
     @field_validator("formats")
     @classmethod
@@ -141,22 +193,16 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceConfig:
-        if sum(v is not None for v in (self.path, self.table, self.derive)) != 1:
+        if sum(v is not None for v in (self.path, self.table, self.derive, self.sql)) != 1:
             raise ValueError(
-                "give exactly one of 'path' (a file), 'table' (a backend table) or 'derive' "
-                "(customers from another source)"
+                "give exactly one of 'path' (a file), 'table' (a backend table), 'sql' (a query "
+                "over inputs) or 'derive' (customers from another source)"
             )
         return self
 
     @property
     def file_format(self) -> Literal["csv", "parquet"]:
-        if self.format:
-            return self.format
-        assert self.path is not None
-        lower = self.path.lower()
-        if lower.endswith((".parquet", ".pq")):
-            return "parquet"
-        return "csv"
+        return _file_format(self.format, self.path)
 
 
 # --- quality and identity ------------------------------------------------------------------
@@ -634,6 +680,9 @@ class Config(Strict):
     timezone: str = Field("UTC", description="timezone of naive timestamps in the sources")
     currency: str = Field("EUR", description="reporting currency (ISO 4217)")
     sources: dict[str, SourceConfig] = Field(description="canonical table name -> source")
+    inputs: dict[str, InputConfig] = Field(
+        default_factory=dict, description="raw input name -> file or table, for sql: sources"
+    )
     layers: tuple[str, ...] = Field(
         DEFAULT_LAYERS, min_length=1, description="allowed segment name prefixes"
     )
@@ -663,6 +712,18 @@ class Config(Strict):
             raise ValueError(
                 f"unknown timezone {value!r} (expected an IANA name such as UTC)"
             ) from None
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_names(cls, value: dict[str, InputConfig]) -> dict[str, InputConfig]:
+        for name in value:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"input names are lower_snake_case, got {name!r}")
+            if name in TABLES:
+                raise ValueError(
+                    f"input {name!r} has a canonical table's name: call it e.g. raw_{name}"
+                )
         return value
 
     @field_validator("sources")
@@ -972,9 +1033,12 @@ def load_config(root: Path) -> Config:
         raise ConfigError("expected a mapping with name, backend and sources", doc.location())
     config = validate(Config, doc)
     for name, source in config.sources.items():
-        key = next(k for k in ("path", "table", "derive") if getattr(source, k) is not None)
+        key = next(k for k in ("path", "table", "derive", "sql") if getattr(source, k) is not None)
         where = doc.location(["sources", name, key])
         source._where = f"{PROJECT_FILE}:{where.line}" if where.line else None
+    for name, given in config.inputs.items():
+        where = doc.location(["inputs", name])
+        given._where = f"{PROJECT_FILE}:{where.line}" if where.line else None
     if config.identity.person_key is not None:
         where = doc.location(["identity", "person_key"])
         config.identity._where = Location(PROJECT_FILE, where.line, where.column, where.field)

@@ -228,3 +228,10 @@ tests:
     (root / "tests" / "unit.yml").write_text(offset)
     ok = run_cli("test", "-p", str(root))
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_unit_tests_take_rows_of_every_canonical_table() -> None:
+    from crmseg.segments.unittests import UnitTest
+    from crmseg.sources.model import TABLES
+
+    assert set(TABLES) <= set(UnitTest.model_fields)

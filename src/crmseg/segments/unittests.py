@@ -56,6 +56,7 @@ class UnitTest(Strict):
     consent: list[Row] = Field(default_factory=list)
     subscriptions: list[Row] = Field(default_factory=list)
     tickets: list[Row] = Field(default_factory=list)
+    reviews: list[Row] = Field(default_factory=list)
     identifiers: list[Row] = Field(default_factory=list)
     expect: dict[str, list[str]]
 

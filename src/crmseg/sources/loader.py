@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import Backend
-from crmseg.config import Config, Constant, SourceConfig
+from crmseg.config import Config, Constant, InputConfig, SourceConfig
 from crmseg.errors import BackendError, SourceError
 from crmseg.sources import expressions, retention
 from crmseg.sources.model import IBIS_TYPES, TABLES, DType, Table
@@ -50,6 +50,8 @@ class Planned:
 def _origin(source: SourceConfig) -> str:
     if source.derive is not None:
         return f"customers derived from {source.derive}"
+    if source.sql is not None:
+        return "sql source"
     return source.path if source.path is not None else f"table {source.table}"
 
 
@@ -61,11 +63,14 @@ def _read(
     table: Table,
     tz: str,
     files: list[str] | None = None,
+    inputs: Mapping[str, InputConfig] | None = None,
 ) -> Any:
     """The raw Ibis table of one source, or None after recording why it cannot be read.
 
     ``files`` replaces the configured path's matches (snapshots of them)."""
     origin = _origin(source)
+    if source.sql is not None:
+        return _query(backend, root, table.name, source, inputs or {}, problems)
     if source.table is not None:
         database, _, name = source.table.rpartition(".")
         if not backend.has_table(name, database=database or None):
@@ -109,6 +114,71 @@ def _read(
 
 
 MAX_CSV_LINE = 8 << 20  # bytes; DuckDB's default is 2 MB
+
+
+def referenced_inputs(
+    source: SourceConfig, inputs: Mapping[str, InputConfig], dialect: str
+) -> list[str]:
+    """The inputs a ``sql:`` source's query names (unparseable queries name none: reading
+    them reports why)."""
+    import sqlglot
+    import sqlglot.expressions as sge
+
+    if source.sql is None:
+        return []
+    try:
+        tree = sqlglot.parse_one(source.sql, read=dialect)
+    except sqlglot.errors.ParseError:
+        return []
+    return sorted({t.name for t in tree.find_all(sge.Table) if t.name in inputs and not t.db})
+
+
+def _query(
+    backend: Backend,
+    root: Path,
+    name: str,
+    source: SourceConfig,
+    inputs: Mapping[str, InputConfig],
+    problems: list[str],
+) -> Any:
+    """A ``sql:`` source: the user's query, with each input it names bound as a CTE of that
+    input's Ibis expression (the query tree is edited, never pasted as text)."""
+    import sqlglot
+    import sqlglot.expressions as sge
+
+    assert source.sql is not None
+    where = f"sources.{name}.sql{source.named_at}"
+    dialect = backend.dialect
+    try:
+        tree = sqlglot.parse_one(source.sql, read=dialect)
+    except sqlglot.errors.ParseError as exc:
+        detail = exc.errors[0] if exc.errors else {}
+        at = f" at line {detail.get('line')}, column {detail.get('col')}" if detail else ""
+        problems.append(f"{where}: the query does not parse{at}: {detail.get('description', exc)}")
+        return None
+    if not isinstance(tree, sge.Query):
+        problems.append(f"{where}: expected a SELECT query, got {tree.key.upper()}")
+        return None
+    for used in referenced_inputs(source, inputs, dialect):
+        given = inputs[used]
+        as_source = SourceConfig(
+            path=given.path, table=given.table, format=given.format, delimiter=given.delimiter
+        )
+        as_source._where = given._where
+        raw = _read(backend, root, as_source, problems, TABLES["customers"], "UTC")
+        if raw is None:
+            problems[-1] = f"input {used}: {problems[-1]}"
+            return None
+        body = sqlglot.parse_one(str(backend.con.compile(raw)), read=dialect)
+        assert isinstance(body, sge.Query)
+        tree = tree.with_(used, as_=body)
+    try:
+        return backend.sql(tree.sql(dialect))
+    except BackendError as exc:
+        problems.append(f"{where}: {str(exc).splitlines()[0]}")
+        return None
+
+
 _UNIT = "\x1f"  # ASCII unit separator: never in a text export, so each line is one value
 
 
@@ -325,7 +395,7 @@ def plan_sources(
             raw = raw_tables[name]
         else:
             wanted = (files or {}).get(name)
-            raw = _read(backend, root, source, problems, canonical, tz, wanted)
+            raw = _read(backend, root, source, problems, canonical, tz, wanted, config.inputs)
         if raw is None:
             continue
         raws[name] = raw

@@ -154,6 +154,17 @@ def prepare(
                 derived.append(name)
                 continue
             before = previous.get(name) if name in existing and not force else None
+            if source.sql is not None:
+                record, same = _query_fingerprint(config, root, backend, name, source, before)
+                if record is None:
+                    changed[name] = None
+                    continue
+                records[name] = record
+                if same:
+                    unchanged.append(name)
+                else:
+                    changed[name] = None
+                continue
             record, files, same = _fingerprint(
                 config, root, backend, name, source, before, snapshot
             )
@@ -376,6 +387,40 @@ def _fingerprint(
         _carry(old, fp)
         return _record(name, fp, before["snapshot"] if before else None, before), None, True
     return _record(name, fp, str(folder) if folder else None, None), files, False
+
+
+def _query_fingerprint(
+    config: Config,
+    root: Path,
+    backend: Backend,
+    name: str,
+    source: SourceConfig,
+    before: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, bool]:
+    """(record, unchanged?) of a ``sql:`` source: its query and settings, and each input it
+    names fingerprinted like a source of its own (its rows are copied in, never a view)."""
+    from crmseg.sources.loader import referenced_inputs
+
+    old = before["fingerprint"] if before is not None else None
+    fp: dict[str, Any] = {"config": config_hash(config, source, name), "inputs": {}}
+    same = old is not None and old.get("config") == fp["config"]
+    for used in referenced_inputs(source, config.inputs, backend.dialect):
+        given = config.inputs[used]
+        as_source = SourceConfig(
+            path=given.path, table=given.table, format=given.format, delimiter=given.delimiter
+        )
+        prior = (old or {}).get("inputs", {}).get(used)
+        earlier = None if prior is None else _record(used, prior, None, None)
+        record, _, unchanged = _fingerprint(
+            config, root, backend, used, as_source, earlier, snapshot=False
+        )
+        if record is None:
+            return None, False
+        fp["inputs"][used] = record["fingerprint"]
+        same = same and unchanged
+    if same:
+        _carry(old, fp)
+    return _record(name, fp, None, before if same else None), same
 
 
 def _carry(old: Mapping[str, Any] | None, fp: dict[str, Any]) -> None:
