@@ -87,3 +87,14 @@ def test_dated_customers_need_no_activity_scan(make_project: MakeProject) -> Non
         run = ws.run(as_of=datetime(2024, 5, 1))
         assert ws.members("everyone") == ["1"]  # 2 signs up later: the orders do not count
         assert not any(name.endswith(".first") for name in run.details["steps"])
+
+
+def test_blanked_dates_are_seen_by_the_next_run_in_the_same_process(
+    make_project: MakeProject,
+) -> None:
+    with _project(make_project, "customer_id,signup_at\n1,2024-01-01\n2,2024-01-01\n") as ws:
+        ws.run(as_of=datetime(2024, 4, 1))
+        assert ws.members("everyone") == ["1", "2"]
+        (ws.root / "data" / "customers.csv").write_text("customer_id,signup_at\n1,2024-01-01\n2,\n")
+        ws.run(as_of=datetime(2024, 4, 2))  # 2 has no date now and no activity before 05-15
+        assert ws.members("everyone") == ["1"]

@@ -603,24 +603,15 @@ def load_sources(
 
 
 def dated(tables: Mapping[str, ir.Table]) -> bool:
-    """Whether every customer of ``tables`` has a ``signup_at`` (asked of the engine once
-    per customers table: a plan for undated customers reads every activity table)."""
+    """Whether every customer of ``tables`` has a ``signup_at`` (asked of the engine each
+    time: the same table may hold other rows after a load; a plan for undated customers
+    reads every activity table)."""
     customers = tables.get("customers")
     if customers is None:
         return True
     if "signup_at" not in customers.columns:
         return False
-    key = customers.op()
-    known = _DATED.get(key)
-    if known is None:
-        known = not bool(customers.signup_at.isnull().any().execute())
-        if len(_DATED) > 64:
-            _DATED.clear()
-        _DATED[key] = known
-    return known
-
-
-_DATED: dict[object, bool] = {}
+    return not bool(customers.signup_at.isnull().any().execute())
 
 
 def schema_from(tables: Mapping[str, ir.Table]) -> dict[str, dict[str, DType]]:
