@@ -68,7 +68,12 @@ def test_loads_the_documented_example(tmp_path: Path) -> None:
             "expected a size like 512MB",
         ),
         ("name: x\nsources:\n  customers: {path: ''}\n", 3, 21, "got an empty one"),
-        ("name: x\nsources:\n  customers: {path: c.csv, delimiter: ';;'}\n", 3, 39, "expected one character or 'whitespace'"),
+        (
+            "name: x\nsources:\n  customers: {path: c.csv, delimiter: ';;'}\n",
+            3,
+            39,
+            "expected one character or 'whitespace'",
+        ),
         (
             "name: x\nmodels: {clusters_k: [8, 2]}\nsources:\n  customers: {path: c.csv}\n",
             2,

@@ -96,5 +96,10 @@ def test_blanked_dates_are_seen_by_the_next_run_in_the_same_process(
         ws.run(as_of=datetime(2024, 4, 1))
         assert ws.members("everyone") == ["1", "2"]
         (ws.root / "data" / "customers.csv").write_text("customer_id,signup_at\n1,2024-01-01\n2,\n")
-        ws.run(as_of=datetime(2024, 4, 2))  # 2 has no date now and no activity before 05-15
+        run = ws.run(as_of=datetime(2024, 4, 2))  # 2 has no date now, no activity before 05-15
         assert ws.members("everyone") == ["1"]
+        assert run.details["steps"]["orders.first"]["how"] == "computed"
+        # the next run over the same data keeps the dating scans
+        again = ws.run(as_of=datetime(2024, 4, 3))
+        assert again.details["steps"]["orders.first"]["how"] == "updated"
+        assert again.details["steps"]["orders.first"]["touched"] == 0

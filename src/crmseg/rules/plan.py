@@ -571,7 +571,8 @@ class Plan:
     ) -> list[str]:
         """For customers without ``signup_at``: their first row in each activity table, as
         columns of the wide table (see :func:`_existing`). Every row counts, whatever the
-        instant, so one scan per table serves every instant of a backfill."""
+        instant, so one scan per table serves every instant of a backfill, and the next run
+        over the same data keeps it (kept at the fixed instant :data:`EVER`)."""
         c = tables["customers"]
         if "signup_at" in c.columns:
             c = c.filter(c.signup_at.isnull())
@@ -591,7 +592,7 @@ class Plan:
                 key = src.customer_id.cast("string").name(KEY)
                 return src.group_by(key).aggregate(**{col: src[time].min()})
 
-            step = step_over(f"{name}.first", rows, None, EVER, build, ("first", time))
+            step = step_over(f"{name}.first", rows, None, EVER, build, ("first", time), (), True)
             joins.add(run(step, EVER), [col])
             cols.append(col)
         return cols
