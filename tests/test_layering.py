@@ -23,7 +23,7 @@ STAGES = {
     "privacy": 7,
 }
 LEAVES = ("rules", "backends", "errors", "config")
-FACADES = ("workspace", "cli", "__init__", "__main__", "demo")
+FACADES = ("workspace", "cli", "server", "__init__", "__main__", "demo")
 # shared by every stage and leaf: the canonical data model (with which columns are personal
 # and their one mask) and contact normalisation
 ANYWHERE = ("crmseg.sources.model", "crmseg.sources.normalize", "crmseg.sources.pii")

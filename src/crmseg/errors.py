@@ -149,6 +149,22 @@ class QualityError(CrmsegError):
         return [str(self), *self.problems[1:]]
 
 
+class NotFoundError(CrmsegError):
+    """Something asked for by name or id does not exist (the server answers 404)."""
+
+
+class UnknownSegmentError(SegmentError, NotFoundError):
+    """No segment has the name asked for."""
+
+
+class UnknownCustomerError(SegmentError, NotFoundError):
+    """No loaded customer has the id asked for."""
+
+
+class ApiKeyError(CrmsegError):
+    """An unknown API key id, or a role that does not exist."""
+
+
 class MissingDependencyError(CrmsegError):
     """An optional dependency is needed; the message names the extra to install."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.config import Config, Every, load_config
-from crmseg.errors import CrmsegError, SegmentError
+from crmseg.errors import CrmsegError, SegmentError, UnknownCustomerError
 from crmseg.segments.runs import RunResult, utcnow
 
 if TYPE_CHECKING:
@@ -752,7 +752,7 @@ class Workspace:
         tables = self._loaded_tables()
         records = source_records(self.backend, customer_id)
         if not records["records"]:
-            raise SegmentError(f"no customer with id {customer_id!r} in the loaded data")
+            raise UnknownCustomerError(f"no customer with id {customer_id!r} in the loaded data")
         plan = self._plan(tables)
         # Any of a person's record ids explains the person (their key).
         key = str(records["customer_key"])

@@ -1227,5 +1227,77 @@ def forget(
         console.print(f"deletion list for a destination: {path}", markup=False)
 
 
+@app.command()
+@handled
+def serve(
+    project: ProjectOpt = Path("."),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8321,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs); every route but /health needs an API key."""
+    try:
+        import uvicorn
+
+        from crmseg.server.app import create_app
+    except ImportError as exc:
+        from crmseg.errors import MissingDependencyError
+
+        raise MissingDependencyError(exc.name or "fastapi", "server") from None
+    app_ = create_app(project)
+    console.print(f"crmseg serving {project.resolve()} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(help="API keys for crmseg serve (stored hashed in the state database).")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(ws: Any) -> Any:
+    from crmseg.server.keys import KeyStore
+
+    return KeyStore(ws.state)
+
+
+@keys_app.command("create")
+@handled
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="viewer, editor or admin.")],
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")] = "",
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Make a key; its text is printed once and never stored."""
+    with _open(project) as ws:
+        made, text = _key_store(ws).create(role, name)
+    console.print(f"{made.role} key {made.key_id} {made.name}".rstrip())
+    print(text)
+
+
+@keys_app.command("list")
+@handled
+def keys_list(project: ProjectOpt = Path("."), fmt: JsonFormatOpt = "text") -> None:
+    """Every key: id, role, name, created and revoked (never the secret)."""
+    _check_format(fmt, "text", "json")
+    with _open(project) as ws:
+        found = _key_store(ws).list()
+    if fmt == "json":
+        _print_json([k.__dict__ for k in found])
+        return
+    for k in found:
+        revoked = f" revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
+        console.print(f"{k.key_id}  {k.role:<6}  {k.created_at:%Y-%m-%d %H:%M}  {k.name}{revoked}")
+
+
+@keys_app.command("revoke")
+@handled
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from crmseg keys list).")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Revoke a key: the server refuses it from then on."""
+    with _open(project) as ws:
+        found = _key_store(ws).revoke(key_id)
+    console.print(f"revoked {found.role} key {found.key_id}")
+
+
 def entrypoint() -> None:  # pragma: no cover - console script
     app()

@@ -94,11 +94,11 @@ def find_segment(segments: Sequence[Segment], name: str) -> Segment:
             return seg
     import difflib
 
-    from crmseg.errors import SegmentError
+    from crmseg.errors import UnknownSegmentError
 
     close = difflib.get_close_matches(name, [s.name for s in segments], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise SegmentError(f"no segment named {name!r}{hint}")
+    raise UnknownSegmentError(f"no segment named {name!r}{hint}")
 
 
 def definition_hash(definition: Definition) -> str:
