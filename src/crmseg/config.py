@@ -859,6 +859,11 @@ def load_yaml(path: Path, display: str | None = None) -> YamlDoc:
         raise ConfigError("file not found", Location(name)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read file: {exc}", Location(name)) from None
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, name: str) -> YamlDoc:
+    """YAML text (named ``name`` in errors); a syntax error becomes a located ConfigError."""
     deep = _too_deep(text)
     if deep is not None:
         raise ConfigError(

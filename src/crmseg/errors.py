@@ -161,6 +161,18 @@ class UnknownCustomerError(SegmentError, NotFoundError):
     """No loaded customer has the id asked for."""
 
 
+class UnknownCampaignError(ActivationError, NotFoundError):
+    """No campaign has the name asked for."""
+
+
+class ConflictError(CrmsegError):
+    """The state does not allow it now: a decided change, a definition that moved on."""
+
+
+class ForbiddenError(CrmsegError):
+    """The caller may not do this (approving their own change)."""
+
+
 class ApiKeyError(CrmsegError):
     """An unknown API key id, or a role that does not exist."""
 

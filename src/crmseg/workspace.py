@@ -732,6 +732,102 @@ class Workspace:
             tables = resolve_with_map(tables, idmap, self.config.identity.golden)
         return diff(self.compiled, self.runs_store, self.backend, tables, self._sql_segments(), at)
 
+    # --- change control ------------------------------------------------------------------
+
+    def _changes(self) -> Any:
+        from crmseg.segments.changes import ChangeStore
+
+        return ChangeStore(self.state)
+
+    def propose(self, text: str, by: str) -> Any:
+        """Store a proposed segment (the text of a segments file with one segment) with its
+        membership impact at the last run; nothing in the project changes until approved."""
+        from crmseg.segments.changes import Change, parse_proposal
+        from crmseg.segments.compiled import Catalog
+        from crmseg.segments.diff import member_sets
+
+        _, proposed = parse_proposal(text)
+        current = next((s for s in self.segments if s.name == proposed.name), None)
+        others = [s for s in self.segments if s.name != proposed.name]
+        catalog = Catalog(self.config, [*others, proposed], self.traits, self._model_traits)
+        last = self.runs_store.last_run()
+        if last is None:
+            raise SegmentError("no run yet: run 'crmseg run' first (the impact needs data)")
+        tables = self._loaded_tables()
+        plan = catalog.plan(tables)  # rule errors, located in the proposal, surface here
+        at = last.as_of
+        after = member_sets(self.backend, plan, tables, at, self._sql_segments(), [proposed.name])
+        new = after[proposed.name]
+        old = set(self.members(proposed.name, at)) if current is not None else set()
+        added, removed = sorted(new - old), sorted(old - new)
+        impact = {"as_of": at, "before": len(old), "after": len(new), "added": len(added),
+                  "removed": len(removed), "examples_added": added[:5],
+                  "examples_removed": removed[:5]}  # fmt: skip
+        change = Change(
+            0, proposed.name, "changed" if current else "new", "pending", text,
+            current.hash if current else None, proposed.hash, impact, by, utcnow(),
+        )  # fmt: skip
+        self._changes().add(change)
+        return change
+
+    def changes(self, status: str | None = None) -> list[Any]:
+        return list(self._changes().select(status))
+
+    def change(self, change_id: int) -> Any:
+        return self._changes().get(change_id)
+
+    def decide(self, change_id: int, approve: bool, by: str, admin: bool = False) -> Any:
+        """Approve (write the definition into the project's YAML) or reject a pending change.
+        The proposer cannot approve their own change unless they are an admin."""
+        from crmseg.errors import ConflictError, ForbiddenError
+        from crmseg.segments.changes import parse_proposal, write_change
+
+        store = self._changes()
+        change = store.get(change_id)
+        if change.status != "pending":
+            raise ConflictError(f"change {change_id} was already {change.status}")
+        if approve and change.proposed_by == by and not admin:
+            raise ForbiddenError("another editor or an admin approves a change, not its author")
+        file = None
+        if approve:
+            current = next((s for s in self.segments if s.name == change.segment), None)
+            if (current.hash if current else None) != change.before_hash:
+                raise ConflictError(
+                    f"segment {change.segment!r} changed since change {change_id} was "
+                    "proposed: propose it again"
+                )
+            doc, _ = parse_proposal(change.text)
+            folder = self.root / "segments"
+            saved = {p: p.read_text(encoding="utf-8") for p in folder.glob("*.y*ml")}
+            file = write_change(self.root, current, doc, change.text)
+            self._reload_definitions()
+            try:
+                written = self.segment(change.segment)
+                if written.hash != change.after_hash:
+                    raise ConflictError(f"{file} did not take the definition as proposed")
+            except Exception:
+                for path, body in saved.items():
+                    path.write_text(body, encoding="utf-8")
+                if (self.root / file) not in saved:
+                    (self.root / file).unlink(missing_ok=True)
+                self._reload_definitions()
+                raise
+        with self.state.transaction():
+            store.decide(change, "approved" if approve else "rejected", by, utcnow(), file)
+        return store.get(change_id)
+
+    def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries of the audit log (who did what, with hashes)."""
+        return list(self._changes().audit(limit))
+
+    def record(self, actor: str, action: str, obj: str) -> None:
+        """Add an entry to the audit log (runs, activations, keys, forgets asked by API)."""
+        self._changes().log(actor, action, obj, None, None, utcnow())
+
+    def _reload_definitions(self) -> None:
+        for name in ("segments", "compiled"):
+            self.__dict__.pop(name, None)
+
     def test(self) -> list[Any]:
         """Run the project's segment unit tests (tests/*.yml) on an in-memory warehouse."""
         from crmseg.segments.unittests import run_project_tests
@@ -760,6 +856,24 @@ class Workspace:
         return found.masked() if mask else found
 
     # --- privacy -------------------------------------------------------------------------
+
+    def lookup(self, value: str) -> list[str]:
+        """The people (person keys) an id, email, phone or identifier value names."""
+        from crmseg.identity.resolve import keyed_ids
+
+        if "customers" not in self.backend.canonical_tables():
+            raise SegmentError("no data loaded yet: run 'crmseg run' first")
+        # forget's finder is the one place that reads every spelling of a person's contacts
+        found, _ = self._forgetter().find([value])
+        records = found.get(value, [])
+        if not records:
+            return []
+        import ibis
+
+        ids = ibis.memtable({"customer_id": records})
+        loaded = {n: self.backend.canonical(n) for n in self.backend.canonical_tables()}
+        keys = self.backend.execute(keyed_ids(ids, loaded)).column("customer_id").to_pylist()
+        return sorted({str(k) for k in keys})
 
     def forget(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
         """Forget the people these ids, emails or phones name, everywhere (see
@@ -811,14 +925,14 @@ class Workspace:
     def campaign(self, name: str) -> Campaign:
         import difflib
 
-        from crmseg.errors import ActivationError
+        from crmseg.errors import UnknownCampaignError
 
         for c in self.campaigns:
             if c.name == name:
                 return c
         close = difflib.get_close_matches(name, [c.name for c in self.campaigns], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ActivationError(f"no campaign named {name!r}{hint}")
+        raise UnknownCampaignError(f"no campaign named {name!r}{hint}")
 
     def activate(
         self, name: str, dry_run: bool = False, as_of: datetime | None = None

@@ -4,6 +4,7 @@ every error for its one shape."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -36,14 +37,20 @@ class Api:
     root: Path
 
     def call(
-        self, method: str, path: str, role: str | None = None, key: str | None = None
+        self,
+        method: str,
+        path: str,
+        role: str | None = None,
+        key: str | None = None,
+        body: str | None = None,
     ) -> tuple[int, Any, str]:
         """(status, JSON body or None, content type)."""
         headers = {}
         text = key or (self.keys[role] if role else None)
         if text:
             headers["Authorization"] = f"Bearer {text}"
-        req = urllib.request.Request(self.base + path, method=method, headers=headers)
+        data = body.encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data, headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 body, status, kind = resp.read(), resp.status, resp.headers["content-type"]
@@ -62,14 +69,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    from ..conftest import CONFIG, CUSTOMERS_CSV, ORDERS_CSV, SEGMENTS
+    from ..activation.conftest import (
+        CONFIG,
+        MESSAGES,
+        ORDERS,
+        SEGMENTS,
+        campaign_yml,
+        consent_csv,
+        customers_csv,
+    )
 
     root = tmp_path_factory.mktemp("served") / "shop"
     for rel, text in {
         "crmseg.yml": CONFIG,
-        "data/customers.csv": CUSTOMERS_CSV,
-        "data/orders.csv": ORDERS_CSV,
+        "data/customers.csv": customers_csv(12),
+        "data/orders.csv": ORDERS,
+        "data/consent.csv": consent_csv(12),
+        "data/messages.csv": MESSAGES,
         "segments/core.yml": SEGMENTS,
+        "campaigns/main.yml": campaign_yml(),
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -118,18 +136,49 @@ ROLES = {
     ("GET", "/segments/{name}/members"): "viewer",
     ("GET", "/segments/{name}/history"): "viewer",
     ("GET", "/segments/{name}/explain/{customer_id}"): "viewer",
+    ("POST", "/changes"): "editor",
+    ("GET", "/changes"): "viewer",
+    ("GET", "/changes/{change_id}"): "viewer",
+    ("POST", "/changes/{change_id}/approve"): "editor",
+    ("POST", "/changes/{change_id}/reject"): "editor",
+    ("GET", "/audit"): "viewer",
+    ("GET", "/customers"): "viewer",
     ("GET", "/customers/{customer_id}"): "viewer",
+    ("POST", "/customers/{customer_id}/forget"): "admin",
+    ("GET", "/campaigns"): "viewer",
+    ("GET", "/campaigns/{name}/preview"): "viewer",
+    ("POST", "/campaigns/{name}/activate"): "editor",
+    ("GET", "/campaigns/{name}/activations"): "viewer",
+    ("GET", "/campaigns/{name}/lift"): "viewer",
+    ("GET", "/overlap"): "viewer",
+    ("GET", "/quality"): "viewer",
+    ("GET", "/identity"): "viewer",
+    ("GET", "/traits"): "viewer",
+    ("GET", "/models"): "viewer",
     ("GET", "/runs"): "viewer",
+    ("GET", "/runs/{run_id}"): "viewer",
     ("POST", "/runs"): "editor",
     ("GET", "/keys"): "admin",
     ("POST", "/keys"): "admin",
     ("DELETE", "/keys/{key_id}"): "admin",
 }
 ORDER = (None, "viewer", "editor", "admin")
+FIRST = ("POST", "/campaigns/{name}/activate")  # lift needs an activation to measure
+
+
+def _proposal(n: int) -> str:
+    return (
+        f"segments:\n  - name: custom.proposed_{n}\n    description: Proposed.\n"
+        f"    owner: crm-team\n    rule: count(orders) >= {n}\n"
+    )
 
 
 def _concrete(api: Api, method: str, path: str) -> str:
-    out = path.replace("{name}", "value.buyers").replace("{customer_id}", "1")
+    name = "welcome" if path.startswith("/campaigns") else "custom.everyone"
+    out = path.replace("{name}", name).replace("{run_id}", "1")
+    # forgetting erases a person: each call forgets another one
+    who = str(next(FORGET)) if path.endswith("/forget") else "1"
+    out = out.replace("{customer_id}", who)
     if "{key_id}" in out:
         _, made, _ = api.call("POST", "/keys?role=viewer&name=throwaway", "admin")
         out = out.replace("{key_id}", made["key_id"])
@@ -137,7 +186,19 @@ def _concrete(api: Api, method: str, path: str) -> str:
         out += "?role=viewer"
     if (method, path) == ("POST", "/runs"):
         out += "?as_of=2024-08-02T00:00:00"
+    if "{change_id}" in out:  # a fresh pending change, proposed by the admin key
+        _, made, _ = api.call("POST", "/changes", "admin", body=_proposal(next(PROPOSALS)))
+        out = out.replace("{change_id}", str(made["change_id"]))
+    if (method, path) == FIRST:  # one activation per instant: each call a later one
+        out += f"?as_of=2024-08-01T0{next(HOURS)}:00:00"
+    if (method, path) == ("GET", "/customers"):
+        out += "?q=user1@example.com"
     return out
+
+
+FORGET = iter(range(12, 0, -1))
+HOURS = iter(range(1, 10))
+PROPOSALS = itertools.count(1)
 
 
 def _is_error(body: Any) -> bool:
@@ -154,9 +215,12 @@ def test_every_route_for_every_role(api: Api) -> None:
     _, spec, _ = api.call("GET", "/openapi.json")
     listed = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert listed == set(ROLES), "a route without an entry in ROLES (or one that went away)"
-    for (method, path), needed in ROLES.items():
+    for (method, path), needed in sorted(ROLES.items(), key=lambda r: r[0] != FIRST):
         for role in (None, "viewer", "editor", "admin"):
-            status, body, _ = api.call(method, _concrete(api, method, path), role)
+            given = (
+                _proposal(100 + next(PROPOSALS)) if (method, path) == ("POST", "/changes") else None
+            )
+            status, body, _ = api.call(method, _concrete(api, method, path), role, body=given)
             if needed is None or (role is not None and ORDER.index(role) >= ORDER.index(needed)):
                 assert status == 200, (method, path, role, body)
             else:
@@ -167,11 +231,14 @@ def test_every_route_for_every_role(api: Api) -> None:
 
 def test_errors_have_one_shape_and_the_right_status(api: Api) -> None:
     cases = [
-        ("GET", "/segments/value.buyerz", 404, "unknown_segment"),
-        ("GET", "/segments/value.buyers/members?limit=0", 422, "invalid"),
-        ("GET", "/segments/value.buyers/members?cursor=@@", 400, "bad_request"),
+        ("GET", "/segments/custom.everyon", 404, "unknown_segment"),
+        ("GET", "/segments/custom.everyone/members?limit=0", 422, "invalid"),
+        ("GET", "/segments/custom.everyone/members?cursor=@@", 400, "bad_request"),
         ("GET", "/customers/nobody", 404, "not_found"),
-        ("GET", "/segments/value.buyers/explain/nobody", 404, "unknown_customer"),
+        ("GET", "/segments/custom.everyone/explain/nobody", 404, "unknown_customer"),
+        ("GET", "/campaigns/welcom/preview", 404, "unknown_campaign"),
+        ("GET", "/runs/999", 404, "not_found"),
+        ("GET", "/runs/x", 422, "invalid"),
         ("GET", "/nowhere", 404, "not_found"),
         ("PUT", "/segments", 405, "method_not_allowed"),
         ("POST", "/keys?role=boss", 422, "invalid"),
@@ -180,9 +247,9 @@ def test_errors_have_one_shape_and_the_right_status(api: Api) -> None:
         got, body, _ = api.call(method, path, "admin")
         assert _is_error(body) and (got, body["error"]["code"]) == (status, code), (path, body)
         assert _is_error(body)
-    got, body, _ = api.call("GET", "/segments/value.buyerz", "viewer")
-    assert "did you mean 'value.buyers'" in body["error"]["message"]
-    got, body, _ = api.call("GET", "/segments/value.buyers/members?limit=0", "viewer")
+    got, body, _ = api.call("GET", "/segments/custom.everyon", "viewer")
+    assert "did you mean 'custom.everyone'" in body["error"]["message"]
+    got, body, _ = api.call("GET", "/segments/custom.everyone/members?limit=0", "viewer")
     assert body["error"]["location"] == "query.limit"
     got, body, _ = api.call("GET", "/segments", key="crmseg_000000000000_notarealsecretatall")
     assert (got, body["error"]["code"]) == (401, "unauthorized")
@@ -190,25 +257,50 @@ def test_errors_have_one_shape_and_the_right_status(api: Api) -> None:
 
 def test_members_page_by_cursor_and_stream_as_csv(api: Api) -> None:
     seen: list[str] = []
-    path = "/segments/value.buyers/members?limit=1"
+    path = "/segments/custom.low_ids/members?limit=2"
     while True:
         status, page, _ = api.call("GET", path, "viewer")
-        assert status == 200
+        assert status == 200 and len(page["members"]) <= 2
         seen += page["members"]
         if page["next"] is None:
             break
-        path = f"/segments/value.buyers/members?limit=1&cursor={page['next']}"
-    assert seen == ["1", "2", "4"] and page["total"] == 3
-    status, text, kind = api.call("GET", "/segments/value.buyers/members?format=csv", "viewer")
-    assert kind.startswith("text/csv") and text.splitlines() == ["customer_id", "1", "2", "4"]
+        path = f"/segments/custom.low_ids/members?limit=2&cursor={page['next']}"
+    _, everyone, _ = api.call("GET", "/segments/custom.low_ids/members?limit=10000", "viewer")
+    assert seen == everyone["members"] == sorted(seen) and page["total"] == len(seen) > 2
+    status, text, kind = api.call("GET", "/segments/custom.low_ids/members?format=csv", "viewer")
+    assert kind.startswith("text/csv") and text.splitlines() == ["customer_id", *seen]
 
 
 def test_viewers_see_personal_data_masked(api: Api) -> None:
-    _, shown, _ = api.call("GET", "/customers/1", "editor")
-    _, masked, _ = api.call("GET", "/customers/1", "viewer")
-    assert shown["records"][0]["email"] == "anna@example.com"
-    assert masked["records"][0]["email"] == "a***@*******.***"
-    assert masked["current"] == shown["current"] == ["demographic.dach", "value.buyers"]
+    _, shown, _ = api.call("GET", "/customers/2", "editor")
+    _, masked, _ = api.call("GET", "/customers/2", "viewer")
+    assert shown["records"][0]["email"] == "User2@Example.com "
+    assert masked["records"][0]["email"] == "U****@*******.*** "
+    assert masked["records"][0]["phone"] == "0*** *******"
+    assert masked["current"] == shown["current"] == ["custom.everyone", "custom.low_ids"]
+    _, found, _ = api.call("GET", "/customers?q=0151%200000002", "viewer")
+    assert found["customers"] == ["2"]  # looked up by phone
+
+
+def test_changes_are_proposed_approved_and_audited(api: Api) -> None:
+    proposal = _proposal(1).replace("custom.proposed_1", "custom.with_orders")
+    status, change, _ = api.call("POST", "/changes", "editor", body=proposal)
+    assert status == 200 and change["status"] == "pending"
+    assert change["impact"]["after"] == 2  # customers 1 and 3 have orders
+    cid = change["change_id"]
+    status, body, _ = api.call("POST", f"/changes/{cid}/approve", "editor")
+    assert (status, body["error"]["code"]) == (403, "forbidden")  # not the author's to approve
+    status, body, _ = api.call("POST", f"/changes/{cid}/approve", "admin")
+    assert status == 200 and body["status"] == "approved"
+    _, seg, _ = api.call("GET", "/segments/custom.with_orders", "viewer")
+    assert seg["definition"]["rule"] == "count(orders) >= 1"
+    status, body, _ = api.call("POST", f"/changes/{cid}/reject", "editor")
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    status, body, _ = api.call("POST", "/changes", "editor", body="segments: [}")
+    assert (status, body["error"]["code"]) == (422, "config")
+    assert body["error"]["location"].startswith("proposal:1:")
+    _, audit, _ = api.call("GET", "/audit?limit=5", "viewer")
+    assert audit[0]["action"] == "approve" and audit[0]["object"].startswith("segment custom.with")
 
 
 def test_revoked_keys_are_refused(api: Api) -> None:
@@ -238,3 +330,15 @@ def test_keys_from_the_command_line(make_project: MakeProject) -> None:
     assert bad.stderr.strip() == (
         "error: unknown role 'boss' (expected one of: viewer, editor, admin)"
     )
+
+
+def test_every_route_is_documented_with_its_role() -> None:
+    import re
+
+    text = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
+    rows = {line for line in text.splitlines() if line.startswith("| `")}
+    for (method, path), needed in ROLES.items():
+        pattern = re.compile(rf"`{method} {re.escape(path)}[`?]")
+        row = next((r for r in rows if pattern.search(r)), None)
+        assert row is not None, f"{method} {path} missing from docs/server.md"
+        assert f"| {needed or 'none'} |" in row, f"{method} {path}: role not {needed}"

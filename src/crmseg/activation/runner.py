@@ -76,6 +76,21 @@ class ActivationResult:
     def ok(self) -> bool:
         return all(d.error is None for d in self.destinations)
 
+    def summary(self) -> dict[str, Any]:
+        """The funnel, arm sizes and destination reports, JSON-able (no customer rows)."""
+        from dataclasses import asdict
+
+        return {
+            "campaign": self.campaign,
+            "as_of": self.as_of,
+            "dry_run": self.dry_run,
+            "activation_id": self.activation_id,
+            "funnel": [{"step": s.label, "count": s.count} for s in self.audience.recorded],
+            "treatment": len(self.audience.treatment),
+            "holdout": len(self.audience.holdout),
+            "destinations": [asdict(d) for d in self.destinations],
+        }
+
 
 @dataclass
 class Context:

@@ -841,7 +841,7 @@ def activate(
             assert campaign is not None
             results = [ws.activate(campaign, dry_run=dry_run, as_of=_as_of(ws, as_of))]
     if fmt == "json":
-        _print_json([_activation_json(r) for r in results])
+        _print_json([r.summary() for r in results])
     else:
         if not results:
             console.print("no campaign is due")
@@ -851,21 +851,6 @@ def activate(
     if failed:
         error(f"{len(failed)} destination(s) failed: {failed[0].error}")
         raise typer.Exit(1)
-
-
-def _activation_json(r: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "campaign": r.campaign,
-        "as_of": r.as_of,
-        "dry_run": r.dry_run,
-        "activation_id": r.activation_id,
-        "funnel": [{"step": s.label, "count": s.count} for s in r.audience.recorded],
-        "treatment": len(r.audience.treatment),
-        "holdout": len(r.audience.holdout),
-        "destinations": [asdict(d) for d in r.destinations],
-    }
 
 
 def _print_activation(r: Any, timezone: str = "UTC") -> None:

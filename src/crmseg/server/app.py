@@ -30,7 +30,9 @@ from crmseg.errors import (
     ActivationError,
     ApiKeyError,
     BackendError,
+    ConflictError,
     CrmsegError,
+    ForbiddenError,
     ForgetError,
     LocatedError,
     MissingDependencyError,
@@ -48,6 +50,8 @@ from crmseg.workspace import Workspace
 STATUS: tuple[tuple[type[CrmsegError], int], ...] = (
     (NotFoundError, 404),
     (ApiKeyError, 404),
+    (ForbiddenError, 403),
+    (ConflictError, 409),
     (LocatedError, 422),
     (RuleErrors, 422),
     (SourceError, 422),
@@ -210,7 +214,7 @@ def _after(cursor: str | None) -> str | None:
 
 def routes(server: Server) -> list[Callable[[FastAPI], None]]:
     """Each adds its routes to the app (grouped by resource)."""
-    return [_health, _segments, _customers, _runs, _keys]
+    return [_health, _segments, _changes, _customers, _campaigns, _runs, _data, _keys]
 
 
 def _health(app: FastAPI) -> None:
@@ -286,7 +290,70 @@ def _bisect(ids: list[str], after: str) -> int:
     return bisect.bisect_right(ids, after)
 
 
+def _changes(app: FastAPI) -> None:
+    @app.post("/changes", tags=["changes"])
+    async def propose(request: Request, key: Editor) -> Any:
+        """Propose a new or changed segment: the body is the YAML of a segments file with one
+        segment. Stored pending with its membership impact; nothing changes until approved."""
+        text = (await request.body()).decode("utf-8", errors="replace")
+        server: Server = request.app.state.server
+
+        def work() -> Any:
+            with server.lock:
+                return jsonable_encoder(server.ws.propose(text, key.key_id))
+
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(work)
+
+    @app.get("/changes", tags=["changes"])
+    def changes(
+        ws: Ws,
+        key: Viewer,
+        status: Annotated[str | None, Query(pattern="^(pending|approved|rejected)$")] = None,
+    ) -> Any:
+        """Proposed changes, oldest first, with their impact."""
+        return jsonable_encoder(ws.changes(status))
+
+    @app.get("/changes/{change_id}", tags=["changes"])
+    def change(change_id: int, ws: Ws, key: Viewer) -> Any:
+        """One change: its text, definition hashes, impact and decision."""
+        return jsonable_encoder(ws.change(change_id))
+
+    @app.post("/changes/{change_id}/approve", tags=["changes"])
+    def approve(change_id: int, ws: Ws, key: Editor) -> Any:
+        """Write the change into the project's YAML (another editor than its author, or an
+        admin); the next run uses it."""
+        return jsonable_encoder(ws.decide(change_id, True, key.key_id, key.allows("admin")))
+
+    @app.post("/changes/{change_id}/reject", tags=["changes"])
+    def reject(change_id: int, ws: Ws, key: Editor) -> Any:
+        """Close the change without writing it."""
+        return jsonable_encoder(ws.decide(change_id, False, key.key_id))
+
+    @app.get("/audit", tags=["changes"])
+    def audit(ws: Ws, key: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Any:
+        """Who did what, newest first: key id, time, action, object, before/after hash."""
+        return jsonable_encoder(ws.audit(limit))
+
+
 def _customers(app: FastAPI) -> None:
+    @app.get("/customers", tags=["customers"])
+    def find(
+        ws: Ws,
+        key: Viewer,
+        q: Annotated[str, Query(min_length=1, description="an id, email, phone or identifier")],
+    ) -> Any:
+        """The people (person keys) an id, email, phone or identifier names."""
+        return {"q": q, "customers": ws.lookup(q)}
+
+    @app.post("/customers/{customer_id}/forget", tags=["customers"])
+    def forget(customer_id: str, ws: Ws, key: Admin) -> Any:
+        """Erase the person everywhere crmseg keeps them (see docs/privacy.md)."""
+        done = ws.forget([customer_id])
+        ws.record(key.key_id, "forget", f"{done.people} person(s)")  # never who: no trace
+        return jsonable_encoder(done)
+
     @app.get("/customers/{customer_id}", tags=["customers"])
     def customer(customer_id: str, ws: Ws, key: Viewer) -> Any:
         """Current segments, every entry and exit, and the source records (masked for
@@ -297,11 +364,95 @@ def _customers(app: FastAPI) -> None:
         return jsonable_encoder(found)
 
 
+def _campaigns(app: FastAPI) -> None:
+    @app.get("/campaigns", tags=["campaigns"])
+    def campaigns(ws: Ws, key: Viewer) -> Any:
+        """Every campaign's definition, with where it is defined."""
+        return [
+            {**c.spec.model_dump(mode="json"), "file": c.file, "line": c.line, "hash": c.hash}
+            for c in ws.campaigns
+        ]
+
+    @app.get("/campaigns/{name}/preview", tags=["campaigns"])
+    def preview(name: str, ws: Ws, key: Viewer, as_of: AsOf = None) -> Any:
+        """The audience funnel a dry run gives: nothing is recorded or sent."""
+        return jsonable_encoder(ws.activate(name, dry_run=True, as_of=as_of).summary())
+
+    @app.post("/campaigns/{name}/activate", tags=["campaigns"])
+    def activate(name: str, ws: Ws, key: Editor, as_of: AsOf = None) -> Any:
+        """Record the audience in the send log and deliver it to the campaign's destinations."""
+        done = ws.activate(name, as_of=as_of)
+        ws.record(key.key_id, "activate", f"campaign {name} (activation {done.activation_id})")
+        return jsonable_encoder(done.summary())
+
+    @app.get("/campaigns/{name}/activations", tags=["campaigns"])
+    def activations(name: str, ws: Ws, key: Viewer) -> Any:
+        """Recorded activations of the campaign, oldest first, with their funnels."""
+        return jsonable_encoder(ws.activations(name))
+
+    @app.get("/campaigns/{name}/lift", tags=["campaigns"])
+    def lift(
+        name: str, ws: Ws, key: Viewer, window: Annotated[int, Query(ge=1, le=365)] = 14
+    ) -> Any:
+        """Treatment vs holdout lift with 95% intervals, over ``window`` days after sends."""
+        ws.campaign(name)
+        if not any(a["campaign"] == name for a in ws.activations(name)):
+            raise HTTPException(409, f"campaign {name!r} has not been activated yet")
+        return jsonable_encoder(ws.measure_campaigns(window, [name]))
+
+
+def _data(app: FastAPI) -> None:
+    @app.get("/overlap", tags=["segments"])
+    def overlap(
+        ws: Ws,
+        key: Viewer,
+        segments: Annotated[str | None, Query(description="comma-separated names")] = None,
+    ) -> Any:
+        """Shared members and Jaccard of every pair of segments at the last run."""
+        names = [s for s in (segments or "").split(",") if s] or None
+        found = ws.overlap(names)
+        pairs = [
+            {"a": a, "b": b, "shared": shared, "jaccard": jaccard}
+            for (a, b), (shared, jaccard) in found["matrix"].items()
+        ]
+        return jsonable_encoder({**found, "matrix": pairs})
+
+    @app.get("/quality", tags=["data"])
+    def quality(ws: Ws, key: Viewer, as_of: AsOf = None) -> Any:
+        """The data-quality checks on the sources now (examples masked)."""
+        report = ws.quality(as_of)
+        findings = [f.as_dict() for f in report.findings]
+        return jsonable_encoder({"as_of": report.as_of, "findings": findings})
+
+    @app.get("/identity", tags=["data"])
+    def identity(ws: Ws, key: Viewer) -> Any:
+        """Merge statistics: people, merged clusters, links, blocked values."""
+        return jsonable_encoder(ws.identity())
+
+    @app.get("/traits", tags=["data"])
+    def traits(ws: Ws, key: Viewer, as_of: AsOf = None) -> Any:
+        """Built-in, user and model traits with their English and the lifecycle thresholds."""
+        return jsonable_encoder(ws.trait_catalog(as_of))
+
+    @app.get("/models", tags=["data"])
+    def models(ws: Ws, key: Viewer) -> Any:
+        """Recorded model fits, newest first."""
+        return jsonable_encoder(ws.model_records())
+
+
 def _runs(app: FastAPI) -> None:
     @app.get("/runs", tags=["runs"])
     def runs(ws: Ws, key: Viewer) -> Any:
         """Every recorded run, oldest first."""
         return jsonable_encoder(ws.runs())
+
+    @app.get("/runs/{run_id}", tags=["runs"])
+    def one(run_id: int, ws: Ws, key: Viewer) -> Any:
+        """One recorded run: what it loaded, reused and fitted, and its sizes."""
+        found = [r for r in ws.runs() if r.run_id == run_id]
+        if not found:
+            raise HTTPException(404, f"no run {run_id}")
+        return jsonable_encoder(found[0])
 
     @app.post("/runs", tags=["runs"])
     def start(request: Request, key: Editor, as_of: AsOf = None) -> Any:
@@ -312,6 +463,7 @@ def _runs(app: FastAPI) -> None:
         try:
             with server.lock:
                 result = server.ws.run(as_of=as_of)
+                server.ws.record(key.key_id, "run", f"run {result.run_id}")
         finally:
             server.running.release()
         return jsonable_encoder(result)
@@ -336,6 +488,7 @@ def _keys(app: FastAPI) -> None:
         server: Server = request.app.state.server
         with server.lock:
             made, text = server.keys.create(of, name)
+            server.ws.record(key.key_id, "create key", f"{made.role} key {made.key_id}")
         return {**jsonable_encoder(made), "key": text}
 
     @app.delete("/keys/{key_id}", tags=["keys"])
@@ -343,4 +496,6 @@ def _keys(app: FastAPI) -> None:
         """Revoke a key; requests with it get 401 from now on."""
         server: Server = request.app.state.server
         with server.lock:
-            return jsonable_encoder(server.keys.revoke(key_id))
+            done = server.keys.revoke(key_id)
+            server.ws.record(key.key_id, "revoke key", f"{done.role} key {done.key_id}")
+            return jsonable_encoder(done)
