@@ -13,9 +13,11 @@ from crmseg.config import (
     Config,
     GoldenConfig,
     IdentityConfig,
+    InputConfig,
     PrivacyConfig,
     QualityCheckConfig,
     QualityConfig,
+    ScheduleConfig,
     SourceConfig,
     SplinkConfig,
     StateConfig,
@@ -38,6 +40,8 @@ def test_every_config_key_is_documented() -> None:
         (GoldenConfig, "identity.golden."),
         (SplinkConfig, "identity.splink."),
         (PrivacyConfig, "privacy."),
+        (ScheduleConfig, "schedule."),
+        (InputConfig, "inputs.<name>."),
     ):
         for key in model.model_fields:
             if model is Config and key in ("backend", "state", "sources", "quality", "identity"):

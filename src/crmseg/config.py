@@ -327,6 +327,20 @@ class SplinkConfig(Strict):
     seed: int = Field(42, description="sampling seed, for reproducible models")
 
 
+class ScheduleConfig(Strict):
+    """How ``crmseg serve`` keeps segments fresh."""
+
+    enabled: bool = Field(True, description="run due segments and campaigns while serving")
+    check_seconds: int = Field(60, ge=1, le=3600, description="how often to look for due work")
+    grace_minutes: int = Field(
+        30, ge=0, description="a due run not finished this long after it was due is stale"
+    )
+    retry_max_minutes: int = Field(
+        60, ge=1, description="longest wait before retrying a failed scheduled run"
+    )
+    activate: bool = Field(True, description="also activate campaigns due by their schedule")
+
+
 class IdentityConfig(Strict):
     enabled: bool = Field(True, description="resolve customer records to people before traits")
     match_on: tuple[Literal["email", "phone", "identifiers"], ...] = Field(
@@ -701,6 +715,7 @@ class Config(Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("timezone")

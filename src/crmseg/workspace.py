@@ -824,6 +824,33 @@ class Workspace:
         """Add an entry to the audit log (runs, activations, keys, forgets asked by API)."""
         self._changes().log(actor, action, obj, None, None, utcnow())
 
+    def freshness(self, now: datetime | None = None) -> list[Any]:
+        """Per segment: last run, next due by its refresh, and whether it is stale (see
+        ``crmseg.segments.schedule``)."""
+        from datetime import timedelta
+
+        from crmseg.segments.schedule import ScheduleStore, freshness
+
+        at = to_utc(now) if now else utcnow()
+        last = ScheduleStore(self.state).latest()
+        failing = last["error"] if last and not last["ok"] else None
+        grace = timedelta(minutes=self.config.schedule.grace_minutes)
+        return freshness(self.segments, self.runs_store.latest_runs(), at, grace, failing)
+
+    def watermark(self) -> dict[str, datetime | None]:
+        """Per loaded table with a time column, its newest row's time (the data's edge)."""
+        from crmseg.sources.model import TABLES
+
+        out: dict[str, datetime | None] = {}
+        for name in self.backend.canonical_tables():
+            spec = TABLES.get(name)
+            if spec is None or spec.time is None:
+                continue
+            table = self.backend.canonical(name)
+            if spec.time in table.columns:
+                out[name] = self.backend.scalar(table[spec.time].cast("timestamp").max())
+        return out
+
     def _reload_definitions(self) -> None:
         for name in ("segments", "compiled"):
             self.__dict__.pop(name, None)

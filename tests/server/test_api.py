@@ -100,7 +100,19 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     port = _free_port()
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crmseg", "serve", "-p", str(root), "--port", str(port)],
+        # the scheduler would run the 2024 project at today's instant: tests/server/
+        # test_scheduler.py covers it
+        [
+            sys.executable,
+            "-m",
+            "crmseg",
+            "serve",
+            "-p",
+            str(root),
+            "--port",
+            str(port),
+            "--no-schedule",
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -157,6 +169,7 @@ ROLES = {
     ("GET", "/models"): "viewer",
     ("GET", "/runs"): "viewer",
     ("GET", "/runs/{run_id}"): "viewer",
+    ("GET", "/schedule"): "viewer",
     ("POST", "/runs"): "editor",
     ("GET", "/keys"): "admin",
     ("POST", "/keys"): "admin",

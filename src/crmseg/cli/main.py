@@ -1218,6 +1218,9 @@ def serve(
     project: ProjectOpt = Path("."),
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8321,
+    schedule: Annotated[
+        bool, typer.Option("--schedule/--no-schedule", help="Run due segments while serving.")
+    ] = True,
 ) -> None:
     """Serve the REST API (OpenAPI at /docs); every route but /health needs an API key."""
     try:
@@ -1228,7 +1231,7 @@ def serve(
         from crmseg.errors import MissingDependencyError
 
         raise MissingDependencyError(exc.name or "fastapi", "server") from None
-    app_ = create_app(project)
+    app_ = create_app(project, schedule)
     console.print(f"crmseg serving {project.resolve()} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

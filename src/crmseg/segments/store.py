@@ -483,6 +483,14 @@ class History:
         )
         return _run(rows[0]) if rows else None
 
+    def latest_runs(self) -> dict[str, tuple[int, datetime]]:
+        """segment -> (run id, as_of) of its newest run (by instant)."""
+        rows = self.state.rows(
+            "SELECT s.segment, arg_max(r.run_id, (r.as_of, r.run_id)), max(r.as_of) "
+            "FROM runs r JOIN run_segments s USING (run_id) GROUP BY s.segment"
+        )
+        return {str(r[0]): (int(r[1]), r[2]) for r in rows}
+
     def segments_in_run(self, run_id: int) -> dict[str, dict[str, Any]]:
         rows = self.state.rows(
             "SELECT segment, definition_hash, size, entered, exited, english FROM run_segments "

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -45,6 +45,9 @@ from crmseg.errors import (
 )
 from crmseg.server.keys import ApiKey, KeyStore, Role
 from crmseg.workspace import Workspace
+
+if TYPE_CHECKING:
+    from crmseg.server.scheduler import Scheduler
 
 # The status of each kind of error, most specific first.
 STATUS: tuple[tuple[type[CrmsegError], int], ...] = (
@@ -96,20 +99,31 @@ class Server:
         self.keys = KeyStore(self.ws.state)
         self.lock = threading.Lock()  # one caller at a time on the connections
         self.running = threading.Lock()  # one run at a time
+        self.scheduler: Scheduler | None = None
 
     def close(self) -> None:
         self.ws.close()
 
 
-def create_app(root: Path) -> FastAPI:
-    """The API over the project at ``root``."""
+def create_app(root: Path, schedule: bool = True) -> FastAPI:
+    """The API over the project at ``root``; with ``schedule`` (and ``schedule.enabled``) the
+    scheduler keeps its segments fresh while it serves."""
+    from crmseg.server.scheduler import Scheduler
+
     server = Server(root)
+    server.scheduler = Scheduler(server)
+    if schedule and server.ws.config.schedule.enabled:
+        app_start: Callable[[], None] = server.scheduler.start
+    else:
+        app_start = server.scheduler.disable
     app = FastAPI(
         title="crmseg",
         version=__version__,
         description="Segments, customers and runs of one crmseg project.",
     )
     app.state.server = server
+    app.router.add_event_handler("startup", app_start)
+    app.router.add_event_handler("shutdown", server.scheduler.stop)
     app.router.add_event_handler("shutdown", server.close)
 
     @app.exception_handler(CrmsegError)
@@ -227,8 +241,13 @@ def _health(app: FastAPI) -> None:
 def _segments(app: FastAPI) -> None:
     @app.get("/segments", tags=["segments"])
     def segments(ws: Ws, key: Viewer) -> Any:
-        """Every segment with owner, layer, refresh, size at the last run and English."""
-        return jsonable_encoder(ws.catalog())
+        """Every segment with owner, layer, refresh, size at the last run and English, and its
+        freshness: last run, next due, stale (with why), and the data's newest row."""
+        fresh = {f.segment: f for f in ws.freshness()}
+        edge = max((t for t in ws.watermark().values() if t is not None), default=None)
+        return jsonable_encoder(
+            [{**e, "freshness": fresh.get(e["name"]), "data_watermark": edge} for e in ws.catalog()]
+        )
 
     @app.get("/segments/{name}", tags=["segments"])
     def segment(name: str, ws: Ws, key: Viewer) -> Any:
@@ -445,6 +464,25 @@ def _runs(app: FastAPI) -> None:
     def runs(ws: Ws, key: Viewer) -> Any:
         """Every recorded run, oldest first."""
         return jsonable_encoder(ws.runs())
+
+    @app.get("/schedule", tags=["runs"])
+    def schedule(request: Request, ws: Ws, key: Viewer) -> Any:
+        """The scheduler: whether it runs, its last look, recent attempts (errors, retries)
+        and every segment's freshness."""
+        server: Server = request.app.state.server
+        scheduler = server.scheduler
+        assert scheduler is not None
+        return jsonable_encoder(
+            {
+                "running": scheduler.active,
+                "check_seconds": ws.config.schedule.check_seconds,
+                "grace_minutes": ws.config.schedule.grace_minutes,
+                "last_tick": scheduler.last_tick,
+                "attempts": scheduler.store.attempts(20),
+                "freshness": ws.freshness(),
+                "data_watermark": ws.watermark(),
+            }
+        )
 
     @app.get("/runs/{run_id}", tags=["runs"])
     def one(run_id: int, ws: Ws, key: Viewer) -> Any:
