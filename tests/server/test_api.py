@@ -112,7 +112,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             "--port",
             str(port),
             "--no-schedule",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

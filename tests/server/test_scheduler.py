@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.request
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
