@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from crmseg import __version__
 from crmseg.errors import (
@@ -151,6 +151,14 @@ def create_app(root: Path, schedule: bool = True) -> FastAPI:
 
     for route in routes(server):
         route(app)
+    from crmseg.server import dashboard
+
+    dashboard.add(app, server)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=303)
+
     return app
 
 

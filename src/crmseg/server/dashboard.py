@@ -1,0 +1,262 @@
+"""The dashboard under ``/ui``: server-rendered pages over the same workspace as the API.
+
+No build step: pages are HTML from templates in this module, charts are plotly figures drawn by
+the ``plotly.js`` that the plotly Python package ships (served at ``/ui/plotly.js``), and the
+catalog's trend sparklines are inline SVG. Sign-in stores the API key in an HttpOnly,
+SameSite=Strict cookie; every page checks it like the API checks its header, and a viewer's
+pages show personal data masked and no approve buttons.
+"""
+
+from __future__ import annotations
+
+import html
+import urllib.parse
+from collections.abc import Callable
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from crmseg.errors import CrmsegError
+
+if TYPE_CHECKING:
+    from crmseg.server.app import Server
+    from crmseg.server.keys import ApiKey
+
+COOKIE = "crmseg_key"
+
+PAGE = Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>$title · crmseg</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+header{background:#1d2430;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem}
+header a{color:#fff;text-decoration:none}main{padding:1rem 1.2rem;max-width:1200px}
+table{border-collapse:collapse;background:#fff;width:100%}td,th{padding:.35rem .6rem;
+border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}th{background:#eef0f3}
+.stale{color:#b3261e;font-weight:600}.fresh{color:#1e7d32}.num{text-align:right}
+.card{background:#fff;padding:.8rem 1rem;margin:.8rem 0;border:1px solid #e3e6ea}
+code,pre{background:#eef0f3;padding:.1rem .3rem}button{cursor:pointer}
+</style>$head</head><body><header><a href="/ui"><b>crmseg</b></a><a href="/ui">segments</a>
+<span style="margin-left:auto">$who</span></header><main><h1>$title</h1>$body</main></body></html>
+""")
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def page(title: str, body: str, key: ApiKey | None = None, charts: bool = False) -> HTMLResponse:
+    head = '<script src="/ui/plotly.js"></script>' if charts else ""
+    who = f"{_e(key.role)} key {_e(key.key_id)} · <a href='/ui/logout'>sign out</a>" if key else ""
+    return HTMLResponse(PAGE.substitute(title=_e(title), head=head, who=who, body=body))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def sparkline(values: list[int], width: int = 120, height: int = 24) -> str:
+    """An inline SVG line of ``values`` (a segment's size per run)."""
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1
+    step = width / (len(values) - 1)
+    points = " ".join(
+        f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}"
+        for i, v in enumerate(values)
+    )
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="size per run">'
+        f'<polyline fill="none" stroke="#3461c1" stroke-width="1.5" points="{points}"/></svg>'
+    )
+
+
+def _chart(figure: Any) -> str:
+    return str(figure.to_html(full_html=False, include_plotlyjs=False))
+
+
+def add(app: FastAPI, server: Server) -> None:
+    """The dashboard's pages; none are in the API's OpenAPI description."""
+
+    def signed_in(request: Request) -> ApiKey | None:
+        text = request.cookies.get(COOKIE)
+        return server.keys.check(text) if text else None
+
+    def guarded(
+        build: Callable[[Request, ApiKey], Response],
+    ) -> Callable[[Request], Response]:
+        def view(request: Request) -> Response:
+            key = signed_in(request)
+            if key is None:
+                return RedirectResponse("/ui/login", status_code=303)
+            try:
+                with server.lock:
+                    return build(request, key)
+            except CrmsegError as exc:
+                from crmseg.server.app import status_of
+
+                body = f"<p class='stale'>{_e(exc)}</p><p><a href='/ui'>back</a></p>"
+                response = page("Not possible", body, key)
+                response.status_code = status_of(exc)
+                return response
+
+        return view
+
+    @app.get("/ui/plotly.js", include_in_schema=False)
+    def plotly_js() -> Response:
+        from plotly.offline import get_plotlyjs
+
+        headers = {"Cache-Control": "max-age=86400"}
+        return Response(get_plotlyjs(), media_type="text/javascript", headers=headers)
+
+    @app.get("/ui/login", include_in_schema=False)
+    def login_form(request: Request, failed: int = 0) -> Response:
+        note = "<p class='stale'>That key is unknown or revoked.</p>" if failed else ""
+        form = (
+            f"{note}<form method='post' action='/ui/login' class='card'>"
+            "<label>API key <input name='key' type='password' size='60' autofocus></label> "
+            "<button>Sign in</button></form><p>Make one with <code>crmseg keys create "
+            "--role viewer</code>.</p>"
+        )
+        return page("Sign in", form)
+
+    @app.post("/ui/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        fields = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        text = (fields.get("key") or [""])[0].strip()
+        if server.keys.check(text) is None:
+            return RedirectResponse("/ui/login?failed=1", status_code=303)
+        response = RedirectResponse("/ui", status_code=303)
+        response.set_cookie(COOKIE, text, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/ui/logout", include_in_schema=False)
+    def logout() -> Response:
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    def catalog(request: Request, key: ApiKey) -> Response:
+        ws = server.ws
+        q = request.query_params.get("q", "").strip().lower()
+        owner = request.query_params.get("owner", "")
+        fresh = {f.segment: f for f in ws.freshness()}
+        rows = []
+        for entry in ws.catalog():
+            name = str(entry["name"])
+            text = f"{name} {entry.get('description', '')} {entry.get('english', '')}".lower()
+            if (q and q not in text) or (owner and entry.get("owner") != owner):
+                continue
+            sizes = [int(r["size"]) for r in ws.history(name)]
+            f = fresh.get(name)
+            state = (
+                f"<span class='stale' title='{_e(f.reason)}'>stale</span>"
+                if f and f.stale
+                else "<span class='fresh'>fresh</span>"
+            )
+            rows.append([
+                f"<a href='/ui/segments/{_e(name)}'>{_e(name)}</a>",
+                _e(entry.get("owner")), _e(entry.get("layer")),
+                f"<span class='num'>{_e(entry.get('size'))}</span>", sparkline(sizes),
+                state + (f"<br><small>{_e(f.reason)}</small>" if f and f.stale else ""),
+                _e(entry.get("english")),
+            ])  # fmt: skip
+        search = (
+            f"<form class='card'><input name='q' value='{_e(q)}' placeholder='search'> "
+            f"<input name='owner' value='{_e(owner)}' placeholder='owner'> <button>Filter</button>"
+            "</form>"
+        )
+        headers = ["segment", "owner", "layer", "size", "trend", "freshness", "means"]
+        return page("Segments", search + _table(headers, rows), key)
+
+    def segment(request: Request, key: ApiKey) -> Response:
+        import plotly.graph_objects as go
+
+        ws = server.ws
+        name = request.path_params["name"]
+        seg = ws.segment(name)
+        entry = next((e for e in ws.catalog() if e["name"] == name), {})
+        history = ws.history(name)
+        body = [f"<div class='card'><p>{_e(entry.get('english'))}</p>"
+                f"<pre>{_e(seg.spec.rule or seg.spec.sql)}</pre>"
+                f"<p>owner {_e(seg.spec.owner)} · refresh {_e(seg.spec.refresh)} · "
+                f"{_e(seg.file)}:{seg.line}</p></div>"]  # fmt: skip
+        if history:
+            when = [r["as_of"] for r in history]
+            fig = go.Figure()
+            fig.add_scatter(x=when, y=[r["size"] for r in history], name="members")
+            fig.add_bar(x=when, y=[r["entered"] for r in history], name="entered")
+            fig.add_bar(x=when, y=[-r["exited"] for r in history], name="exited")
+            fig.update_layout(height=320, margin={"t": 20, "b": 30}, barmode="relative")
+            body.append(f"<div class='card'><h2>Size over time</h2>{_chart(fig)}</div>")
+            changes = [[_e(r["as_of"]), _e(r["definition_hash"]),
+                        "definition changed" if r["definition_changed"] else ""]
+                       for r in history if r["definition_changed"] or r is history[0]]  # fmt: skip
+            body.append("<div class='card'><h2>Definition history</h2>"
+                        + _table(["run at", "definition", ""], changes) + "</div>")  # fmt: skip
+            sample = ws.members(name)[:20]
+            links = ", ".join(f"<a href='/ui/customers/{_e(c)}'>{_e(c)}</a>" for c in sample)
+            body.append(f"<div class='card'><h2>Sample members</h2><p>{links}</p></div>")
+        who = request.query_params.get("explain", "").strip()
+        form = (f"<form class='card'><label>Explain customer <input name='explain' "
+                f"value='{_e(who)}'></label> <button>Explain</button></form>")  # fmt: skip
+        body.append(form)
+        if who:
+            found = ws.explain(name, who, mask=not key.allows("editor"))
+            body.append("<pre class='card'>" + _e("\n".join(found.lines())) + "</pre>")
+        pending = [c for c in ws.changes("pending") if c.segment == name]
+        for c in pending:
+            i = c.impact
+            button = (
+                f"<form method='post' action='/ui/changes/{c.change_id}/approve'>"
+                "<button>Approve</button></form>"
+                if key.allows("editor") and (c.proposed_by != key.key_id or key.allows("admin"))
+                else ""
+            )
+            body.append(
+                f"<div class='card'><h2>Pending change {c.change_id}</h2><pre>{_e(c.text)}</pre>"
+                f"<p>{i['before']} -> {i['after']} members: +{i['added']} / -{i['removed']} "
+                f"(e.g. +{_e(', '.join(i['examples_added']))} "
+                f"-{_e(', '.join(i['examples_removed']))})</p>{button}</div>"
+            )
+        return page(name, "".join(body), key, charts=bool(history))
+
+    def customer(request: Request, key: ApiKey) -> Response:
+        ws = server.ws
+        found = ws.profile(request.path_params["customer_id"], mask=not key.allows("editor"))
+        rows = [
+            [_e(seg), _e(i["entered_at"]), _e(i["exited_at"] or "still in")]
+            for seg, info in found["segments"].items()
+            for i in info["intervals"]
+        ]
+        rows.sort(key=lambda r: r[1])
+        records = [[_e(r.get("customer_id")), _e(r.get("email")), _e(r.get("phone"))]
+                   for r in found["records"]]  # fmt: skip
+        body = (
+            f"<p>In {_e(', '.join(found['current']) or 'no segment')} at the last run.</p>"
+            "<div class='card'><h2>Timeline</h2>"
+            + _table(["segment", "entered", "exited"], rows)
+            + "</div><div class='card'><h2>Records</h2>"
+            + _table(["record", "email", "phone"], records)
+            + "</div>"
+        )
+        return page(f"Customer {found['customer_id']}", body, key)
+
+    def approve(request: Request, key: ApiKey) -> Response:
+        change_id = int(request.path_params["change_id"])
+        if not key.allows("editor"):
+            response = page("Not possible", "<p class='stale'>Approving needs an editor key.</p>")
+            response.status_code = 403
+            return response
+        done = server.ws.decide(change_id, True, key.key_id, key.allows("admin"))
+        return RedirectResponse(f"/ui/segments/{done.segment}", status_code=303)
+
+    app.get("/ui", include_in_schema=False)(guarded(catalog))
+    app.get("/ui/segments/{name}", include_in_schema=False)(guarded(segment))
+    app.get("/ui/customers/{customer_id}", include_in_schema=False)(guarded(customer))
+    app.post("/ui/changes/{change_id}/approve", include_in_schema=False)(guarded(approve))
