@@ -187,6 +187,7 @@ def test_changes_are_proposed_approved_and_audited(api: Api) -> None:
     assert status == 200 and body["status"] == "approved"
     _, seg, _ = api.call("GET", "/segments/custom.with_orders", "viewer")
     assert seg["definition"]["rule"] == "count(orders) >= 1"
+    assert seg["owner"] == "crm-team"  # the cached catalog was dropped by the approval
     status, body, _ = api.call("POST", f"/changes/{cid}/reject", "editor")
     assert (status, body["error"]["code"]) == (409, "conflict")
     status, body, _ = api.call("POST", "/changes", "editor", body="segments: [}")

@@ -100,9 +100,32 @@ class Server:
         self.lock = threading.Lock()  # one caller at a time on the connections
         self.running = threading.Lock()  # one run at a time
         self.scheduler: Scheduler | None = None
+        # Answers that only a write can change (members at an instant, the catalog), kept
+        # until the next write through this server: it holds the project's files, so no
+        # other process writes meanwhile.
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` until :meth:`changed`; the lock only on a miss."""
+        found = self._cache.get(key, _MISSING)
+        if found is _MISSING:
+            with self.lock:
+                found = compute()
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def changed(self) -> None:
+        """A run, an approval, an activation or a forget: every cached answer may be stale."""
+        self._cache.clear()
+        self.ws._reload_definitions()
 
     def close(self) -> None:
         self.ws.close()
+
+
+_MISSING = object()
 
 
 def create_app(root: Path, schedule: bool = True) -> FastAPI:
@@ -258,11 +281,17 @@ def _segments(app: FastAPI) -> None:
         )
 
     @app.get("/segments/{name}", tags=["segments"])
-    def segment(name: str, ws: Ws, key: Viewer) -> Any:
-        """One segment's definition and English."""
+    def segment(request: Request, name: str, key: Viewer) -> Any:
+        """One segment's definition, English, size at the last run and freshness."""
+        server: Server = request.app.state.server
+        ws = server.ws
         seg = ws.segment(name)
-        entry = next((e for e in ws.catalog() if e.get("name") == name), {})
-        return jsonable_encoder({**entry, "definition": seg.spec.model_dump(mode="json")})
+        catalog = server.cached(("catalog",), ws.catalog)
+        entry: dict[str, Any] = next((e for e in catalog if e.get("name") == name), {})
+        with server.lock:
+            fresh = next((f for f in ws.freshness() if f.segment == name), None)
+        definition = seg.spec.model_dump(mode="json")
+        return jsonable_encoder({**entry, "definition": definition, "freshness": fresh})
 
     @app.get("/segments/{name}/preview", tags=["segments"])
     def preview(name: str, ws: Ws, key: Viewer, as_of: AsOf = None) -> Any:
@@ -272,8 +301,8 @@ def _segments(app: FastAPI) -> None:
 
     @app.get("/segments/{name}/members", tags=["segments"], response_model=None)
     def members(
+        request: Request,
         name: str,
-        ws: Ws,
         key: Viewer,
         as_of: AsOf = None,
         cursor: Annotated[str | None, Query(description="from the previous page's next")] = None,
@@ -281,7 +310,9 @@ def _segments(app: FastAPI) -> None:
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ) -> dict[str, Any] | Response:
         """Members (person keys) in id order, a page at a time; ``format=csv`` gives them all."""
-        ids = ws.members(name, as_of)
+        server: Server = request.app.state.server
+        server.ws.segment(name)  # an unknown name is a 404 with a suggestion
+        ids = server.cached(("members", name, as_of), lambda: server.ws.members(name, as_of))
         if format == "csv":
             out = io.StringIO()
             writer = csv.writer(out)
@@ -348,10 +379,12 @@ def _changes(app: FastAPI) -> None:
         return jsonable_encoder(ws.change(change_id))
 
     @app.post("/changes/{change_id}/approve", tags=["changes"])
-    def approve(change_id: int, ws: Ws, key: Editor) -> Any:
+    def approve(request: Request, change_id: int, ws: Ws, key: Editor) -> Any:
         """Write the change into the project's YAML (another editor than its author, or an
         admin); the next run uses it."""
-        return jsonable_encoder(ws.decide(change_id, True, key.key_id, key.allows("admin")))
+        done = ws.decide(change_id, True, key.key_id, key.allows("admin"))
+        request.app.state.server.changed()
+        return jsonable_encoder(done)
 
     @app.post("/changes/{change_id}/reject", tags=["changes"])
     def reject(change_id: int, ws: Ws, key: Editor) -> Any:
@@ -375,9 +408,10 @@ def _customers(app: FastAPI) -> None:
         return {"q": q, "customers": ws.lookup(q)}
 
     @app.post("/customers/{customer_id}/forget", tags=["customers"])
-    def forget(customer_id: str, ws: Ws, key: Admin) -> Any:
+    def forget(request: Request, customer_id: str, ws: Ws, key: Admin) -> Any:
         """Erase the person everywhere crmseg keeps them (see docs/privacy.md)."""
         done = ws.forget([customer_id])
+        request.app.state.server.changed()
         ws.record(key.key_id, "forget", f"{done.people} person(s)")  # never who: no trace
         return jsonable_encoder(done)
 
@@ -406,9 +440,10 @@ def _campaigns(app: FastAPI) -> None:
         return jsonable_encoder(ws.activate(name, dry_run=True, as_of=as_of).summary())
 
     @app.post("/campaigns/{name}/activate", tags=["campaigns"])
-    def activate(name: str, ws: Ws, key: Editor, as_of: AsOf = None) -> Any:
+    def activate(request: Request, name: str, ws: Ws, key: Editor, as_of: AsOf = None) -> Any:
         """Record the audience in the send log and deliver it to the campaign's destinations."""
         done = ws.activate(name, as_of=as_of)
+        request.app.state.server.changed()
         ws.record(key.key_id, "activate", f"campaign {name} (activation {done.activation_id})")
         return jsonable_encoder(done.summary())
 
@@ -508,7 +543,10 @@ def _runs(app: FastAPI) -> None:
             raise HTTPException(409, "a run is already going: one writer at a time")
         try:
             with server.lock:
-                result = server.ws.run(as_of=as_of)
+                try:
+                    result = server.ws.run(as_of=as_of)
+                finally:
+                    server.changed()
                 server.ws.record(key.key_id, "run", f"run {result.run_id}")
         finally:
             server.running.release()

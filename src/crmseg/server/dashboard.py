@@ -254,6 +254,7 @@ def add(app: FastAPI, server: Server) -> None:
             response.status_code = 403
             return response
         done = server.ws.decide(change_id, True, key.key_id, key.allows("admin"))
+        server.changed()
         return RedirectResponse(f"/ui/segments/{done.segment}", status_code=303)
 
     app.get("/ui", include_in_schema=False)(guarded(catalog))

@@ -77,7 +77,10 @@ class Scheduler:
             return {"skipped": "nothing due"}
         run_id, error = None, None
         try:
-            result = ws.run(as_of=now, select=due)
+            try:
+                result = ws.run(as_of=now, select=due)
+            finally:
+                self.server.changed()
             run_id = result.run_id
             ws.record("scheduler", "run", f"run {run_id} ({len(due)} due segments)")
             if self.config.activate:
