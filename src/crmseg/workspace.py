@@ -780,6 +780,7 @@ class Workspace:
         """Approve (write the definition into the project's YAML) or reject a pending change.
         The proposer cannot approve their own change unless they are an admin."""
         from crmseg.errors import ConflictError, ForbiddenError
+        from crmseg.segments import changes
         from crmseg.segments.changes import parse_proposal, write_change
 
         store = self._changes()
@@ -789,8 +790,11 @@ class Workspace:
         if approve and change.proposed_by == by and not admin:
             raise ForbiddenError("another editor or an admin approves a change, not its author")
         file = None
-        if approve:
-            current = next((s for s in self.segments if s.name == change.segment), None)
+        current = next((s for s in self.segments if s.name == change.segment), None)
+        if approve and current is not None and current.hash == change.after_hash:
+            # written by an approval that was killed before it was recorded: record it now
+            file = current.file
+        elif approve:
             if (current.hash if current else None) != change.before_hash:
                 raise ConflictError(
                     f"segment {change.segment!r} changed since change {change_id} was "
@@ -812,6 +816,7 @@ class Workspace:
                     (self.root / file).unlink(missing_ok=True)
                 self._reload_definitions()
                 raise
+            changes.after_write()
         with self.state.transaction():
             store.decide(change, "approved" if approve else "rejected", by, utcnow(), file)
         return store.get(change_id)

@@ -129,3 +129,31 @@ def test_approved_file_that_will_not_load_is_rolled_back(make_project: MakeProje
         (ws.root / "segments" / "more.yml").unlink()
         assert core.read_text() == before
         assert ws.change(change.change_id).status == "pending"
+
+
+def test_an_approval_killed_after_the_write_is_recorded_when_approved_again(
+    make_project: MakeProject,
+) -> None:
+    import subprocess
+    import sys
+
+    with _ws(make_project) as ws:
+        change = ws.propose(CHANGED, by="alice")
+        root = ws.root
+    code = (
+        "import os, sys\n"
+        "from crmseg.segments import changes\n"
+        "from crmseg.workspace import Workspace\n"
+        "changes.after_write = lambda: os._exit(9)\n"
+        "ws = Workspace.open(sys.argv[1])\n"
+        "ws.decide(int(sys.argv[2]), True, by='bob')\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code, str(root), str(change.change_id)])
+    assert killed.returncode == 9
+    written = (root / "segments" / "core.yml").read_text()
+    assert "count(orders) >= 2" in written
+    with Workspace.open(root) as ws:
+        assert ws.change(change.change_id).status == "pending"  # the kill came first
+        done = ws.decide(change.change_id, True, by="bob")
+        assert done.status == "approved" and done.file == "segments/core.yml"
+        assert (root / "segments" / "core.yml").read_text() == written  # not written twice

@@ -144,6 +144,11 @@ class ChangeStore:
         )
 
 
+def after_write() -> None:
+    """Runs once an approved change is in its file and before the decision is recorded (kill
+    tests stop here: approving again records it without writing twice)."""
+
+
 def parse_proposal(text: str) -> tuple[YamlDoc, Segment]:
     """The one segment a proposal holds, checked like a project file (located errors)."""
     from crmseg.segments.catalog import SegmentFile, _segment
