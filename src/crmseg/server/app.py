@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -104,6 +105,8 @@ class Server:
         # until the next write through this server: it holds the project's files, so no
         # other process writes meanwhile.
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._fresh: tuple[float, list[Any]] = (float("-inf"), [])
+        self._refreshing = False
 
     def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
         """``compute()`` once per ``key`` until :meth:`changed`; the lock only on a miss."""
@@ -116,9 +119,41 @@ class Server:
             self._cache[key] = found
         return found
 
+    async def answer(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """:meth:`cached` from an async route: a hit costs no thread, a miss computes in one."""
+        found = self._cache.get(key, _MISSING)
+        if found is _MISSING:
+            from starlette.concurrency import run_in_threadpool
+
+            found = await run_in_threadpool(self.cached, key, compute)
+        return found
+
+    async def freshness(self) -> list[Any]:
+        """Every segment's freshness, computed at most once a second (it moves with time) by
+        one request at a time; the others meanwhile answer with the previous second's."""
+        import time
+
+        at, found = self._fresh
+        if time.monotonic() - at <= 1.0 or (self._refreshing and at > float("-inf")):
+            return found
+        from starlette.concurrency import run_in_threadpool
+
+        def compute() -> list[Any]:
+            with self.lock:
+                return list(self.ws.freshness())
+
+        self._refreshing = True
+        try:
+            found = await run_in_threadpool(compute)
+            self._fresh = (time.monotonic(), found)
+        finally:
+            self._refreshing = False
+        return found
+
     def changed(self) -> None:
         """A run, an approval, an activation or a forget: every cached answer may be stale."""
         self._cache.clear()
+        self._fresh = (float("-inf"), [])
         self.ws._reload_definitions()
 
     def close(self) -> None:
@@ -193,7 +228,7 @@ def _snake(name: str) -> str:
 # --- dependencies ----------------------------------------------------------------------------
 
 
-def caller(
+async def caller(  # async: an in-memory check, no thread hop per request
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
@@ -211,10 +246,10 @@ def caller(
     return key
 
 
-def role(needed: Role) -> Callable[..., ApiKey]:
+def role(needed: Role) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency admitting keys of ``needed`` or a higher role (403 otherwise)."""
 
-    def admit(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    async def admit(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
         if not key.allows(needed):
             raise HTTPException(403, f"this needs an {needed} key (yours is a {key.role} key)")
         return key
@@ -281,15 +316,14 @@ def _segments(app: FastAPI) -> None:
         )
 
     @app.get("/segments/{name}", tags=["segments"])
-    def segment(request: Request, name: str, key: Viewer) -> Any:
+    async def segment(request: Request, name: str, key: Viewer) -> Any:
         """One segment's definition, English, size at the last run and freshness."""
         server: Server = request.app.state.server
         ws = server.ws
         seg = ws.segment(name)
-        catalog = server.cached(("catalog",), ws.catalog)
+        catalog = await server.answer(("catalog",), ws.catalog)
         entry: dict[str, Any] = next((e for e in catalog if e.get("name") == name), {})
-        with server.lock:
-            fresh = next((f for f in ws.freshness() if f.segment == name), None)
+        fresh = next((f for f in await server.freshness() if f.segment == name), None)
         definition = seg.spec.model_dump(mode="json")
         return jsonable_encoder({**entry, "definition": definition, "freshness": fresh})
 
@@ -300,7 +334,7 @@ def _segments(app: FastAPI) -> None:
         return jsonable_encoder({**found.__dict__, "share": found.share})
 
     @app.get("/segments/{name}/members", tags=["segments"], response_model=None)
-    def members(
+    async def members(
         request: Request,
         name: str,
         key: Viewer,
@@ -312,7 +346,7 @@ def _segments(app: FastAPI) -> None:
         """Members (person keys) in id order, a page at a time; ``format=csv`` gives them all."""
         server: Server = request.app.state.server
         server.ws.segment(name)  # an unknown name is a 404 with a suggestion
-        ids = server.cached(("members", name, as_of), lambda: server.ws.members(name, as_of))
+        ids = await server.answer(("members", name, as_of), lambda: server.ws.members(name, as_of))
         if format == "csv":
             out = io.StringIO()
             writer = csv.writer(out)
@@ -323,12 +357,14 @@ def _segments(app: FastAPI) -> None:
         start = 0 if after is None else _bisect(ids, after)
         page = ids[start : start + limit]
         more = start + limit < len(ids)
-        return {
+        body = {
             "segment": name,
             "total": len(ids),
             "members": page,
             "next": _cursor(page[-1]) if more and page else None,
         }
+        # plain strings: json.dumps, not the encoder's walk over a thousand values
+        return Response(json.dumps(body), media_type="application/json")
 
     @app.get("/segments/{name}/history", tags=["segments"])
     def history(name: str, ws: Ws, key: Viewer) -> Any:
