@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -672,6 +673,17 @@ class Workspace:
                 matrix[(a, b)] = (shared, shared / union if union else 0.0)
         return {"as_of": last.as_of, "segments": names, "size": size, "matrix": matrix}
 
+    def reach(self, segment: str, as_of: datetime | None = None) -> dict[str, Any]:
+        """Members at ``as_of`` (default: the segment's last run), and per consent channel
+        how many of them may be contacted there (``segments/reach.py``)."""
+        from crmseg.segments.reach import reach
+
+        self._reader()
+        self.segment(segment)
+        at = self._answer_instant(segment, as_of)
+        tables = self._loaded_tables()
+        return reach(self.backend, self._plan(tables), tables, at, self.members(segment, at))
+
     def export(
         self,
         out: Path,
@@ -857,8 +869,19 @@ class Workspace:
         return out
 
     def _reload_definitions(self) -> None:
-        for name in ("segments", "compiled"):
+        for name in ("segments", "traits", "compiled", "campaigns"):
             self.__dict__.pop(name, None)
+
+    def definition_files(self) -> dict[str, tuple[int, int]]:
+        """Each definition file (segments, traits, campaigns) with its mtime and size: a
+        long-lived process compares them to notice edits made outside it (a git pull)."""
+        out = {}
+        for folder in ("segments", "traits", "campaigns"):
+            for path in sorted((self.root / folder).glob("*.y*ml")):
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    st = path.stat()
+                    out[str(path)] = (st.st_mtime_ns, st.st_size)
+        return out
 
     def test(self) -> list[Any]:
         """Run the project's segment unit tests (tests/*.yml) on an in-memory warehouse."""

@@ -62,32 +62,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    from ..activation.conftest import (
-        CONFIG,
-        MESSAGES,
-        ORDERS,
-        SEGMENTS,
-        campaign_yml,
-        consent_csv,
-        customers_csv,
-    )
-
-    root = tmp_path_factory.mktemp("served") / "shop"
-    for rel, text in {
-        "crmseg.yml": CONFIG,
-        "data/customers.csv": customers_csv(12),
-        "data/orders.csv": ORDERS,
-        "data/consent.csv": consent_csv(12),
-        "data/messages.csv": MESSAGES,
-        "segments/core.yml": SEGMENTS,
-        "campaigns/main.yml": campaign_yml(),
-    }.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+def served(root: Path, as_of: datetime) -> Iterator[Api]:
+    """Run the project at ``root`` once, make a key per role, and serve it: a real ``crmseg
+    serve`` process on a free loopback port, stopped when the caller is done."""
     with Workspace.open(root) as ws:
-        ws.run(as_of=datetime(2024, 8, 1))
+        ws.run(as_of=as_of)
         store = KeyStore(ws.state)
         keys = {
             role: store.create(role, f"test {role}")[1] for role in ("viewer", "editor", "admin")
@@ -131,3 +110,36 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def write_shop(root: Path, customers: int, orders: str | None = None) -> Path:
+    """The activation tests' shop (customers, orders, consent, messages, two segments and
+    the campaign ``welcome``) on disk."""
+    from ..activation.conftest import (
+        CONFIG,
+        MESSAGES,
+        ORDERS,
+        SEGMENTS,
+        campaign_yml,
+        consent_csv,
+        customers_csv,
+    )
+
+    for rel, text in {
+        "crmseg.yml": CONFIG,
+        "data/customers.csv": customers_csv(customers),
+        "data/orders.csv": orders or ORDERS,
+        "data/consent.csv": consent_csv(customers),
+        "data/messages.csv": MESSAGES,
+        "segments/core.yml": SEGMENTS,
+        "campaigns/main.yml": campaign_yml(),
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    root = write_shop(tmp_path_factory.mktemp("served") / "shop", 12)
+    yield from served(root, datetime(2024, 8, 1))

@@ -12,10 +12,12 @@ holds it for its duration, and a second run asked for meanwhile gets 409.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +109,25 @@ class Server:
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._fresh: tuple[float, list[Any]] = (float("-inf"), [])
         self._refreshing = False
+        self.current: dict[str, Any] | None = None  # the run going now, with its progress
+        self._files = (time.monotonic(), self.ws.definition_files())
+
+    @contextlib.contextmanager
+    def tracked(self, by: str, as_of: datetime | None) -> Iterator[Callable[[str, float], None]]:
+        """While a run goes: who started it, when, and its latest step (``GET /runs/current``)."""
+        from crmseg.segments.runs import utcnow
+
+        now = {"by": by, "as_of": as_of, "started_at": utcnow(), "step": "starting",
+               "fraction": 0.0}  # fmt: skip
+        self.current = now
+
+        def report(step: str, fraction: float) -> None:
+            now.update(step=step, fraction=round(max(0.0, min(1.0, fraction)), 3))
+
+        try:
+            yield report
+        finally:
+            self.current = None
 
     def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
         """``compute()`` once per ``key`` until :meth:`changed`; the lock only on a miss."""
@@ -117,6 +138,13 @@ class Server:
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = found
+        return found
+
+    def kept(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """:meth:`cached` for a caller that already holds the lock (the dashboard's pages)."""
+        found = self._cache.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._cache[key] = compute()
         return found
 
     async def answer(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
@@ -131,8 +159,6 @@ class Server:
     async def freshness(self) -> list[Any]:
         """Every segment's freshness, computed at most once a second (it moves with time) by
         one request at a time; the others meanwhile answer with the previous second's."""
-        import time
-
         at, found = self._fresh
         if time.monotonic() - at <= 1.0 or (self._refreshing and at > float("-inf")):
             return found
@@ -149,6 +175,17 @@ class Server:
         finally:
             self._refreshing = False
         return found
+
+    def watch(self) -> None:
+        """At most once a second: definition files edited outside the server (by hand, a git
+        pull) drop the cached definitions and answers, as a write through the server does."""
+        at, files = self._files
+        if time.monotonic() - at < 1.0:
+            return
+        now = self.ws.definition_files()
+        self._files = (time.monotonic(), now)
+        if now != files:
+            self.changed()
 
     def changed(self) -> None:
         """A run, an approval, an activation or a forget: every cached answer may be stale."""
@@ -180,6 +217,7 @@ def create_app(root: Path, schedule: bool = True) -> FastAPI:
         description="Segments, customers and runs of one crmseg project.",
     )
     app.state.server = server
+    app.add_middleware(_Watch, server=server)
     app.router.add_event_handler("startup", app_start)
     app.router.add_event_handler("shutdown", server.scheduler.stop)
     app.router.add_event_handler("shutdown", server.close)
@@ -218,6 +256,20 @@ def create_app(root: Path, schedule: bool = True) -> FastAPI:
         return RedirectResponse("/ui", status_code=303)
 
     return app
+
+
+class _Watch:
+    """Plain ASGI middleware (no per-request task, unlike ``@app.middleware``): each request
+    first lets the server notice definition files edited outside it."""
+
+    def __init__(self, app: Any, server: Server) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.server.watch()
+        await self.app(scope, receive, send)
 
 
 def _snake(name: str) -> str:
@@ -365,6 +417,14 @@ def _segments(app: FastAPI) -> None:
         }
         # plain strings: json.dumps, not the encoder's walk over a thousand values
         return Response(json.dumps(body), media_type="application/json")
+
+    @app.get("/segments/{name}/reach", tags=["segments"])
+    async def reach(request: Request, name: str, key: Viewer, as_of: AsOf = None) -> Any:
+        """Members, and per consent channel how many of them may be contacted there."""
+        server: Server = request.app.state.server
+        server.ws.segment(name)
+        found = await server.answer(("reach", name, as_of), lambda: server.ws.reach(name, as_of))
+        return jsonable_encoder(found)
 
     @app.get("/segments/{name}/history", tags=["segments"])
     def history(name: str, ws: Ws, key: Viewer) -> Any:
@@ -563,6 +623,13 @@ def _runs(app: FastAPI) -> None:
             }
         )
 
+    @app.get("/runs/current", tags=["runs"])
+    async def current(request: Request, key: Viewer) -> Any:
+        """The run going now (started by a key or the scheduler): its instant, when it
+        started, its step and the fraction done; ``running: false`` when none is."""
+        now = request.app.state.server.current
+        return jsonable_encoder({"running": now is not None, **(now or {})})
+
     @app.get("/runs/{run_id}", tags=["runs"])
     def one(run_id: int, ws: Ws, key: Viewer) -> Any:
         """One recorded run: what it loaded, reused and fitted, and its sizes."""
@@ -578,9 +645,9 @@ def _runs(app: FastAPI) -> None:
         if not server.running.acquire(blocking=False):
             raise HTTPException(409, "a run is already going: one writer at a time")
         try:
-            with server.lock:
+            with server.lock, server.tracked(f"key {key.key_id}", as_of) as progress:
                 try:
-                    result = server.ws.run(as_of=as_of)
+                    result = server.ws.run(as_of=as_of, progress=progress)
                 finally:
                     server.changed()
                 server.ws.record(key.key_id, "run", f"run {result.run_id}")

@@ -38,7 +38,15 @@ border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}th{background
 .stale{color:#b3261e;font-weight:600}.fresh{color:#1e7d32}.num{text-align:right}
 .card{background:#fff;padding:.8rem 1rem;margin:.8rem 0;border:1px solid #e3e6ea}
 code,pre{background:#eef0f3;padding:.1rem .3rem}button{cursor:pointer}
-</style>$head</head><body><header><a href="/ui"><b>crmseg</b></a><a href="/ui">segments</a>
+section{background:#fff;padding:.8rem 1rem;margin:.8rem 0;border:1px solid #e3e6ea}
+.lead,.note{color:#616e7c}.note{font-style:italic}.grid2{display:grid;
+grid-template-columns:1fr 1fr;gap:1rem}.tag{padding:0 .4rem;border-radius:.6rem;
+background:#e8eefc}.tag.bad{background:#fde8dd;color:#b3261e}.tag.good{background:#dcf5e3}
+.bar{background:#3461c1;height:.7rem;display:inline-block}
+</style><link rel="icon" href="data:,">$head</head><body><header><a href="/ui"><b>crmseg</b></a>
+<a href="/ui">segments</a><a href="/ui/campaigns">campaigns</a><a href="/ui/rfm">RFM</a>
+<a href="/ui/lifecycle">lifecycle</a><a href="/ui/quality">data quality</a>
+<a href="/ui/runs">runs</a>
 <span style="margin-left:auto">$who</span></header><main><h1>$title</h1>$body</main></body></html>
 """)
 
@@ -47,8 +55,12 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def page(title: str, body: str, key: ApiKey | None = None, charts: bool = False) -> HTMLResponse:
+def page(
+    title: str, body: str, key: ApiKey | None = None, charts: bool = False, refresh: int = 0
+) -> HTMLResponse:
     head = '<script src="/ui/plotly.js"></script>' if charts else ""
+    if refresh:
+        head += f'<meta http-equiv="refresh" content="{refresh}">'
     who = f"{_e(key.role)} key {_e(key.key_id)} · <a href='/ui/logout'>sign out</a>" if key else ""
     return HTMLResponse(PAGE.substitute(title=_e(title), head=head, who=who, body=body))
 
@@ -202,6 +214,8 @@ def add(app: FastAPI, server: Server) -> None:
             sample = ws.members(name)[:20]
             links = ", ".join(f"<a href='/ui/customers/{_e(c)}'>{_e(c)}</a>" for c in sample)
             body.append(f"<div class='card'><h2>Sample members</h2><p>{links}</p></div>")
+            body.append(_reach(server.kept(("reach", name, None), lambda: ws.reach(name))))
+            body.append(_overlap(name, server.kept(("overlap", None), ws.overlap)))
         who = request.query_params.get("explain", "").strip()
         form = (f"<form class='card'><label>Explain customer <input name='explain' "
                 f"value='{_e(who)}'></label> <button>Explain</button></form>")  # fmt: skip
@@ -247,6 +261,82 @@ def add(app: FastAPI, server: Server) -> None:
         )
         return page(f"Customer {found['customer_id']}", body, key)
 
+    def report(title: str, names: list[str]) -> Callable[[Request, ApiKey], Response]:
+        """A page of the HTML report's sections (computed once until the next write)."""
+
+        def build(request: Request, key: ApiKey) -> Response:
+            from crmseg.measurement.report.builder import sections
+
+            html_ = server.kept(("ui", *names), lambda: sections(server.ws, names))
+            return page(title, html_, key, charts=True)
+
+        return build
+
+    def campaigns(request: Request, key: ApiKey) -> Response:
+        ws = server.ws
+        latest = {a["campaign"]: a for a in ws.activations()}
+        rows = []
+        for c in ws.campaigns:
+            a = latest.get(c.name)
+            rows.append([
+                f"<a href='/ui/campaigns/{_e(c.name)}'>{_e(c.name)}</a>", _e(c.spec.segment),
+                _e(c.spec.channel), _e(c.spec.owner), f"{c.spec.holdout:.0%}",
+                _e(f"{a['as_of']:%Y-%m-%d %H:%M}") if a else "never",
+                f"{a['treatment']:,} / {a['holdout']:,}" if a else "–",
+            ])  # fmt: skip
+        headers = ["campaign", "segment", "channel", "owner", "holdout", "last activated",
+                   "treated / held out"]  # fmt: skip
+        return page("Campaigns", _table(headers, rows), key)
+
+    def campaign(request: Request, key: ApiKey) -> Response:
+        ws = server.ws
+        name = request.path_params["name"]
+        c = ws.campaign(name)
+        body = [f"<div class='card'><p>{_e(c.spec.description)}</p><p>segment "
+                f"<code>{_e(c.spec.segment)}</code> · channel {_e(c.spec.channel)} · holdout "
+                f"{c.spec.holdout:.0%} · owner {_e(c.spec.owner)} · {_e(c.file)}:{c.line}</p>"
+                "</div>"]  # fmt: skip
+        if any(a["campaign"] == name for a in ws.activations(name)):
+            from crmseg.measurement.report.builder import sections
+
+            body.append(
+                server.kept(("ui", "campaign", name),
+                            lambda: sections(ws, ["campaigns"], campaigns=[name]))
+            )  # fmt: skip
+        else:
+            dry = server.kept(("ui", "dry", name), lambda: ws.activate(name, dry_run=True))
+            body.append(_funnel(dry.summary()))
+        return page(name, "".join(body), key, charts=True)
+
+    def runs(request: Request, key: ApiKey) -> Response:
+        ws = server.ws
+        now = server.current
+        going = (
+            f"<div class='card'><b>Running</b> since {now['started_at']:%H:%M:%S} UTC "
+            f"(by {_e(now['by'])}): {_e(now['step'])} "
+            f"<span class='bar' style='width:{now['fraction'] * 200:.0f}px'></span> "
+            f"{now['fraction']:.0%}</div>"
+            if now
+            else "<p class='note'>No run is going.</p>"
+        )
+        done = [[_e(r.run_id), _e(f"{r.as_of:%Y-%m-%d %H:%M}"),
+                 _e(f"{(r.finished_at - r.started_at).total_seconds():.1f} s"),
+                 f"{r.customers:,}"] for r in reversed(ws.runs()[-50:])]  # fmt: skip
+        attempts = server.scheduler.store.attempts(10) if server.scheduler else []
+        tries = [[_e(f"{a['started_at']:%Y-%m-%d %H:%M}"), _e(len(a["segments"])),
+                  "<span class='fresh'>ok</span>" if a["ok"]
+                  else f"<span class='stale'>failed</span> {_e(a['error'])}"]
+                 for a in attempts]  # fmt: skip
+        body = (
+            going
+            + "<div class='card'><h2>Runs</h2>"
+            + _table(["run", "as of (UTC)", "took", "customers"], done)
+            + "</div><div class='card'><h2>Scheduled attempts</h2>"
+            + _table(["at (UTC)", "segments due", "outcome"], tries)
+            + "</div>"
+        )
+        return page("Runs", body, key, refresh=2 if now else 0)  # follow a run as it goes
+
     def approve(request: Request, key: ApiKey) -> Response:
         change_id = int(request.path_params["change_id"])
         if not key.allows("editor"):
@@ -258,6 +348,59 @@ def add(app: FastAPI, server: Server) -> None:
         return RedirectResponse(f"/ui/segments/{done.segment}", status_code=303)
 
     app.get("/ui", include_in_schema=False)(guarded(catalog))
+    app.get("/ui/campaigns", include_in_schema=False)(guarded(campaigns))
+    app.get("/ui/campaigns/{name}", include_in_schema=False)(guarded(campaign))
+    app.get("/ui/runs", include_in_schema=False)(guarded(runs))
+    for path, title, names in (
+        ("/ui/rfm", "RFM", ["rfm"]),
+        ("/ui/lifecycle", "Lifecycle", ["lifecycle"]),
+        ("/ui/quality", "Data quality", ["quality"]),
+    ):
+        app.get(path, include_in_schema=False)(guarded(report(title, names)))
     app.get("/ui/segments/{name}", include_in_schema=False)(guarded(segment))
     app.get("/ui/customers/{customer_id}", include_in_schema=False)(guarded(customer))
     app.post("/ui/changes/{change_id}/approve", include_in_schema=False)(guarded(approve))
+
+
+def _reach(found: dict[str, Any]) -> str:
+    """Members each channel may contact (consent counted as rules count it)."""
+    total = found["members"]
+    rows = [[_e(ch), f"{n:,}", f"{n / total:.0%}" if total else "–",
+             f"<span class='bar' style='width:{(n / total if total else 0) * 150:.0f}px'></span>"]
+            for ch, n in found["channels"].items()]  # fmt: skip
+    if not rows:
+        return "<div class='card'><h2>Reach</h2><p class='note'>no consent data</p></div>"
+    return (
+        f"<div class='card'><h2>Reach per channel</h2><p class='lead'>Of {total:,} members, "
+        "those with consent for each channel (before a campaign's suppression and caps).</p>"
+        + _table(["channel", "with consent", "share", ""], rows)
+        + "</div>"
+    )
+
+
+def _overlap(name: str, found: dict[str, Any]) -> str:
+    """The segments sharing most members with ``name`` at the last run."""
+    pairs = [(b, *found["matrix"][(name, b)]) for b in found["segments"] if b != name]
+    pairs = sorted((p for p in pairs if p[1]), key=lambda p: (-p[2], p[0]))[:10]
+    rows = [[f"<a href='/ui/segments/{_e(b)}'>{_e(b)}</a>", f"{shared:,}", f"{j:.2f}"]
+            for b, shared, j in pairs]  # fmt: skip
+    body = (
+        _table(["segment", "shared members", "Jaccard"], rows)
+        if rows
+        else ("<p class='note'>no other segment shares a member</p>")
+    )
+    return f"<div class='card'><h2>Overlap</h2>{body}</div>"
+
+
+def _funnel(summary: dict[str, Any]) -> str:
+    """A dry run's funnel as a bar chart (nothing recorded or sent)."""
+    import plotly.graph_objects as go
+
+    labels = [s["step"] for s in summary["funnel"]] + ["treatment", "holdout"]
+    counts = [s["count"] for s in summary["funnel"]] + [summary["treatment"], summary["holdout"]]
+    fig = go.Figure(go.Bar(x=labels, y=counts, marker_color="#3461c1"))
+    fig.update_layout(height=340, margin={"t": 20, "b": 60}, yaxis_title="customers")
+    return (
+        f"<div class='card'><h2>Audience funnel (preview at {summary['as_of']:%Y-%m-%d %H:%M} "
+        "UTC; never activated, so no lift yet)</h2>" + _chart(fig) + "</div>"
+    )

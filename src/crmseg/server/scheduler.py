@@ -78,7 +78,8 @@ class Scheduler:
         run_id, error = None, None
         try:
             try:
-                result = ws.run(as_of=now, select=due)
+                with self.server.tracked("scheduler", now) as progress:
+                    result = ws.run(as_of=now, select=due, progress=progress)
             finally:
                 self.server.changed()
             run_id = result.run_id

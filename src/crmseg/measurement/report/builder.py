@@ -123,23 +123,9 @@ def build_report(
     page = Page()
     last = ws.last_run()
     runs = ws.runs()
-    steps: list[tuple[str, Callable[[Page, Any, Any], None]]] = [
-        ("campaigns", _campaigns),
-        ("catalog", _catalog),
-        ("sizes", _sizes),
-        ("outcomes", _outcomes),
-        ("lifecycle", _lifecycle),
-        ("rfm", _rfm),
-        ("clv", _clv),
-        ("overlap", _overlap),
-        ("cohorts", _cohorts),
-        ("power", _power),
-        ("quality", _quality),
-        ("review", _review),
-    ]
-    context = {"window_days": window_days, "go": go}
-    for i, (name, step) in enumerate(steps):
-        report(name, i / len(steps))
+    context: dict[str, Any] = {"window_days": window_days, "go": go}
+    for i, (name, step) in enumerate(SECTIONS.items()):
+        report(name, i / len(SECTIONS))
         step(page, ws, context)
     report("write", 1.0)
     cards = [
@@ -173,6 +159,18 @@ def build_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def sections(
+    ws: Any, names: list[str], window_days: int = 14, campaigns: list[str] | None = None
+) -> str:
+    """The HTML of the named sections alone (the dashboard's pages): charts call plotly,
+    which the embedding page loads; ``campaigns`` narrows the campaigns section."""
+    page = Page()
+    context: dict[str, Any] = {"window_days": window_days, "go": _plotly(), "only": campaigns}
+    for name in names:
+        SECTIONS[name](page, ws, context)
+    return "\n".join(html for _, _, html in page.sections)
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -212,7 +210,8 @@ def _campaigns(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
     go = ctx["go"]
 
     def body() -> str:
-        lift = ws.measure_campaigns(ctx["window_days"])
+        only = ctx.get("only")
+        lift = ws.measure_campaigns(ctx["window_days"], only)
         ctx["lift_campaigns"] = sorted({r["campaign"] for r in lift})
         if not lift:
             return _note("no campaign with a holdout in the send log yet")
@@ -265,7 +264,7 @@ def _campaigns(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
             table_rows,
             {2, 3, 4, 5, 6, 7, 8},
         )  # fmt: skip
-        funnels = _funnels(page, ws, go)
+        funnels = _funnels(page, ws, go, only)
         return f'<div class="grid2">{parts[0]}{parts[1]}</div>{table}{funnels}'
 
     page.add(
@@ -277,10 +276,8 @@ def _campaigns(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
     )
 
 
-def _funnels(page: Page, ws: Any, go: Any) -> str:
-    from crmseg.activation.store import ActivationStore
-
-    acts = ActivationStore(ws.state).activations()
+def _funnels(page: Page, ws: Any, go: Any, only: list[str] | None = None) -> str:
+    acts = [a for a in ws.activations() if only is None or a["campaign"] in only]
     if not acts:
         return ""
     by: dict[str, Any] = {}
@@ -589,3 +586,20 @@ def _quality(page: Page, ws: Any, ctx: dict[str, Any]) -> None:
 
     page.add("quality", "Data quality", "Checks on the source data at the last run.",
              _attempt(body))  # fmt: skip
+
+
+# In the report's order; the dashboard renders them one or a few at a time.
+SECTIONS: dict[str, Callable[[Page, Any, dict[str, Any]], None]] = {
+    "campaigns": _campaigns,
+    "catalog": _catalog,
+    "sizes": _sizes,
+    "outcomes": _outcomes,
+    "lifecycle": _lifecycle,
+    "rfm": _rfm,
+    "clv": _clv,
+    "overlap": _overlap,
+    "cohorts": _cohorts,
+    "power": _power,
+    "quality": _quality,
+    "review": _review,
+}
