@@ -673,6 +673,14 @@ class Workspace:
                 matrix[(a, b)] = (shared, shared / union if union else 0.0)
         return {"as_of": last.as_of, "segments": names, "size": size, "matrix": matrix}
 
+    def definitions(self, segment: str) -> list[dict[str, Any]]:
+        """Every definition the segment ran with, and its working one if not run yet, each
+        with a diff against the one before (``segments/diff.py``)."""
+        from crmseg.segments.diff import definition_history
+
+        self._reader()
+        return definition_history(self.runs_store.definitions(segment), self.segment(segment))
+
     def reach(self, segment: str, as_of: datetime | None = None) -> dict[str, Any]:
         """Members at ``as_of`` (default: the segment's last run), and per consent channel
         how many of them may be contacted there (``segments/reach.py``)."""

@@ -26,6 +26,7 @@ ROLES = {
     ("GET", "/segments/{name}"): "viewer",
     ("GET", "/segments/{name}/preview"): "viewer",
     ("GET", "/segments/{name}/members"): "viewer",
+    ("GET", "/segments/{name}/definitions"): "viewer",
     ("GET", "/segments/{name}/reach"): "viewer",
     ("GET", "/segments/{name}/history"): "viewer",
     ("GET", "/segments/{name}/explain/{customer_id}"): "viewer",
@@ -209,12 +210,16 @@ def test_a_run_shows_its_progress_while_it_goes(api: Api) -> None:
         target=lambda: done.append(api.call("POST", "/runs?as_of=2024-08-03T00:00:00", "editor"))
     )
     started.start()
-    seen = []
+    seen, second = [], None
     while started.is_alive() and len(seen) < 5000:  # bounded: the run ends by itself
         _, now, _ = api.call("GET", "/runs/current", "viewer")
         seen.append(now)
+        if now["running"] and second is None:  # one writer: a second run is refused
+            second = api.call("POST", "/runs?as_of=2024-08-04T00:00:00", "admin")
         time.sleep(0.01)
     started.join(timeout=120)
+    assert second is not None and second[0] == 409 and _is_error(second[1])
+    assert second[1]["error"]["code"] == "conflict"
     going = [s for s in seen if s["running"]]
     assert going, "no poll saw the run going"
     assert {s["by"] for s in going} == {f"key {api.keys['editor'].split('_')[1]}"}
@@ -293,3 +298,16 @@ def test_every_route_is_documented_with_its_role() -> None:
         row = next((r for r in rows if pattern.search(r)), None)
         assert row is not None, f"{method} {path} missing from docs/server.md"
         assert f"| {needed or 'none'} |" in row, f"{method} {path}: role not {needed}"
+
+
+def test_members_csv_chunks_join_to_every_member() -> None:
+    from crmseg.server.app import _csv_chunks
+
+    ids = [str(i) for i in range(7)] + ['with "quote", comma']
+    chunks = list(_csv_chunks(ids, 3))
+    assert len(chunks) == 4  # the header, then 3 + 3 + 2
+    text = "".join(chunks)
+    import csv
+    import io
+
+    assert [r[0] for r in csv.reader(io.StringIO(text))] == ["customer_id", *ids]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from crmseg.backends.base import Backend
     from crmseg.rules import Plan
+    from crmseg.segments.catalog import Segment
     from crmseg.segments.compiled import Catalog
     from crmseg.segments.store import History
 
@@ -104,3 +105,27 @@ def member_sets(
     result = backend.execute(wide.select("customer_id", *names))
     ids = result.column("customer_id")
     return {n: set(pc.filter(ids, result.column(n)).to_pylist()) for n in names}
+
+
+def definition_history(recorded: list[dict[str, Any]], current: Segment) -> list[dict[str, Any]]:
+    """Each definition a segment ran with (``History.definitions``) and, last, its working
+    one when no run used it yet; each with a unified diff of its rule (or SQL) against the
+    one before."""
+    import difflib
+
+    versions = [dict(v) for v in recorded]
+    if not versions or versions[-1]["definition_hash"] != current.hash:
+        body = json.loads(current.recorded)
+        versions.append({"run_id": None, "as_of": None, "definition_hash": current.hash,
+                         "definition": body})  # fmt: skip
+    before: list[str] = []
+    for v in versions:
+        text = (v["definition"].get("rule") or v["definition"].get("sql") or "").splitlines()
+        v["text"] = "\n".join(text)
+        v["diff"] = (
+            "\n".join(difflib.unified_diff(before, text, "before", "after", lineterm="", n=2))
+            if before
+            else ""
+        )
+        before = text
+    return versions

@@ -530,6 +530,21 @@ class History:
         )
         return {r[0]: (r[1], r[2]) for r in rows}
 
+    def definitions(self, segment: str) -> list[dict[str, Any]]:
+        """Each definition a segment was run with, in order, from the first run that used it
+        (a definition used again after another counts again)."""
+        rows = self.state.rows(
+            "SELECT r.run_id, r.as_of, s.definition_hash, s.definition FROM run_segments s "
+            "JOIN runs r USING (run_id) WHERE s.segment = ? ORDER BY r.as_of, r.run_id",
+            [segment],
+        )
+        out: list[dict[str, Any]] = []
+        for run_id, as_of, digest, body in rows:
+            if not out or out[-1]["definition_hash"] != digest:
+                out.append({"run_id": run_id, "as_of": as_of, "definition_hash": digest,
+                            "definition": json.loads(body)})  # fmt: skip
+        return out
+
     def first_seen(self, segment: str, definition_hash: str) -> datetime | None:
         """The as_of of the first run that used this definition of the segment."""
         rows = self.state.rows(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from crmseg import __version__
 from crmseg.errors import (
@@ -400,11 +400,7 @@ def _segments(app: FastAPI) -> None:
         server.ws.segment(name)  # an unknown name is a 404 with a suggestion
         ids = await server.answer(("members", name, as_of), lambda: server.ws.members(name, as_of))
         if format == "csv":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(["customer_id"])
-            writer.writerows([i] for i in ids)
-            return Response(out.getvalue(), media_type="text/csv")
+            return StreamingResponse(_csv_chunks(ids), media_type="text/csv")
         after = _after(cursor)
         start = 0 if after is None else _bisect(ids, after)
         page = ids[start : start + limit]
@@ -417,6 +413,12 @@ def _segments(app: FastAPI) -> None:
         }
         # plain strings: json.dumps, not the encoder's walk over a thousand values
         return Response(json.dumps(body), media_type="application/json")
+
+    @app.get("/segments/{name}/definitions", tags=["segments"])
+    def definitions(name: str, ws: Ws, key: Viewer) -> Any:
+        """Every definition the segment ran with (from which run), and its working one if
+        not run yet, each with a unified diff against the one before."""
+        return jsonable_encoder(ws.definitions(name))
 
     @app.get("/segments/{name}/reach", tags=["segments"])
     async def reach(request: Request, name: str, key: Viewer, as_of: AsOf = None) -> Any:
@@ -436,6 +438,15 @@ def _segments(app: FastAPI) -> None:
         """Each sub-condition's value for one customer (masked for viewers)."""
         found = ws.explain(name, customer_id, as_of, mask=not key.allows("editor"))
         return jsonable_encoder(found)
+
+
+def _csv_chunks(ids: list[str], size: int = 10_000) -> Iterator[str]:
+    """The members as CSV, sent a chunk at a time (no second copy of a large segment)."""
+    yield "customer_id\r\n"
+    for start in range(0, len(ids), size):
+        out = io.StringIO()
+        csv.writer(out).writerows([i] for i in ids[start : start + size])
+        yield out.getvalue()
 
 
 def _bisect(ids: list[str], after: str) -> int:

@@ -206,11 +206,7 @@ def add(app: FastAPI, server: Server) -> None:
             fig.add_bar(x=when, y=[-r["exited"] for r in history], name="exited")
             fig.update_layout(height=320, margin={"t": 20, "b": 30}, barmode="relative")
             body.append(f"<div class='card'><h2>Size over time</h2>{_chart(fig)}</div>")
-            changes = [[_e(r["as_of"]), _e(r["definition_hash"]),
-                        "definition changed" if r["definition_changed"] else ""]
-                       for r in history if r["definition_changed"] or r is history[0]]  # fmt: skip
-            body.append("<div class='card'><h2>Definition history</h2>"
-                        + _table(["run at", "definition", ""], changes) + "</div>")  # fmt: skip
+            body.append(_versions(ws.definitions(name)))
             sample = ws.members(name)[:20]
             links = ", ".join(f"<a href='/ui/customers/{_e(c)}'>{_e(c)}</a>" for c in sample)
             body.append(f"<div class='card'><h2>Sample members</h2><p>{links}</p></div>")
@@ -403,4 +399,25 @@ def _funnel(summary: dict[str, Any]) -> str:
     return (
         f"<div class='card'><h2>Audience funnel (preview at {summary['as_of']:%Y-%m-%d %H:%M} "
         "UTC; never activated, so no lift yet)</h2>" + _chart(fig) + "</div>"
+    )
+
+
+def _versions(versions: list[dict[str, Any]]) -> str:
+    """The definitions a segment ran with, newest first, each with its diff."""
+    rows = []
+    for v in reversed(versions):
+        since = (
+            f"run {v['run_id']} at {v['as_of']:%Y-%m-%d %H:%M}" if v["run_id"] else "not run yet"
+        )
+        lines = "".join(
+            f"<span class='{'stale' if ln[:1] == '-' else 'fresh' if ln[:1] == '+' else ''}'>"
+            f"{_e(ln)}</span>\n"
+            for ln in v["diff"].splitlines()[2:]  # the ---/+++ header says nothing here
+        )
+        shown = f"<pre>{lines}</pre>" if lines else f"<pre>{_e(v['text'])}</pre>"
+        rows.append([_e(since), f"<code>{_e(v['definition_hash'])}</code>", shown])
+    return (
+        "<div class='card'><h2>Definition history</h2>"
+        + _table(["since", "definition", "rule (changes from the one before)"], rows)
+        + "</div>"
     )
