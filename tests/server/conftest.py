@@ -30,6 +30,7 @@ class Api:
     base: str
     keys: dict[str, str]  # role -> key text
     root: Path
+    proc: subprocess.Popen[bytes] | None = None  # the server process
 
     def call(
         self,
@@ -103,7 +104,7 @@ def served(root: Path, as_of: datetime) -> Iterator[Api]:
                     _, err = proc.communicate(timeout=5)
                     pytest.fail(f"server did not start: {err.decode()[-2000:]}")
                 time.sleep(0.2)
-        yield Api(base, keys, root)
+        yield Api(base, keys, root, proc)
     finally:
         proc.terminate()
         try:
