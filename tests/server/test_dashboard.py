@@ -79,6 +79,7 @@ def test_pages_for_a_viewer(api: Api) -> None:
     assert '<script src="/ui/plotly.js"></script>' in page and "plotly-graph-div" in page
     assert "Definition history" in page and "/ui/customers/1" in page
     assert "2 is IN custom.low_ids" in page
+    assert "stale: due since" in page  # the segment page says so too, with why
     status, _, person = browser.get("/ui/customers/2")
     assert status == 200 and "custom.low_ids" in person
     assert "U****@*******.***" in person and "User2@Example.com" not in person

@@ -194,10 +194,17 @@ def add(app: FastAPI, server: Server) -> None:
         seg = ws.segment(name)
         entry = next((e for e in ws.catalog() if e["name"] == name), {})
         history = ws.history(name)
+        f = next((f for f in ws.freshness() if f.segment == name), None)
+        state = (
+            f"<span class='stale'>stale: {_e(f.reason if f else 'never run')}</span>"
+            if f is None or f.stale
+            else f"<span class='fresh'>fresh</span> (last run {f.last_as_of:%Y-%m-%d %H:%M}, "
+            f"next due {f.next_due:%Y-%m-%d %H:%M} UTC)"
+        )
         body = [f"<div class='card'><p>{_e(entry.get('english'))}</p>"
                 f"<pre>{_e(seg.spec.rule or seg.spec.sql)}</pre>"
                 f"<p>owner {_e(seg.spec.owner)} · refresh {_e(seg.spec.refresh)} · "
-                f"{_e(seg.file)}:{seg.line}</p></div>"]  # fmt: skip
+                f"{_e(seg.file)}:{seg.line}</p><p>{state}</p></div>"]  # fmt: skip
         if history:
             when = [r["as_of"] for r in history]
             fig = go.Figure()
