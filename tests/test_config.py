@@ -40,8 +40,15 @@ def test_loads_the_documented_example(tmp_path: Path) -> None:
         (
             "name: x\nsources:\n  customers: {path: c.csv, columns: {emial: mail}}\n",
             3,
-            3,
+            38,  # the mapping's key, not the sources key
             "'emial' is not a column",
+        ),
+        (
+            "name: x\nsources:\n  customers: {path: c.csv}\n  orders:\n    path: o.csv\n"
+            "    columns:\n      currency: {value: true}\n",
+            7,
+            25,  # the constant itself
+            "the constant True is not a string",
         ),
         ("name: x\nsources: [\n", 3, 1, "invalid YAML"),
         ("name: x\nsources:\n  customers: {path: c.csv}\nname: y\n", 4, 1, "duplicate key 'name'"),

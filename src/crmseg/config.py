@@ -137,6 +137,8 @@ class SourceConfig(Strict):
     )
     # Where crmseg.yml names the file or table, for messages about reading it.
     _where: str | None = PrivateAttr(None)
+    # Where each column mapping is written (ours -> crmseg.yml:24:15), for messages about it.
+    _columns_at: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("path", "table")
     @classmethod
@@ -147,8 +149,14 @@ class SourceConfig(Strict):
 
     @property
     def named_at(self) -> str:
-        """`` (crmseg.yml:7:14)`` where the path or table is set; empty when not known."""
+        """`` (set at crmseg.yml:7)`` where the path or table is set; empty when not known."""
         return f" (set at {self._where})" if self._where else ""
+
+    def mapping_at(self, column: str) -> str:
+        """`` (set at crmseg.yml:24:15)`` where the mapping of ``column`` (ours) is written;
+        where the source is named when the mapping is implicit or its place unknown."""
+        at = self._columns_at.get(column)
+        return f" (set at {at})" if at else self.named_at
 
     format: Literal["csv", "parquet"] | None = Field(
         None, description="file format (default: from the file extension)"
@@ -587,6 +595,24 @@ def add_months(at: datetime, months: int) -> datetime:
     return at.replace(year=year, month=month + 1, day=min(at.day, last))
 
 
+def local_time(at: datetime, timezone: str) -> datetime:
+    """An instant (naive UTC) as naive wall time in ``timezone``."""
+    from datetime import UTC
+
+    if timezone == "UTC":
+        return at
+    return at.replace(tzinfo=UTC).astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+
+
+def when(at: datetime, timezone: str, seconds: bool = True) -> str:
+    """An instant (naive UTC) as the project's wall time with its zone, and UTC beside it:
+    ``2011-09-11 00:00:00 Europe/London (2011-09-10 23:00 UTC)``."""
+    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    if timezone == "UTC":
+        return f"{at:{shape}} UTC"
+    return f"{local_time(at, timezone):{shape}} {timezone} ({at:%Y-%m-%d %H:%M} UTC)"
+
+
 def every_step(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
     """``start``, ``start + step``, ... up to ``end`` inclusive."""
     out: list[datetime] = []
@@ -762,16 +788,29 @@ class Config(Strict):
             for ours, theirs in source.columns.items():
                 col = canonical.column(ours)
                 if col is None:
-                    raise ValueError(
-                        f"{table}.columns: {ours!r} is not a column of the canonical {table} "
-                        f"table (expected one of: {', '.join(c.name for c in canonical.columns)})"
+                    raise At(
+                        f"{ours!r} is not a column of the canonical {table} table (expected "
+                        f"one of: {', '.join(c.name for c in canonical.columns)})",
+                        (table, "columns", ours),
+                        key=True,
                     )
                 if isinstance(theirs, Constant) and not _fits(theirs.value, col.dtype):
-                    raise ValueError(
-                        f"{table}.columns.{ours}: the constant {theirs.value!r} is not a "
-                        f"{col.dtype}"
+                    raise At(
+                        f"the constant {theirs.value!r} is not a {col.dtype}",
+                        (table, "columns", ours, "value"),
                     )
         return value
+
+
+class At(ValueError):
+    """A validator's problem with one part of the value it checks: ``path`` leads from the
+    validated field to that part (a column mapping under ``sources``), so the error points
+    at the mapping, or at its key with ``key``."""
+
+    def __init__(self, message: str, path: Sequence[str | int], key: bool = False) -> None:
+        super().__init__(message)
+        self.path = tuple(path)
+        self.key = key
 
 
 def _fits(value: object, dtype: str) -> bool:
@@ -1009,6 +1048,9 @@ def validate(model: type[M], doc: YamlDoc, data: Any = None, prefix: Sequence[st
             loc.pop()
         path = [*prefix, *[p for p in loc if isinstance(p, str | int)]]
         at_key = err["type"] == "extra_forbidden" or key_failed
+        part = err.get("ctx", {}).get("error")
+        if isinstance(part, At):
+            path, at_key = [*path, *part.path], part.key
         raise ConfigError(_describe(err), doc.location(path, key=at_key)) from None
 
 
@@ -1056,6 +1098,10 @@ def load_config(root: Path) -> Config:
         key = next(k for k in ("path", "table", "derive", "sql") if getattr(source, k) is not None)
         where = doc.location(["sources", name, key])
         source._where = f"{PROJECT_FILE}:{where.line}" if where.line else None
+        for ours in source.columns:
+            at = doc.location(["sources", name, "columns", ours])
+            if at.line:
+                source._columns_at[ours] = f"{PROJECT_FILE}:{at.line}:{at.column}"
     for name, given in config.inputs.items():
         where = doc.location(["inputs", name])
         given._where = f"{PROJECT_FILE}:{where.line}" if where.line else None

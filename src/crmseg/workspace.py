@@ -326,6 +326,13 @@ class Workspace:
             report.problems.extend(exc.lines())
             return report
         report.sources = {n: len(p.expr.columns) for n, p in planned.items()}
+        if "customers" in planned and self.config.identity.enabled:
+            from crmseg.identity.resolve import check_person_key
+
+            try:  # run reports these when it resolves identities
+                check_person_key(self.backend, self.config.identity, planned["customers"].expr)
+            except CrmsegError as exc:
+                report.problems.extend(exc.lines())
         if self.config.quality.enabled:
             from crmseg.quality.checks import non_finite_lines
 
@@ -719,10 +726,13 @@ class Workspace:
             at = to_utc(as_of)
         unrun = [n for n in names if history.segment_run(n, at) is None]
         if unrun:
+            from crmseg.config import when
+
             more = f" (and {len(unrun) - 1} more)" if len(unrun) > 1 else ""
             raise SegmentError(
-                f"segment {unrun[0]}{more} has no run at or before {at:%Y-%m-%d %H:%M:%S} UTC: "
-                "run it (crmseg run, or crmseg backfill for past instants) first"
+                f"segment {unrun[0]}{more} has no run at or before "
+                f"{when(at, self.config.timezone)}: run it (crmseg run, or crmseg backfill for "
+                "past instants) first"
             )
         rows = write(history.member_table(names, at), out)
         return Exported(out, at, names, rows)

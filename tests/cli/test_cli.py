@@ -52,7 +52,8 @@ BAD_INPUTS = {
     ),
     "missing required column": (
         {"data__orders_csv": "order_id,customer_id,total\n1,1,3.0\n"},
-        "column mapping orders.ordered_at -> 'created': no column 'created'",
+        "column mapping orders.ordered_at -> 'created' (set at crmseg.yml:6:57): no column "
+        "'created'",
     ),
     "wrong type": (
         {"data__orders_csv": "order_id,customer_id,created,total\n1,1,2024-01-01,lots\n"},
@@ -69,7 +70,7 @@ BAD_INPUTS = {
                 "columns: {email: e_mail}}\n"
             )
         },
-        "column mapping customers.email -> 'e_mail': no column 'e_mail'",
+        "column mapping customers.email -> 'e_mail' (set at crmseg.yml:3:58): no column 'e_mail'",
     ),
     "rule syntax": (
         {
@@ -261,3 +262,45 @@ def test_backfill_every_month_steps_calendar_months(make_project: MakeProject) -
                   "--project", str(root))  # fmt: skip
     assert bad.returncode != 0
     assert "--every: expected a duration like 1d, 1w or 1mo, got '1 month'" in bad.stderr
+
+
+def test_instants_print_in_the_project_timezone(make_project: MakeProject) -> None:
+    """Local midnights in Berlin are 22:00 or 23:00 UTC the day before: every text output
+    shows the Berlin dates, and full instants with their zone."""
+    root = make_project("berlin", crmseg_yml=BERLIN_CONFIG)
+    p = ("--project", str(root))
+    out = run_cli("backfill", "--from", "2024-03-31", "--to", "2024-05-31", "--every", "1mo", *p)
+    assert out.returncode == 0, out.stderr
+    head = out.stdout.splitlines()[2]
+    assert head.split("┃")[2:5] == [" 2024-03-31 ", " 2024-04-30 ", " 2024-05-31 "], out.stdout
+    assert "backfill: 3 runs (in Europe/Berlin)" in out.stdout
+    runs = run_cli("runs", *p).stdout
+    assert "2024-05-31 00:00" in runs and "2024-05-30" not in runs, runs
+    at = "as of 2024-05-31 00:00:00 Europe/Berlin (2024-05-30 22:00 UTC)"
+    assert at in run_cli("explain", "value.buyers", "1", *p).stdout.splitlines()[0]
+    profile = run_cli("profile", "1", *p).stdout
+    assert at in profile
+    assert "demographic.dach: first entered 2024-03-31; 2024-03-31 -> now" in profile, profile
+    assert "value.buyers: first entered 2024-05-31; 2024-05-31 -> now" in profile
+    assert "signed up 2024-01-01 10:00" in profile  # as written in the file, Berlin time
+    early = run_cli("export", "--out", str(root / "m.csv"), "--as-of", "2024-01-01", *p)
+    assert early.returncode == 1
+    assert "before 2024-01-01 00:00:00 Europe/Berlin (2023-12-31 23:00 UTC)" in early.stderr
+    # JSON keeps naive UTC
+    last = json.loads(run_cli("runs", "-f", "json", *p).stdout)[-1]
+    assert last["as_of"].startswith("2024-05-30 22:00")
+
+
+def test_profile_of_an_unknown_customer_is_an_error(make_project: MakeProject) -> None:
+    root = make_project()
+    assert run_cli("run", "--as-of", "2024-12-31", "--project", str(root)).returncode == 0
+    for fmt in ("text", "json"):
+        out = run_cli("profile", "zzz", "-f", fmt, "--project", str(root))
+        assert out.returncode == 1
+        assert _error_lines(out.stderr) == [
+            "error: unknown customer 'zzz': no loaded record and no membership has this id "
+            "(any of a person's record ids works; 'crmseg members SEGMENT' lists ids)"
+        ], out.stderr
+        assert out.stdout == ""
+    known = run_cli("profile", "1", "--project", str(root))
+    assert known.returncode == 0 and "value.buyers" in known.stdout

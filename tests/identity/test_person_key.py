@@ -142,3 +142,41 @@ def test_person_key_errors_are_located(make_project: MakeProject) -> None:
         pytest.raises(ConfigError, match=r"records without a 'customer_unique_id' have ids that"),
     ):
         ws.run(as_of=datetime(2024, 6, 1))
+
+
+def test_a_record_with_two_keys_is_refused_before_anything_is_written(
+    make_project: MakeProject,
+) -> None:
+    # c1 listed twice with different keys: the record belongs to u1 or to u9, not both
+    two = CUSTOMERS + "c1,u9,,2024-01-01\nc4,u2,bo@example.com,2024-01-15\n"
+    root = _root(make_project, data__customers_csv=two)
+    said = (
+        "crmseg.yml:8:15 [identity.person_key]: 'customer_unique_id' is not one value per "
+        "record: record 'c1' has 'u1' and 'u9'; a record belongs to one person: fix the "
+        "customers source so each customer_id has one key"
+    )
+    done = run_cli("run", "--project", str(root))
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.strip() == f"error: {said}"
+    checked = run_cli("validate", "--project", str(root))  # the lint errors come first here
+    assert checked.returncode == 1 and said in checked.stderr.splitlines()[-1]
+    with Workspace.open(root) as ws:
+        assert ws.runs() == []
+        assert "customers" not in ws.backend.canonical_tables()
+
+
+def test_validate_reports_a_person_key_that_is_not_a_column(make_project: MakeProject) -> None:
+    typo = CONFIG.replace(": customer_unique_id", ": customer_uniq_id")
+    root = _root(
+        make_project,
+        crmseg_yml=typo,
+        segments__core_yml=SEGMENTS.replace("name: repeat.buyers", "name: value.repeat").replace(
+            "name: everyone", "name: custom.all"
+        ),
+    )
+    done = run_cli("validate", "--project", str(root))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: crmseg.yml:8:15 [identity.person_key]: customers has no column "
+        "'customer_uniq_id' to key people by (did you mean 'customer_unique_id'?)"
+    )

@@ -90,20 +90,46 @@ SLIPS = [
 ]
 
 
+# What follows a counted noun: "1 review scoring 2 or less", "1 order in the last 90 days".
+_AFTER = re.compile(r"^(in|of|with|without|where|who|that|from|over|by|for|on|at|since|and|or|"
+                    r"[a-z]+ing)$")  # fmt: skip
+_ONE = re.compile(r"\b(?:exactly|at least|at most|more than|fewer than) 1 ([a-z0-9 ]+)")
+
+
+def _noun(words: list[str]) -> int:
+    """The index of the counted noun in the words after a number."""
+    return next((i for i, w in enumerate(words) if i and _AFTER.match(w)), len(words)) - 1
+
+
 def _slips(text: str) -> list[str]:
     out = [f"{why}: {text!r}" for pattern, why in SLIPS if pattern.search(text)]
     # "exactly 1 push clicks in the last 30 days": one thing is singular
-    for m in re.finditer(
-        r"\b(?:exactly|at least|at most) 1 ([a-z ]+?)(?: in the last|$| and)", text
-    ):
-        if m.group(1).split(" ")[-1].endswith("s"):
+    for m in _ONE.finditer(text):
+        words = m.group(1).split(" ")
+        noun = words[_noun(words)]
+        if noun.endswith("s") and not noun.endswith("ss"):
             out.append(f"plural after 1: {text!r}")
     return out
 
 
+def _count_slips(one: str, many: str) -> list[str]:
+    """'... exactly 1 X' against '... at least 2 Xs': the same words but the counted noun,
+    which is its plural's singular ('or les' for 'or less' is a slip)."""
+    head_one, _, tail_one = one.partition(" exactly 1 ")
+    head_many, _, tail_many = many.partition(" at least 2 ")
+    if not (tail_one and tail_many):
+        return []
+    a, b = tail_one.split(" "), tail_many.split(" ")
+    i = _noun(b)
+    same = head_one == head_many and len(a) == len(b) and a[:i] + a[i + 1 :] == b[:i] + b[i + 1 :]
+    plural = b[i] in (a[i] + "s", a[i].removesuffix("y") + "ies")
+    return [] if same and plural else [f"1 vs 2: {one!r} / {many!r}"]
+
+
 def test_no_slips_in_the_english_of_built_ins_and_demo_rules(tmp_path: Path) -> None:
     """Every built-in and model trait compared as rules compare them, and every demo segment,
-    on the demo shop's data: no doubled or misplaced articles, no plural after 1."""
+    on the demo shop's data: no doubled or misplaced articles, no plural after 1, and a count
+    of 1 reads as a count of 2 but for the counted noun."""
     init_project(tmp_path / "demo", demo=True, customers=300, seed=3)
     with Workspace.open(tmp_path / "demo") as ws:
         planned = plan_sources(ws.config, ws.root, ws.backend)
@@ -114,6 +140,7 @@ def test_no_slips_in_the_english_of_built_ins_and_demo_rules(tmp_path: Path) -> 
         forms = ("{} >= 2", "{} = 1", "{} = 'x'", "{} in ('x', 'y')", "{} is null", "not {}",
                  "days_since({}) > 30")  # fmt: skip
         rendered = set()
+        counts: dict[str, dict[str, str]] = {}
         for i, name in enumerate(names):
             for j, form in enumerate(forms):
                 d = Definition(f"t{i}_{j}", "segment", text=form.format(name))
@@ -122,14 +149,48 @@ def test_no_slips_in_the_english_of_built_ins_and_demo_rules(tmp_path: Path) -> 
                 except (RuleError, RuleErrors):
                     continue  # a form the trait's type does not take
                 texts.append(plan.english(d.name))
+                counts.setdefault(name, {})[form] = texts[-1]
                 rendered.add(name)
     assert len(names) > 60 and rendered == set(names)
     assert [s for t in texts for s in _slips(t)] == []
+    pairs = [(c["{} = 1"], c["{} >= 2"]) for c in counts.values() if "{} = 1" in c]
+    assert sum(" exactly 1 " in one for one, _ in pairs) >= 15  # every counted built-in
+    assert [s for one, many in pairs for s in _count_slips(one, many)] == []
 
 
 def test_slips_are_found() -> None:
     assert _slips("customers whose an RFM segment is 'Champions'")
     assert _slips("customers with exactly 1 push clicks in the last 30 days")
     assert _slips("customers with a average order value of at least 2")
+    assert _slips("customers with at least 1 reviews scoring 2 or les in the last 90 days")
     assert not _slips("customers whose RFM segment is 'Champions'")
     assert not _slips("customers with exactly 1 order and whose first order was at most 30 days")
+    assert not _slips("customers with exactly 1 sms click in the last 30 days")
+    assert not _slips("customers with exactly 1 review scoring 2 or less in the last 90 days")
+    many = "customers with at least 2 reviews scoring 2 or less in the last 90 days"
+    assert _count_slips(
+        "customers with exactly 1 review scoring 2 or les in the last 90 days", many
+    )
+    assert _count_slips(
+        "customers with exactly 1 reviews scoring 2 or less in the last 90 days", many
+    )
+    assert not _count_slips(
+        "customers with exactly 1 review scoring 2 or less in the last 90 days", many
+    )
+    assert not _count_slips(
+        "customers with exactly 1 distinct category",
+        "customers with at least 2 distinct categories",
+    )
+
+
+def test_a_counted_trait_is_singular_after_1() -> None:
+    from crmseg.rules import Schema
+    from crmseg.sources.model import TABLES
+
+    reviews = {c.name: c.dtype for c in TABLES["reviews"].columns}
+    with_reviews = Schema({**schema().tables, "reviews": reviews})
+    defs = [Definition("s", "segment", text="low_reviews_90d >= 1")]
+    plan = build_plan(defs, with_reviews, builtins=library())
+    assert plan.english("s") == (
+        "customers with at least 1 review scoring 2 or less in the last 90 days"
+    )

@@ -104,7 +104,10 @@ def test_every_problem_is_reported_at_once(make_project: MakeProject) -> None:
         plan_sources(load_config(root), root, DuckDBBackend())
     problems = info.value.problems
     text = "\n".join(problems)
-    assert "data/orders.csv: column mapping orders.ordered_at -> 'created_on': no column" in text
+    assert (
+        "data/orders.csv: column mapping orders.ordered_at -> 'created_on' (set at "
+        "crmseg.yml:4:57): no column 'created_on'"
+    ) in text
     assert "data/missing.csv: file not found" in text
     assert "data/tickets.csv: column 'csat' (tickets.csat): expected float, found 1 value" in text
     assert "'great'" in text
@@ -227,8 +230,20 @@ def test_a_mapping_may_set_a_constant(make_project: MakeProject) -> None:
         "columns: {ordered_at: created, amount: total}}",
         "columns: {ordered_at: created, amount: {value: lots}}}",
     )
-    with pytest.raises(ConfigError, match=r"orders\.columns\.amount: the constant 'lots' is not"):
+    # at the constant itself, not at the sources key
+    with pytest.raises(
+        ConfigError,
+        match=r"crmseg.yml:6:82 \[sources\.orders\.columns\.amount\.value\]: the constant "
+        r"'lots' is not a float$",
+    ):
         Workspace.open(make_project("bad", crmseg_yml=bad))
+    unknown = CONFIG.replace("amount: total}}", "amount: total, amont: total}}")
+    with pytest.raises(
+        ConfigError,
+        match=r"crmseg.yml:6:81 \[sources\.orders\.columns\.amont\]: 'amont' is not a column "
+        r"of the canonical orders table",
+    ):
+        Workspace.open(make_project("unknown", crmseg_yml=unknown))
 
 
 def test_customers_derived_from_orders(make_project: MakeProject) -> None:
@@ -305,6 +320,11 @@ def test_a_mapping_may_compute_a_column(make_project: MakeProject) -> None:
         ("price + freight", "no column 'freight' in 'price + freight' (found: order_id,"),
         ("price * (freight_value", "cannot parse 'price * (freight_value'"),
         ("(select 1)", "is not supported (supported: + - * /"),
+        # sqlglot reads these as (price + *) AS freight_value and price + 1 AS x
+        ("price + * freight_value", "cannot parse 'price + * freight_value': '*' needs a value"),
+        ("price + 1 x", "cannot parse 'price + 1 x': no operator between 'price + 1' and 'x'"),
+        ("lower(price) - 1", "cannot compute 'LOWER(price) - 1': expected numbers, got string"),
+        ("round(price, freight_value)", "the digits must be a whole number"),
     ],
 )
 def test_a_broken_mapping_expression_is_located(
@@ -313,10 +333,51 @@ def test_a_broken_mapping_expression_is_located(
     root = _mapped(make_project, amount)
     with Workspace.open(root) as ws, pytest.raises(SourceError) as err:
         ws.run(as_of=datetime(2024, 8, 1))
+    with Workspace.open(root) as ws:
         assert ws.last_run() is None
     text = str(err.value)
-    assert "data/orders.csv: column mapping orders.amount (set at crmseg.yml:6)" in text
+    # the mapping's own line and column, not the source's
+    assert "data/orders.csv: column mapping orders.amount (set at crmseg.yml:6:74): " in text
     assert expected in text
+
+
+def test_a_missing_mapped_column_is_located_at_its_mapping(make_project: MakeProject) -> None:
+    root = _mapped(make_project, "amount_total")
+    with Workspace.open(root) as ws, pytest.raises(SourceError) as err:
+        ws.run(as_of=datetime(2024, 8, 1))
+    assert str(err.value).startswith(
+        "data/orders.csv: column mapping orders.amount -> 'amount_total' (set at "
+        "crmseg.yml:6:74): no column 'amount_total' (found: order_id,"
+    )
+
+
+COMMA_ORDERS = """\
+order_id;customer_id;created;Total;Discount;note
+10;1;2024-05-01 12:00:00;1.234,56;34,56;x
+11;2;2024-05-02 12:00:00;80,50;0;y
+"""
+
+
+def test_an_expression_reads_numbers_the_source_way(make_project: MakeProject) -> None:
+    config = CONFIG.replace(
+        "columns: {ordered_at: created, amount: total}}",
+        "columns: {ordered_at: created, amount: 'Total - Discount', discount: Discount}, "
+        "delimiter: ';', decimal: ','}",
+    )
+    root = make_project("comma", crmseg_yml=config, data__orders_csv=COMMA_ORDERS)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 8, 1))
+        rows = ws.backend.execute(ws.backend.canonical("orders").order_by("order_id")).to_pylist()
+    assert [(r["amount"], r["discount"]) for r in rows] == [(1200.0, 34.56), (80.5, 0.0)]
+    # text that is not a number is counted like a mapped column's
+    bad = make_project("bad", crmseg_yml=config.replace("Total - Discount", "Total - note"),
+                       data__orders_csv=COMMA_ORDERS)  # fmt: skip
+    with Workspace.open(bad) as ws, pytest.raises(SourceError) as err:
+        ws.run(as_of=datetime(2024, 8, 1))
+    assert err.value.problems == [
+        "data/orders.csv: column 'note' (read by orders.amount): expected a number, found 2 "
+        "values that are not (e.g. 'x')"
+    ]
 
 
 def test_whitespace_delimited_text_files(make_project: MakeProject) -> None:

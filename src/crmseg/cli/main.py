@@ -120,14 +120,17 @@ def _as_of(ws: Any, value: str | None) -> datetime | None:
 
 def when(at: datetime, timezone: str, seconds: bool = True) -> str:
     """An instant (naive UTC) as the project's wall time with its zone, and UTC beside it."""
-    from datetime import UTC
-    from zoneinfo import ZoneInfo
+    from crmseg.config import when as shown
 
-    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    if timezone == "UTC":
-        return f"{at:{shape}} UTC"
-    local = at.replace(tzinfo=UTC).astimezone(ZoneInfo(timezone))
-    return f"{local:{shape}} {timezone} ({at:%Y-%m-%d %H:%M} UTC)"
+    return shown(at, timezone, seconds)
+
+
+def local(at: datetime, timezone: str, shape: str = "%Y-%m-%d %H:%M") -> str:
+    """An instant (naive UTC) as the project's wall time, for table cells whose header or
+    title names the zone."""
+    from crmseg.config import local_time
+
+    return f"{local_time(at, timezone):{shape}}"
 
 
 def _open(project: Path) -> Any:
@@ -265,14 +268,15 @@ def runs(project: ProjectOpt = Path("."), fmt: JsonFormatOpt = "text") -> None:
         return
     from rich.table import Table
 
-    table = Table(title="runs")
+    zone = ws.config.timezone
+    table = Table(title="runs" + (f" (times in {zone})" if zone != "UTC" else ""))
     for col in ("run", "as of", "customers", "sources", "identity", "quality", "models", "s"):
         table.add_column(col)
     for r in records:
         d = r.details
         table.add_row(
             str(r.run_id),
-            f"{r.as_of:%Y-%m-%d %H:%M}",
+            local(r.as_of, zone),
             f"{r.customers:,}",
             _did(d.get("sources", {})),
             d.get("identity", ""),
@@ -393,7 +397,7 @@ def explain(
     ws = _open(project)
     with ws:
         result = ws.explain(segment, customer, as_of=_as_of(ws, as_of), mask=mask)
-    for line in result.lines():
+    for line in result.lines(ws.config.timezone):
         console.print(line, markup=False)
 
 
@@ -506,10 +510,14 @@ def backfill(
 
     shown = results[-8:]  # the table stays readable; history has every run
     title = f"backfill: {len(results)} runs" + (", the last 8 shown" if len(results) > 8 else "")
-    table = Table(title=title)
+    # columns are the project's wall times: dates when every run is at local midnight
+    walls = [local(r.as_of, zone, "%Y-%m-%d %H:%M") for r in shown]
+    if all(w.endswith(" 00:00") for w in walls):
+        walls = [w.removesuffix(" 00:00") for w in walls]
+    table = Table(title=title + (f" (in {zone})" if zone != "UTC" else ""))
     table.add_column("segment")
-    for r in shown:
-        table.add_column(f"{r.as_of:%Y-%m-%d}", justify="right")
+    for wall in walls:
+        table.add_column(wall, justify="right")
     for name in shown[0].sizes if shown else []:
         table.add_row(name, *(f"{r.sizes[name]:,}" for r in shown))
     console.print(table)
@@ -615,35 +623,55 @@ def profile(
     ws = _open(project)
     with ws:
         data = ws.profile(customer, mask=mask)
+    if not data["records"] and not data["segments"]:
+        from crmseg.errors import UnknownCustomerError
+
+        raise UnknownCustomerError(
+            f"unknown customer {customer!r}: no loaded record and no membership has this id "
+            "(any of a person's record ids works; 'crmseg members SEGMENT' lists ids)"
+        )
     if fmt == "json":
         _print_json(data)
         return
-    when = f"{data['as_of']:%Y-%m-%d %H:%M}" if data["as_of"] else "never"
+    zone = ws.config.timezone
     key = data["customer_id"]
-    console.print(
-        f"[bold]{key}[/] at the last run ({when}): "
-        + (", ".join(data["current"]) or "in no segment")
-    )
+    at = f"at the last run, as of {when(data['as_of'], zone)}" if data["as_of"] else "no run yet"
+    console.print(f"[bold]{key}[/] {at}: " + (", ".join(data["current"]) or "in no segment"))
     if data.get("records"):
         console.print(f"source records behind {key}:")
         for rec in data["records"]:
             rows = ", ".join(f"{n} {t}" for t, n in sorted(rec["rows"].items()))
+            signup = _local_text(rec.get("signup_at"), zone) or "?"
             console.print(
                 f"  {rec['customer_id']}: {rec.get('email') or '-'} {rec.get('phone') or ''} "
-                f"(signed up {rec.get('signup_at') or '?'}; {rows or 'no other rows'})",
+                f"(signed up {signup}; {rows or 'no other rows'})",
                 markup=False,
             )
         for link in data.get("links", []):
             console.print(
                 f"  linked by {link['kind']} {link['value']} ({link['customer_id']})", markup=False
             )
+
+    def day(at: datetime) -> str:
+        return local(at, zone, "%Y-%m-%d")
+
     for seg, info in data["segments"].items():
         spans = "; ".join(
-            f"{i['entered_at']:%Y-%m-%d} -> "
-            + (f"{i['exited_at']:%Y-%m-%d}" if i["exited_at"] else "now")
+            f"{day(i['entered_at'])} -> " + (day(i["exited_at"]) if i["exited_at"] else "now")
             for i in info["intervals"]
         )
-        console.print(f"  {seg}: first entered {info['first_entered']:%Y-%m-%d}; {spans}")
+        console.print(f"  {seg}: first entered {day(info['first_entered'])}; {spans}")
+
+
+def _local_text(value: Any, timezone: str) -> str | None:
+    """A stored timestamp (naive UTC, maybe as ISO text) as the project's wall time."""
+    if not value:
+        return None
+    try:
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    return local(at, timezone)
 
 
 @app.command()

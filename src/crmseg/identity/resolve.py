@@ -184,14 +184,7 @@ def resolve(
     try:
         customers = tables["customers"]
         key_col = config.person_key
-        if key_col is not None and key_col not in customers.columns:
-            import difflib
-
-            close = difflib.get_close_matches(key_col, customers.columns, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"customers has no column {key_col!r} to key people by{hint}", config._where
-            )
+        check_person_key(backend, config, customers)
         values = scratch.put("values", linking_values(scratch, backend, config, tables, phones))
         lap("normalise", 0.3)
         limit = config.max_cluster_size
@@ -287,6 +280,43 @@ def resolve(
         scratch.close()
         raise
     return res
+
+
+def check_person_key(backend: Backend, config: IdentityConfig, customers: ir.Table) -> None:
+    """Refuse a person_key that is not a customers column (with a did-you-mean), or that gives
+    one record (customer_id) two different keys: which one names the person would be a guess."""
+    column = config.person_key
+    if column is None:
+        return
+    if column not in customers.columns:
+        import difflib
+
+        close = difflib.get_close_matches(column, customers.columns, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"customers has no column {column!r} to key people by{hint}", config._where
+        )
+    keyed = customers.select("customer_id", _pk=trimmed(customers[column].cast("string")))
+    rows = keyed.filter(keyed.customer_id.notnull() & keyed._pk.notnull() & (keyed._pk != ""))
+    per = rows.group_by("customer_id").aggregate(
+        keys=rows._pk.nunique(), low=rows._pk.min(), high=rows._pk.max()
+    )
+    split = per.filter(per.keys > 1)
+    shown = backend.execute(split.order_by("customer_id").limit(3)).to_pylist()
+    if not shown:
+        return
+    found = backend.execute(split.count().as_table()).column(0)[0].as_py()
+    examples = ", ".join(
+        f"record {r['customer_id']!r} has {r['low']!r} and {r['high']!r}"
+        + (f" (and {r['keys'] - 2} more)" if r["keys"] > 2 else "")
+        for r in shown
+    )
+    more = f" ({found:,} records like this)" if found > 1 else ""
+    raise ConfigError(
+        f"{column!r} is not one value per record: {examples}{more}; a record belongs to one "
+        "person: fix the customers source so each customer_id has one key",
+        config._where,
+    )
 
 
 def _check_one_key(

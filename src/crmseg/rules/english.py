@@ -189,15 +189,27 @@ def _definite(noun: str) -> str:
     return noun
 
 
+# Words that end a counted noun and start what is said about it: "reviews scoring 2 or less",
+# "orders in the last 90 days", "tickets with a refund".
+_AFTER_NOUN = {"in", "of", "with", "without", "where", "that", "which", "who", "from", "over",
+               "by", "for", "on", "at", "since", "before", "after", "during"}  # fmt: skip
+
+
 def _singular(noun: str) -> str:
-    """'failed payment' for 'failed payments', 'push click in the last 30 days' for 'push
-    clicks in the last 30 days': the head noun (the last word before a look-back) loses its
-    plural."""
-    head, sep, tail = noun.partition(" in the last ")
-    words = head.split(" ")
-    last = words[-1]
-    words[-1] = last[:-3] + "y" if last.endswith("ies") else last.removesuffix("s")
-    return " ".join(words) + sep + tail
+    """'failed payment' for 'failed payments', 'review scoring 2 or less in the last 90 days'
+    for 'reviews scoring ...': the counted noun (the last word before what is said about it:
+    a preposition, a relative or an -ing word) loses its plural, and nothing else changes."""
+    words = noun.split(" ")
+    end = next(
+        (i for i, w in enumerate(words) if i and (w in _AFTER_NOUN or w.endswith("ing"))),
+        len(words),
+    )
+    head = words[end - 1]
+    if head.endswith("ies"):
+        words[end - 1] = head[:-3] + "y"
+    elif head.endswith("s") and not head.endswith("ss"):
+        words[end - 1] = head[:-1]
+    return " ".join(words)
 
 
 def _num(n: A.Node) -> float | None:

@@ -53,10 +53,13 @@ class Explanation:
         ]
         return replace(self, steps=steps)
 
-    def lines(self) -> list[str]:
+    def lines(self, timezone: str = "UTC") -> list[str]:
+        """The explanation as text; the instant in the project's ``timezone`` (and UTC)."""
+        from crmseg.config import when
+
         head = "IN" if self.verdict else "NOT IN"
-        when = f" (as of {self.as_of:%Y-%m-%d %H:%M:%S} UTC)" if self.as_of else ""
-        out = [f"{self.customer_id} is {head} {self.segment}{when}: {self.english}"]
+        at = f" as of {when(self.as_of, timezone)}" if self.as_of else ""
+        out = [f"{self.customer_id} is {head} {self.segment}{at}: {self.english}"]
         if not self.exists:
             out.append("  (no such customer at this as_of)")
         for s in self.steps:

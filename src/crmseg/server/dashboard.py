@@ -225,7 +225,9 @@ def add(app: FastAPI, server: Server) -> None:
         body.append(form)
         if who:
             found = ws.explain(name, who, mask=not key.allows("editor"))
-            body.append("<pre class='card'>" + _e("\n".join(found.lines())) + "</pre>")
+            body.append(
+                "<pre class='card'>" + _e("\n".join(found.lines(ws.config.timezone))) + "</pre>"
+            )
         pending = [c for c in ws.changes("pending") if c.segment == name]
         for c in pending:
             i = c.impact

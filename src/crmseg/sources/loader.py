@@ -47,6 +47,49 @@ class Planned:
     expired: ir.Table | None = None
 
 
+@dataclass(frozen=True)
+class Check:
+    """Values of one column that must convert: those present whose conversion is missing
+    are counted and reported under ``label`` as not being ``shape``."""
+
+    table: str
+    label: str  # column 'total' (orders.amount)
+    shape: str  # float, or timestamp in the format '%d/%m/%Y'
+    raw: Any
+    converted: Any
+
+
+def _numbers(
+    backend: Backend,
+    raw: ir.Table,
+    source: SourceConfig,
+    target: tuple[str, str],
+    want: DType,
+    tz: str,
+    checks: list[Check],
+) -> Callable[[str], Any] | None:
+    """How an expression mapping of a numeric column reads text columns: as numbers written
+    the source's way (``decimal``), each conversion checked like a mapped column's. None for
+    other targets (text is read as it is)."""
+    if want not in ("int", "float"):
+        return None
+    table, col = target
+    seen: set[str] = set()
+
+    def read(name: str) -> Any:
+        value = raw[name]
+        if _family(value.type()) != "string":
+            return value
+        number, check = _convert(backend, value, "float", tz, None, source.decimal)
+        if name not in seen:
+            seen.add(name)
+            label = f"column {name!r} (read by {table}.{col})"
+            checks.append(Check(table, label, "a number", value, check))
+        return number
+
+    return read
+
+
 def _origin(source: SourceConfig) -> str:
     if source.derive is not None:
         return f"customers derived from {source.derive}"
@@ -378,7 +421,7 @@ def plan_sources(
     ``files`` replace a source's configured matches."""
     problems: list[str] = []
     planned: dict[str, Planned] = {}
-    checks: list[tuple[str, str, Any, Any, DType]] = []  # table, column, raw, converted, want
+    checks: list[Check] = []
     numbers: list[tuple[str, str, Any]] = []  # table, column, converted float
     raws: dict[str, Any] = {}
     names = [n for n in config.sources if only is None or n in only]
@@ -403,6 +446,7 @@ def plan_sources(
         theirs_for: dict[str, str] = {}
         constants: dict[str, Any] = {}
         computed: dict[str, Any] = {}  # canonical column -> an expression over theirs
+        parses = False
         for col in canonical.columns:
             theirs = source.columns.get(col.name, col.name if col.name in found else None)
             if theirs is None:
@@ -410,18 +454,20 @@ def plan_sources(
             if isinstance(theirs, Constant):
                 constants[col.name] = theirs.value
                 continue
+            mapped_at = source.mapping_at(col.name)
             if theirs not in found and expressions.is_expression(theirs):
+                read = _numbers(backend, raw, source, (name, col.name), col.dtype, tz, checks)
+                before = len(checks)
                 try:
-                    computed[col.name] = expressions.compile_mapping(theirs, raw)
+                    computed[col.name] = expressions.compile_mapping(theirs, raw, read)
                 except ValueError as exc:
-                    problems.append(
-                        f"{origin}: column mapping {name}.{col.name}{source.named_at}: {exc}"
-                    )
+                    problems.append(f"{origin}: column mapping {name}.{col.name}{mapped_at}: {exc}")
+                parses = parses or len(checks) > before  # text read as numbers
                 continue
             if theirs not in found:
                 problems.append(
-                    f"{origin}: column mapping {name}.{col.name} -> {theirs!r}: no column "
-                    f"{theirs!r} (found: {', '.join(found)})"
+                    f"{origin}: column mapping {name}.{col.name} -> {theirs!r}{mapped_at}: no "
+                    f"column {theirs!r} (found: {', '.join(found)})"
                 )
                 continue
             theirs_for[col.name] = theirs
@@ -444,7 +490,6 @@ def plan_sources(
                     f"(timestamp and date columns: {', '.join(times) or 'none'})"
                 )
         values: dict[str, Any] = {}
-        parses = False
         for col in canonical.columns:
             if col.name in constants:
                 import ibis
@@ -468,7 +513,9 @@ def plan_sources(
             values[col.name] = converted
             if check is not None:
                 parses = True
-                checks.append((name, col.name, given, check, col.dtype))
+                label = f"column {source.columns.get(col.name, col.name)!r} ({name}.{col.name})"
+                shape = f"{col.dtype} in the format {fmt!r}" if fmt else str(col.dtype)
+                checks.append(Check(name, label, shape, given, check))
         used = set(theirs_for.values()) | set(values)
         extras = [c for c in found if c not in used]
         for extra in extras:
@@ -537,15 +584,15 @@ def _check_types(
     root: Path,
     planned: Mapping[str, Planned],
     raws: Mapping[str, Any],
-    checks: list[tuple[str, str, Any, Any, DType]],
+    checks: list[Check],
     numbers: list[tuple[str, str, Any]],
     problems: list[str],
 ) -> None:
     """Count, per column, values that are present but do not convert, and numbers that are
     not finite (one query per table)."""
-    by_table: dict[str, list[tuple[str, Any, Any, DType]]] = {}
-    for table, col, raw, converted, want in checks:
-        by_table.setdefault(table, []).append((col, raw, converted, want))
+    by_table: dict[str, list[Check]] = {}
+    for c in checks:
+        by_table.setdefault(c.table, []).append(c)
     floats: dict[str, list[tuple[str, Any]]] = {}
     for table, col, value in numbers:
         floats.setdefault(table, []).append((col, value))
@@ -554,10 +601,10 @@ def _check_types(
             continue
         cols = by_table.get(table, [])
         aggs: dict[str, Any] = {}
-        for i, (_col, raw, converted, _want) in enumerate(cols):
-            bad = raw.notnull() & ~blank(raw.cast("string")) & converted.isnull()
+        for i, c in enumerate(cols):
+            bad = c.raw.notnull() & ~blank(c.raw.cast("string")) & c.converted.isnull()
             aggs[f"n{i}"] = bad.sum()
-            aggs[f"e{i}"] = raw.cast("string").arbitrary(where=bad)
+            aggs[f"e{i}"] = c.raw.cast("string").arbitrary(where=bad)
         for i, (_col, value) in enumerate(floats.get(table, [])):
             aggs[f"x{i}"] = (value.isnan() | value.isinf()).sum()
         try:
@@ -570,17 +617,13 @@ def _check_types(
         for i, (col, _value) in enumerate(floats.get(table, [])):
             if n := result[f"x{i}"] or 0:
                 planned[table].nonfinite[col] = int(n)
-        for i, (col, _raw, _converted, want) in enumerate(cols):
+        for i, c in enumerate(cols):
             n = result[f"n{i}"] or 0
             if n:
-                source = config.sources[table]
-                theirs = source.columns.get(col, col)
-                fmt = source.formats.get(col)
-                shape = f"{want} in the format {fmt!r}" if fmt else str(want)
                 problems.append(
-                    f"{planned[table].origin}: column {theirs!r} ({table}.{col}): expected "
-                    f"{shape}, found {n} value{'s' * (n > 1)} that {'are' if n > 1 else 'is'} "
-                    f"not (e.g. {result[f'e{i}']!r})"
+                    f"{planned[table].origin}: {c.label}: expected {c.shape}, found {n} "
+                    f"value{'s' * (n > 1)} that {'are' if n > 1 else 'is'} not "
+                    f"(e.g. {result[f'e{i}']!r})"
                 )
 
 
