@@ -1,6 +1,6 @@
 """Data flows one way: sources -> quality -> identity -> traits/models -> segments ->
-activation -> measurement; privacy (forgetting people) works on every stage's data and comes
-last. A stage never imports a stage to its right; the shared leaves
+activation -> stream (real time: it writes segments' history and delivers like activation) ->
+measurement; privacy (forgetting people) works on every stage's data and comes last. A stage never imports a stage to its right; the shared leaves
 (rules, backends, errors, config) import no stage at all. Imports inside functions count."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ STAGES = {
     "models": 3,
     "segments": 4,
     "activation": 5,
-    "measurement": 6,
-    "privacy": 7,
+    "stream": 6,
+    "measurement": 7,
+    "privacy": 8,
 }
 LEAVES = ("rules", "backends", "errors", "config")
 FACADES = ("workspace", "cli", "server", "__init__", "__main__", "demo")

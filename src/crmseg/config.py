@@ -349,6 +349,28 @@ class ScheduleConfig(Strict):
     activate: bool = Field(True, description="also activate campaigns due by their schedule")
 
 
+class StreamConfig(Strict):
+    """Real time (``crmseg stream``, ``POST /events``): see docs/realtime.md."""
+
+    unknown_people: Literal["create", "reject"] = Field(
+        "create",
+        description="an item naming nobody known creates a new person, or is refused",
+    )
+    batch_ms: int = Field(
+        100, ge=1, le=60_000, description="longest wait to gather items into one evaluation"
+    )
+    sweep_seconds: int = Field(
+        60,
+        ge=1,
+        le=86_400,
+        description="how often segments whose time-driven changes cannot be scheduled exactly "
+        "(population-wide ranks, model scores, data-derived thresholds) are re-evaluated",
+    )
+    max_pending: int = Field(
+        200_000, ge=1, description="items stored but not yet evaluated before 429s begin"
+    )
+
+
 class IdentityConfig(Strict):
     enabled: bool = Field(True, description="resolve customer records to people before traits")
     match_on: tuple[Literal["email", "phone", "identifiers"], ...] = Field(
@@ -742,6 +764,7 @@ class Config(Strict):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("timezone")

@@ -186,3 +186,32 @@ class MissingDependencyError(CrmsegError):
         super().__init__(
             f"{package} is not installed: install it with pip install 'crmseg[{extra}]'"
         )
+
+
+class EventError(CrmsegError):
+    """Items of a stream batch are malformed: ``problems`` are ``(index, field, what)``, every
+    one of them (the batch is taken all or nothing)."""
+
+    def __init__(self, problems: Sequence[tuple[int, str, str]], source: str = "batch") -> None:
+        self.problems = list(problems)
+        self.source = source
+        shown = "; ".join(f"[{i}].{f}: {what}" for i, f, what in self.problems[:20])
+        more = len(self.problems) - 20
+        count = len({i for i, _, _ in self.problems})
+        super().__init__(
+            f"{source}: {count} bad item{'s' * (count != 1)}, nothing stored: {shown}"
+            + (f" (and {more} more)" if more > 0 else "")
+        )
+
+    @property
+    def location(self) -> str:
+        i, field, _ = self.problems[0]
+        return f"{self.source}[{i}].{field}"
+
+
+class BackpressureError(CrmsegError):
+    """The stream is behind: nothing was stored; send again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

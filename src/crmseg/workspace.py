@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from crmseg.segments.governance import Finding
     from crmseg.segments.runs import Runner
     from crmseg.segments.store import History, RunRecord
+    from crmseg.stream.feed import Fed
+    from crmseg.stream.processor import Change, Processor
 
 Progress = Callable[[str, float], None]
 
@@ -402,6 +404,31 @@ class Workspace:
         self._finish_forget()
         return self.runner.backfill(to_utc(start), to_utc(end), every, select, progress)
 
+    # --- real time -------------------------------------------------------------------------
+
+    def processor(self, clock: Callable[[], datetime] | None = None) -> Processor:
+        """The stream processor of this project's realtime segments (``crmseg.stream``)."""
+        from crmseg.stream.processor import Processor
+
+        self._writer()
+        if "customers" not in self.backend.canonical_tables():
+            raise SegmentError("no data loaded yet: run 'crmseg run' first")
+        return Processor(self.backend, self.state, self.compiled, self.config,
+                         self._loaded_tables, self._sql_segments, clock or utcnow)  # fmt: skip
+
+    def stream(
+        self,
+        lines: Iterable[str],
+        emit: Callable[[list[Change]], None],
+        batch_size: int = 1000,
+        replay: bool = False,
+    ) -> Fed:
+        """Feed JSON lines through the stream processor (``crmseg.stream.feed``)."""
+        from crmseg.stream.feed import feed
+
+        return feed(self.processor(), lines, self.config.timezone, emit, batch_size,
+                    self.config.stream.batch_ms, replay)  # fmt: skip
+
     def runs(self) -> list[RunRecord]:
         """Every recorded run, oldest first, with what it loaded, reused and fitted."""
         self._reader()
@@ -463,9 +490,10 @@ class Workspace:
         at = to_utc(as_of) if as_of else None
         # The segment's own latest run counts: a later run that did not select it leaves its
         # intervals open, so history still answers.
-        run = self.runs_store.segment_run(segment, at)
-        if run is not None:
-            return self.runs_store.members(segment, at or run.as_of)
+        history = self.runs_store
+        run = history.segment_run(segment, at)
+        if run is not None:  # by default the latest: a later real-time change counts
+            return history.members(segment, at or history.latest_instant(segment) or run.as_of)
         return self._compute_members(segment, at or utcnow())
 
     def _compute_members(self, segment: str, at: datetime) -> list[str]:

@@ -128,6 +128,22 @@ class Backend(ABC):
             ) from None
         return {str(r) for r in rows}
 
+    def append(self, name: str, rows: pa.Table) -> None:
+        """Add ``rows`` to the table ``crmseg.<name>``, made with their schema if it is new
+        (call inside ``pending`` to make several appends one commit)."""
+        import ibis
+
+        self.ensure_schema()
+        try:
+            if name not in self.con.list_tables(database=CANONICAL_SCHEMA):
+                self.con.create_table(name, schema=ibis.schema(rows.schema),
+                                      database=CANONICAL_SCHEMA)  # fmt: skip
+            self.con.insert(name, ibis.memtable(rows), database=CANONICAL_SCHEMA)
+        except Exception as exc:
+            raise BackendError(
+                f"cannot append to {CANONICAL_SCHEMA}.{name}: {_first_line(exc)}"
+            ) from exc
+
     def remove_rows(self, name: str, keep: ir.Table) -> None:
         """Replace the table ``crmseg.<name>`` by ``keep`` (an expression over it): the rows
         are read out first, so the new table never reads the one it replaces."""

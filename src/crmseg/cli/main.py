@@ -1242,6 +1242,45 @@ def forget(
 
 @app.command()
 @handled
+def stream(
+    source: Annotated[
+        str, typer.Argument(help="A file of JSON lines, or - for standard input.")
+    ] = "-",
+    project: ProjectOpt = Path("."),
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Most items per batch.")] = 1000,
+    replay: Annotated[
+        bool,
+        typer.Option("--replay", help="Evaluate at the items' own instants, not the clock."),
+    ] = False,
+) -> None:
+    """Feed events, orders and consent changes (JSON lines) to the realtime segments; every
+    entry and exit is printed as a JSON line (see docs/realtime.md)."""
+    import json
+    import sys
+
+    def emit(changes: list[Any]) -> None:
+        for c in changes:
+            print(json.dumps(c.as_dict()), flush=True)
+
+    ws = _open(project)
+    with ws:
+        if source == "-":
+            done = ws.stream(sys.stdin, emit, batch, replay)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise CrmsegError(f"{source}: no such file")
+            with path.open(encoding="utf-8") as lines:
+                done = ws.stream(lines, emit, batch, replay)
+    err_console.print(
+        f"{done.items:,} items in {done.batches:,} batches: {done.entered:,} entered, "
+        f"{done.exited:,} exited, {done.created:,} new people",
+        markup=False,
+    )
+
+
+@app.command()
+@handled
 def serve(
     project: ProjectOpt = Path("."),
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",

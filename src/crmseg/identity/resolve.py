@@ -398,19 +398,28 @@ def resolved_tables(loaded: Mapping[str, ir.Table]) -> dict[str, ir.Table]:
     off, or data loaded by an older version) the canonical ones are returned unchanged.
     """
     from crmseg.sources.model import TABLES
+    from crmseg.sources.streamed import stream_table, with_streamed
 
     canonical = {n: t for n, t in loaded.items() if n in TABLES}
     if "identity_map" not in loaded or "golden_customers" not in loaded:
-        return canonical
+        return with_streamed(canonical, loaded)
+    idmap = loaded["identity_map"]
     out: dict[str, ir.Table] = {}
     for name, table in canonical.items():
         if name == "customers":
             out[name] = loaded["golden_customers"]
         elif "customer_id" in table.columns:
-            out[name] = _keyed(table, loaded["identity_map"])
+            out[name] = _keyed(table, idmap)
         else:
             out[name] = table
-    return out
+    # streamed rows name people by a person key or a record id; people the stream created
+    # are records of their own
+    streamed = {
+        n: _keyed(t, idmap) if "customer_id" in t.columns and n != stream_table("customers") else t
+        for n, t in loaded.items()
+        if n.startswith("stream_")
+    }
+    return with_streamed(out, streamed)
 
 
 def resolve_with_map(

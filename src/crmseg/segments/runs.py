@@ -389,8 +389,13 @@ class Runner:
     def _data_key(self, loaded: Loaded) -> str:
         """What the loaded tables are a function of: every source's content and settings,
         the identity settings and this version of crmseg."""
+        from crmseg.sources.streamed import watermark
+
         ident = self.config.identity.model_dump(mode="json")
-        return _digest([loaded.details["loaded"], ident, crmseg.__version__, self.backend.kind])
+        streamed = watermark(self.backend)
+        return _digest(
+            [loaded.details["loaded"], ident, crmseg.__version__, self.backend.kind, streamed]
+        )
 
     def _last_details(self) -> dict[str, Any]:
         from crmseg.segments.store import History

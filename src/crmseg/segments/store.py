@@ -93,6 +93,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 _RUN_COLUMNS = "run_id, as_of, started_at, finished_at, customers, sources, details"
+STREAM_RUN = 0  # the run of interval boundaries made by real time (runs count from 1)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,67 @@ class History:
             }
         )
         return chosen, members
+
+    def _segment_keys(self, names: Sequence[str]) -> pa.Array:
+        """The sid of each of ``names``, giving unseen segments the next keys."""
+        s = self.state
+        order = pa.array(np.arange(len(names), dtype=np.int64))
+        table = pa.table({"segment": pa.array(list(names), pa.string()), "i": order})
+        with s.registered(_names=table):
+            s.execute(
+                "INSERT INTO segment_keys SELECT (SELECT coalesce(max(sid), 0) FROM "
+                "segment_keys) + row_number() OVER (ORDER BY segment), segment FROM "
+                "(SELECT DISTINCT segment FROM _names) "
+                "WHERE segment NOT IN (SELECT segment FROM segment_keys)"
+            )
+            sids: pa.Array = (
+                s.arrow("SELECT k.sid FROM _names n JOIN segment_keys k USING (segment) "
+                        "ORDER BY n.i").column(0).combine_chunks()
+            )  # fmt: skip
+        return sids
+
+    def apply_stream(self, changes: pa.Table) -> None:
+        """Entries and exits made by real time: ``changes`` has segment, customer_id, change
+        (entered or exited) and at, at most one per segment and person. An entry opens an
+        interval, an exit closes the open one; their run is :data:`STREAM_RUN`. Call inside
+        a transaction with the change log's rows."""
+        if changes.num_rows == 0:
+            return
+        sids = self._segment_keys(changes.column("segment").to_pylist())
+        ids = changes.column("customer_id").combine_chunks()
+        unique = pc.unique(ids)
+        pids = self._person_keys(unique)[pc.index_in(ids, value_set=unique).to_numpy()]
+        keyed = pa.table(
+            {
+                "sid": sids.cast(pa.int32()),
+                "pid": pa.array(pids, pa.int32()),
+                "entered": pc.equal(changes.column("change"), "entered"),
+                "changed_at": changes.column("at").cast(pa.timestamp("us")),
+            }
+        )
+        with self.state.registered(_stream_changes=keyed):
+            self.state.execute(
+                "UPDATE intervals SET exited_at = c.changed_at, exited_run = 0 FROM _stream_changes c "
+                "WHERE NOT c.entered AND intervals.sid = c.sid AND intervals.pid = c.pid "
+                "AND intervals.exited_at IS NULL"
+            )
+            self.state.execute(
+                "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL FROM _stream_changes "
+                "WHERE entered"
+            )
+
+    def latest_instant(self, segment: str) -> datetime | None:
+        """The newest instant the segment's history knows: its last run, or a later entry
+        or exit made by real time."""
+        rows = self.state.rows(
+            "SELECT max(x) FROM (SELECT max(r.as_of) AS x FROM runs r JOIN run_segments s "
+            "USING (run_id) WHERE s.segment = $seg UNION ALL "
+            "SELECT max(CASE WHEN i.exited_run = 0 THEN i.exited_at ELSE i.entered_at END) "
+            "FROM intervals i JOIN segment_keys k USING (sid) WHERE k.segment = $seg "
+            "AND (i.entered_run = 0 OR i.exited_run = 0))",
+            {"seg": segment},
+        )
+        return rows[0][0] if rows else None
 
     def _person_keys(self, ids: pa.Array) -> np.ndarray:
         """The pid of each of ``ids`` (distinct), giving unseen ones the next keys in id order.

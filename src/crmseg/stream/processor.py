@@ -1,0 +1,320 @@
+"""The stream processor: the current members of every realtime segment, kept exact.
+
+``start`` evaluates the realtime segments for everyone at one instant and aligns the history
+with it; ``ingest`` makes a batch durable; ``apply`` re-evaluates the people stored batches
+touched; ``sweep`` re-evaluates those whose next check has come (time alone changed them:
+a window passed, a ``then not ... within`` ran out) and, every ``stream.sweep_seconds``,
+everyone for the segments that cannot be scheduled exactly. Every entry and exit goes to the
+membership history and the change log in one transaction, with its reason (the parts of the
+rule that turned) and its cause (which batch, or the sweep).
+
+One processor writes at a time (the caller serialises it, like runs).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crmseg.segments.runs import utcnow
+from crmseg.stream.changes import ChangeLog
+from crmseg.stream.realtime import NEXT, Realtime
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from crmseg.backends.base import Backend
+    from crmseg.backends.state import StateStore
+    from crmseg.config import Config
+    from crmseg.segments.compiled import Catalog
+    from crmseg.stream.ingest import Batch
+    from crmseg.stream.store import Stored, StreamStore
+
+
+@dataclass(frozen=True)
+class Change:
+    segment: str
+    customer_id: str
+    change: str  # entered | exited
+    at: datetime
+    reason: str
+    cause: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"segment": self.segment, "customer_id": self.customer_id,
+                "change": self.change, "at": self.at.isoformat(sep=" "),
+                "reason": self.reason, "cause": self.cause}  # fmt: skip
+
+
+class Processor:
+    def __init__(
+        self,
+        backend: Backend,
+        state: StateStore,
+        catalog: Catalog,
+        config: Config,
+        tables: Callable[[], Mapping[str, ir.Table]],
+        sql: Callable[[], Mapping[str, ir.Table]] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.backend = backend
+        self.state = state
+        self.catalog = catalog
+        self.config = config
+        self.tables = tables
+        self.sql = sql or (lambda: {})
+        self.clock = clock
+        self.names = [s.name for s in catalog.segments if s.spec.refresh == "realtime"]
+        self.hashes = {s.name: s.hash for s in catalog.segments}
+        self.log = ChangeLog(state)
+        self.store: StreamStore | None = None
+        self.index: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.members: dict[str, np.ndarray] = {}
+        self.bits: dict[str, np.ndarray] = {}
+        self.nxt = np.full(0, np.datetime64("NaT"), dtype="datetime64[us]")
+        self.heap: list[tuple[datetime, int]] = []
+        self.last_full: datetime | None = None
+        self.at: datetime | None = None  # the latest instant evaluated
+        self._realtime: tuple[int, Realtime] | None = None
+        self.pending: list[Stored] = []  # stored, not yet applied
+
+    # --- setting up -------------------------------------------------------------------------
+
+    def realtime(self, tables: Mapping[str, ir.Table]) -> Realtime:
+        """The realtime segments compiled for data shaped like ``tables`` (once per plan)."""
+        plan = self.catalog.plan(tables)
+        if self._realtime is None or self._realtime[0] != id(plan):
+            self._realtime = (id(plan), Realtime(plan, self.names))
+        return self._realtime[1]
+
+    def open_store(self) -> StreamStore:
+        from crmseg.identity.directory import Directory
+        from crmseg.sources.normalize import PhoneBook
+        from crmseg.stream.store import StreamStore
+
+        if self.store is None:
+            b = self.backend
+            loaded = {n: b.canonical(n) for n in b.canonical_tables()}
+            ident = self.config.identity
+            phones = PhoneBook(ident.default_region)
+            directory = Directory.build(b, loaded, ident, phones)
+            self.store = StreamStore(b, directory, self.config.stream.unknown_people)
+        return self.store
+
+    def start(self, at: datetime | None = None) -> list[Change]:
+        """Everyone's membership of the realtime segments at ``at`` (default: now), with the
+        history aligned to it (changes since the history's last word, cause ``stream start``)."""
+        from crmseg.segments.store import History
+
+        at = at or self.clock()
+        self.open_store()
+        tables = self.tables()
+        rt = self.realtime(tables)
+        result = rt.run(self.backend.execute, tables, at, sql=self.sql())
+        history = History(self.state)
+        self._grow(result.column("customer_id").to_pylist())
+        for name in self.names:
+            known = history.members(name, history.latest_instant(name) or at)
+            flags = np.zeros(len(self.keys), dtype=bool)
+            where = [self.index[k] for k in known if k in self.index]
+            flags[where] = True
+            self.members[name] = flags
+            self.bits[name] = np.zeros(len(self.keys), dtype=np.uint32)
+        changes = self._compare(rt, result, self.names, at, "stream start", first=True)
+        self.last_full = at
+        self.at = at
+        self._write(changes)
+        return changes
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def ingest(self, batch: Batch) -> Stored:
+        """Store ``batch`` durably (nothing is evaluated yet: see :meth:`apply`)."""
+        stored = self.open_store().store(batch)
+        self.pending.append(stored)
+        return stored
+
+    @property
+    def backlog(self) -> int:
+        """Items stored but not yet evaluated."""
+        return sum(s.items for s in self.pending)
+
+    def apply(self, at: datetime | None = None) -> list[Change]:
+        """Re-evaluate the people the pending batches touched, at ``at`` (default: now)."""
+        if not self.pending:
+            return []
+        batches, self.pending = self.pending, []
+        at = self._instant(at)
+        touched = sorted({k for s in batches for k in s.touched})
+        tables = self.tables()
+        rt = self.realtime(tables)
+        names = [*rt.exact, *rt.local]
+        first, last = batches[0].batch, batches[-1].batch
+        cause = f"batch {first}" if first == last else f"batches {first}-{last}"
+        cause += f" ({sum(s.items for s in batches)} items)"
+        if not names:
+            return []
+        result = rt.run(self.backend.execute, tables, at, touched, names, self.sql())
+        self._grow(result.column("customer_id").to_pylist())
+        changes = self._compare(rt, result, names, at, cause)
+        self.at = at
+        self._write(changes)
+        return changes
+
+    # --- time -------------------------------------------------------------------------------
+
+    def next_due(self) -> datetime | None:
+        """When :meth:`sweep` has work next: the earliest next check, or the next periodic
+        sweep when some segments need one."""
+        while self.heap and _stale(self.heap[0], self.nxt):
+            heapq.heappop(self.heap)
+        due = self.heap[0][0] if self.heap else None
+        rt = self._realtime[1] if self._realtime else None
+        if rt is not None and (rt.local or rt.population) and self.last_full is not None:
+            full = self.last_full + timedelta(seconds=self.config.stream.sweep_seconds)
+            due = full if due is None else min(due, full)
+        return due
+
+    def sweep(self, at: datetime | None = None) -> list[Change]:
+        """Re-evaluate everyone whose next check is at or before ``at`` (default: now), and
+        everyone for the periodic segments when their interval has passed."""
+        at = self._instant(at)
+        due: set[int] = set()
+        while self.heap and self.heap[0][0] <= at:
+            when, i = heapq.heappop(self.heap)
+            if not _stale((when, i), self.nxt):
+                due.add(i)
+                self.nxt[i] = np.datetime64("NaT")
+        tables = self.tables()
+        rt = self.realtime(tables)
+        changes: list[Change] = []
+        if due and rt.exact:
+            keys = [self.keys[i] for i in sorted(due)]
+            result = rt.run(self.backend.execute, tables, at, keys, rt.exact, self.sql())
+            changes += self._compare(rt, result, rt.exact, at, "sweep (time passed)")
+        periodic = [*rt.local, *rt.population]
+        every = timedelta(seconds=self.config.stream.sweep_seconds)
+        if periodic and (self.last_full is None or at >= self.last_full + every):
+            result = rt.run(self.backend.execute, tables, at, None, periodic, self.sql())
+            self._grow(result.column("customer_id").to_pylist())
+            changes += self._compare(rt, result, periodic, at, "periodic sweep")
+            self.last_full = at
+        self.at = at
+        self._write(changes)
+        return changes
+
+    def _instant(self, at: datetime | None) -> datetime:
+        at = at or self.clock()
+        # instants never go back: the history's intervals are written in time order
+        return max(at, self.at) if self.at is not None else at
+
+    # --- comparing --------------------------------------------------------------------------
+
+    def _grow(self, ids: Sequence[str]) -> None:
+        new = [k for k in dict.fromkeys(ids) if k not in self.index]
+        if not new:
+            return
+        for k in new:
+            self.index[k] = len(self.keys)
+            self.keys.append(k)
+        extra = len(new)
+        for name in self.members:
+            self.members[name] = np.concatenate([self.members[name], np.zeros(extra, bool)])
+            self.bits[name] = np.concatenate([self.bits[name], np.zeros(extra, np.uint32)])
+        nat = np.full(extra, np.datetime64("NaT"), dtype="datetime64[us]")
+        self.nxt = np.concatenate([self.nxt, nat])
+
+    def _compare(
+        self,
+        rt: Realtime,
+        result: pa.Table,
+        names: Sequence[str],
+        at: datetime,
+        cause: str,
+        first: bool = False,
+    ) -> list[Change]:
+        ids = result.column("customer_id").to_pylist()
+        idx = np.fromiter((self.index[k] for k in ids), dtype=np.int64, count=len(ids))
+        changes: list[Change] = []
+        for name in names:
+            now = _flags(result.column(name))
+            parts = rt.parts[name]
+            bits = np.zeros(len(ids), dtype=np.uint32)
+            for j, p in enumerate(parts):
+                bits |= _flags(result.column(p.column)).astype(np.uint32) << np.uint32(j)
+            was = self.members[name][idx]
+            before = self.bits[name][idx]
+            for pos in np.flatnonzero(now != was):
+                entered = bool(now[pos])
+                reason = _reason(parts, int(before[pos]), int(bits[pos]), entered, first)
+                changes.append(Change(name, ids[pos], "entered" if entered else "exited",
+                                      at, reason, cause))  # fmt: skip
+            self.members[name][idx] = now
+            self.bits[name][idx] = bits
+        if rt.exact and any(n in rt.exact for n in names):
+            nxt = result.column(NEXT).to_numpy(zero_copy_only=False).astype("datetime64[us]")
+            self.nxt[idx] = nxt
+            for pos in np.flatnonzero(~np.isnat(nxt)):
+                heapq.heappush(self.heap, (nxt[pos].astype(datetime), int(idx[pos])))
+        return changes
+
+    def _write(self, changes: list[Change]) -> None:
+        from crmseg.segments.store import History
+
+        if not changes:
+            return
+        rows = [{**c.as_dict(), "changed_at": c.at, "definition_hash": self.hashes[c.segment]}
+                for c in changes]  # fmt: skip
+        table = pa.table(
+            {
+                "segment": pa.array([c.segment for c in changes], pa.string()),
+                "customer_id": pa.array([c.customer_id for c in changes], pa.string()),
+                "change": pa.array([c.change for c in changes], pa.string()),
+                "at": pa.array([c.at for c in changes], pa.timestamp("us")),
+            }
+        )
+        with self.state.transaction():
+            History(self.state).apply_stream(table)
+            self.log.add(rows)
+
+    def members_of(self, name: str) -> set[str]:
+        """The current members of a realtime segment, as the processor holds them."""
+        flags = self.members[name]
+        return {self.keys[i] for i in np.flatnonzero(flags)}
+
+
+def _flags(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean column as a numpy array, null as False (a rule that ends unknown is out)."""
+    filled = pc.fill_null(column, False)
+    out: np.ndarray = filled.to_numpy(zero_copy_only=False).astype(bool)
+    return out
+
+
+def _stale(entry: tuple[datetime, int], nxt: np.ndarray) -> bool:
+    when, i = entry
+    current = nxt[i]
+    return bool(np.isnat(current)) or current.astype(datetime) != when
+
+
+def _reason(parts: Sequence[Any], before: int, after: int, entered: bool, first: bool) -> str:
+    """Which parts of the rule turned: ``turned true: ...; turned false: ...``."""
+    if first:
+        return "in at the stream's start" if entered else "out at the stream's start"
+    if len(parts) <= 1:
+        return "the rule became true" if entered else "the rule became false"
+    rose = [p.text for j, p in enumerate(parts) if after >> j & 1 and not before >> j & 1]
+    fell = [p.text for j, p in enumerate(parts) if before >> j & 1 and not after >> j & 1]
+    out = []
+    if rose:
+        out.append("turned true: " + "; ".join(rose))
+    if fell:
+        out.append("turned false: " + "; ".join(fell))
+    return ", ".join(out) or ("the rule became true" if entered else "the rule became false")
