@@ -1,6 +1,7 @@
 """Data flows one way: sources -> quality -> identity -> traits/models -> segments ->
 activation -> stream (real time: it writes segments' history and delivers like activation) ->
-measurement; privacy (forgetting people) works on every stage's data and comes last. A stage never imports a stage to its right; the shared leaves
+measurement; privacy (forgetting people) works on every stage's data and comes last. A stage
+never imports a stage to its right; the shared leaves
 (rules, backends, errors, config) import no stage at all. Imports inside functions count."""
 
 from __future__ import annotations

@@ -349,6 +349,33 @@ class ScheduleConfig(Strict):
     activate: bool = Field(True, description="also activate campaigns due by their schedule")
 
 
+class StreamWebhook(Strict):
+    """Where ``crmseg serve`` delivers real-time entries and exits (from the change log)."""
+
+    name: str = Field(description="lower_snake_case; its delivery cursor is kept under it")
+    url: str = Field(description="an http(s) URL receiving POSTed JSON batches")
+    segments: list[str] = Field(
+        default_factory=list, description="only changes of these segments (default: all)"
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="changes per POST")
+    max_attempts: int = Field(5, ge=1, le=20, description="tries per batch before giving up")
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="per request")
+
+    @field_validator("name")
+    @classmethod
+    def _snake(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+            raise ValueError(f"webhook names are lower_snake_case, got {value!r}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+
 class StreamConfig(Strict):
     """Real time (``crmseg stream``, ``POST /events``): see docs/realtime.md."""
 
@@ -368,6 +395,9 @@ class StreamConfig(Strict):
     )
     max_pending: int = Field(
         200_000, ge=1, description="items stored but not yet evaluated before 429s begin"
+    )
+    webhooks: list[StreamWebhook] = Field(
+        default_factory=list, description="receivers of entries and exits (crmseg serve)"
     )
 
 

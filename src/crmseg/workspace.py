@@ -103,6 +103,9 @@ class Workspace:
         self._state: StateStore | None = None
         self._empty_state: StateStore | None = None
         self._in_memory = False
+        # segment -> the instant a live stream processor has kept it current through (the
+        # server's stream worker sets it; freshness counts it like a run)
+        self.stream_evaluated: dict[str, datetime] = {}
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Workspace:
@@ -413,8 +416,10 @@ class Workspace:
         self._writer()
         if "customers" not in self.backend.canonical_tables():
             raise SegmentError("no data loaded yet: run 'crmseg run' first")
+        from crmseg.stream.processor import now
+
         return Processor(self.backend, self.state, self.compiled, self.config,
-                         self._loaded_tables, self._sql_segments, clock or utcnow)  # fmt: skip
+                         self._loaded_tables, self._sql_segments, clock or now)  # fmt: skip
 
     def stream(
         self,
@@ -898,7 +903,11 @@ class Workspace:
         last = ScheduleStore(self.state).latest()
         failing = last["error"] if last and not last["ok"] else None
         grace = timedelta(minutes=self.config.schedule.grace_minutes)
-        return freshness(self.segments, self.runs_store.latest_runs(), at, grace, failing)
+        latest = self.runs_store.latest_runs()
+        for name, through in self.stream_evaluated.items():  # kept current by a live stream
+            if name not in latest or latest[name][1] < through:
+                latest[name] = (0, through)
+        return freshness(self.segments, latest, at, grace, failing)
 
     def watermark(self) -> dict[str, datetime | None]:
         """Per loaded table with a time column, its newest row's time (the data's edge)."""

@@ -20,6 +20,10 @@ def test_durations_in_seconds() -> None:
     durs = [x.seconds for x in A.walk(n) if isinstance(x, A.Dur)]
     assert sorted(durs) == [12 * 3600, 180 * 86_400, 365 * 86_400]
     assert parse("count(orders within 2w)") == parse("count(orders within 14d)")
+    # seconds and minutes, for real-time rules
+    n = parse("did('a' within 30min) and count(events within 45s) > 1")
+    assert sorted(x.seconds for x in A.walk(n) if isinstance(x, A.Dur)) == [45, 1800]
+    assert parse("count(events within 60min)") == parse("count(events within 1h)")
 
 
 def test_aggregate_with_where_and_within() -> None:

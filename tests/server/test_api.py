@@ -29,6 +29,9 @@ ROLES = {
     ("GET", "/segments/{name}/definitions"): "viewer",
     ("GET", "/segments/{name}/reach"): "viewer",
     ("GET", "/segments/{name}/history"): "viewer",
+    ("GET", "/segments/{name}/changes"): "viewer",
+    ("POST", "/events"): "editor",
+    ("GET", "/events/status"): "viewer",
     ("GET", "/segments/{name}/explain/{customer_id}"): "viewer",
     ("POST", "/changes"): "editor",
     ("GET", "/changes"): "viewer",
@@ -114,7 +117,11 @@ def test_every_route_for_every_role(api: Api) -> None:
     for (method, path), needed in sorted(ROLES.items(), key=lambda r: r[0] != FIRST):
         for role in (None, "viewer", "editor", "admin"):
             given = (
-                _proposal(100 + next(PROPOSALS)) if (method, path) == ("POST", "/changes") else None
+                _proposal(100 + next(PROPOSALS))
+                if (method, path) == ("POST", "/changes")
+                else '[{"customer_id": "1", "name": "ping"}]'
+                if (method, path) == ("POST", "/events")
+                else None
             )
             status, body, _ = api.call(method, _concrete(api, method, path), role, body=given)
             if needed is None or (role is not None and ORDER.index(role) >= ORDER.index(needed)):

@@ -87,10 +87,10 @@ def test_a_replayed_stream_enters_and_exits_on_time(make_project: MakeProject) -
     assert got == [
         ("behavior.active_now", "1", "entered", "2024-08-01 00:20:00"),
         ("value.buyers", "2", "entered", "2024-08-01 00:30:00"),  # found by email
-        ("behavior.active_now", "1", "exited", "2024-08-01 00:30:01"),  # 23:30 left the hour
+        ("behavior.active_now", "1", "exited", "2024-08-01 00:30:00.000001"),  # 23:30 left
         ("behavior.active_now", "9", "entered", "2024-08-01 00:41:00"),  # a new person
         ("behavior.cart_abandoned", "1", "entered", "2024-08-01 01:21:00"),  # no order in 1h
-        ("behavior.active_now", "9", "exited", "2024-08-01 01:40:01"),
+        ("behavior.active_now", "9", "exited", "2024-08-01 01:40:00.000001"),
     ]
     assert changes[1]["cause"] == "batch 2 (2 items)"
     assert changes[2]["cause"] == "sweep (time passed)"

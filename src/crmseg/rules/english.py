@@ -17,7 +17,8 @@ _SINGULAR = {
     "subscriptions": "subscription",
     "reviews": "review",
 }
-_UNITS = {"h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
+_UNITS = {"s": "second", "min": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month",
+          "y": "year"}  # fmt: skip
 _OPS = {
     ">=": "at least",
     ">": "more than",
@@ -37,7 +38,7 @@ class _Plan(Protocol):
 def duration(d: A.Dur) -> str:
     text = d.text
     if not text:
-        unit = next(u for u in ("y", "w", "d", "h") if d.seconds % UNIT_SECONDS[u] == 0)
+        unit = next(u for u in ("y", "w", "d", "h", "min", "s") if d.seconds % UNIT_SECONDS[u] == 0)
         text = f"{d.seconds // UNIT_SECONDS[unit]}{unit}"
     num = int("".join(ch for ch in text if ch.isdigit()))
     word = _UNITS[text.lstrip("0123456789")]

@@ -16,8 +16,10 @@ from lark.tree import Meta
 from crmseg.errors import Location, RuleSyntaxError
 from crmseg.rules import ast as A
 
-UNIT_SECONDS = {"h": 3600, "d": 86_400, "w": 7 * 86_400, "mo": 30 * 86_400, "y": 365 * 86_400}
-_DUR = re.compile(r"(\d+)(mo|h|d|w|y)")
+# seconds and minutes are for real-time rules ("no order within 30min")
+UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400, "mo": 30 * 86_400,
+                "y": 365 * 86_400}  # fmt: skip
+_DUR = re.compile(r"(\d+)(mo|min|s|h|d|w|y)")
 
 
 @functools.cache

@@ -254,6 +254,11 @@ class Runner:
             if report is not None:
                 report.raise_for_errors()
             clock.lap("quality")
+            if any(s.spec.refresh == "realtime" for s in self.segments):
+                from crmseg.sources.streamed import ensure
+
+                ensure(backend)  # streamed tables exist (empty) before the first item
+                tables = {**tables, **_streamed_only(backend, tables)}
             self.catalog.plan(tables)  # rule errors surface before anything is written
             if "customers" in backend.canonical_tables():
                 from crmseg.segments.sql import sql_tables
@@ -486,6 +491,17 @@ class Runner:
             seconds=time.perf_counter() - clock,
             details=details,
         )
+
+
+def _streamed_only(backend: Backend, tables: dict[str, ir.Table]) -> dict[str, ir.Table]:
+    """The streamed tables a project has no source for (the plan checks rules on them)."""
+    from crmseg.sources.streamed import STREAMED, stream_table
+
+    return {
+        n: backend.canonical(stream_table(n))
+        for n in STREAMED
+        if n not in tables and stream_table(n) in backend.canonical_tables()
+    }
 
 
 def _tidy(backend: Backend) -> None:

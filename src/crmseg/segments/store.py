@@ -259,13 +259,13 @@ class History:
         )
         with self.state.registered(_stream_changes=keyed):
             self.state.execute(
-                "UPDATE intervals SET exited_at = c.changed_at, exited_run = 0 FROM _stream_changes c "
-                "WHERE NOT c.entered AND intervals.sid = c.sid AND intervals.pid = c.pid "
-                "AND intervals.exited_at IS NULL"
+                "UPDATE intervals SET exited_at = c.changed_at, exited_run = 0 "
+                "FROM _stream_changes c WHERE NOT c.entered AND intervals.sid = c.sid "
+                "AND intervals.pid = c.pid AND intervals.exited_at IS NULL"
             )
             self.state.execute(
-                "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL FROM _stream_changes "
-                "WHERE entered"
+                "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL "
+                "FROM _stream_changes WHERE entered"
             )
 
     def latest_instant(self, segment: str) -> datetime | None:

@@ -33,8 +33,10 @@ from crmseg.errors import (
     ActivationError,
     ApiKeyError,
     BackendError,
+    BackpressureError,
     ConflictError,
     CrmsegError,
+    EventError,
     ForbiddenError,
     ForgetError,
     LocatedError,
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
 
 # The status of each kind of error, most specific first.
 STATUS: tuple[tuple[type[CrmsegError], int], ...] = (
+    (EventError, 400),
+    (BackpressureError, 429),
     (NotFoundError, 404),
     (ApiKeyError, 404),
     (ForbiddenError, 403),
@@ -77,6 +81,7 @@ _CODES = {
     405: "method_not_allowed",
     409: "conflict",
     422: "invalid",
+    429: "too_many_requests",
     500: "internal_error",
 }
 PAGE = 1000  # members per page by default
@@ -103,6 +108,9 @@ class Server:
         self.lock = threading.Lock()  # one caller at a time on the connections
         self.running = threading.Lock()  # one run at a time
         self.scheduler: Scheduler | None = None
+        from crmseg.server.streaming import StreamWorker
+
+        self.stream = StreamWorker(self)
         # Answers that only a write can change (members at an instant, the catalog), kept
         # until the next write through this server: it holds the project's files, so no
         # other process writes meanwhile.
@@ -187,11 +195,21 @@ class Server:
         if now != files:
             self.changed()
 
-    def changed(self) -> None:
-        """A run, an approval, an activation or a forget: every cached answer may be stale."""
+    def changed(self, stream: bool = True) -> None:
+        """A run, an approval, an activation or a forget: every cached answer may be stale,
+        and (unless ``stream`` is False) the stream processor starts again from the history."""
         self._cache.clear()
         self._fresh = (float("-inf"), [])
         self.ws._reload_definitions()
+        if stream:
+            self.stream.reset()
+
+    def stream_changed(self, segments: set[str]) -> None:
+        """Real time moved these segments' members: their cached answers go."""
+        for key in [k for k in self._cache if len(k) > 1 and k[1] in segments]:
+            self._cache.pop(key, None)
+        self._cache.pop(("catalog",), None)
+        self._fresh = (float("-inf"), [])
 
     def close(self) -> None:
         self.ws.close()
@@ -219,15 +237,20 @@ def create_app(root: Path, schedule: bool = True) -> FastAPI:
     app.state.server = server
     app.add_middleware(_Watch, server=server)
     app.router.add_event_handler("startup", app_start)
+    app.router.add_event_handler("startup", server.stream.start)
+    app.router.add_event_handler("shutdown", server.stream.stop)
     app.router.add_event_handler("shutdown", server.scheduler.stop)
     app.router.add_event_handler("shutdown", server.close)
 
     @app.exception_handler(CrmsegError)
     async def crmseg_error(request: Request, exc: CrmsegError) -> JSONResponse:
-        location = str(exc.location) if isinstance(exc, LocatedError) else None
+        location = str(exc.location) if isinstance(exc, LocatedError | EventError) else None
         message = exc.message if isinstance(exc, LocatedError) else str(exc)
         code = _snake(type(exc).__name__.removesuffix("Error") or "crmseg")
-        return error(status_of(exc), code, message, location)
+        answer = error(status_of(exc), code, message, location)
+        if isinstance(exc, BackpressureError):
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     from starlette.exceptions import HTTPException as StarletteHTTPException  # and FastAPI's
 
@@ -346,7 +369,7 @@ def _after(cursor: str | None) -> str | None:
 
 def routes(server: Server) -> list[Callable[[FastAPI], None]]:
     """Each adds its routes to the app (grouped by resource)."""
-    return [_health, _segments, _changes, _customers, _campaigns, _runs, _data, _keys]
+    return [_health, _segments, _events, _changes, _customers, _campaigns, _runs, _data, _keys]
 
 
 def _health(app: FastAPI) -> None:
@@ -447,6 +470,66 @@ def _csv_chunks(ids: list[str], size: int = 10_000) -> Iterator[str]:
         out = io.StringIO()
         csv.writer(out).writerows([i] for i in ids[start : start + size])
         yield out.getvalue()
+
+
+def _events(app: FastAPI) -> None:
+    @app.post("/events", tags=["events"])
+    async def events(request: Request, key: Editor) -> Any:
+        """Store a batch of events, orders and consent changes (a JSON array; see
+        docs/realtime.md) and answer once it is durable; the realtime segments follow. A bad
+        item refuses the whole batch (400 naming each bad item and field); a backlog past
+        ``stream.max_pending`` or a busy workspace gets 429 with Retry-After."""
+        from starlette.concurrency import run_in_threadpool
+
+        server: Server = request.app.state.server
+        body = await request.body()
+        try:
+            items = json.loads(body)
+        except ValueError as exc:
+            raise EventError([(0, "", f"not JSON: {exc}")]) from None
+        return jsonable_encoder(await run_in_threadpool(server.stream.ingest, items))
+
+    @app.get("/events/status", tags=["events"])
+    async def status(request: Request, key: Viewer) -> Any:
+        """The stream processor: whether it runs, the instant it evaluated last, the backlog,
+        when the next sweep is due, and its last error."""
+        return jsonable_encoder(request.app.state.server.stream.status())
+
+    @app.get("/segments/{name}/changes", tags=["segments"])
+    async def changes(
+        request: Request,
+        name: str,
+        key: Viewer,
+        cursor: Annotated[int, Query(ge=0, description="the last change_id seen")] = 0,
+        wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for one")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MOST)] = PAGE,
+    ) -> Any:
+        """Entries and exits of a segment after ``cursor``, oldest first, with instants,
+        reasons and causes; with ``wait``, a long poll: the answer comes as soon as there is
+        a change, or empty when the wait is over. Pass the answer's ``next`` as ``cursor``."""
+        import asyncio
+
+        from starlette.concurrency import run_in_threadpool
+
+        from crmseg.stream.changes import ChangeLog
+
+        server: Server = request.app.state.server
+        server.ws.segment(name)
+        deadline = time.monotonic() + wait
+
+        def read() -> list[dict[str, Any]]:
+            with server.lock:
+                return ChangeLog(server.ws.state).after(cursor, name, limit)
+
+        while True:
+            seen = server.stream.version
+            rows = await run_in_threadpool(read)
+            if rows or time.monotonic() >= deadline:
+                break
+            while server.stream.version == seen and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        nxt = rows[-1]["change_id"] if rows else cursor
+        return jsonable_encoder({"segment": name, "changes": rows, "next": nxt})
 
 
 def _bisect(ids: list[str], after: str) -> int:
@@ -550,7 +633,7 @@ def _campaigns(app: FastAPI) -> None:
     def activate(request: Request, name: str, ws: Ws, key: Editor, as_of: AsOf = None) -> Any:
         """Record the audience in the send log and deliver it to the campaign's destinations."""
         done = ws.activate(name, as_of=as_of)
-        request.app.state.server.changed()
+        request.app.state.server.changed(stream=False)
         ws.record(key.key_id, "activate", f"campaign {name} (activation {done.activation_id})")
         return jsonable_encoder(done.summary())
 

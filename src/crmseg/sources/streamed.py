@@ -14,11 +14,14 @@ from crmseg.sources.model import IBIS_TYPES, TABLES
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
+    import pyarrow as pa
 
     from crmseg.backends.base import Backend
 
 STREAMED = ("customers", "events", "orders", "consent")
 PREFIX = "stream_"
+_ARROW = {"string": "string", "int": "int64", "float": "float64", "bool": "bool",
+          "timestamp": "timestamp[us]", "date": "date32", "json": "string"}  # fmt: skip
 
 
 def stream_table(name: str) -> str:
@@ -66,3 +69,20 @@ def watermark(backend: Backend) -> dict[str, int]:
         if table in names:
             out[table] = int(backend.scalar(backend.canonical(table).stream_batch.max()) or 0)
     return out
+
+
+def schema(name: str) -> pa.Schema:
+    """The columns of ``crmseg.stream_<name>``: the canonical table's, and the batch number."""
+    import pyarrow as pa
+
+    fields = [pa.field(c.name, pa.type_for_alias(_ARROW[c.dtype])) for c in TABLES[name].columns]
+    return pa.schema([*fields, pa.field("stream_batch", pa.int64())])
+
+
+def ensure(backend: Backend) -> None:
+    """Make the empty stream tables that do not exist yet, so rules over events, orders and
+    consent check before the first item arrives (projects with realtime segments)."""
+    have = set(backend.canonical_tables())
+    for name in STREAMED:
+        if stream_table(name) not in have:
+            backend.append(stream_table(name), schema(name).empty_table())

@@ -16,14 +16,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crmseg.segments.runs import utcnow
 from crmseg.stream.changes import ChangeLog
 from crmseg.stream.realtime import NEXT, Realtime
 
@@ -36,6 +35,12 @@ if TYPE_CHECKING:
     from crmseg.segments.compiled import Catalog
     from crmseg.stream.ingest import Batch
     from crmseg.stream.store import Stored, StreamStore
+
+
+def now() -> datetime:
+    """The stream's clock: naive UTC to the microsecond (an item stamped on arrival must be
+    visible to the evaluation right after it)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class Processor:
         config: Config,
         tables: Callable[[], Mapping[str, ir.Table]],
         sql: Callable[[], Mapping[str, ir.Table]] | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.backend = backend
         self.state = state
@@ -187,11 +192,11 @@ class Processor:
         """Re-evaluate everyone whose next check is at or before ``at`` (default: now), and
         everyone for the periodic segments when their interval has passed."""
         at = self._instant(at)
-        due: set[int] = set()
+        due: dict[int, datetime] = {}
         while self.heap and self.heap[0][0] <= at:
             when, i = heapq.heappop(self.heap)
             if not _stale((when, i), self.nxt):
-                due.add(i)
+                due[i] = when
                 self.nxt[i] = np.datetime64("NaT")
         tables = self.tables()
         rt = self.realtime(tables)
@@ -199,7 +204,10 @@ class Processor:
         if due and rt.exact:
             keys = [self.keys[i] for i in sorted(due)]
             result = rt.run(self.backend.execute, tables, at, keys, rt.exact, self.sql())
-            changes += self._compare(rt, result, rt.exact, at, "sweep (time passed)")
+            # a change is stamped at the person's own check instant, the moment time changed
+            # it (the sweep runs when the first one comes, so they are at most as late as it)
+            stamps = {self.keys[i]: when for i, when in due.items()}
+            changes += self._compare(rt, result, rt.exact, at, "sweep (time passed)", stamps)
         periodic = [*rt.local, *rt.population]
         every = timedelta(seconds=self.config.stream.sweep_seconds)
         if periodic and (self.last_full is None or at >= self.last_full + every):
@@ -239,6 +247,7 @@ class Processor:
         names: Sequence[str],
         at: datetime,
         cause: str,
+        stamps: Mapping[str, datetime] | None = None,
         first: bool = False,
     ) -> list[Change]:
         ids = result.column("customer_id").to_pylist()
@@ -255,8 +264,9 @@ class Processor:
             for pos in np.flatnonzero(now != was):
                 entered = bool(now[pos])
                 reason = _reason(parts, int(before[pos]), int(bits[pos]), entered, first)
+                when = stamps.get(ids[pos], at) if stamps else at
                 changes.append(Change(name, ids[pos], "entered" if entered else "exited",
-                                      at, reason, cause))  # fmt: skip
+                                      when, reason, cause))  # fmt: skip
             self.members[name][idx] = now
             self.bits[name][idx] = bits
         if rt.exact and any(n in rt.exact for n in names):
@@ -284,6 +294,16 @@ class Processor:
         with self.state.transaction():
             History(self.state).apply_stream(table)
             self.log.add(rows)
+
+    def current_through(self, now: datetime) -> dict[str, datetime]:
+        """Up to which instant each realtime segment is known current: the exact ones up to
+        ``now`` (sweeps come when they are due), the periodic ones up to their last full
+        sweep."""
+        rt = self._realtime[1] if self._realtime else None
+        if rt is None or self.at is None:
+            return {}
+        full = self.last_full or self.at
+        return {n: now if n in rt.exact else full for n in self.names}
 
     def members_of(self, name: str) -> set[str]:
         """The current members of a realtime segment, as the processor holds them."""

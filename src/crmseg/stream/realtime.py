@@ -9,7 +9,8 @@ at which time alone may change their membership:
   thresholds of ``days_since``/``hours_since`` compared with numbers) is an offset, taken
   both ways;
 * every timestamp of the person's rows in the tables the closure reads (and of their
-  customer record), plus each offset (and one second, for inclusive bounds), is a candidate;
+  customer record), plus each offset (and a microsecond more, for inclusive bounds), is a
+  candidate;
 * the next check is the earliest candidate after the instant evaluated.
 
 Rules whose time-driven changes cannot be bounded that way (population-wide ranks and
@@ -92,13 +93,19 @@ class Realtime:
         extra = {p.column: p.node for n in chosen for p in self.parts[n]}
         wide = self.plan.wide(tables, at, sql, select=chosen, extra=extra)
         wide = wide.select("customer_id", *chosen, *extra)
+        import ibis
+
         nxt = self._next(tables, at)
         if nxt is None:
-            import ibis
-
             return wide.mutate(**{NEXT: ibis.null("timestamp")})
-        j = wide.left_join(nxt, wide.customer_id == nxt["__k"])
-        return j.select(*wide.columns, j[NEXT])
+        # an outer join: someone who exists only later (a future signup, a first row yet to
+        # come) is not in the wide table, but has a next check
+        j = wide.outer_join(nxt, wide.customer_id == nxt["__k"])
+        return j.select(
+            customer_id=ibis.coalesce(j.customer_id, j["__k"]),
+            **{c: j[c] for c in wide.columns if c != "customer_id"},
+            **{NEXT: j[NEXT]},
+        )
 
     def _next(self, tables: Mapping[str, ir.Table], at: datetime) -> ir.Table | None:
         """Per person, the earliest candidate instant after ``at`` (see the module)."""
@@ -107,7 +114,8 @@ class Realtime:
         if not self.exact:
             return None  # nothing scheduled: the periodic sweeps keep the others
         lit = ibis.literal(at, type="timestamp")
-        steps = sorted({s for o in self.offsets for s in (o, o + 1)})
+        # each offset, and a microsecond after it (a bound the rule includes ends just after)
+        steps = sorted({s for o in self.offsets for s in (o * 1_000_000, o * 1_000_000 + 1)})
         parts = []
         for name in sorted(self.read):
             t = tables.get(name)
@@ -120,7 +128,7 @@ class Realtime:
             for c in stamps:
                 col = t[c].cast("timestamp")
                 for s in steps:
-                    moved = col + ibis.interval(seconds=s) if s else col
+                    moved = col + ibis.interval(microseconds=s) if s else col
                     metrics[f"m{len(metrics)}"] = moved.min(where=moved > lit)
             g = t.group_by(__k=t.customer_id.cast("string")).aggregate(**metrics)
             parts.append(g.select("__k", **{NEXT: ibis.least(*[g[m] for m in metrics])}))

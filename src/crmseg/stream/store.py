@@ -14,15 +14,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from crmseg.errors import EventError
-from crmseg.sources.streamed import stream_table
+from crmseg.sources.streamed import ensure, schema, stream_table
 from crmseg.stream.ingest import TIME, Batch
 
 if TYPE_CHECKING:
     from crmseg.backends.base import Backend
     from crmseg.identity.directory import Directory
-
-_TYPES = {"string": pa.string(), "float": pa.float64(), "timestamp": pa.timestamp("us"),
-          "json": pa.string()}  # fmt: skip
 
 
 @dataclass
@@ -41,6 +38,7 @@ class StreamStore:
         self.backend = backend
         self.directory = directory
         self.unknown = unknown
+        ensure(backend)
         self.last_batch = self._last_batch()
 
     def _last_batch(self) -> int:
@@ -87,13 +85,14 @@ class StreamStore:
         for name, rows in batch.tables.items():
             columns = dict(rows.columns)
             columns["customer_id"] = keys[name]
-            tables[name] = _table(columns, number)
+            tables[name] = _table(name, columns, number)
             for key, t in zip(keys[name], rows.columns[TIME[name]], strict=True):
                 before = done.touched.get(key)
                 done.touched[key] = t if before is None else min(before, t)
         if people:
             rows_ = [{k: v for k, v in p.items() if k != "_who"} for p in people.values()]
-            tables["customers"] = _table({c: [r[c] for r in rows_] for c in rows_[0]}, number)
+            people_ = {c: [r[c] for r in rows_] for c in rows_[0]}
+            tables["customers"] = _table("customers", people_, number)
         with self.backend.pending():
             for name, data in tables.items():
                 self.backend.append(stream_table(name), data)
@@ -106,12 +105,14 @@ class StreamStore:
         return done
 
 
-def _table(columns: dict[str, list[Any]], batch: int) -> pa.Table:
-    from crmseg.stream.ingest import FIELDS
-
-    kinds = {c: t for fields in FIELDS.values() for c, (t, _) in fields.items()}
-    kinds.update(signup_at="timestamp")
-    arrays = {c: pa.array(v, _TYPES[kinds.get(c, "string")]) for c, v in columns.items()}
+def _table(name: str, columns: dict[str, list[Any]], batch: int) -> pa.Table:
+    """``columns`` as the rows of ``crmseg.stream_<name>`` (absent columns null)."""
+    shape = schema(name)
     n = len(next(iter(columns.values())))
-    arrays["stream_batch"] = pa.array([batch] * n, pa.int64())
-    return pa.table(arrays)
+    arrays = [
+        pa.array([batch] * n, pa.int64()) if f.name == "stream_batch"
+        else pa.array(columns[f.name], f.type) if f.name in columns
+        else pa.nulls(n, f.type)
+        for f in shape
+    ]  # fmt: skip
+    return pa.Table.from_arrays(arrays, schema=shape)
