@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -409,8 +410,13 @@ class Workspace:
 
     # --- real time -------------------------------------------------------------------------
 
-    def processor(self, clock: Callable[[], datetime] | None = None) -> Processor:
-        """The stream processor of this project's realtime segments (``crmseg.stream``)."""
+    def processor(
+        self,
+        clock: Callable[[], datetime] | None = None,
+        guard: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> Processor:
+        """The stream processor of this project's realtime segments (``crmseg.stream``);
+        ``guard`` is held around its uses of the databases (a server's lock)."""
         from crmseg.stream.processor import Processor
 
         self._writer()
@@ -419,7 +425,8 @@ class Workspace:
         from crmseg.stream.processor import now
 
         return Processor(self.backend, self.state, self.compiled, self.config,
-                         self._loaded_tables, self._sql_segments, clock or now)  # fmt: skip
+                         self._loaded_tables, self._sql_segments, clock or now,
+                         guard=guard or contextlib.nullcontext)  # fmt: skip
 
     def stream(
         self,

@@ -7,7 +7,7 @@ an expression is compiled here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +143,29 @@ class Backend(ABC):
             raise BackendError(
                 f"cannot append to {CANONICAL_SCHEMA}.{name}: {_first_line(exc)}"
             ) from exc
+
+    # --- queries compiled once, over relations rebound to new data each time -----------------
+
+    def private(self) -> Backend | None:
+        """A separate in-memory engine of the same dialect for work over Arrow data alone
+        (None when this engine has none)."""
+        return None
+
+    def bind(self, name: str, data: pa.Table) -> None:
+        """Make ``data`` queryable as the relation ``name`` in this session, replacing what
+        had the name (the stream's gathered rows)."""
+        raise BackendError(f"the {self.kind} backend cannot bind Arrow data to a name")
+
+    def relation(self, name: str) -> ir.Table:
+        """A relation made by :meth:`bind`, as an Ibis table."""
+        return self.con.table(name)
+
+    def prepared(
+        self, expr: ir.Table, relations: Mapping[str, pa.Schema]
+    ) -> Callable[[Mapping[str, pa.Table]], pa.Table]:
+        """``expr`` (over the ``relations`` made by :meth:`bind`) compiled once; the callable
+        gives each relation its new rows and runs it."""
+        raise BackendError(f"the {self.kind} backend cannot run prepared queries")
 
     def remove_rows(self, name: str, keep: ir.Table) -> None:
         """Replace the table ``crmseg.<name>`` by ``keep`` (an expression over it): the rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,35 @@ class DuckDBBackend(Backend):
             raise
         except Exception as exc:
             raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=self.sql_of(expr)) from exc
+
+    def private(self) -> Backend | None:
+        return DuckDBBackend(":memory:")
+
+    def bind(self, name: str, data: pa.Table) -> None:
+        self.raw.register(name, data)
+
+    def prepared(
+        self, expr: ir.Table, relations: Mapping[str, pa.Schema]
+    ) -> Callable[[Mapping[str, pa.Table]], pa.Table]:
+        """Compiled once (compiling the stream's wide query costs more than running it on a
+        batch's rows); each run registers the new rows under the relations' names, which
+        DuckDB scans in place. Not a prepared statement: one keeps the Arrow data it was
+        planned with, and copying the rows into tables for it costs more than planning."""
+        from crmseg.backends.sql import to_sql
+
+        text = to_sql(expr, "duckdb")
+        raw = self.raw
+
+        def run(bound: Mapping[str, pa.Table]) -> pa.Table:
+            try:
+                for name, data in bound.items():
+                    raw.register(name, data)
+                result: pa.Table = raw.execute(text).fetch_arrow_table()
+            except Exception as exc:
+                raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=text) from exc
+            return result
+
+        return run
 
     @property
     def snapshots(self) -> str | None:

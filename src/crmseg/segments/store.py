@@ -121,8 +121,11 @@ class SegmentResult:
 class History:
     """Runs, segment results and membership intervals (the segments stage's store)."""
 
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateStore, remember: bool = False) -> None:
         self.state = state
+        # person keys -> pid, kept between calls (``remember``: a writer that is the only
+        # one while it lives, such as the stream processor)
+        self._people: dict[str, int] | None = {} if remember else None
         state.migrate("segments", MIGRATIONS)
 
     def forget(self, customer_ids: pa.Array) -> int:
@@ -246,9 +249,7 @@ class History:
         if changes.num_rows == 0:
             return
         sids = self._segment_keys(changes.column("segment").to_pylist())
-        ids = changes.column("customer_id").combine_chunks()
-        unique = pc.unique(ids)
-        pids = self._person_keys(unique)[pc.index_in(ids, value_set=unique).to_numpy()]
+        pids = self._stream_pids(changes.column("customer_id").to_pylist())
         keyed = pa.table(
             {
                 "sid": sids.cast(pa.int32()),
@@ -267,6 +268,30 @@ class History:
                 "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL "
                 "FROM _stream_changes WHERE entered"
             )
+
+    def _stream_pids(self, ids: list[str]) -> np.ndarray:
+        """The pid of each of ``ids``, new people numbered after the known ones; with
+        ``remember``, from the keys this store has seen (no read of every person)."""
+        if self._people is None:
+            arrow = pa.array(ids, pa.string())
+            unique = pc.unique(arrow)
+            where = pc.index_in(arrow, value_set=unique).to_numpy()
+            found: np.ndarray = self._person_keys(unique)[where]
+            return found
+        known = self._people
+        if not known:
+            known.update((str(c), int(p)) for p, c in self.state.rows(
+                "SELECT pid, customer_id FROM people"))  # fmt: skip
+        fresh = sorted({k for k in ids if k not in known})
+        if fresh:
+            top = max(known.values(), default=0)
+            pids = np.arange(top + 1, top + 1 + len(fresh), dtype=np.int32)
+            self.state.insert(
+                "people",
+                pa.table({"pid": pa.array(pids), "customer_id": pa.array(fresh, pa.string())}),
+            )
+            known.update(zip(fresh, (int(p) for p in pids), strict=True))
+        return np.array([known[k] for k in ids], dtype=np.int32)
 
     def latest_instant(self, segment: str) -> datetime | None:
         """The newest instant the segment's history knows: its last run, or a later entry

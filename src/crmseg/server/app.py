@@ -105,7 +105,9 @@ class Server:
         self.root = root
         self.ws = Workspace.open(root)
         self.keys = KeyStore(self.ws.state)
-        self.lock = threading.Lock()  # one caller at a time on the connections
+        # one caller at a time on the connections; reentrant, so the stream processor
+        # (which takes it around its own uses) can be driven by a holder
+        self.lock = threading.RLock()
         self.running = threading.Lock()  # one run at a time
         self.scheduler: Scheduler | None = None
         from crmseg.server.streaming import StreamWorker

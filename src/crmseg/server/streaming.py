@@ -55,6 +55,8 @@ class StreamWorker:
         """Definitions or the history changed under the processor (a run, an approval, a
         forget): it starts again from the history, which also evaluates what was stored and
         not evaluated yet (call with the workspace held)."""
+        if self.processor is not None:
+            self.processor.closed = True  # an evaluation under way writes nothing
         self.processor = None
         self.server.ws.stream_evaluated = {}
 
@@ -64,7 +66,7 @@ class StreamWorker:
 
     def _ensure(self) -> Processor:
         if self.processor is None:
-            processor = self.server.ws.processor()
+            processor = self.server.ws.processor(guard=lambda: self.server.lock)
             changes = processor.start()
             self.processor = processor
             self.started_at = processor.at
@@ -80,7 +82,7 @@ class StreamWorker:
         server = self.server
         config = server.ws.config.stream
         batch = parse(items, server.ws.config.timezone)  # bad items: nothing is held
-        with self._held():
+        with self._held():  # the processor takes it again (reentrant) to store
             processor = self._ensure()
             if processor.backlog + batch.size > config.max_pending:
                 raise BackpressureError(
@@ -138,20 +140,22 @@ class StreamWorker:
         return max(0.0, min(1.0, (due - utcnow()).total_seconds()))
 
     def _step(self) -> None:
-        with self.server.lock:
-            p = self.processor
-            if p is None:
+        p = self.processor
+        if p is None:
+            with self.server.lock:
                 if not self._wanted():
                     return
                 p = self._ensure()  # sweeps run even before the first event
-            changes = self._drain()
-            due, now = p.next_due(), utcnow()
-            if due is not None and due <= now:
-                # at the check's own instant, so an exit is stamped exactly; when behind,
-                # everyone due at once (each change stamped at its own check instant)
-                late = (now - due).total_seconds() > CATCH_UP_SECONDS
-                changes += p.sweep(now if late else due)
-            self.error = None
+        # the processor holds the workspace only to read the warehouse or write the state
+        changes = self._drain()
+        due, now = p.next_due(), utcnow()
+        if due is not None and due <= now:
+            # at the check's own instant, so an exit is stamped exactly; when behind,
+            # everyone due at once (each change stamped at its own check instant)
+            late = (now - due).total_seconds() > CATCH_UP_SECONDS
+            changes += p.sweep(now if late else due)
+        self.error = None
+        if not p.closed:
             self.server.ws.stream_evaluated = p.current_through(utcnow())
         self._changed(changes)
 

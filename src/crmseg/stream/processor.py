@@ -13,8 +13,12 @@ One processor writes at a time (the caller serialises it, like runs).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from crmseg.backends.state import StateStore
     from crmseg.config import Config
     from crmseg.segments.compiled import Catalog
+    from crmseg.segments.store import History
+    from crmseg.stream.fast import Fast
     from crmseg.stream.ingest import Batch
     from crmseg.stream.store import Stored, StreamStore
 
@@ -68,6 +74,8 @@ class Processor:
         tables: Callable[[], Mapping[str, ir.Table]],
         sql: Callable[[], Mapping[str, ir.Table]] | None = None,
         clock: Callable[[], datetime] = now,
+        use_fast: bool = True,
+        guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         self.backend = backend
         self.state = state
@@ -76,6 +84,10 @@ class Processor:
         self.tables = tables
         self.sql = sql or (lambda: {})
         self.clock = clock
+        self.use_fast = use_fast
+        # held around every use of the warehouse and the state (the server's workspace
+        # lock): evaluating over rows held in memory needs neither
+        self.guard = guard
         self.names = [s.name for s in catalog.segments if s.spec.refresh == "realtime"]
         self.hashes = {s.name: s.hash for s in catalog.segments}
         self.log = ChangeLog(state)
@@ -89,7 +101,13 @@ class Processor:
         self.last_full: datetime | None = None
         self.at: datetime | None = None  # the latest instant evaluated
         self._realtime: tuple[int, Realtime] | None = None
-        self.pending: list[Stored] = []  # stored, not yet applied
+        # stored, not yet evaluated: appended by whoever stores, taken by whoever evaluates
+        # (deque appends and pops are safe between threads)
+        self.inbox: deque[Stored] = deque()
+        self.closed = False  # set when a run or new definitions replace this processor
+        self.fast: Fast | None = None  # the exact segments over rows held in memory
+        self.history: History | None = None
+        self.slow_reason: str | None = None  # why there is no fast path, when there is none
 
     # --- setting up -------------------------------------------------------------------------
 
@@ -98,7 +116,50 @@ class Processor:
         plan = self.catalog.plan(tables)
         if self._realtime is None or self._realtime[0] != id(plan):
             self._realtime = (id(plan), Realtime(plan, self.names))
+            self.fast = None
         return self._realtime[1]
+
+    def _fast(self, rt: Realtime, tables: Mapping[str, ir.Table], at: datetime) -> Fast | None:
+        """The fast path for the exact segments, built once (None where it cannot serve)."""
+        from crmseg.stream.fast import Fast, Unsupported
+
+        if self.fast is None and rt.exact and self.slow_reason is None and self.use_fast:
+            try:
+                with self.guard():
+                    self.fast = Fast(self.backend, rt, tables, rt.exact, at, self.index)
+            except Unsupported as exc:
+                self.slow_reason = str(exc)
+        return self.fast
+
+    def _current(self) -> tuple[Mapping[str, ir.Table], Realtime]:
+        """The tables (empty when the fast path serves: reading them costs more than a
+        batch) and the compiled realtime segments."""
+        if self.fast is not None and self._realtime is not None:
+            return {}, self._realtime[1]
+        with self.guard():
+            tables = self.tables()
+            return tables, self.realtime(tables)
+
+    def _exact(
+        self, rt: Realtime, tables: Mapping[str, ir.Table], at: datetime, keys: Sequence[str]
+    ) -> pa.Table:
+        fast = self.fast if not tables else self._fast(rt, tables, at)
+        if fast is not None:
+            return fast.run(keys, at)
+        return self._run(rt, tables, at, keys, rt.exact)
+
+    def _run(
+        self,
+        rt: Realtime,
+        tables: Mapping[str, ir.Table],
+        at: datetime,
+        keys: Sequence[str] | None,
+        names: Sequence[str],
+    ) -> pa.Table:
+        """The general path: the plan over the warehouse."""
+        with self.guard():
+            return rt.run(self.backend.execute, tables or self.tables(), at, keys, names,
+                          self.sql())  # fmt: skip
 
     def open_store(self) -> StreamStore:
         from crmseg.identity.directory import Directory
@@ -107,11 +168,12 @@ class Processor:
 
         if self.store is None:
             b = self.backend
-            loaded = {n: b.canonical(n) for n in b.canonical_tables()}
-            ident = self.config.identity
-            phones = PhoneBook(ident.default_region)
-            directory = Directory.build(b, loaded, ident, phones)
-            self.store = StreamStore(b, directory, self.config.stream.unknown_people)
+            with self.guard():
+                loaded = {n: b.canonical(n) for n in b.canonical_tables()}
+                ident = self.config.identity
+                phones = PhoneBook(ident.default_region)
+                directory = Directory.build(b, loaded, ident, phones)
+                self.store = StreamStore(b, directory, self.config.stream.unknown_people)
         return self.store
 
     def start(self, at: datetime | None = None) -> list[Change]:
@@ -121,13 +183,15 @@ class Processor:
 
         at = at or self.clock()
         self.open_store()
-        tables = self.tables()
-        rt = self.realtime(tables)
-        result = rt.run(self.backend.execute, tables, at, sql=self.sql())
-        history = History(self.state)
+        with self.guard():
+            tables = self.tables()
+            rt = self.realtime(tables)
+            result = rt.run(self.backend.execute, tables, at, sql=self.sql())
+            history = History(self.state)
+            known_by = {n: history.members(n, history.latest_instant(n) or at) for n in self.names}
         self._grow(result.column("customer_id").to_pylist())
         for name in self.names:
-            known = history.members(name, history.latest_instant(name) or at)
+            known = known_by[name]
             flags = np.zeros(len(self.keys), dtype=bool)
             where = [self.index[k] for k in known if k in self.index]
             flags[where] = True
@@ -137,39 +201,58 @@ class Processor:
         self.last_full = at
         self.at = at
         self._write(changes)
+        self._fast(rt, tables, at)  # read the rows into memory now, not on the first batch
         return changes
 
     # --- batches ----------------------------------------------------------------------------
 
     def ingest(self, batch: Batch) -> Stored:
-        """Store ``batch`` durably (nothing is evaluated yet: see :meth:`apply`)."""
-        stored = self.open_store().store(batch)
-        self.pending.append(stored)
+        """Store ``batch`` durably (nothing is evaluated yet: see :meth:`apply`). Safe from
+        another thread than the one evaluating: it only adds to the inbox."""
+        store = self.open_store()
+        with self.guard():
+            stored = store.store(batch)
+        self.inbox.append(stored)
         return stored
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.inbox)
 
     @property
     def backlog(self) -> int:
         """Items stored but not yet evaluated."""
-        return sum(s.items for s in self.pending)
+        return sum(s.items for s in list(self.inbox))
 
     def apply(self, at: datetime | None = None) -> list[Change]:
-        """Re-evaluate the people the pending batches touched, at ``at`` (default: now)."""
-        if not self.pending:
+        """Re-evaluate the people the stored batches touched, at ``at`` (default: now)."""
+        batches: list[Stored] = []
+        while self.inbox:
+            batches.append(self.inbox.popleft())
+        if not batches:
             return []
-        batches, self.pending = self.pending, []
+        if self.fast is not None:  # their rows, beside the ones held since the start
+            for stored in batches:
+                for name, rows in stored.tables.items():
+                    self.fast.add(name, rows)
         at = self._instant(at)
         touched = sorted({k for s in batches for k in s.touched})
-        tables = self.tables()
-        rt = self.realtime(tables)
+        tables, rt = self._current()
         names = [*rt.exact, *rt.local]
         first, last = batches[0].batch, batches[-1].batch
         cause = f"batch {first}" if first == last else f"batches {first}-{last}"
         cause += f" ({sum(s.items for s in batches)} items)"
         if not names:
             return []
-        result = rt.run(self.backend.execute, tables, at, touched, names, self.sql())
-        self._grow(result.column("customer_id").to_pylist())
-        changes = self._compare(rt, result, names, at, cause)
+        changes: list[Change] = []
+        if rt.exact:
+            result = self._exact(rt, tables, at, touched)
+            self._grow(result.column("customer_id").to_pylist())
+            changes += self._compare(rt, result, rt.exact, at, cause)
+        if rt.local:
+            result = self._run(rt, tables, at, touched, rt.local)
+            self._grow(result.column("customer_id").to_pylist())
+            changes += self._compare(rt, result, rt.local, at, cause)
         self.at = at
         self._write(changes)
         return changes
@@ -198,12 +281,11 @@ class Processor:
             if not _stale((when, i), self.nxt):
                 due[i] = when
                 self.nxt[i] = np.datetime64("NaT")
-        tables = self.tables()
-        rt = self.realtime(tables)
+        tables, rt = self._current()
         changes: list[Change] = []
         if due and rt.exact:
             keys = [self.keys[i] for i in sorted(due)]
-            result = rt.run(self.backend.execute, tables, at, keys, rt.exact, self.sql())
+            result = self._exact(rt, tables, at, keys)
             # a change is stamped at the person's own check instant, the moment time changed
             # it (the sweep runs when the first one comes, so they are at most as late as it)
             stamps = {self.keys[i]: when for i, when in due.items()}
@@ -211,7 +293,7 @@ class Processor:
         periodic = [*rt.local, *rt.population]
         every = timedelta(seconds=self.config.stream.sweep_seconds)
         if periodic and (self.last_full is None or at >= self.last_full + every):
-            result = rt.run(self.backend.execute, tables, at, None, periodic, self.sql())
+            result = self._run(rt, tables, at, None, periodic)
             self._grow(result.column("customer_id").to_pylist())
             changes += self._compare(rt, result, periodic, at, "periodic sweep")
             self.last_full = at
@@ -261,9 +343,10 @@ class Processor:
                 bits |= _flags(result.column(p.column)).astype(np.uint32) << np.uint32(j)
             was = self.members[name][idx]
             before = self.bits[name][idx]
+            turned = tuple(parts)
             for pos in np.flatnonzero(now != was):
                 entered = bool(now[pos])
-                reason = _reason(parts, int(before[pos]), int(bits[pos]), entered, first)
+                reason = _reason(turned, int(before[pos]), int(bits[pos]), entered, first)
                 when = stamps.get(ids[pos], at) if stamps else at
                 changes.append(Change(name, ids[pos], "entered" if entered else "exited",
                                       when, reason, cause))  # fmt: skip
@@ -272,8 +355,9 @@ class Processor:
         if rt.exact and any(n in rt.exact for n in names):
             nxt = result.column(NEXT).to_numpy(zero_copy_only=False).astype("datetime64[us]")
             self.nxt[idx] = nxt
-            for pos in np.flatnonzero(~np.isnat(nxt)):
-                heapq.heappush(self.heap, (nxt[pos].astype(datetime), int(idx[pos])))
+            due = np.flatnonzero(~np.isnat(nxt))
+            for when, i in zip(nxt[due].tolist(), idx[due].tolist(), strict=True):
+                heapq.heappush(self.heap, (when, i))
         return changes
 
     def _write(self, changes: list[Change]) -> None:
@@ -281,6 +365,10 @@ class Processor:
 
         if not changes:
             return
+        if self.history is None:
+            # one for the processor's life: it keeps the person keys it has seen (runs,
+            # which add people too, restart the processor)
+            self.history = History(self.state, remember=True)
         rows = [{**c.as_dict(), "changed_at": c.at, "definition_hash": self.hashes[c.segment]}
                 for c in changes]  # fmt: skip
         table = pa.table(
@@ -291,9 +379,16 @@ class Processor:
                 "at": pa.array([c.at for c in changes], pa.timestamp("us")),
             }
         )
-        with self.state.transaction():
-            History(self.state).apply_stream(table)
-            self.log.add(rows)
+        try:
+            with self.guard():
+                if self.closed:  # replaced meanwhile: its successor starts from the history
+                    return
+                with self.state.transaction():
+                    self.history.apply_stream(table)
+                    self.log.add(rows)
+        except BaseException:
+            self.history = None  # what it remembered may not have been committed
+            raise
 
     def current_through(self, now: datetime) -> dict[str, datetime]:
         """Up to which instant each realtime segment is known current: the exact ones up to
@@ -324,7 +419,8 @@ def _stale(entry: tuple[datetime, int], nxt: np.ndarray) -> bool:
     return bool(np.isnat(current)) or current.astype(datetime) != when
 
 
-def _reason(parts: Sequence[Any], before: int, after: int, entered: bool, first: bool) -> str:
+@functools.lru_cache(maxsize=4096)  # few combinations of parts turn: one string each
+def _reason(parts: tuple[Any, ...], before: int, after: int, entered: bool, first: bool) -> str:
     """Which parts of the rule turned: ``turned true: ...; turned false: ...``."""
     if first:
         return "in at the stream's start" if entered else "out at the stream's start"

@@ -59,6 +59,9 @@ class Realtime:
         self.local: list[str] = []  # per touched person, and every sweep_seconds for everyone
         self.population: list[str] = []  # every sweep_seconds for everyone only
         read: set[str] = {"customers"}
+        # per table, the timestamps whose passing may change membership: its time column,
+        # the columns the rules read, and when a customer record begins
+        self.stamps: dict[str, set[str]] = {"customers": {"signup_at"}}
         for i, name in enumerate(self.names):
             self.parts[name] = _parts(plan, name, i)
             kind, found = _classify(plan, name)
@@ -68,11 +71,24 @@ class Realtime:
             if kind == "exact":
                 self.offsets |= found
                 read |= _tables(plan, name)
+                for table, column in referenced(plan, name):
+                    self.stamps.setdefault(table, set()).add(column)
         if not plan.schema.dated:  # undated people exist from their first activity anywhere
             from crmseg.rules.plan import ACTIVITY
 
             read |= set(ACTIVITY)
         self.read = read
+        from crmseg.sources.model import TABLES
+
+        for table in read:
+            spec = TABLES.get(table)
+            if spec is not None and spec.time is not None:
+                self.stamps.setdefault(table, set()).add(spec.time)
+
+    def steps(self) -> list[int]:
+        """The offsets in microseconds, each also a microsecond later (a bound the rule
+        includes ends just after it), sorted."""
+        return sorted({s for o in self.offsets for s in (o * 1_000_000, o * 1_000_000 + 1)})
 
     def columns(self) -> list[str]:
         return [p.column for ps in self.parts.values() for p in ps]
@@ -84,15 +100,18 @@ class Realtime:
         keys: Sequence[str] | None = None,
         names: Sequence[str] | None = None,
         sql: Mapping[str, ir.Table] | None = None,
+        checks: bool = True,
     ) -> ir.Table:
-        """customer_id, each segment's membership, its parts' values and the next check (of
-        the exact segments) at ``at``; for ``keys`` only when given."""
+        """customer_id, each segment's membership, its parts' values and (with ``checks``)
+        the next check of the exact segments at ``at``; for ``keys`` only when given."""
         chosen = list(names) if names is not None else self.names
         if keys is not None:
             tables = restrict(tables, keys)
         extra = {p.column: p.node for n in chosen for p in self.parts[n]}
         wide = self.plan.wide(tables, at, sql, select=chosen, extra=extra)
         wide = wide.select("customer_id", *chosen, *extra)
+        if not checks:
+            return wide
         import ibis
 
         nxt = self._next(tables, at)
@@ -108,28 +127,30 @@ class Realtime:
         )
 
     def _next(self, tables: Mapping[str, ir.Table], at: datetime) -> ir.Table | None:
-        """Per person, the earliest candidate instant after ``at`` (see the module)."""
+        """Per person, the earliest candidate instant after ``at`` (see the module): for each
+        timestamp, the smallest offset that takes it past ``at``, then the earliest of all."""
         import ibis
 
         if not self.exact:
             return None  # nothing scheduled: the periodic sweeps keep the others
         lit = ibis.literal(at, type="timestamp")
-        # each offset, and a microsecond after it (a bound the rule includes ends just after)
-        steps = sorted({s for o in self.offsets for s in (o * 1_000_000, o * 1_000_000 + 1)})
+        steps = self.steps()
         parts = []
         for name in sorted(self.read):
             t = tables.get(name)
             if t is None:
                 continue
-            stamps = [c for c, d in t.schema().items() if d.is_timestamp() or d.is_date()]
+            types = t.schema()
+            wanted = sorted(self.stamps.get(name, ()))
+            stamps = [c for c in wanted if c in types and types[c].is_temporal()]
             if not stamps:
                 continue
             metrics: dict[str, ir.Value] = {}
             for c in stamps:
                 col = t[c].cast("timestamp")
-                for s in steps:
-                    moved = col + ibis.interval(microseconds=s) if s else col
-                    metrics[f"m{len(metrics)}"] = moved.min(where=moved > lit)
+                gap = lit.delta(col, unit="microsecond")  # at - the timestamp
+                step = ibis.cases(*[(gap < s, ibis.literal(s, type="int64")) for s in steps])
+                metrics[f"m{len(metrics)}"] = (col + step.as_interval("us")).min()
             g = t.group_by(__k=t.customer_id.cast("string")).aggregate(**metrics)
             parts.append(g.select("__k", **{NEXT: ibis.least(*[g[m] for m in metrics])}))
         if not parts:
@@ -278,4 +299,16 @@ def _tables(plan: Plan, name: str) -> set[str]:
                 out.add("events")
             elif isinstance(n, A.Consent):
                 out.add("consent")
+    return out
+
+
+def referenced(plan: Plan, name: str) -> set[tuple[str, str]]:
+    """(table, column) of every column the closure of ``name`` reads by name."""
+    out: set[tuple[str, str]] = set()
+    for root in _closure_nodes(plan, name) or []:
+        for n in A.walk(root):
+            if isinstance(n, A.Attr):
+                out.add(("customers", n.col))
+            elif isinstance(n, A.Col | A.Agg) and n.col is not None:
+                out.add((n.table, n.col))
     return out

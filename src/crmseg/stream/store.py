@@ -31,6 +31,7 @@ class Stored:
     touched: dict[str, Any] = field(default_factory=dict)  # person key -> earliest instant
     created: list[str] = field(default_factory=list)  # record ids of new people
     rows: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # what was written
 
 
 class StreamStore:
@@ -102,6 +103,7 @@ class StreamStore:
             done.created.append(key)
         self.last_batch = number
         done.rows = {n: t.num_rows for n, t in tables.items()}
+        done.tables = tables
         return done
 
 

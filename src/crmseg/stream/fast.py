@@ -1,0 +1,267 @@
+"""The realtime plan for a few people, fast: the same wide query, compiled once, over their
+rows gathered from memory.
+
+At the processor's start each table the realtime segments read is read once into memory,
+grouped by person (only the columns the compiled query names). A batch's people then cost
+gathering their rows (array takes), not scanning the warehouse, and the query is compiled
+once, not per batch: it is compiled at a reference instant, and a batch at another instant
+shifts its rows' timestamps by the difference instead. That is exact because the rules it
+serves read time only relative to the instant (windows, ``now - 30d``, ``days_since``): a rule
+with an absolute date (``date('2024-01-01')``) or a ``date`` column keeps the general path.
+Rows stored after the start are kept beside the grouped ones and gathered the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crmseg.rules import ast as A
+from crmseg.stream.realtime import NEXT, Realtime, _closure_nodes, referenced
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from crmseg.backends.base import Backend
+
+PREFIX = "__rt_"
+MERGE_ROWS = 1_000_000  # rows stored since the start before they are grouped too
+
+
+class PersonRows:
+    """One table's rows grouped by person: gathering a few people's rows is array takes.
+
+    People are numbered by the processor (``index``: person key -> number); rows of people it
+    does not know (no customer record) can never be gathered, so they are left out."""
+
+    def __init__(self, table: pa.Table, index: Mapping[str, int]) -> None:
+        self.schema = table.schema
+        self.index = index
+        self.delta: list[pa.Table] = []
+        self.delta_rows = 0
+        self._group(table)
+
+    def _group(self, table: pa.Table) -> None:
+        encoded = table.column("customer_id").combine_chunks().cast(pa.string())
+        encoded = encoded.dictionary_encode()
+        found = self.index.get
+        numbers = np.array([found(k, -1) for k in encoded.dictionary.to_pylist()], np.int64)
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        person = np.where(codes >= 0, numbers[np.maximum(codes, 0)], -1) if len(codes) else codes
+        keep = np.flatnonzero(person >= 0)
+        order = keep[np.argsort(person[keep], kind="stable")]
+        self.rows = table.take(pa.array(order))
+        size = max(len(self.index), int(person.max()) + 1 if len(person) else 0)
+        self.counts = np.bincount(person[order], minlength=size).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+
+    def add(self, rows: pa.Table) -> None:
+        """Rows stored after the start (grouped with the others once there are many)."""
+        self.delta.append(rows)
+        self.delta_rows += rows.num_rows
+        if self.delta_rows >= MERGE_ROWS:
+            self._group(pa.concat_tables([self.rows, *self.delta]))
+            self.delta, self.delta_rows = [], 0
+
+    def take(self, people: np.ndarray, keys: pa.Array) -> tuple[pa.Table, np.ndarray]:
+        """The rows of ``people`` (their numbers; ``keys`` the same people's keys), and each
+        row's person number."""
+        known = people[(people >= 0) & (people < len(self.counts))]
+        counts = self.counts[known]
+        total = int(counts.sum())
+        owners = [np.repeat(known, counts)]
+        if total:
+            # the ranges [start, start + count) of every person, as one index array
+            ends = np.cumsum(counts)
+            offsets = np.repeat(self.starts[known] - (ends - counts), counts)
+            parts = [self.rows.take(pa.array(np.arange(total, dtype=np.int64) + offsets))]
+        else:
+            parts = [self.rows.slice(0, 0)]
+        found = self.index.get
+        for rows in self.delta:
+            mine = rows.filter(pc.is_in(rows.column("customer_id"), value_set=keys))
+            parts.append(mine)
+            ids = mine.column("customer_id").to_pylist()
+            owners.append(np.fromiter((found(k, -1) for k in ids), np.int64, len(ids)))
+        return pa.concat_tables(parts), np.concatenate(owners)
+
+
+class Fast:
+    """The exact realtime segments, compiled once over gathered rows (see the module)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        rt: Realtime,
+        tables: Mapping[str, ir.Table],
+        names: Sequence[str],
+        reference: datetime,
+        index: Mapping[str, int],
+    ) -> None:
+        import sqlglot
+        import sqlglot.expressions as sge
+
+        for name in names:
+            for root in _closure_nodes(rt.plan, name) or []:
+                if any(isinstance(n, A.Lit) and n.kind == "time" for n in A.walk(root)):
+                    raise Unsupported(f"{name} compares with an absolute instant")
+        # its own in-memory engine: it reads only the rows it is given, so a batch is
+        # evaluated while the warehouse serves others
+        engine = backend.private()
+        if engine is None:
+            raise Unsupported(f"the {backend.kind} backend has no private in-memory engine")
+        self.backend = engine
+        self.names = list(names)
+        self.reference = reference
+        read = sorted(n for n in tables if n in rt.read or n in _aggregated(rt, names))
+        self.full = {n: tables[n].schema().to_pyarrow() for n in read}
+        for n, schema in self.full.items():  # empty stand-ins to compile against
+            engine.bind(PREFIX + n, schema.empty_table())
+        named = {n: engine.relation(PREFIX + n) for n in read}
+        try:  # over these tables only: a plan that wants another cannot take this path
+            expr = rt.evaluate(named, reference, None, self.names, checks=False)
+        except KeyError as exc:
+            raise Unsupported(f"the realtime segments read {exc} as well") from None
+        self.run_expr = engine.prepared(expr, {PREFIX + n: self.full[n] for n in read})
+        tree = sqlglot.parse_one(engine.sql_of(expr), dialect=engine.dialect)
+        mentioned = {c.name for c in tree.find_all(sge.Column)}
+        star = any(True for _ in tree.find_all(sge.Star))
+        # the timestamps next checks come from, computed here rather than in the query
+        self.stamps = {n: [c for c in sorted(rt.stamps.get(n, ()))
+                           if c in self.full[n].names
+                           and pa.types.is_timestamp(self.full[n].field(c).type)]
+                       for n in read}  # fmt: skip
+        self.steps = np.array(rt.steps(), dtype=np.int64)
+        keep = {n: [c for c in self.full[n].names
+                    if star or c in mentioned or c == "customer_id" or c in self.stamps[n]]
+                for n in read}  # fmt: skip
+        for table, column in {r for n in names for r in referenced(rt.plan, n)}:
+            schema = self.full.get(table)
+            if (
+                schema is not None
+                and column in schema.names
+                and pa.types.is_date(schema.field(column).type)
+            ):
+                raise Unsupported(f"{table}.{column} is a date: it cannot be shifted in time")
+        self.index = index
+        self.cached = {
+            n: PersonRows(backend.execute(tables[n].select(*keep[n])), index) for n in read
+        }
+
+    def add(self, name: str, rows: pa.Table) -> None:
+        """Rows a batch stored (person keys in customer_id)."""
+        cache = self.cached.get(name)
+        if cache is not None:
+            cache.add(_fill(rows, cache.schema).cast(cache.schema))
+
+    def run(self, keys: Sequence[str], at: datetime) -> pa.Table:
+        """Membership, parts and next checks of ``keys`` at ``at`` (like Realtime.evaluate):
+        the query over the shifted rows, the next checks over the true ones."""
+        wanted = pa.array(list(keys), pa.string())
+        found = self.index.get
+        people = np.fromiter((found(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        order = np.argsort(people, kind="stable")
+        shift = self.reference - at
+        instant = int(np.datetime64(at, "us").astype(np.int64))
+        best = np.full(len(keys), _NEVER, dtype=np.int64)
+        bound: dict[str, pa.Table] = {}
+        for n, cache in self.cached.items():
+            rows, owners = cache.take(people, wanted)
+            where = order[np.searchsorted(people[order], owners)]  # each row's key position
+            for c in self.stamps[n]:
+                _earliest(best, where, rows.column(c), instant, self.steps)
+            bound[PREFIX + n] = _widen(_shifted(rows, shift), self.full[n])
+        result = self.run_expr(bound)
+        return _with_checks(result, list(keys), best)
+
+
+_NEVER = np.iinfo(np.int64).max
+
+
+def _earliest(
+    best: np.ndarray, where: np.ndarray, column: pa.ChunkedArray, at: int, steps: np.ndarray
+) -> None:
+    """Lower ``best`` (per key position) to each row's earliest candidate after ``at``: its
+    timestamp plus the smallest step that takes it past ``at`` (microseconds)."""
+    stamps = column.to_numpy(zero_copy_only=False)
+    if not len(stamps):
+        return
+    valid = ~np.isnat(stamps)
+    ts = stamps.astype("datetime64[us]").astype(np.int64)
+    pos = np.searchsorted(steps, at - ts, side="right")
+    ok = valid & (pos < len(steps))
+    if ok.any():
+        np.minimum.at(best, where[ok], ts[ok] + steps[pos[ok]])
+
+
+def _with_checks(result: pa.Table, keys: list[str], best: np.ndarray) -> pa.Table:
+    """``result`` with the next check of each of its people, and a row (members of nothing)
+    for each person with a check who does not exist yet."""
+    position = {k: i for i, k in enumerate(keys)}
+    ids = result.column("customer_id").to_pylist()
+    mine = np.fromiter((position[k] for k in ids), np.int64, len(ids))
+    present = np.zeros(len(keys), dtype=bool)
+    present[mine] = True
+    later = np.flatnonzero(~present & (best != _NEVER))
+    if len(later):
+        ids_later = pa.array([keys[i] for i in later], pa.string())
+        extra = pa.table(
+            {
+                f.name: ids_later if f.name == "customer_id" else pa.nulls(len(later), f.type)
+                for f in result.schema
+            }
+        )
+        result = pa.concat_tables([result, extra.cast(result.schema)])
+        mine = np.concatenate([mine, later])
+    values = best[mine]
+    checks = pa.array(values.astype("datetime64[us]"), pa.timestamp("us"), mask=values == _NEVER)
+    return result.append_column(NEXT, checks)
+
+
+class Unsupported(Exception):
+    """The segments read time in a way a shift cannot carry: the general path serves them."""
+
+
+def _aggregated(rt: Realtime, names: Sequence[str]) -> set[str]:
+    from crmseg.stream.realtime import _tables
+
+    out: set[str] = {"customers"}
+    for n in names:
+        out |= _tables(rt.plan, n)
+    return out
+
+
+def _shifted(table: pa.Table, shift: Any) -> pa.Table:
+    """``table`` with every timestamp moved by ``shift``."""
+    if not shift:
+        return table
+    by = pa.scalar(shift, pa.duration("us"))
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            moved = pc.add(table.column(i), by).cast(field.type)
+            table = table.set_column(i, field, moved)
+    return table
+
+
+def _widen(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the columns the query never reads, as nulls, in the full schema."""
+    n = table.num_rows
+    arrays = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(n, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _fill(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    n = rows.num_rows
+    arrays = [
+        rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(n, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
