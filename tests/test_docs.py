@@ -21,6 +21,8 @@ from crmseg.config import (
     SourceConfig,
     SplinkConfig,
     StateConfig,
+    StreamConfig,
+    StreamWebhook,
 )
 from crmseg.sources.model import TABLES
 
@@ -41,6 +43,8 @@ def test_every_config_key_is_documented() -> None:
         (SplinkConfig, "identity.splink."),
         (PrivacyConfig, "privacy."),
         (ScheduleConfig, "schedule."),
+        (StreamConfig, "stream."),
+        (StreamWebhook, "stream.webhooks[]."),
         (InputConfig, "inputs.<name>."),
     ):
         for key in model.model_fields:

@@ -394,7 +394,10 @@ class StreamConfig(Strict):
         "(population-wide ranks, model scores, data-derived thresholds) are re-evaluated",
     )
     max_pending: int = Field(
-        200_000, ge=1, description="items stored but not yet evaluated before 429s begin"
+        20_000,
+        ge=1,
+        description="items stored but not yet evaluated before 429s begin (it bounds how "
+        "late a trigger can be: about this many items' evaluation)",
     )
     webhooks: list[StreamWebhook] = Field(
         default_factory=list, description="receivers of entries and exits (crmseg serve)"

@@ -49,6 +49,7 @@ class DuckDBBackend(Backend):
         con.con.execute("SET TimeZone = 'UTC'")
         self._pending = False
         self._scratch: dict[str, pa.Table] = {}
+        self._appendable: set[str] = set()  # tables append has made or found
         super().__init__(con)
 
     @property
@@ -63,6 +64,30 @@ class DuckDBBackend(Backend):
             raise
         except Exception as exc:
             raise BackendError(f"DuckDB failed: {_first_line(exc)}", sql=self.sql_of(expr)) from exc
+
+    def append(self, name: str, rows: pa.Table) -> None:
+        """As the base class, straight into DuckDB once the table exists (the stream appends
+        every batch: the catalog lookup and Ibis's insert cost more than the rows)."""
+        import sqlglot.expressions as sge
+
+        if name not in self._appendable:
+            super().append(name, rows)
+            self._appendable.add(name)
+            return
+        target = sge.Table(
+            this=sge.to_identifier(name, quoted=True),
+            db=sge.to_identifier(CANONICAL_SCHEMA, quoted=True),
+        )
+        insert = sge.insert(sge.select(sge.Star()).from_("__crmseg_append"), target)
+        try:
+            self.raw.register("__crmseg_append", rows)
+            self.raw.execute(insert.sql("duckdb"))
+        except Exception as exc:
+            raise BackendError(
+                f"cannot append to {CANONICAL_SCHEMA}.{name}: {_first_line(exc)}"
+            ) from exc
+        finally:
+            self.raw.unregister("__crmseg_append")
 
     def private(self) -> Backend | None:
         return DuckDBBackend(":memory:")

@@ -24,13 +24,26 @@ _EMAIL = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@.]{2,}$")
 
 
 class Directory:
-    def __init__(self, config: IdentityConfig, phones: PhoneBook) -> None:
+    """Record ids are read when it is built; emails, phones and identifier values the first
+    time an item names someone that way (a stream that names people by id never holds
+    them)."""
+
+    def __init__(
+        self,
+        config: IdentityConfig,
+        phones: PhoneBook,
+        backend: Backend | None = None,
+        loaded: Mapping[str, ir.Table] | None = None,
+    ) -> None:
         self.config = config
         self.phones = phones
+        self.backend = backend
+        self.loaded = dict(loaded or {})
         self.records: dict[str, str] = {}  # record id -> person key
         self.emails: dict[str, str] = {}
         self.numbers: dict[str, str] = {}  # E.164 -> person key
         self.others: dict[str, str] = {}  # identifier values (anonymous and device ids)
+        self._read: set[str] = set()  # the kinds read so far
 
     @classmethod
     def build(
@@ -41,54 +54,72 @@ class Directory:
         phones: PhoneBook,
     ) -> Directory:
         """From the warehouse's tables (``crmseg.*`` as loaded, streamed people included)."""
-        import ibis
-
-        from crmseg.sources.normalize import email_key
-
-        found = cls(config, phones)
-        people = [t for n in ("customers", "stream_customers") if (t := loaded.get(n)) is not None]
+        found = cls(config, phones, backend, loaded)
         idmap = loaded.get("identity_map")
         if idmap is not None:
             pairs = backend.execute(idmap.select("customer_id", "customer_key"))
             found.records.update(_pairs(pairs, "customer_id", "customer_key"))
-        for table in people:
+        for table in found._people():
             ids = backend.execute(table.select(table.customer_id.cast("string")))
             for cid in ids.column(0).to_pylist():
                 if cid is not None:
                     found.records.setdefault(cid, cid)
-            if "email" in table.columns:
-                key = email_key(
-                    table.email.cast("string"),
-                    config.email_plus_addressing,
-                    config.email_ignore_dots,
-                )
-                rows = backend.execute(
-                    table.select(cid=table.customer_id.cast("string"), email=key).filter(
-                        ibis._.email.notnull()
-                    )
-                )
-                for cid, email in _columns(rows, "cid", "email"):
-                    found.emails.setdefault(email, found.records.get(cid, cid))
-            if "phone" in table.columns:
-                country = ["country"] if "country" in table.columns else []
-                cols = ["customer_id", "phone", *country]
-                rows = backend.execute(
-                    table.select(*[table[c].cast("string") for c in cols]).filter(
-                        table.phone.notnull()
-                    )
-                )
-                countries = rows.column("country").combine_chunks() if country else None
-                e164, _ = phones.arrays(rows.column("phone").combine_chunks(), countries)
-                ids = rows.column("customer_id").to_pylist()
-                for cid, number in zip(ids, e164.to_pylist(), strict=True):
-                    if number is not None:
-                        found.numbers.setdefault(number, found.records.get(cid, cid))
-        ident = loaded.get("identifiers")
-        if ident is not None:
-            rows = backend.execute(ident.select("customer_id", "id_value"))
-            for cid, value in _columns(rows, "customer_id", "id_value"):
-                found.others.setdefault(str(value), found.records.get(str(cid), str(cid)))
         return found
+
+    def _people(self) -> list[ir.Table]:
+        return [
+            t for n in ("customers", "stream_customers") if (t := self.loaded.get(n)) is not None
+        ]
+
+    def _ensure(self, kind: str) -> None:
+        """Read the values of ``kind`` (email, phone, anonymous_id) the first time."""
+        if kind in self._read or self.backend is None:
+            return
+        self._read.add(kind)
+        if kind == "email":
+            self._read_emails(self.backend)
+        elif kind == "phone":
+            self._read_phones(self.backend)
+        elif kind == "anonymous_id":
+            ident = self.loaded.get("identifiers")
+            if ident is not None:
+                rows = self.backend.execute(ident.select("customer_id", "id_value"))
+                for cid, value in _columns(rows, "customer_id", "id_value"):
+                    self.others.setdefault(value, self.records.get(cid, cid))
+
+    def _read_emails(self, backend: Backend) -> None:
+        import ibis
+
+        from crmseg.sources.normalize import email_key
+
+        for table in self._people():
+            if "email" not in table.columns:
+                continue
+            key = email_key(table.email.cast("string"), self.config.email_plus_addressing,
+                            self.config.email_ignore_dots)  # fmt: skip
+            rows = backend.execute(
+                table.select(cid=table.customer_id.cast("string"), email=key).filter(
+                    ibis._.email.notnull()
+                )
+            )
+            for cid, email in _columns(rows, "cid", "email"):
+                self.emails.setdefault(email, self.records.get(cid, cid))
+
+    def _read_phones(self, backend: Backend) -> None:
+        for table in self._people():
+            if "phone" not in table.columns:
+                continue
+            country = ["country"] if "country" in table.columns else []
+            cols = ["customer_id", "phone", *country]
+            rows = backend.execute(
+                table.select(*[table[c].cast("string") for c in cols]).filter(table.phone.notnull())
+            )
+            countries = rows.column("country").combine_chunks() if country else None
+            e164, _ = self.phones.arrays(rows.column("phone").combine_chunks(), countries)
+            ids = rows.column("customer_id").to_pylist()
+            for cid, number in zip(ids, e164.to_pylist(), strict=True):
+                if number is not None:
+                    self.numbers.setdefault(number, self.records.get(cid, cid))
 
     def email(self, raw: str) -> str | None:
         """The matching key of an email, as identity makes it (None when invalid)."""
@@ -111,6 +142,7 @@ class Directory:
         anonymous_id), or None for someone unknown."""
         if kind == "customer_id":
             return self.records.get(value)
+        self._ensure(kind)
         if kind == "email":
             key = self.email(value)
             return self.emails.get(key) if key else None
@@ -130,6 +162,7 @@ class Directory:
 
     def add(self, record_id: str, kind: str, value: str) -> None:
         """A person the stream created, found by the same value from now on."""
+        self._ensure(kind)
         self.records[record_id] = record_id
         if kind == "email" and (key := self.email(value)):
             self.emails[key] = record_id

@@ -4,8 +4,9 @@ are due, and delivers the change log to webhooks.
 
 The worker evaluates whatever arrived while its previous evaluation ran, all at once, so
 batches grow with the load instead of queueing. Items stored but not evaluated yet are the
-backlog; past ``stream.max_pending`` of them, or when the workspace stays busy (a long run),
-``POST /events`` answers 429 with Retry-After and stores nothing.
+backlog; a batch that would take it past ``stream.max_pending`` waits (up to two seconds) for
+room, so producers slow to the evaluation's pace; past that, or when the workspace stays busy
+(a long run), ``POST /events`` answers 429 with Retry-After and stores nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class StreamWorker:
         self.applied = 0  # items evaluated since the server started
         self.started_at: Any = None
         self._wake = threading.Event()
+        self._drained = threading.Condition()  # notified when the backlog shrank
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -82,6 +84,8 @@ class StreamWorker:
         server = self.server
         config = server.ws.config.stream
         batch = parse(items, server.ws.config.timezone)  # bad items: nothing is held
+        if self.processor is not None:  # a full backlog: wait a little for it to drain
+            self._room(self.processor, batch.size, config.max_pending)
         with self._held():  # the processor takes it again (reentrant) to store
             processor = self._ensure()
             if processor.backlog + batch.size > config.max_pending:
@@ -99,6 +103,14 @@ class StreamWorker:
             "created": stored.created,
             "people": len(stored.touched),
         }
+
+    def _room(self, processor: Processor, size: int, most: int) -> None:
+        """Wait (up to BUSY_SECONDS) until ``size`` more items fit in the backlog: a
+        producer slows to the evaluation's pace instead of sleeping through a 429."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        with self._drained:
+            while processor.backlog + size > most and time.monotonic() < deadline:
+                self._drained.wait(max(0.0, deadline - time.monotonic()))
 
     @contextlib.contextmanager
     def _held(self) -> Iterator[None]:
@@ -166,6 +178,8 @@ class StreamWorker:
         count = p.backlog
         changes = p.apply()
         self.applied += count
+        with self._drained:
+            self._drained.notify_all()
         return changes
 
     def _wanted(self) -> bool:
@@ -197,6 +211,7 @@ class StreamWorker:
             "backlog": p.backlog if p else 0,
             "applied": self.applied,
             "next_due": p.next_due() if p else None,
+            "last_change": p.last_change if p else None,
             "segments": p.names if p else [],
             "error": self.error,
         }

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     from crmseg.backends.base import Backend
 
 PREFIX = "__rt_"
-MERGE_ROWS = 1_000_000  # rows stored since the start before they are grouped too
+# columns the plan reads without a rule naming them: when a customer begins, an event's name,
+# what a consent row is about
+_IMPLICIT = {"customers": ("signup_at",), "events": ("name", "occurred_at"),
+             "consent": ("channel", "status", "purpose", "updated_at")}  # fmt: skip
+MERGE_ROWS = 2_000_000  # rows stored since the start before they are grouped too
 
 
 class PersonRows:
@@ -42,9 +46,15 @@ class PersonRows:
     def __init__(self, table: pa.Table, index: Mapping[str, int]) -> None:
         self.schema = table.schema
         self.index = index
+        self._group(table)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """No rows stored since the grouping."""
         self.delta: list[pa.Table] = []
         self.delta_rows = 0
-        self._group(table)
+        self.delta_at: dict[int, list[int]] = {}  # person -> positions among the new rows
+        self._joined: pa.Table | None = None
 
     def _group(self, table: pa.Table) -> None:
         encoded = table.column("customer_id").combine_chunks().cast(pa.string())
@@ -61,16 +71,23 @@ class PersonRows:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
 
     def add(self, rows: pa.Table) -> None:
-        """Rows stored after the start (grouped with the others once there are many)."""
+        """Rows stored after the start, found by person through their own small index (and
+        grouped with the others once there are many)."""
+        found = self.index.get
+        first = self.delta_rows
+        for j, key in enumerate(rows.column("customer_id").to_pylist()):
+            person = found(key, -1) if key is not None else -1
+            if person >= 0:
+                self.delta_at.setdefault(person, []).append(first + j)
         self.delta.append(rows)
         self.delta_rows += rows.num_rows
+        self._joined = None
         if self.delta_rows >= MERGE_ROWS:
             self._group(pa.concat_tables([self.rows, *self.delta]))
-            self.delta, self.delta_rows = [], 0
+            self._fresh()
 
-    def take(self, people: np.ndarray, keys: pa.Array) -> tuple[pa.Table, np.ndarray]:
-        """The rows of ``people`` (their numbers; ``keys`` the same people's keys), and each
-        row's person number."""
+    def take(self, people: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The rows of ``people`` (their numbers), and each row's person number."""
         known = people[(people >= 0) & (people < len(self.counts))]
         counts = self.counts[known]
         total = int(counts.sum())
@@ -82,12 +99,14 @@ class PersonRows:
             parts = [self.rows.take(pa.array(np.arange(total, dtype=np.int64) + offsets))]
         else:
             parts = [self.rows.slice(0, 0)]
-        found = self.index.get
-        for rows in self.delta:
-            mine = rows.filter(pc.is_in(rows.column("customer_id"), value_set=keys))
-            parts.append(mine)
-            ids = mine.column("customer_id").to_pylist()
-            owners.append(np.fromiter((found(k, -1) for k in ids), np.int64, len(ids)))
+        if self.delta_at:
+            at = self.delta_at
+            mine = [(p, i) for p in people.tolist() if p in at for i in at[p]]
+            if mine:
+                if self._joined is None:  # chunks side by side, nothing copied
+                    self._joined = pa.concat_tables(self.delta)
+                parts.append(self._joined.take(pa.array([i for _, i in mine], pa.int64())))
+                owners.append(np.array([p for p, _ in mine], np.int64))
         return pa.concat_tables(parts), np.concatenate(owners)
 
 
@@ -103,8 +122,7 @@ class Fast:
         reference: datetime,
         index: Mapping[str, int],
     ) -> None:
-        import sqlglot
-        import sqlglot.expressions as sge
+        from ibis.common.exceptions import IbisError
 
         for name in names:
             for root in _closure_nodes(rt.plan, name) or []:
@@ -119,38 +137,44 @@ class Fast:
         self.names = list(names)
         self.reference = reference
         read = sorted(n for n in tables if n in rt.read or n in _aggregated(rt, names))
-        self.full = {n: tables[n].schema().to_pyarrow() for n in read}
-        for n, schema in self.full.items():  # empty stand-ins to compile against
-            engine.bind(PREFIX + n, schema.empty_table())
-        named = {n: engine.relation(PREFIX + n) for n in read}
-        try:  # over these tables only: a plan that wants another cannot take this path
-            expr = rt.evaluate(named, reference, None, self.names, checks=False)
-        except KeyError as exc:
-            raise Unsupported(f"the realtime segments read {exc} as well") from None
-        self.run_expr = engine.prepared(expr, {PREFIX + n: self.full[n] for n in read})
-        tree = sqlglot.parse_one(engine.sql_of(expr), dialect=engine.dialect)
-        mentioned = {c.name for c in tree.find_all(sge.Column)}
-        star = any(True for _ in tree.find_all(sge.Star))
-        # the timestamps next checks come from, computed here rather than in the query
-        self.stamps = {n: [c for c in sorted(rt.stamps.get(n, ()))
-                           if c in self.full[n].names
-                           and pa.types.is_timestamp(self.full[n].field(c).type)]
-                       for n in read}  # fmt: skip
-        self.steps = np.array(rt.steps(), dtype=np.int64)
-        keep = {n: [c for c in self.full[n].names
-                    if star or c in mentioned or c == "customer_id" or c in self.stamps[n]]
-                for n in read}  # fmt: skip
-        for table, column in {r for n in names for r in referenced(rt.plan, n)}:
-            schema = self.full.get(table)
+        full = {n: tables[n].schema().to_pyarrow() for n in read}
+        refs = {r for n in names for r in referenced(rt.plan, n)}
+        for table, column in refs:
+            schema = full.get(table)
             if (
                 schema is not None
                 and column in schema.names
                 and pa.types.is_date(schema.field(column).type)
             ):
                 raise Unsupported(f"{table}.{column} is a date: it cannot be shifted in time")
+        # the timestamps next checks come from, computed here rather than in the query
+        self.stamps = {n: [c for c in sorted(rt.stamps.get(n, ()))
+                           if c in full[n].names and pa.types.is_timestamp(full[n].field(c).type)]
+                       for n in read}  # fmt: skip
+        self.steps = np.array(rt.steps(), dtype=np.int64)
+        # only the columns the rules read (the rest of a table can be most of its size):
+        # compiled over those alone, or over whole tables if the plan wants more
+        needed = {n: {"customer_id", *self.stamps[n], *_IMPLICIT.get(n, ()),
+                      *(c for t, c in refs if t == n)} for n in read}  # fmt: skip
+        narrow = {n: pa.schema([f for f in full[n] if f.name in needed[n]]) for n in read}
+        for schemas in (narrow, full):
+            for n, schema in schemas.items():  # empty stand-ins to compile against
+                engine.bind(PREFIX + n, schema.empty_table())
+            named = {n: engine.relation(PREFIX + n) for n in read}
+            try:  # over these tables only: a plan that wants another cannot take this path
+                expr = rt.evaluate(named, reference, None, self.names, checks=False)
+                break
+            except KeyError as exc:
+                raise Unsupported(f"the realtime segments read {exc} as well") from None
+            except (AttributeError, IbisError):  # a column left out: whole tables then
+                continue
+        else:
+            raise Unsupported("the realtime segments cannot be compiled over gathered rows")
+        self.full = schemas
+        self.run_expr = engine.prepared(expr, {PREFIX + n: schemas[n] for n in read})
         self.index = index
         self.cached = {
-            n: PersonRows(backend.execute(tables[n].select(*keep[n])), index) for n in read
+            n: PersonRows(backend.execute(tables[n].select(*schemas[n].names)), index) for n in read
         }
 
     def add(self, name: str, rows: pa.Table) -> None:
@@ -162,7 +186,6 @@ class Fast:
     def run(self, keys: Sequence[str], at: datetime) -> pa.Table:
         """Membership, parts and next checks of ``keys`` at ``at`` (like Realtime.evaluate):
         the query over the shifted rows, the next checks over the true ones."""
-        wanted = pa.array(list(keys), pa.string())
         found = self.index.get
         people = np.fromiter((found(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         order = np.argsort(people, kind="stable")
@@ -171,7 +194,7 @@ class Fast:
         best = np.full(len(keys), _NEVER, dtype=np.int64)
         bound: dict[str, pa.Table] = {}
         for n, cache in self.cached.items():
-            rows, owners = cache.take(people, wanted)
+            rows, owners = cache.take(people)
             where = order[np.searchsorted(people[order], owners)]  # each row's key position
             for c in self.stamps[n]:
                 _earliest(best, where, rows.column(c), instant, self.steps)

@@ -79,6 +79,9 @@ def parse(
     if not isinstance(items, list):
         raise EventError([(0, "", f"expected a JSON array of items, got {_kind(items)}")], source)
     zone = ZoneInfo(timezone)
+    plain = _plain_events(items, zone, now)
+    if plain is not None:
+        return Batch({"events": plain}, len(items), now, source)
     tables = {
         name: Rows({c: [] for c in ("customer_id", *(["anonymous_id"] if name == "events" else []),
                                     *fields)})
@@ -137,6 +140,52 @@ def parse(
     if problems:
         raise EventError(problems, source)
     return Batch({n: r for n, r in tables.items() if r.items}, len(items), now, source)
+
+
+_PLAIN = frozenset(("customer_id", "name", "occurred_at", "properties"))
+
+
+def _plain_events(items: list[Any], zone: ZoneInfo, now: datetime) -> Rows | None:
+    """The common batch, checked a column at a time: only events, each naming its person by
+    a customer_id string, with a name and optionally an instant and properties. Anything
+    else (or anything wrong) returns None, and the item by item check names the problems."""
+    try:
+        fields = set().union(*(i.keys() for i in items))
+        ids = [i["customer_id"] for i in items]
+        names = [i["name"] for i in items]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if not fields <= _PLAIN or not items:
+        return None
+    if not all(type(x) is str and x for x in ids) or not all(type(x) is str for x in names):
+        return None
+    n = len(items)
+    times: list[Any] = [now] * n
+    if "occurred_at" in fields:
+        try:
+            for j, item in enumerate(items):
+                raw = item.get("occurred_at")
+                if raw is not None:
+                    when = datetime.fromisoformat(raw)
+                    if when.tzinfo is None:
+                        when = when.replace(tzinfo=zone)
+                    times[j] = when.astimezone(UTC).replace(tzinfo=None)
+        except (TypeError, ValueError):
+            return None
+    props: list[Any] = [None] * n
+    if "properties" in fields:
+        raw_props = [i.get("properties") for i in items]
+        if not all(x is None or type(x) is dict for x in raw_props):
+            return None
+        props = [None if x is None else json.dumps(x, sort_keys=True) for x in raw_props]
+    nothing: list[Any] = [None] * n
+    return Rows(
+        {"customer_id": list(nothing), "anonymous_id": list(nothing), "name": names,
+         "occurred_at": times, "properties": props},
+        list(range(n)),
+        [("customer_id", x) for x in ids],
+        list(nothing),
+    )  # fmt: skip
 
 
 def parse_lines(

@@ -105,6 +105,7 @@ class Processor:
         # (deque appends and pops are safe between threads)
         self.inbox: deque[Stored] = deque()
         self.closed = False  # set when a run or new definitions replace this processor
+        self.last_change = self.log.last_id()  # the change log's newest id
         self.fast: Fast | None = None  # the exact segments over rows held in memory
         self.history: History | None = None
         self.slow_reason: str | None = None  # why there is no fast path, when there is none
@@ -231,12 +232,17 @@ class Processor:
             batches.append(self.inbox.popleft())
         if not batches:
             return []
+        touched = sorted({k for s in batches for k in s.touched})
+        self._grow(touched)  # numbered first: their new rows are found by number
         if self.fast is not None:  # their rows, beside the ones held since the start
             for stored in batches:
                 for name, rows in stored.tables.items():
                     self.fast.add(name, rows)
         at = self._instant(at)
-        touched = sorted({k for s in batches for k in s.touched})
+        # number the people the batches created before evaluating them: the fast path finds
+        # a person's rows by their number, and people without one would share it (the next
+        # checks of two new people in one batch went to one of them)
+        self._grow(touched)
         tables, rt = self._current()
         names = [*rt.exact, *rt.local]
         first, last = batches[0].batch, batches[-1].batch
@@ -385,7 +391,8 @@ class Processor:
                     return
                 with self.state.transaction():
                     self.history.apply_stream(table)
-                    self.log.add(rows)
+                    last = self.log.add(rows)
+                self.last_change = last
         except BaseException:
             self.history = None  # what it remembered may not have been committed
             raise
