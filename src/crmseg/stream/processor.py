@@ -239,10 +239,6 @@ class Processor:
                 for name, rows in stored.tables.items():
                     self.fast.add(name, rows)
         at = self._instant(at)
-        # number the people the batches created before evaluating them: the fast path finds
-        # a person's rows by their number, and people without one would share it (the next
-        # checks of two new people in one batch went to one of them)
-        self._grow(touched)
         tables, rt = self._current()
         names = [*rt.exact, *rt.local]
         first, last = batches[0].batch, batches[-1].batch
