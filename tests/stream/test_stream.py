@@ -144,3 +144,25 @@ def test_a_bad_line_stops_the_stream_and_says_where(make_project: MakeProject) -
         "error: line: 1 bad item, nothing stored: [3].name: required; [3].occurred_at: "
         "expected an ISO 8601 instant, got a number"
     )
+
+
+def test_forget_erases_streamed_rows_and_changes(make_project: MakeProject) -> None:
+    from tests.privacy.test_forget import _traces
+
+    root = _shop(make_project)
+    done = run_cli("stream", "items.jsonl", "-p", str(root), "--replay", "--batch", "2",
+                   cwd=root)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with Workspace.open(root) as ws:
+        ids = ws.backend.execute(ws.backend.canonical("stream_events")).column("customer_id")
+        assert "1" in ids.to_pylist()
+        assert any(c["customer_id"] == "1" for c in ws.processor().log.of("1"))
+        ws.forget(["anna@example.com"])
+        assert "1" not in ws.members("behavior.cart_abandoned", datetime(2024, 8, 1, 1, 30))
+        assert ws.members("behavior.active_now", datetime(2024, 8, 1, 1, 30)) == ["9"]
+    assert _traces(root, ["anna@example.com"]) == []
+    with Workspace.open(root) as ws:  # the stream knows everyone else still
+        events = ws.backend.execute(ws.backend.canonical("stream_events")).to_pylist()
+        assert {e["customer_id"] for e in events} == {"2", "3", "9"}
+        assert ws.processor().log.of("1") == []
+        assert ws.processor().log.of("9")
