@@ -174,7 +174,8 @@ class Fast:
         self.run_expr = engine.prepared(expr, {PREFIX + n: schemas[n] for n in read})
         self.index = index
         self.cached = {
-            n: PersonRows(backend.execute(tables[n].select(*schemas[n].names)), index) for n in read
+            n: PersonRows(backend.execute(_recent(tables[n], n, rt, reference, schemas[n])), index)
+            for n in read
         }
 
     def add(self, name: str, rows: pa.Table) -> None:
@@ -248,6 +249,27 @@ def _with_checks(result: pa.Table, keys: list[str], best: np.ndarray) -> pa.Tabl
 
 class Unsupported(Exception):
     """The segments read time in a way a shift cannot carry: the general path serves them."""
+
+
+def _recent(
+    table: ir.Table, name: str, rt: Realtime, start: datetime, schema: pa.Schema
+) -> ir.Table:
+    """The rows of ``table`` the exact segments may still read from ``start`` on: those
+    within its horizon (a table read only through windows keeps only their span)."""
+    import math
+    from datetime import timedelta
+
+    from crmseg.sources.model import TABLES
+
+    out = table.select(*schema.names)
+    horizon = rt.horizon.get(name, math.inf)
+    spec = TABLES.get(name)
+    time = spec.time if spec is not None else None
+    if math.isinf(horizon) or time is None or time not in schema.names:
+        return out
+    since = start - timedelta(seconds=horizon)
+    column = out[time].cast("timestamp")
+    return out.filter(column.isnull() | (column >= since))
 
 
 def _aggregated(rt: Realtime, names: Sequence[str]) -> set[str]:

@@ -20,6 +20,7 @@ medians, model scores, ``days_since`` compared with a computed value, ``sql:`` s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +63,9 @@ class Realtime:
         # per table, the timestamps whose passing may change membership: its time column,
         # the columns the rules read, and when a customer record begins
         self.stamps: dict[str, set[str]] = {"customers": {"signup_at"}}
+        # per table, how far back (seconds) the exact segments ever look: rows older than
+        # that before the start can never count again (infinite: all of a person's rows)
+        self.horizon: dict[str, float] = {"customers": math.inf}
         for i, name in enumerate(self.names):
             self.parts[name] = _parts(plan, name, i)
             kind, found = _classify(plan, name)
@@ -73,10 +77,13 @@ class Realtime:
                 read |= _tables(plan, name)
                 for table, column in referenced(plan, name):
                     self.stamps.setdefault(table, set()).add(column)
+                for table, seconds in _reach(plan, name).items():
+                    self.horizon[table] = max(self.horizon.get(table, 0.0), seconds)
         if not plan.schema.dated:  # undated people exist from their first activity anywhere
             from crmseg.rules.plan import ACTIVITY
 
             read |= set(ACTIVITY)
+            self.horizon.update(dict.fromkeys(ACTIVITY, math.inf))
         self.read = read
         from crmseg.sources.model import TABLES
 
@@ -311,4 +318,27 @@ def referenced(plan: Plan, name: str) -> set[tuple[str, str]]:
                 out.add(("customers", n.col))
             elif isinstance(n, A.Col | A.Agg) and n.col is not None:
                 out.add((n.table, n.col))
+    return out
+
+
+def _reach(plan: Plan, name: str) -> dict[str, float]:
+    """Per table the closure of ``name`` reads, the longest look back in seconds: a window's
+    length, a sequence's two windows, or infinite for anything without a window (counts of
+    all rows, first and last rows, the latest consent, ``did`` ever)."""
+    out: dict[str, float] = {}
+
+    def look(table: str, seconds: float) -> None:
+        out[table] = max(out.get(table, 0.0), seconds)
+
+    for root in _closure_nodes(plan, name) or []:
+        for n in A.walk(root):
+            if isinstance(n, A.Agg):
+                look(n.table, n.within.seconds if n.within else math.inf)
+            elif isinstance(n, A.Did):
+                look("events", n.within.seconds if n.within else math.inf)
+            elif isinstance(n, A.SeqR):
+                first = n.first_within.seconds if n.first_within else math.inf
+                look("events", first + n.within.seconds)
+            elif isinstance(n, A.Consent):
+                look("consent", math.inf)
     return out
