@@ -124,6 +124,10 @@ class ModelError(CrmsegError):
     group: str | None = None
 
 
+class SuggestError(CrmsegError):
+    """A ``suggest`` target that cannot be searched (too rare, always true, no customers)."""
+
+
 class ForgetError(CrmsegError):
     """A forget request that cannot be carried out as asked (nothing is changed)."""
 

@@ -245,7 +245,7 @@ class Workspace:
     def trait_catalog(self, as_of: datetime | None = None) -> dict[str, Any]:
         """Built-in, user and model traits with their English, plus the lifecycle thresholds
         derived from the loaded data at ``as_of`` (default now)."""
-        from crmseg.traits.builtin import FUNCTIONS, MODEL_TRAITS, THRESHOLDS
+        from crmseg.traits.builtin import FUNCTIONS, THRESHOLDS
 
         at = to_utc(as_of) if as_of else utcnow()
         tables = self._loaded_tables()
@@ -264,7 +264,7 @@ class Workspace:
         rows += [
             {"name": m.name, "kind": "model", "description": m.description, "expr": None,
              "english": f"the {m.description}"}
-            for m in MODEL_TRAITS.values()
+            for m in self.compiled.library.models.values()  # with the propensity categories
         ]  # fmt: skip
         rows += [
             {"name": f"{n}({f.signature})", "kind": "function", "description": f.description,
@@ -1209,6 +1209,64 @@ class Workspace:
             return self.backend.execute(table.select("customer_id", *names))
         wide = self._plan(tables).wide(tables, at, select=list(names))
         return self.backend.execute(wide.select("customer_id", *names))
+
+    def suggest(
+        self,
+        target: str,
+        as_of: datetime | None = None,
+        horizon: str | None = None,
+        settings: Any = None,
+        write: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Rules over traits and attributes that pick out customers with ``target`` (a
+        built-in outcome or a rule), measured on held-out customers; ``write`` saves them
+        to ``segments/suggested.yml`` for review. ``as_of`` defaults to the latest run's."""
+        from crmseg.models import suggest as S
+        from crmseg.rules import Definition
+        from crmseg.segments.suggested import Proposed, write_suggested
+
+        self._reader()
+        if as_of is None:
+            last = self.last_run()
+            as_of = last.as_of if last is not None else utcnow()
+        at = to_utc(as_of)
+        wanted = S.outcome(
+            target,
+            S.parse_horizon(horizon) if horizon else None,
+            self.config.models.churn_horizon_days,
+        )
+        tables = self._loaded_tables()
+        customers = tables["customers"]
+        attrs = S.attribute_definitions(
+            {c: str(t) for c, t in customers.schema().items() if c not in self._plan(tables).traits}
+        )
+        goal = Definition(S.TARGET, "trait", text=wanted.rule, file=S.SOURCE)
+        plan = self.compiled.plan(tables, [goal, *attrs])
+        result = S.suggest(
+            plan,
+            tables,
+            self.backend.execute,
+            wanted,
+            at,
+            [d.text or "" for d in attrs],
+            settings,
+            progress,
+        )
+        S.described(
+            lambda extra: self.compiled.plan(tables, [*extra]), tables, self.backend.execute,
+            result,
+        )  # fmt: skip
+        out = result.as_dict()
+        out["written"] = []
+        if write:
+            out["written"] = write_suggested(
+                self.root,
+                wanted.key,
+                [Proposed(s.rule, S.evidence(s, result)) for s in result.suggestions],
+            )
+            self._reload_definitions()
+        return out
 
     def measure_transitions(
         self, trait: str = "lifecycle.stage", run_a: int | None = None, run_b: int | None = None

@@ -1150,6 +1150,98 @@ def _print_measure(what: str, data: Any) -> None:
 
 @app.command()
 @handled
+def suggest(
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            "-t",
+            help="purchase, churn, high_clv, or a rule (a condition over what happens within "
+            "the horizon, e.g. \"did('added_to_cart' within 30d)\").",
+        ),
+    ],
+    project: ProjectOpt = Path("."),
+    as_of: AsOfOpt = None,
+    horizon: Annotated[
+        str | None,
+        typer.Option(
+            "--horizon",
+            help="Outcome window after the cut-off (30d; churn: models.churn_horizon_days).",
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, max=100, help="Rules to show.")] = 10,
+    depth: Annotated[
+        int, typer.Option("--depth", min=1, max=5, help="Most conditions per rule.")
+    ] = 3,
+    beam: Annotated[
+        int, typer.Option("--beam", min=1, max=200, help="Rules kept per search level.")
+    ] = 20,
+    min_share: Annotated[
+        float,
+        typer.Option("--min-share", min=0.0, max=0.5, help="Smallest rule, share of customers."),
+    ] = 0.01,
+    min_positives: Annotated[
+        int,
+        typer.Option(
+            "--min-positives", min=1, help="Refuse a target true for fewer customers than this."
+        ),
+    ] = 50,
+    holdout: Annotated[
+        float,
+        typer.Option("--holdout", min=0.05, max=0.9, help="Share of customers held out."),
+    ] = 0.3,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Save the rules to segments/suggested.yml for review."),
+    ] = False,
+    fmt: JsonFormatOpt = "text",
+) -> None:
+    """Find plain rules over traits and attributes that pick out customers with an outcome,
+    with their lift on held-out customers; --write saves them as segments awaiting review."""
+    from crmseg.models.suggest import Settings
+
+    _check_format(fmt, "text", "json")
+    settings = Settings(top, depth, beam, min_share, min_positives, holdout)
+    ws = _open(project)
+    with ws, progress_bar("suggest") as cb:
+        data = ws.suggest(target, _as_of(ws, as_of), horizon, settings, write=write, progress=cb)
+    if fmt == "json":
+        _print_json(data)
+        return
+    _print_suggestions(data, ws.config.timezone)
+
+
+def _print_suggestions(data: dict[str, Any], timezone: str) -> None:
+    console.print(
+        f"target {data['target']}: {data['outcome']}; features at "
+        f"{local(data['cutoff'], timezone)}, outcome at {local(data['as_of'], timezone)}",
+        markup=False,
+    )
+    console.print(
+        f"{data['positives']:,} of {data['customers']:,} customers ({data['base_rate']:.1%}); "
+        f"{data['candidates']:,} conditions searched; measured on "
+        f"{data['holdout_customers']:,} held-out customers (base rate "
+        f"{data['holdout_base_rate']:.1%})",
+        markup=False,
+    )
+    if not data["suggestions"]:
+        console.print("no rule beats the base rate")
+    for i, s in enumerate(data["suggestions"], 1):
+        h = s["holdout"]
+        console.print(f"\n[bold]{i}. {_escape(s['rule'])}[/]")
+        console.print(f"   {s['english']}", markup=False)
+        console.print(
+            f"   held out: {h['size']:,} customers ({h['share']:.1%}), {h['rate']:.1%} with the "
+            f"outcome vs {h['base_rate']:.1%}: lift {h['lift']:.2f} (95% CI "
+            f"{h['lift_low']:.2f}-{h['lift_high']:.2f}); {s['members_now']:,} members now",
+            markup=False,
+        )
+    for name in data["written"]:
+        console.print(f"wrote {name} to segments/suggested.yml (fill in owner and purpose)")
+
+
+@app.command()
+@handled
 def power(
     size: Annotated[int, typer.Option("--size", min=2, help="Audience size (all arms).")],
     baseline: Annotated[

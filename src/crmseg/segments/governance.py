@@ -27,6 +27,10 @@ class Finding:
         return f"{self.file}:{self.line}: {self.severity}: {self.message}"
 
 
+# where `crmseg suggest --write` puts rules awaiting review: always a known layer
+SUGGESTED = "suggested"
+
+
 def lint(segments: Sequence[Segment], layers: Sequence[str]) -> list[Finding]:
     """Naming, documentation and reference findings for every segment."""
     out: list[Finding] = []
@@ -38,12 +42,14 @@ def lint(segments: Sequence[Segment], layers: Sequence[str]) -> list[Finding]:
 
         if not NAME.match(seg.name):
             add("warning", "name should be layer.name in lower_snake_case")
-        elif seg.layer not in layers:  # a typo, or a layer to declare under `layers`
+        elif seg.layer not in layers and seg.layer != SUGGESTED:  # a typo, or undeclared
             add("error", f"unknown layer {seg.layer!r} (declared: {', '.join(layers)})")
         if not seg.spec.description.strip():
             add("warning", "missing description")
         if not (seg.spec.owner or "").strip():
             add("warning", "missing owner")
+        if seg.layer == SUGGESTED and not (seg.spec.purpose or "").strip():
+            add("warning", "suggested rule awaiting review: fill in purpose (and owner)")
         if seg.spec.checks:
             for other in seg.spec.checks.max_overlap_with:
                 if other not in names:
