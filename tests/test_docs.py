@@ -14,6 +14,7 @@ from crmseg.config import (
     GoldenConfig,
     IdentityConfig,
     InputConfig,
+    ModelsConfig,
     PrivacyConfig,
     QualityCheckConfig,
     QualityConfig,
@@ -46,6 +47,7 @@ def test_every_config_key_is_documented() -> None:
         (StreamConfig, "stream."),
         (StreamWebhook, "stream.webhooks[]."),
         (InputConfig, "inputs.<name>."),
+        (ModelsConfig, "models."),
     ):
         for key in model.model_fields:
             if model is Config and key in ("backend", "state", "sources", "quality", "identity"):

@@ -566,8 +566,16 @@ class ValueTiersConfig(Strict):
         return value
 
 
+# the rule language's keywords: not usable as a name part (propensity.<category>)
+_RULE_WORDS = frozenset(
+    ("or", "and", "not", "between", "in", "like", "is", "null", "true", "false", "now", "where",
+     "within", "then", "case", "when", "else", "end")
+)  # fmt: skip
+
+
 class ModelsConfig(Strict):
-    """Model traits (``clv.*``, ``churn.*``, ``cluster.*``); fitted only when a rule uses them."""
+    """Model traits (``clv.*``, ``churn.*``, ``cluster.*``, ``propensity.*``, ``nba.*``);
+    fitted only when a rule uses them."""
 
     clv_model: Literal["bgnbd", "paretonbd"] = Field(
         "bgnbd", description="purchase model behind clv.* (BG/NBD or Pareto/NBD)"
@@ -594,8 +602,36 @@ class ModelsConfig(Strict):
                              f"{list(value)}")  # fmt: skip
         return value
 
+    propensity_categories: list[str] = Field(
+        default_factory=list,
+        description="order categories (orders.category values) that get propensity.<category> "
+        "and compete for nba.category; empty: only propensity.any",
+    )
+    propensity_horizon_days: int = Field(
+        30, ge=1, description="propensity = an order within this many days after the instant"
+    )
+
+    @field_validator("propensity_categories")
+    @classmethod
+    def _categories(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in value:
+            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is None:
+                raise ValueError(
+                    f"{name!r} cannot name a trait (propensity.{name}): a category here has "
+                    "letters, digits and _ only, spelled as in orders.category"
+                )
+            if name.lower() in _RULE_WORDS or name in ("any", "top_features"):
+                raise ValueError(f"{name!r} is a reserved word; propensity.{name} cannot be used")
+            if name in seen:
+                raise ValueError(f"{name!r} is listed twice")
+            seen.add(name)
+        return value
+
     sample_size: int = Field(
-        20_000, ge=100, description="customers sampled for churn training and silhouettes"
+        20_000,
+        ge=100,
+        description="customers sampled for churn and propensity training and silhouettes",
     )
     seed: int = Field(42, description="seed for sampling and model initialisation")
     refit: str = Field(
