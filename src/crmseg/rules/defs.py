@@ -95,9 +95,11 @@ class Library:
     preference (the first the data supports wins). ``functions``: parameterised built-ins
     (``category_share('skincare')``). ``models``: model traits (``clv.*``, ...). ``phrases``:
     how the English renderer names a trait, (noun, counted?): counted traits read "at least 3
-    orders", the others "a lifetime value of at least 500"."""
+    orders", the others "a lifetime value of at least 500". ``hints``: by a model trait
+    prefix (``propensity``), why a name under it may be unknown (where its names come from)."""
 
     traits: tuple[Definition, ...] = ()
     functions: Mapping[str, Function] = field(default_factory=dict)
     models: Mapping[str, ModelTrait] = field(default_factory=dict)
     phrases: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    hints: Mapping[str, str] = field(default_factory=dict)

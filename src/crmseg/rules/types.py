@@ -118,6 +118,7 @@ class Checker:
         self.models = dict(lib.models)
         self.functions = lib.functions
         self.phrases = lib.phrases
+        self.hints = lib.hints
         self.absent = dict(absent or {})
         self.customers: Mapping[str, DType] = schema.tables.get("customers", {})
 
@@ -383,6 +384,13 @@ class _Run:
             *self.ck.models,
             *(f"consent.{c}" for c in CHANNELS),
         ]
+        family = sorted(m for m in self.ck.models if m.split(".", 1)[0] == parts[0])
+        hint = self.ck.hints.get(parts[0])
+        if len(parts) > 1 and (family or hint):
+            # a model trait that does not exist (propensity.<a category not configured>)
+            known = f"; {parts[0]}.* are {', '.join(family)}" if family else ""
+            more = f"; {hint}" if hint else ""
+            raise self.fail(n, f"unknown name {dotted!r}{suggest(dotted, family)}{known}{more}")
         raise self.fail(n, f"unknown name {dotted!r}{suggest(dotted, options)}")
 
     # calls ----------------------------------------------------------------------------------
