@@ -201,6 +201,10 @@ def explain(
     }
     if "churn.risk" in uses:
         extra["__drivers"] = A.ModelRef("churn.top_features")
+    # and one that uses a propensity (or the next best action) the propensity's drivers
+    if any(u.startswith(("propensity.", "nba.")) for u in uses):
+        extra["__p_drivers"] = A.ModelRef("propensity.top_features")
+        extra["__p_nba"] = A.ModelRef("nba.category")
     wide = plan.wide(tables, as_of, sql_segments, [name], extra)
     rows = wide.filter(wide.customer_id == customer_id).to_pyarrow().to_pylist()
     row = rows[0] if rows else {}
@@ -217,6 +221,10 @@ def explain(
     notes = []
     if row.get("__drivers"):
         notes.append(f"churn.risk drivers (log-odds vs. an average customer): {row['__drivers']}")
+    if row.get("__p_drivers"):
+        nba = row.get("__p_nba")
+        which = f"propensity.{nba} (nba.category)" if nba else "propensity.any"
+        notes.append(f"{which} drivers (log-odds vs. an average customer): {row['__p_drivers']}")
     return Explanation(
         name,
         customer_id,

@@ -13,26 +13,30 @@ Three kinds live here:
 - parameterised built-ins (``last_order_at_in('skincare')``, :data:`FUNCTIONS`), expanded by
   the checker into ordinary aggregates, so they share the one-pass plan.
 
-Model outputs (``clv.*``, ``churn.*``, ``cluster.*``) are not expressions: :data:`MODEL_TRAITS`
-names them for the checker and ``crmseg.models.traits`` fits them when a rule needs them.
+Model outputs (``clv.*``, ``churn.*``, ``cluster.*``, ``propensity.*``, ``nba.*``) are not
+expressions: :data:`MODEL_TRAITS` names them for the checker (with :func:`model_traits` adding
+the project's propensity categories) and ``crmseg.models.traits`` fits them when a rule needs
+them.
 
 :func:`library` bundles all of it, with the English :data:`PHRASES`, for ``build_plan``.
 """
 
 from __future__ import annotations
 
-from crmseg.config import Config, LifecycleConfig, RfmConfig, ValueTiersConfig
+from crmseg.config import Config, LifecycleConfig, ModelsConfig, RfmConfig, ValueTiersConfig
 from crmseg.rules.defs import Definition, Function, Library, ModelTrait
 
 __all__ = [
     "BUILTIN_TRAITS",
     "FUNCTIONS",
+    "MODEL_HINTS",
     "MODEL_TRAITS",
     "PHRASES",
     "THRESHOLDS",
     "Function",
     "builtin_traits",
     "library",
+    "model_traits",
 ]
 
 _CORE: tuple[tuple[str, str, str], ...] = (
@@ -325,7 +329,64 @@ MODEL_TRAITS: dict[str, ModelTrait] = {
         ModelTrait("churn.top_features", "string", description="top churn risk drivers"),
         ModelTrait("cluster.id", "number", description="behavioural cluster number"),
         ModelTrait("cluster.label", "string", description="behavioural cluster description"),
+        ModelTrait(
+            "propensity.any",
+            "number",
+            description="probability of an order within 30 days (models.propensity_horizon_days)",
+        ),
+        ModelTrait(
+            "propensity.top_features",
+            "string",
+            description="top drivers of the next best action's propensity",
+        ),
     )
+}
+
+
+def model_traits(config: ModelsConfig | None = None) -> dict[str, ModelTrait]:
+    """:data:`MODEL_TRAITS` with the project's propensity horizon and categories: one
+    ``propensity.<category>`` each and, when there is any, ``nba.category`` and
+    ``nba.expected_value``."""
+    c = config or ModelsConfig()
+    days = c.propensity_horizon_days
+    out = dict(MODEL_TRAITS)
+    out["propensity.any"] = ModelTrait(
+        "propensity.any", "number", description=f"probability of an order within {days} days"
+    )
+    for cat in c.propensity_categories:
+        out[f"propensity.{cat}"] = ModelTrait(
+            f"propensity.{cat}",
+            "number",
+            description=f"probability of an order in {cat} within {days} days",
+        )
+    if c.propensity_categories:
+        out["propensity.top_features"] = ModelTrait(
+            "propensity.top_features",
+            "string",
+            description="top drivers of the propensity of the next best action's category",
+        )
+        out["nba.category"] = ModelTrait(
+            "nba.category",
+            "string",
+            description="next best action category (highest propensity x expected spend)",
+        )
+        out["nba.expected_value"] = ModelTrait(
+            "nba.expected_value",
+            "number",
+            description=f"expected value of the next best action (propensity x expected "
+            f"spend, {days} days)",
+        )
+    else:
+        out["propensity.top_features"] = ModelTrait(
+            "propensity.top_features", "string", description="top drivers of propensity.any"
+        )
+    return out
+
+
+# Why a model trait name is unknown, by its prefix (the checker adds it to the error).
+MODEL_HINTS = {
+    "propensity": "the categories are listed in models.propensity_categories (crmseg.yml)",
+    "nba": "nba.* needs categories in models.propensity_categories (crmseg.yml)",
 }
 
 # How the English renderer names a built-in trait: (noun, counted?) — counted traits read
@@ -375,10 +436,12 @@ for _ch in ENGAGEMENT_CHANNELS:
 def library(config: Config | None = None) -> Library:
     """The standard built-ins for ``build_plan(..., builtins=library(config))``: every
     built-in trait (with the project's lifecycle thresholds, RFM grid and value tiers, or the
-    defaults), the per-category functions, the model traits and their English phrases."""
+    defaults), the per-category functions, the model traits (with the project's propensity
+    categories) and their English phrases."""
     traits = (
         BUILTIN_TRAITS
         if config is None
         else builtin_traits(config.lifecycle, config.rfm, config.value_tiers)
     )
-    return Library(tuple(traits), FUNCTIONS, MODEL_TRAITS, PHRASES)
+    models = model_traits(config.models if config is not None else None)
+    return Library(tuple(traits), FUNCTIONS, models, PHRASES, MODEL_HINTS)
