@@ -1241,8 +1241,13 @@ class Workspace:
         attrs = S.attribute_definitions(
             {c: str(t) for c, t in customers.schema().items() if c not in self._plan(tables).traits}
         )
-        goal = Definition(S.TARGET, "trait", text=wanted.rule, file=S.SOURCE)
-        plan = self.compiled.plan(tables, [goal, *attrs])
+        goal = [Definition(S.TARGET, "trait", text=wanted.rule, file=S.SOURCE)] * bool(wanted.rule)
+        plan = self.compiled.plan(tables, [*goal, *attrs])
+        sends = None
+        if wanted.campaign is not None:
+            from crmseg.activation.store import ActivationStore
+
+            sends = ActivationStore(self.state).send_log()
         result = S.suggest(
             plan,
             tables,
@@ -1252,6 +1257,7 @@ class Workspace:
             [d.text or "" for d in attrs],
             settings,
             progress,
+            sends,
         )
         S.described(
             lambda extra: self.compiled.plan(tables, [*extra]), tables, self.backend.execute,

@@ -241,3 +241,15 @@ def test_as_of_defaults_to_the_latest_run(shop: Workspace) -> None:
 
 def test_errors_are_crmseg_errors() -> None:
     assert issubclass(SuggestError, CrmsegError)
+
+
+def test_campaign_conversion_counts_what_measurement_counts(shop: Workspace) -> None:
+    lift = [r for r in shop.measure_campaigns(14) if r["metric"] == "conversion"]
+    winback = next(r for r in lift if r["campaign"].startswith("winback"))
+    got = shop.suggest(f"campaign:{winback['campaign']}", settings=Settings(top=3))
+    assert got["customers"] == winback["treatment_n"]
+    assert got["positives"] == round(winback["treatment"] * winback["treatment_n"])
+    assert got["cutoff"].replace(tzinfo=None) == winback["first_sent"]
+    assert got["suggestions"] and got["suggestions"][0]["holdout"]["lift"] > 1
+    with pytest.raises(SuggestError, match=r"no campaign 'nope' in the send log \(campaigns: "):
+        shop.suggest("campaign:nope")

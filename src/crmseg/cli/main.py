@@ -1156,8 +1156,8 @@ def suggest(
         typer.Option(
             "--target",
             "-t",
-            help="purchase, churn, high_clv, or a rule (a condition over what happens within "
-            "the horizon, e.g. \"did('added_to_cart' within 30d)\").",
+            help="purchase, churn, high_clv, campaign:NAME, or a rule (a condition over what "
+            "happens within the horizon, e.g. \"did('added_to_cart' within 30d)\").",
         ),
     ],
     project: ProjectOpt = Path("."),

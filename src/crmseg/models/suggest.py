@@ -67,6 +67,7 @@ class Outcome:
     horizon: timedelta | None
     buyers_only: bool = False
     user: bool = False  # written by the user: check it reads only the outcome window
+    campaign: str | None = None  # conversion of this campaign's treatment sends
 
     @property
     def shown(self) -> str:
@@ -172,6 +173,15 @@ def outcome(target: str, horizon: timedelta | None, churn_days: int) -> Outcome:
         d = _days(h)
         return Outcome(f"churn_{d}", f"no order within {d} after the cut-off (buyers)",
                        f"count(orders within {d}) = 0", h, buyers_only=True)  # fmt: skip
+    if name.startswith("campaign:"):
+        campaign = name.split(":", 1)[1].strip()
+        if not campaign:
+            raise SuggestError(f"{SOURCE}: expected campaign:NAME, got {name!r}")
+        h = horizon or timedelta(days=14)
+        d = _days(h)
+        slug = re.sub(r"[^a-z0-9]+", "_", campaign.lower()).strip("_") or "campaign"
+        return Outcome(f"{slug}_conversion", f"an order within {d} after a treatment send of "
+                       f"{campaign}", "", h, campaign=campaign)  # fmt: skip
     if name == "high_clv":
         if horizon is not None:
             raise SuggestError("--horizon: high_clv describes customers at as_of (no horizon)")
@@ -181,15 +191,16 @@ def outcome(target: str, horizon: timedelta | None, churn_days: int) -> Outcome:
     return Outcome("rule", name, name, h, user=True)
 
 
-BUILTINS = ("purchase", "churn", "high_clv")
+BUILTINS = ("purchase", "churn", "high_clv", "campaign:NAME")
+MAX_SENDS = 31  # distinct send instants a campaign target reads features at
 
 
 def check_target(plan: Plan, target: Outcome) -> None:
     """The target must be a condition, and (with a horizon) read only what happens after the
     cut-off: every count, sum or ``did`` within at most the horizon, no attribute, consent,
     other segment or model score (those are known at the cut-off already)."""
-    checked = plan.checked[("trait", TARGET)]
-    if checked.node is None:
+    checked = plan.checked.get(("trait", TARGET))
+    if checked is None or checked.node is None:  # a campaign's conversion has no rule
         return
     if checked.type != "bool":
         _refuse(target, checked.node, f"the target must be a condition (true or false), "
@@ -453,9 +464,11 @@ def suggest(
     attributes: Sequence[str],
     settings: Settings | None = None,
     progress: Callable[[str, float], None] | None = None,
+    sends: pa.Table | None = None,
 ) -> Result:
     """Search rules for ``target`` on ``plan`` (which holds the target and the attributes as
-    hidden traits, see :func:`attribute_definitions`)."""
+    hidden traits, see :func:`attribute_definitions`). A campaign target reads ``sends``
+    (the send log: campaign, customer_key, arm, sent_at)."""
     import time
 
     s = settings or Settings()
@@ -467,17 +480,20 @@ def suggest(
     columns = features(plan, attributes)
     tick("features at the cut-off", 0.05)
     wanted = list(dict.fromkeys(["orders_count", *columns]))
-    wide = plan.wide(tables, cutoff, select=wanted)
-    frame = execute(wide.select("customer_id", *wanted)).to_pandas()
-    if target.buyers_only:
-        frame = frame[frame["orders_count"].fillna(0) > 0]
-    tick("the outcome", 0.45)
-    later = plan.wide(tables, as_of, select=[TARGET])
-    got = execute(later.filter(later[TARGET]).select("customer_id")).column(0).to_pylist()
+    if target.campaign is not None:
+        frame, label, cutoff = _campaign(plan, tables, execute, target, as_of, wanted, sends)
+    else:
+        wide = plan.wide(tables, cutoff, select=wanted)
+        frame = execute(wide.select("customer_id", *wanted)).to_pandas()
+        if target.buyers_only:
+            frame = frame[frame["orders_count"].fillna(0) > 0]
+        tick("the outcome", 0.45)
+        later = plan.wide(tables, as_of, select=[TARGET])
+        got = execute(later.filter(later[TARGET]).select("customer_id")).column(0).to_pylist()
+        # hashed (np.isin on objects compares every pair)
+        label = frame["customer_id"].astype(str).isin({str(v) for v in got}).to_numpy(bool)
     seconds["data"] = time.perf_counter() - clock
-    ids = frame["customer_id"].astype(str)
-    label = ids.isin({str(v) for v in got}).to_numpy(dtype=bool)  # hashed (np.isin on
-    ids = ids.to_numpy()  # objects compares every pair)
+    ids = frame["customer_id"].astype(str).to_numpy()
     positives = int(label.sum())
     if len(ids) == 0:
         raise SuggestError(
@@ -543,6 +559,69 @@ def suggest(
         target, as_of, cutoff, len(ids), positives, positives / len(ids), n_h, base_h,
         len(found), out, seconds,
     )  # fmt: skip
+
+
+def _campaign(
+    plan: Plan,
+    tables: Mapping[str, ir.Table],
+    execute: Callable[[ir.Expr], pa.Table],
+    target: Outcome,
+    as_of: datetime,
+    wanted: Sequence[str],
+    sends: pa.Table | None,
+) -> tuple[pd.DataFrame, np.ndarray, datetime]:
+    """One row per treatment send of the campaign whose window is over by ``as_of``: the
+    customer's conditions at the send instant, and whether they ordered in (sent, sent +
+    horizon] (as campaign measurement counts a conversion). Features at the latest
+    ``MAX_SENDS`` send instants."""
+    import ibis
+    import pandas as pd
+
+    assert target.horizon is not None and target.campaign is not None
+    if sends is None or sends.num_rows == 0:
+        raise SuggestError(f"{SOURCE} {target.shown}: the send log is empty")
+    log = sends.to_pandas()
+    mine = log[log["campaign"] == target.campaign]
+    if mine.empty:
+        known = ", ".join(sorted(set(log["campaign"]))[:10])
+        raise SuggestError(f"{SOURCE} {target.shown}: no campaign {target.campaign!r} in the "
+                           f"send log (campaigns: {known})")  # fmt: skip
+    naive = as_of.replace(tzinfo=None)
+    sent = pd.to_datetime(mine["sent_at"]).dt.tz_localize(None)
+    mine = mine.assign(sent_at=sent)
+    mine = mine[(mine["arm"] == "treatment") & (sent + target.horizon <= naive)]
+    if mine.empty:
+        raise SuggestError(f"{SOURCE} {target.shown}: no treatment send whose "
+                           f"{_days(target.horizon)} window is over by as_of")  # fmt: skip
+    instants = sorted(mine["sent_at"].unique())[-MAX_SENDS:]
+    mine = mine[mine["sent_at"].isin(instants)]
+    parts = []
+    for at in instants:
+        at = pd.Timestamp(at).to_pydatetime()
+        who = mine.loc[mine["sent_at"] == at, "customer_key"].astype(str)
+        wide = plan.wide(tables, at, select=list(wanted))
+        rows = wide.filter(wide.customer_id.cast("string").isin(list(set(who))))
+        part = execute(rows.select("customer_id", *wanted)).to_pandas()
+        part["customer_id"] = part["customer_id"].astype(str)
+        units = pd.DataFrame({"customer_id": who.to_numpy(), "__sent": at})
+        parts.append(units.merge(part, on="customer_id", how="inner"))
+    frame = pd.concat(parts, ignore_index=True)
+    o = tables["orders"]
+    keys = ibis.memtable(frame[["customer_id", "__sent"]].drop_duplicates())
+    hit = keys.join(
+        o,
+        (o.customer_id.cast("string") == keys.customer_id)
+        & (o.ordered_at > keys["__sent"])
+        & (o.ordered_at <= keys["__sent"] + ibis.interval(seconds=int(target.horizon
+                                                                       .total_seconds()))),
+    ).select(keys.customer_id, keys["__sent"]).distinct()  # fmt: skip
+    converted = execute(hit).to_pandas()
+    converted["__hit"] = True
+    frame["__sent"] = pd.to_datetime(frame["__sent"])
+    converted["__sent"] = pd.to_datetime(converted["__sent"]).dt.tz_localize(None)
+    frame = frame.merge(converted, on=["customer_id", "__sent"], how="left")
+    label = frame.pop("__hit").fillna(False).to_numpy(dtype=bool)
+    return frame, label, pd.Timestamp(instants[0]).to_pydatetime()
 
 
 def described(
