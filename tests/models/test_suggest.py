@@ -253,3 +253,15 @@ def test_campaign_conversion_counts_what_measurement_counts(shop: Workspace) -> 
     assert got["suggestions"] and got["suggestions"][0]["holdout"]["lift"] > 1
     with pytest.raises(SuggestError, match=r"no campaign 'nope' in the send log \(campaigns: "):
         shop.suggest("campaign:nope")
+
+
+def test_high_clv_never_describes_the_model_with_itself(shop: Workspace) -> None:
+    # target and conditions share one instant, so no condition may read the CLV model
+    got = shop.suggest("high_clv", settings=Settings(top=5))
+    assert got["target"] == "high_clv" and got["cutoff"] == got["as_of"]
+    assert got["base_rate"] == pytest.approx(0.2, abs=0.02)
+    for s in got["suggestions"]:
+        assert not any(r.startswith(("value.clv", "clv.")) for r in _reads(s["rule"]))
+    # Gamma-Gamma spend and BG/NBD rates make the value: spend or frequency leads
+    assert _reads(got["suggestions"][0]["rule"]) & (RECENCY_FREQUENCY | {"aov", "ltv",
+                                                    "revenue_total", "revenue_365d"})  # fmt: skip

@@ -185,8 +185,8 @@ def outcome(target: str, horizon: timedelta | None, churn_days: int) -> Outcome:
     if name == "high_clv":
         if horizon is not None:
             raise SuggestError("--horizon: high_clv describes customers at as_of (no horizon)")
-        return Outcome("high_clv", "in the top predicted-value tier (value.clv_tier = 'high')",
-                       "value.clv_tier = 'high'", None, buyers_only=True)  # fmt: skip
+        return Outcome("high_clv", "in the top 20% of predicted 12-month value (buyers)",
+                       "value.clv_percentile >= 0.8", None, buyers_only=True)  # fmt: skip
     h = horizon or timedelta(days=30)
     return Outcome("rule", name, name, h, user=True)
 
@@ -270,14 +270,19 @@ class Condition:
     column: str  # the trait or attribute it reads (one condition per column in a rule)
 
 
-def features(plan: Plan, attributes: Sequence[str]) -> dict[str, tuple[str, str]]:
+def features(
+    plan: Plan, attributes: Sequence[str], avoid: set[str] | frozenset[str] = frozenset()
+) -> dict[str, tuple[str, str]]:
     """Candidate columns: wide-table column -> (name in rules, checker type). Traits of the
-    plan that need no model and are numbers, flags or text, and customer attributes."""
+    plan that are numbers, flags or text, and customer attributes; none that reads a model
+    score in ``avoid`` (the target's own, when target and features share an instant)."""
     out: dict[str, tuple[str, str]] = {}
     usable = {k[1] for k in plan.closure(None) if k[0] == "trait"}
     for name in plan.traits:
         c = plan.checked[("trait", name)]
         if name.startswith("__") or name not in usable or c.node is None:
+            continue
+        if avoid and _models(plan, name) & avoid:
             continue
         if c.type in TYPES:
             out[name] = (name, str(c.type))
@@ -285,6 +290,17 @@ def features(plan: Plan, attributes: Sequence[str]) -> dict[str, tuple[str, str]
         found = plan.checked.get(("trait", _ATTR + col))
         if found is not None and found.node is not None and found.type in TYPES:
             out[_ATTR + col] = (col, str(found.type))
+    return out
+
+
+def _models(plan: Plan, name: str) -> set[str]:
+    """The model groups (``clv``, ``churn``, ...) a trait reads, through other traits too."""
+    out: set[str] = set()
+    for key in plan.closure([name]):
+        node = plan.checked[key].node
+        for n in A.walk(node) if node is not None else []:
+            if isinstance(n, A.ModelRef):
+                out.add(n.name.split(".", 1)[0])
     return out
 
 
@@ -477,7 +493,9 @@ def suggest(
     seconds: dict[str, float] = {}
     check_target(plan, target)
     cutoff = as_of - (target.horizon or timedelta(0))
-    columns = features(plan, attributes)
+    # without a time split the features must not read the model the target is made of
+    avoid = _models(plan, TARGET) if target.horizon is None else set()
+    columns = features(plan, attributes, avoid)
     tick("features at the cut-off", 0.05)
     wanted = list(dict.fromkeys(["orders_count", *columns]))
     if target.campaign is not None:
