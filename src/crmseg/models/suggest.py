@@ -54,6 +54,11 @@ QUANTILES = np.linspace(0.1, 0.9, 9)
 # customer columns that name, reach or identify a person: never a suggestion's condition
 _SKIP_ATTRS = {"customer_id", "anonymous_id"}
 TYPES = ("number", "bool", "string")
+_PLAIN = re.compile(r"[a-z_][a-z0-9_]*")
+_KEYWORDS = frozenset(
+    ("and", "or", "not", "between", "in", "like", "is", "null", "true", "false", "now", "where",
+     "within", "then"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -312,7 +317,9 @@ def attribute_definitions(columns: Mapping[str, str]) -> list[Definition]:
     return [
         Definition(_ATTR + col, "trait", text=col)
         for col, dtype in columns.items()
-        if col not in _SKIP_ATTRS
+        if _PLAIN.fullmatch(col)
+        and col not in _KEYWORDS  # a name a rule can spell bare
+        and col not in _SKIP_ATTRS
         and col not in PII_FIELDS
         and not col.endswith("_id")
         and dtype not in ("timestamp", "date")
@@ -521,7 +528,7 @@ def suggest(
         raise SuggestError(
             f"{SOURCE} {target.shown}: too rare, {positives:,} of {len(ids):,} customers "
             f"({positives / len(ids):.2%}) at as_of {as_of:%Y-%m-%d %H:%M}; at least "
-            f"{s.min_positives:,} needed (--min-positives, or a longer --horizon)"
+            f"{s.min_positives:,} needed (another --as-of, a longer --horizon or --min-positives)"
         )
     if positives == len(ids):
         raise SuggestError(f"{SOURCE} {target.shown}: true for every customer, nothing to find")
