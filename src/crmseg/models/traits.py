@@ -495,9 +495,9 @@ class ModelTraits:
         from the plan, scored in numpy with the fit."""
         from crmseg.models.propensity import needed_columns, score_propensity
 
-        wide = self._propensity_wide(
-            tables, as_of, needed_columns(fit.state), steps or self._separately
-        )
+        # without a run's steps (the plan passes ``inline``), scans one at a time all the same
+        evaluate = self._separately if steps is None or steps is inline else steps
+        wide = self._propensity_wide(tables, as_of, needed_columns(fit.state), evaluate)
         return ibis.memtable(score_propensity(fit.state, self.execute(wide)))
 
     def _separately(self, step: Step, as_of: datetime) -> ir.Table:
