@@ -125,6 +125,44 @@ def test_file_destinations_csv_parquet_jsonl(shop: ShopFactory) -> None:
     assert not list((root / "out").glob(".*staged"))
 
 
+def test_file_fields_may_be_traits_at_the_activation_instant(shop: ShopFactory) -> None:
+    # a destination personalises with traits (the next best category, a value): the values
+    # are the traits' at the audience's instant
+    fields = "[customer_key, orders_count, ltv, variant]"
+    dest = f"    destination: {{type: file, path: out/t.csv, fields: {fields}}}\n"
+    root = shop(campaigns=campaign_yml(destination=dest))
+    with _open(root) as ws:
+        a = ws.activate("welcome").audience
+        tables = ws._loaded_tables()
+        wide = ws._plan(tables).wide(tables, a.as_of, select=["orders_count", "ltv"])
+        want = {
+            str(r["customer_id"]): r
+            for r in ws.backend.execute(
+                wide.select("customer_id", "orders_count", "ltv")
+            ).to_pylist()
+        }
+    import csv
+
+    with (root / "out/t.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["customer_key"] for r in rows) == sorted(k for k, _ in a.treatment)
+    assert any(float(r["ltv"] or 0) > 0 for r in rows)
+    for r in rows:
+        w = want[r["customer_key"]]
+        assert int(r["orders_count"]) == w["orders_count"]
+        assert (float(r["ltv"]) if r["ltv"] else None) == w["ltv"]
+
+
+def test_unknown_field_is_an_error_at_the_campaign(shop: ShopFactory) -> None:
+    dest = "    destination: {type: file, path: out/x.csv, fields: [customer_key, nope]}\n"
+    root = shop(campaigns=campaign_yml(destination=dest))
+    with _open(root) as ws:
+        with pytest.raises(ActivationError, match=r"campaigns/main.yml:\d+: campaign welcome: "
+                           r"field 'nope' is neither a customer column, a trait"):  # fmt: skip
+            ws.activate("welcome")
+        assert ws.activations() == []
+
+
 def test_pii_must_be_listed(shop: ShopFactory) -> None:
     dest = "    destination: {type: file, path: out/x.csv, fields: [customer_key, email]}\n"
     with pytest.raises(ConfigError, match=r"personal data.*pii"):

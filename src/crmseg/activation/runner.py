@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from crmseg.activation.audience import (
     Compile,
     Members,
     build_audience,
+    default_compile,
 )
 from crmseg.activation.campaigns import (
     RECORD_FIELDS,
@@ -39,6 +41,7 @@ from crmseg.activation.destinations.webhook import post_batches
 from crmseg.activation.store import ActivationStore, Batch
 from crmseg.activation.sync import Diff, diff, make_batches, replace_synced
 from crmseg.errors import ActivationError
+from crmseg.rules import Definition
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -232,24 +235,55 @@ def _fields_needed(c: Campaign) -> list[str]:
     return cols
 
 
-def _customer_fields(c: Campaign, ctx: Context, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")  # a trait's name, not an expression
+
+
+def _customer_fields(
+    c: Campaign, ctx: Context, keys: Sequence[str], at: datetime
+) -> dict[str, dict[str, Any]]:
+    """Each key's exported fields: customer columns, and traits (``nba.category``,
+    ``ltv``, ...) at the activation's instant."""
     cols = _fields_needed(c)
     if not cols or not keys:
         return {}
     customers = ctx.tables["customers"]
-    missing = [f for f in cols if f not in customers.columns]
-    if missing:
-        raise ActivationError(
-            f"{c.file}:{c.line}: campaign {c.name}: field {missing[0]!r} is neither a customer "
-            f"column nor one of {', '.join(RECORD_FIELDS)}"
-        )
+    direct = [f for f in cols if f in customers.columns]
+    traits = [f for f in cols if f not in customers.columns]
+    plan = None
+    # each trait field as a hidden trait: the checker resolves it as rules would
+    hidden = [Definition(f"__field_{i}", "trait", text=f) for i, f in enumerate(traits)]
+    if traits:
+        from crmseg.errors import RuleErrors
+
+        try:
+            plan = (ctx.compile or default_compile())(ctx.tables, hidden)
+        except RuleErrors:
+            plan = None
+        bad = [
+            f for f, d in zip(traits, hidden, strict=True)
+            if plan is None or plan.checked[("trait", d.name)].node is None
+            or not _NAME.fullmatch(f)
+        ]  # fmt: skip
+        if bad:
+            raise ActivationError(
+                f"{c.file}:{c.line}: campaign {c.name}: field {bad[0]!r} is neither a "
+                f"customer column, a trait, nor one of {', '.join(RECORD_FIELDS)}"
+            )
     wanted = ibis.memtable(pa.table({"__k": pa.array(list(keys), pa.string())}))
     t = customers.select(
-        __k=customers.customer_id.cast("string"), **{f: customers[f] for f in cols}
+        __k=customers.customer_id.cast("string"), **{f: customers[f] for f in direct}
     )
     t = t.semi_join(wanted, "__k")
-    rows = ctx.backend.execute(t).to_pylist()
-    return {str(r.pop("__k")): r for r in rows}
+    rows = {str(r.pop("__k")): r for r in ctx.backend.execute(t).to_pylist()}
+    if plan is not None:
+        wide = plan.wide(ctx.tables, at, select=[d.name for d in hidden])
+        w = wide.select(
+            __k=wide.customer_id.cast("string"),
+            **{f: wide[d.name] for f, d in zip(traits, hidden, strict=True)},
+        )
+        for r in ctx.backend.execute(w.semi_join(wanted, "__k")).to_pylist():
+            rows.setdefault(str(r.pop("__k")), {}).update(r)
+    return rows
 
 
 def _records(
@@ -310,9 +344,9 @@ def _stage(
         receives = _receivers(a, d, target)
         change = diff(store, key, receives) if d.sync == "incremental" else Diff(receives, [])
         if people is None:
-            people = _customer_fields(c, ctx, sorted(set(target) | set(change.removes)))
+            people = _customer_fields(c, ctx, sorted(set(target) | set(change.removes)), a.as_of)
         elif missing := sorted(set(change.removes) - set(people)):
-            people.update(_customer_fields(c, ctx, missing))
+            people.update(_customer_fields(c, ctx, missing, a.as_of))
         report = DestinationReport(name, d.type, "", d.sync, adds=len(change.adds))
         report.removes = len(change.removes)
         if isinstance(d, WebhookDestination):
