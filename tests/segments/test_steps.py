@@ -45,8 +45,11 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("steps") / "shop"
     init_project(root, demo=True, customers=600, seed=5)
     _whole_numbers(root)
-    with (root / "crmseg.yml").open("a") as f:
-        f.write("models: {refit: 3650d}\n")  # one fit serves every later instant: faster
+    config = root / "crmseg.yml"
+    text = config.read_text()
+    assert "\nmodels:\n" in text  # the demo's own block (its propensity categories)
+    # one fit serves every later instant: faster
+    config.write_text(text.replace("\nmodels:\n", "\nmodels:\n  refit: 3650d\n"))
     segments = root / "segments"
     (segments / "zz_test.yml").write_text("segments:" + EXTRA)
     with Workspace.open(root) as ws:
