@@ -1197,18 +1197,30 @@ class Workspace:
 
     def _trait_values(self, names: Sequence[str], at: datetime) -> Any:
         """customer_id and the given traits of every customer at ``at`` (an Arrow table);
-        model outputs (``clv.value_12m``) come straight from the fitted model's table."""
-        from crmseg.traits.builtin import MODEL_TRAITS
+        model outputs scored in a table of their own (``clv.value_12m``, ``propensity.*``)
+        come straight from it, others (``churn.risk``) through the plan."""
+        from crmseg.rules import Definition
+        from crmseg.rules.defs import Derived, Later
 
         tables = self._loaded_tables()
-        if names and all(n in MODEL_TRAITS for n in names):
-            from crmseg.rules.defs import Later
-
-            table = self._model_traits(list(names), tables, at)[names[0]]
-            table = table() if isinstance(table, Later) else table
-            return self.backend.execute(table.select("customer_id", *names))
-        wide = self._plan(tables).wide(tables, at, select=list(names))
-        return self.backend.execute(wide.select("customer_id", *names))
+        models = self.compiled.library.models
+        if names and all(n in models for n in names):
+            outputs = self._model_traits(list(names), tables, at)
+            table = outputs[names[0]]
+            if not isinstance(table, Derived) and all(outputs[n] is table for n in names):
+                table = table() if isinstance(table, Later) else table
+                return self.backend.execute(table.select("customer_id", *names))
+        plan = self._plan(tables)
+        # names the plan does not select by name (model traits) as hidden traits
+        hidden = {n: f"__value_{i}" for i, n in enumerate(names) if n not in plan.traits}
+        if hidden:
+            extra = [Definition(h, "trait", text=n) for n, h in hidden.items()]
+            plan = self.compiled.plan(tables, extra)
+        cols = [hidden.get(n, n) for n in names]
+        wide = plan.wide(tables, at, select=cols)
+        return self.backend.execute(
+            wide.select("customer_id", **{n: wide[c] for n, c in zip(names, cols, strict=True)})
+        )
 
     def suggest(
         self,

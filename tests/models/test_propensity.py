@@ -269,3 +269,19 @@ def test_expected_calibration_error_and_drivers_text() -> None:
     assert expected_calibration_error(p, 1 - y, bins=2) == pytest.approx(0.8)
     terms = np.array([[0.005, -1.234, 2.5], [0.1, 0.1, -0.1]])
     assert top_drivers(terms, ["a", "b", "c"], top=2) == ["c +2.50, b -1.23", "a +0.10, b +0.10"]
+
+
+def test_trait_values_read_any_model_trait(shop: Workspace) -> None:
+    """Measurement reads traits by name (transitions, the report): propensity names from the
+    project's categories and traits scored in SQL (churn.risk) work as built-ins do."""
+    from crmseg.demo.scaffold import DEMO_AS_OF
+
+    frame = shop._fitter.frame("propensity", shop._loaded_tables(), DEMO_AS_OF)
+    got = shop._trait_values(["nba.category", "propensity.skincare"], DEMO_AS_OF).to_pandas()
+    got = got.set_index("customer_id").sort_index()
+    assert got["nba.category"].equals(frame.loc[got.index, "nba.category"])
+    assert np.allclose(got["propensity.skincare"], frame.loc[got.index, "propensity.skincare"])
+    mixed = shop._trait_values(["churn.risk", "orders_count"], DEMO_AS_OF)
+    assert mixed.column_names == ["customer_id", "churn.risk", "orders_count"]
+    risk = mixed.column("churn.risk").to_numpy(zero_copy_only=False)
+    assert np.nanmax(risk) < 1 and np.nanmin(risk) > 0
