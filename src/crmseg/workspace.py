@@ -1249,10 +1249,8 @@ class Workspace:
             self.config.models.churn_horizon_days,
         )
         tables = self._loaded_tables()
-        customers = tables["customers"]
-        attrs = S.attribute_definitions(
-            {c: str(t) for c, t in customers.schema().items() if c not in self._plan(tables).traits}
-        )
+        chosen = settings.attributes if settings is not None else ()
+        attrs = S.attribute_definitions(dict(tables["customers"].schema().items()), chosen)
         goal = [Definition(S.TARGET, "trait", text=wanted.rule, file=S.SOURCE)] * bool(wanted.rule)
         plan = self.compiled.plan(tables, [*goal, *attrs])
         sends = None

@@ -154,13 +154,33 @@ def test_file_fields_may_be_traits_at_the_activation_instant(shop: ShopFactory) 
 
 
 def test_unknown_field_is_an_error_at_the_campaign(shop: ShopFactory) -> None:
-    dest = "    destination: {type: file, path: out/x.csv, fields: [customer_key, nope]}\n"
+    # the good trait next to it is not blamed, and the checker's hint comes along
+    fields = "[customer_key, ltv, orders_cuont]"
+    dest = f"    destination: {{type: file, path: out/x.csv, fields: {fields}}}\n"
     root = shop(campaigns=campaign_yml(destination=dest))
     with _open(root) as ws:
         with pytest.raises(ActivationError, match=r"campaigns/main.yml:\d+: campaign welcome: "
-                           r"field 'nope' is neither a customer column, a trait"):  # fmt: skip
+                           r"field 'orders_cuont' is neither a customer column, a trait.*"
+                           r"did you mean 'orders_count'"):  # fmt: skip
             ws.activate("welcome")
         assert ws.activations() == []
+
+
+def test_a_trait_reading_personal_data_needs_pii(shop: ShopFactory) -> None:
+    traits = "traits:\n  - name: contact\n    expr: email\n"
+    dest = "    destination: {type: file, path: out/x.csv, fields: [customer_key, contact]}\n"
+    root = shop(campaigns=campaign_yml(destination=dest), **{"traits/contact.yml": traits})
+    with _open(root) as ws:
+        with pytest.raises(ActivationError, match=r"field 'contact' reads personal data "
+                           r"\(email\): list it under 'pii'"):  # fmt: skip
+            ws.activate("welcome")
+        assert ws.activations() == []
+        assert not (root / "out" / "x.csv").exists()
+    allowed = dest.replace("fields:", "pii: [email], fields:")
+    root2 = shop(campaigns=campaign_yml(destination=allowed), **{"traits/contact.yml": traits})
+    with _open(root2) as ws:
+        ws.activate("welcome")
+    assert "@" in (root2 / "out" / "x.csv").read_text()
 
 
 def test_pii_must_be_listed(shop: ShopFactory) -> None:

@@ -81,7 +81,7 @@ def test_search_counts_are_the_engines(shop: Workspace, skincare: dict[str, Any]
         for i, s in enumerate(skincare["suggestions"])
     ]
     plan = shop.compiled.plan(tables, defs)
-    for at, key in ((skincare["cutoff"], "members_at_cutoff"), (skincare["as_of"], None)):
+    for at, key in ((skincare["features_at"], "members_at_cutoff"), (skincare["as_of"], None)):
         wide = plan.wide(tables, at, select=[d.name for d in defs])
         counts = shop.backend.execute(
             wide.aggregate(**{d.name: wide[d.name].sum() for d in defs})
@@ -100,7 +100,7 @@ def test_holdout_numbers_recomputed(shop: Workspace, skincare: dict[str, Any]) -
         tables, [Definition("__s", "segment", text=s["rule"]), Definition("__y", "segment",
                                                                           text=SKINCARE)]
     )  # fmt: skip
-    before = plan.wide(tables, skincare["cutoff"], select=["__s"])
+    before = plan.wide(tables, skincare["features_at"], select=["__s"])
     ids = shop.backend.execute(before.select("customer_id", "__s")).to_pandas()
     after = plan.wide(tables, skincare["as_of"], select=["__y"])
     yes = set(shop.backend.execute(after.filter(after["__y"]).select("customer_id")).column(0)
@@ -185,6 +185,7 @@ def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_write_appends_for_review_and_never_clobbers(shop: Workspace, tmp_path: Path) -> None:
+    import re
     import shutil
 
     root = tmp_path / "shop"
@@ -192,22 +193,35 @@ def test_write_appends_for_review_and_never_clobbers(shop: Workspace, tmp_path: 
     assert _cli(root, "validate", "--strict").returncode == 0
     done = _cli(root, "suggest", "--target", SKINCARE, "--top", "2", "--write")
     assert done.returncode == 0, done.stderr
-    assert "wrote suggested.rule_1 to segments/suggested.yml" in done.stdout
+    names = re.findall(r"wrote (suggested\.rule_[0-9a-f]{6}) to segments/suggested.yml",
+                       done.stdout)  # fmt: skip
+    assert len(names) == 2
     path = root / "segments" / "suggested.yml"
     first = path.read_text()
-    assert first.count("- name: suggested.rule_") == 2
+    assert first.count("- name: suggested.rule_") == 2 and first.count("# suggested: ") == 2
     strict = _cli(root, "validate", "--strict")
     assert strict.returncode == 1
-    assert "suggested.rule_1: suggested rule awaiting review" in strict.stdout + strict.stderr
-    # a reviewer edits the first; a second --write keeps the edit and adds only new rules
+    assert f"{names[0]}: suggested rule awaiting review" in strict.stdout + strict.stderr
+    # a reviewer edits the first and rejects the second by deleting it: a second --write
+    # keeps the edit, never brings the rejected rule back, and adds only new rules
     reviewed = first.replace("owner:    # to fill in by the person who reviews and owns it",
                              "owner: growth", 1)  # fmt: skip
+    start = reviewed.index(f"  - name: {names[1]}")
+    end = reviewed.index("# suggested: ")
+    reviewed = reviewed[:start] + reviewed[end:]
     path.write_text(reviewed)
-    again = _cli(root, "suggest", "--target", SKINCARE, "--top", "3", "--write")
+    again = _cli(root, "suggest", "--target", SKINCARE, "--top", "4", "--write")
     assert again.returncode == 0, again.stderr
     text = path.read_text()
     assert text.startswith(reviewed)
-    assert text.count("- name: suggested.rule_") == 3 and "suggested.rule_3" in text
+    assert names[1] not in text.split("# suggested: ", 1)[1].split("\n", 1)[1]
+    assert text.count("- name: suggested.rule_") == 3
+    # a file whose items are not indented gets items like its own
+    flat = "segments:\n- name: custom.keep\n  owner: me\n  purpose: x\n  rule: orders_count > 9\n"
+    path.write_text(flat)
+    third = _cli(root, "suggest", "--target", SKINCARE, "--top", "1", "--write")
+    assert third.returncode == 0, third.stderr + third.stdout
+    assert path.read_text().startswith(flat) and "\n- name: suggested.rule_" in path.read_text()
     # a broken file is reported where it breaks and left exactly as it was
     path.write_text(text + "  - name: [oops\n")
     broken = path.read_text()
@@ -265,3 +279,42 @@ def test_high_clv_never_describes_the_model_with_itself(shop: Workspace) -> None
     # Gamma-Gamma spend and BG/NBD rates make the value: spend or frequency leads
     assert _reads(got["suggestions"][0]["rule"]) & (RECENCY_FREQUENCY | {"aov", "ltv",
                                                     "revenue_total", "revenue_365d"})  # fmt: skip
+
+
+def test_no_row_is_both_a_feature_and_the_outcome(shop: Workspace) -> None:
+    """The outcome ``within 30d`` at as_of starts at the cut-off itself; features stop a
+    microsecond before, so an order placed exactly at the cut-off is only an outcome."""
+    from crmseg.rules import Definition
+
+    got = shop.suggest("purchase", settings=Settings(top=1, depth=1))
+    assert got["features_at"] == got["cutoff"] - timedelta(microseconds=1)
+    tables = shop._loaded_tables()
+    o = shop.backend.execute(tables["orders"].select("customer_id", "ordered_at")).to_pandas()
+    o = o.dropna()
+    who, at = str(o.iloc[0].customer_id), o.iloc[0].ordered_at.to_pydatetime()
+    plan = shop.compiled.plan(tables, [Definition("__y", "trait", text="count(orders within 30d)")])
+
+    def value(name: str, instant: object) -> object:
+        wide = plan.wide(tables, instant, select=[name])  # type: ignore[arg-type]
+        row = wide.filter(wide.customer_id.cast("string") == who).select(name)
+        return shop.backend.execute(row).column(0)[0].as_py()
+
+    # the order counts at its own instant, not a microsecond before (where features stop)
+    assert value("orders_count", at) > value("orders_count", at - timedelta(microseconds=1))
+    assert value("__y", at + timedelta(days=30)) >= 1  # and opens the 30d window then
+
+
+def test_attributes_are_opt_in(shop: Workspace) -> None:
+    # customers holds current values: none is a condition unless the user vouches for it
+    plain = shop.suggest("purchase", settings=Settings(top=20, depth=1, beam=200))
+    columns = set(shop._loaded_tables()["customers"].columns)
+    assert not any(_reads(s["rule"]) & columns for s in plain["suggestions"])
+    chosen = shop.suggest(
+        "purchase", settings=Settings(top=200, depth=1, beam=400, attributes=("country",))
+    )
+    assert any(s["rule"].startswith("country = ") for s in chosen["suggestions"])
+    scalar = "a timestamp.* column; only numbers, flags and text"
+    for bad, says in (("email", "personal data"), ("nope", "not a column of customers"),
+                      ("signup_at", scalar)):  # fmt: skip
+        with pytest.raises(SuggestError, match=f"--attribute {bad}: {says}"):
+            shop.suggest("purchase", settings=Settings(attributes=(bad,)))

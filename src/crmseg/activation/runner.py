@@ -253,22 +253,8 @@ def _customer_fields(
     # each trait field as a hidden trait: the checker resolves it as rules would
     hidden = [Definition(f"__field_{i}", "trait", text=f) for i, f in enumerate(traits)]
     if traits:
-        from crmseg.errors import RuleErrors
-
-        try:
-            plan = (ctx.compile or default_compile())(ctx.tables, hidden)
-        except RuleErrors:
-            plan = None
-        bad = [
-            f for f, d in zip(traits, hidden, strict=True)
-            if plan is None or plan.checked[("trait", d.name)].node is None
-            or not _NAME.fullmatch(f)
-        ]  # fmt: skip
-        if bad:
-            raise ActivationError(
-                f"{c.file}:{c.line}: campaign {c.name}: field {bad[0]!r} is neither a "
-                f"customer column, a trait, nor one of {', '.join(RECORD_FIELDS)}"
-            )
+        plan = _field_plan(c, ctx, traits, hidden)
+        _personal_traits(c, plan, hidden, traits)
     wanted = ibis.memtable(pa.table({"__k": pa.array(list(keys), pa.string())}))
     t = customers.select(
         __k=customers.customer_id.cast("string"), **{f: customers[f] for f in direct}
@@ -284,6 +270,64 @@ def _customer_fields(
         for r in ctx.backend.execute(w.semi_join(wanted, "__k")).to_pylist():
             rows.setdefault(str(r.pop("__k")), {}).update(r)
     return rows
+
+
+def _field_plan(
+    c: Campaign, ctx: Context, traits: Sequence[str], hidden: Sequence[Definition]
+) -> Any:
+    """The project's plan with each trait field as a hidden trait; a field that is not a
+    trait's name is an error naming that field (and the checker's hint)."""
+    from crmseg.errors import RuleErrors
+
+    compile_ = ctx.compile or default_compile()
+    where = f"{c.file}:{c.line}: campaign {c.name}: field"
+    for f in traits:
+        if not _NAME.fullmatch(f):
+            raise ActivationError(f"{where} {f!r} is neither a customer column, a trait, nor "
+                                  f"one of {', '.join(RECORD_FIELDS)}")  # fmt: skip
+    try:
+        return compile_(ctx.tables, list(hidden))
+    except RuleErrors:
+        pass
+    for f, d in zip(traits, hidden, strict=True):  # which one: compile each alone
+        try:
+            compile_(ctx.tables, [d])
+        except RuleErrors as exc:
+            why = str(exc.errors[0].message) if exc.errors else str(exc)
+            raise ActivationError(
+                f"{where} {f!r} is neither a customer column, a trait, nor one of "
+                f"{', '.join(RECORD_FIELDS)}: {why}"
+            ) from None
+    raise ActivationError(f"{where}s {', '.join(traits)} do not compile together")
+
+
+def _personal_traits(
+    c: Campaign, plan: Any, hidden: Sequence[Definition], traits: Sequence[str]
+) -> None:
+    """A trait that reads personal data (``email``, a review's text) exports it: each
+    destination must list that column under ``pii`` as it would the column itself."""
+    from crmseg.rules import ast as A
+    from crmseg.sources.pii import PII_COLUMNS
+
+    for f, d in zip(traits, hidden, strict=True):
+        personal: set[str] = set()
+        for key in plan.closure([d.name]):
+            node = plan.checked[key].node
+            for n in A.walk(node) if node is not None else []:
+                if isinstance(n, A.Attr) and ("customers", n.col) in PII_COLUMNS:
+                    personal.add(n.col)
+                elif isinstance(n, A.Col | A.Agg) and (n.table, n.col) in PII_COLUMNS:
+                    personal.add(f"{n.table}.{n.col}")
+        for dest in c.spec.destination:
+            if not isinstance(dest, FileDestination | WebhookDestination) or f not in dest.fields:
+                continue
+            unlisted = sorted(p for p in personal if p.rsplit(".", 1)[-1] not in dest.pii)
+            if unlisted:
+                raise ActivationError(
+                    f"{c.file}:{c.line}: campaign {c.name}: field {f!r} reads personal data "
+                    f"({', '.join(unlisted)}): list it under 'pii' of destination "
+                    f"{dest.name or dest.type!r} to export it"
+                )
 
 
 def _records(

@@ -1190,6 +1190,15 @@ def suggest(
         float,
         typer.Option("--holdout", min=0.05, max=0.9, help="Share of customers held out."),
     ] = 0.3,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attribute",
+            "-a",
+            help="A customers column that never changes (repeatable or comma-separated); "
+            "attributes are current values, so none is used unless named.",
+        ),
+    ] = None,
     write: Annotated[
         bool,
         typer.Option("--write", help="Save the rules to segments/suggested.yml for review."),
@@ -1201,7 +1210,8 @@ def suggest(
     from crmseg.models.suggest import Settings
 
     _check_format(fmt, "text", "json")
-    settings = Settings(top, depth, beam, min_share, min_positives, holdout)
+    attrs = tuple(a.strip() for v in attribute or () for a in v.split(",") if a.strip())
+    settings = Settings(top, depth, beam, min_share, min_positives, holdout, attributes=attrs)
     ws = _open(project)
     with ws, progress_bar("suggest") as cb:
         data = ws.suggest(target, _as_of(ws, as_of), horizon, settings, write=write, progress=cb)

@@ -217,10 +217,14 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BIN
 
 def _few(target: str, what: str, count: int, horizon_days: int) -> ModelError:
     subject = "an order" if target == "any" else f"an order in {target}"
+    fix = (
+        "a later --as-of (more history) or a longer models.propensity_horizon_days"
+        if target == "any"
+        else "remove it from models.propensity_categories or raise models.propensity_horizon_days"
+    )
     return ModelError(
         f"propensity.{target}: only {count} customers {what} {subject} within "
-        f"{horizon_days} days of the training instant (needs at least {MIN_POSITIVES}); "
-        "remove it from models.propensity_categories or raise models.propensity_horizon_days"
+        f"{horizon_days} days of the training instant (needs at least {MIN_POSITIVES}); {fix}"
     )
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from crmseg.errors import RuleTypeError, SuggestError
 from crmseg.rules import Definition
 from crmseg.rules import ast as A
+from crmseg.sources.pii import PII_FIELDS
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -89,6 +90,7 @@ class Settings:
     min_positives: int = 50
     holdout: float = 0.3
     seed: int = 42
+    attributes: tuple[str, ...] = ()  # customer columns the user vouches are static
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Result:
     target: Outcome
     as_of: datetime
     cutoff: datetime
+    features_at: datetime  # a microsecond before the cut-off when the outcome starts there
     customers: int
     positives: int
     base_rate: float
@@ -134,6 +137,7 @@ class Result:
             "rule": self.target.rule,
             "as_of": self.as_of,
             "cutoff": self.cutoff,
+            "features_at": self.features_at,
             "customers": self.customers,
             "positives": self.positives,
             "base_rate": self.base_rate,
@@ -309,21 +313,27 @@ def _models(plan: Plan, name: str) -> set[str]:
     return out
 
 
-def attribute_definitions(columns: Mapping[str, str]) -> list[Definition]:
-    """Customer attributes as hidden traits (so the wide table carries them): every column
-    that is not personal, an id or a time."""
-    from crmseg.sources.pii import PII_FIELDS
-
-    return [
-        Definition(_ATTR + col, "trait", text=col)
-        for col, dtype in columns.items()
-        if _PLAIN.fullmatch(col)
-        and col not in _KEYWORDS  # a name a rule can spell bare
-        and col not in _SKIP_ATTRS
-        and col not in PII_FIELDS
-        and not col.endswith("_id")
-        and dtype not in ("timestamp", "date")
-    ]
+def attribute_definitions(schema: Mapping[str, Any], names: Sequence[str]) -> list[Definition]:
+    """The customer attributes a user lets the search use (``--attribute``), as hidden traits
+    so the wide table carries them. Opt-in: ``customers`` holds each person's current
+    values, so only columns that do not change (an acquisition channel, a signup country)
+    belong in a search whose conditions are taken at a past cut-off."""
+    out = []
+    for col in dict.fromkeys(names):
+        where = f"--attribute {col}"
+        if col not in schema:
+            raise SuggestError(f"{where}: not a column of customers "
+                               f"({', '.join(sorted(schema)[:12])})")  # fmt: skip
+        if col in PII_FIELDS or col in _SKIP_ATTRS:
+            raise SuggestError(f"{where}: personal data or an id, never a suggestion's condition")
+        dtype = schema[col]
+        if not (dtype.is_numeric() or dtype.is_boolean() or dtype.is_string()):
+            raise SuggestError(f"{where}: a {dtype} column; only numbers, flags and text can "
+                               "be conditions")  # fmt: skip
+        if not _PLAIN.fullmatch(col) or col in _KEYWORDS:
+            raise SuggestError(f"{where}: a rule cannot name this column bare")
+        out.append(Definition(_ATTR + col, "trait", text=col))
+    return out
 
 
 def _literal(value: Any) -> str:
@@ -500,15 +510,22 @@ def suggest(
     seconds: dict[str, float] = {}
     check_target(plan, target)
     cutoff = as_of - (target.horizon or timedelta(0))
+    # The outcome's window at as_of starts at the cut-off itself (within 30d includes its
+    # first instant): features stop a microsecond before, so no row is on both sides.
+    seen_at = cutoff - timedelta(microseconds=1) if target.horizon else cutoff
     # without a time split the features must not read the model the target is made of
     avoid = _models(plan, TARGET) if target.horizon is None else set()
     columns = features(plan, attributes, avoid)
     tick("features at the cut-off", 0.05)
-    wanted = list(dict.fromkeys(["orders_count", *columns]))
+    wanted = list(columns)
+    if target.buyers_only:
+        if "orders_count" not in plan.traits:
+            raise SuggestError(f"{SOURCE} {target.shown}: needs an orders table")
+        wanted = list(dict.fromkeys(["orders_count", *columns]))
     if target.campaign is not None:
         frame, label, cutoff = _campaign(plan, tables, execute, target, as_of, wanted, sends)
     else:
-        wide = plan.wide(tables, cutoff, select=wanted)
+        wide = plan.wide(tables, seen_at, select=wanted)
         frame = execute(wide.select("customer_id", *wanted)).to_pandas()
         if target.buyers_only:
             frame = frame[frame["orders_count"].fillna(0) > 0]
@@ -581,8 +598,8 @@ def suggest(
     tick("done", 1.0)
     seconds["total"] = time.perf_counter() - clock
     return Result(
-        target, as_of, cutoff, len(ids), positives, positives / len(ids), n_h, base_h,
-        len(found), out, seconds,
+        target, as_of, cutoff, cutoff if target.campaign else seen_at, len(ids), positives,
+        positives / len(ids), n_h, base_h, len(found), out, seconds,
     )  # fmt: skip
 
 
