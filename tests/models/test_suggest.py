@@ -173,6 +173,12 @@ def test_rare_and_horizon_errors(shop: Workspace) -> None:
         shop.suggest("purchase", settings=Settings(min_positives=1_000_000))
     with pytest.raises(SuggestError, match="--horizon: expected a duration like 30d"):
         shop.suggest("purchase", horizon="30 days")
+    from crmseg.models.suggest import parse_horizon
+    from crmseg.rules.parser import UNIT_SECONDS
+
+    # the rule language's fixed lengths: a 3mo horizon is a 3mo window
+    assert parse_horizon("3mo") == timedelta(seconds=3 * UNIT_SECONDS["mo"])
+    assert parse_horizon("1y") == timedelta(seconds=UNIT_SECONDS["y"])
     with pytest.raises(SuggestError, match="high_clv describes customers at as_of"):
         shop.suggest("high_clv", horizon="30d")
 

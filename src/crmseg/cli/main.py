@@ -1166,7 +1166,8 @@ def suggest(
         str | None,
         typer.Option(
             "--horizon",
-            help="Outcome window after the cut-off (30d; churn: models.churn_horizon_days).",
+            help="Outcome window after the cut-off: 30d, 12h, 2w, 3mo, 1y (default 30d; churn: "
+            "models.churn_horizon_days).",
         ),
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, max=100, help="Rules to show.")] = 10,

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 TARGET = "__suggest_target"
 SOURCE = "--target"  # where a target's text comes from, for located errors
 _ATTR = "__suggest_attr_"
-_DURATION = re.compile(r"\s*(\d+)\s*(h|d|w)\s*")
+_DURATION = re.compile(r"\s*(\d+)\s*(min|mo|s|h|d|w|y)\s*")
 # text values with more distinct values than this are not used (ids, emails, free text)
 MAX_LEVELS = 30
 QUANTILES = np.linspace(0.1, 0.9, 9)
@@ -153,11 +153,16 @@ class Result:
 
 
 def parse_horizon(text: str) -> timedelta:
-    """``30d``, ``12h`` or ``2w``."""
+    """A duration as rules write one (``30d``, ``12h``, ``2w``, ``3mo``, ``1y``): the same
+    fixed lengths, so a horizon and a window of the same text agree."""
+    from crmseg.rules.parser import UNIT_SECONDS
+
     m = _DURATION.fullmatch(text)
-    if m is None or int(m.group(1)) == 0:
-        raise SuggestError(f"--horizon: expected a duration like 30d, 12h or 2w, got {text!r}")
-    return timedelta(hours=int(m.group(1)) * {"h": 1, "d": 24, "w": 168}[m.group(2)])
+    if m is None or int(m.group(1)) == 0 or m.group(2) in ("s", "min"):
+        raise SuggestError(
+            f"--horizon: expected a duration like 30d, 12h, 2w, 3mo or 1y, got {text!r}"
+        )
+    return timedelta(seconds=int(m.group(1)) * UNIT_SECONDS[m.group(2)])
 
 
 def _days(h: timedelta) -> str:
