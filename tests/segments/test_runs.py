@@ -66,6 +66,29 @@ def test_a_rerun_on_unchanged_inputs_loads_nothing(shop: Path) -> None:
     assert recorded[-1] == second.details["sources"]  # visible in the run record
 
 
+def test_a_copied_project_reads_its_own_snapshots(shop: Path, tmp_path: Path) -> None:
+    """Snapshot paths are absolute: a copy of the folder first read the original's files,
+    and deleting the original broke it. Its first run loads its sources into its own."""
+    import shutil
+
+    with Workspace.open(shop) as ws:
+        first = ws.run(as_of=AS_OF)
+    copy = tmp_path / "moved"
+    shutil.copytree(shop, copy)
+    with Workspace.open(copy) as ws:  # the original is still there, and not read
+        again = ws.run(as_of=AS_OF)
+        assert again.details["sources"]["orders"] == "loaded"
+        assert again.sizes == first.sizes
+        for record in stored(ws.backend).values():
+            if record.get("snapshot"):
+                assert Path(record["snapshot"]).resolve().is_relative_to(copy.resolve())
+    shutil.rmtree(shop)
+    with Workspace.open(copy) as ws:
+        then = ws.run(as_of=datetime(2025, 1, 1))
+    assert then.details["sources"] == {"customers": "unchanged", "orders": "unchanged"}
+    assert then.sizes == first.sizes
+
+
 def test_a_changed_source_reloads_alone(shop: Path) -> None:
     with Workspace.open(shop) as ws:
         ws.run(as_of=AS_OF)

@@ -370,7 +370,7 @@ def _fingerprint(
     if not matches:
         return None, None, False
     stats = [[m, os.stat(m).st_size, os.stat(m).st_mtime_ns] for m in matches]
-    snapshot_ok = before is None or not before.get("snapshot") or Path(before["snapshot"]).is_dir()
+    snapshot_ok = before is None or not before.get("snapshot") or _own(before["snapshot"], backend)
     if old is not None and old.get("files") == stats and snapshot_ok:
         return _record(name, old, before["snapshot"] if before else None, before), None, True
     snapshots = backend.snapshots if snapshot else None
@@ -387,6 +387,16 @@ def _fingerprint(
         _carry(old, fp)
         return _record(name, fp, before["snapshot"] if before else None, before), None, True
     return _record(name, fp, str(folder) if folder else None, None), files, False
+
+
+def _own(snapshot: str, backend: Backend) -> bool:
+    """The snapshot exists and belongs to this warehouse. A project folder copied elsewhere
+    still records (and its views read) the original's absolute snapshot paths: its sources
+    load again once, into its own snapshots, so moving or deleting the original cannot
+    break it or change what it reads."""
+    path = Path(snapshot)
+    mine = backend.snapshots
+    return path.is_dir() and mine is not None and path.parent.resolve() == Path(mine).resolve()
 
 
 def _query_fingerprint(
