@@ -7,6 +7,7 @@ Every timed step is a separate process; its wall time and its own peak resident 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,3 +77,31 @@ def demo_shop(
     timed("first run", CRMSEG, "run", "-p", str(shop), "--as-of", as_of)
     for cmd in then or []:
         timed(cmd[0], CRMSEG, *cmd, "-p", str(shop))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (benchmarks talk to loopback only)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api_key(shop: Path, role: str) -> str:
+    """A new API key of ``role`` for the project at ``shop``, made in its own process."""
+    code = (
+        "import sys; from crmseg.workspace import Workspace; "
+        "from crmseg.server.keys import KeyStore\n"
+        "with Workspace.open(sys.argv[1]) as ws: print(KeyStore(ws.state).create(sys.argv[2])[1])"
+    )
+    out = subprocess.run(python(code, str(shop), role), capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank) of ``values``; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

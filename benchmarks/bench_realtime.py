@@ -28,16 +28,14 @@ import json
 import random
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from _harness import CRMSEG, demo_shop
+from _harness import CRMSEG, api_key, demo_shop, free_port, percentile
 
 AS_OF = "2026-11-01"
 MOST = 4_000  # batches in all, whatever the time
@@ -91,31 +89,6 @@ SEGMENTS = "segments:\n" + "".join(
         ),
     )
 )
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _key(shop: Path) -> str:
-    code = (
-        "import sys; from crmseg.workspace import Workspace; "
-        "from crmseg.server.keys import KeyStore\n"
-        "with Workspace.open(sys.argv[1]) as ws: print(KeyStore(ws.state).create('editor')[1])"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(shop)], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    return out.stdout.strip().splitlines()[-1]
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _peak_mib(pid: int) -> float:
@@ -175,8 +148,8 @@ def main() -> None:
     shutil.rmtree(shop, ignore_errors=True)
     shutil.copytree(pristine, shop)
     subprocess.run([CRMSEG, "run", "-p", str(shop)], check=True, capture_output=True)
-    key = _key(shop)
-    port = _port()
+    key = api_key(shop, "editor")
+    port = free_port()
     server = subprocess.Popen(
         [CRMSEG, "serve", "-p", str(shop), "--port", str(port), "--no-schedule"],
         stdout=subprocess.DEVNULL,
@@ -292,7 +265,7 @@ def main() -> None:
         peak = _peak_mib(server.pid)
         latencies = [seen[n] - t for n, t in sent.items() if n in seen]
         rate = min(counts["events"], evaluated) / elapsed  # sustained: taken and evaluated
-        p50, p99 = _pct(latencies, 0.5), _pct(latencies, 0.99)
+        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
         offered = f", {args.rate:,.0f} events/s offered" if args.rate else ", as fast as taken"
         print(
             f"== crmseg serve, real time, at {args.customers:,} customers: "

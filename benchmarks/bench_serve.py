@@ -18,44 +18,17 @@ import argparse
 import http.client
 import json
 import random
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from _harness import CRMSEG, demo_shop
+from _harness import CRMSEG, api_key, demo_shop, free_port, percentile
 
 AS_OF = "2026-11-01"
 MOST = 200_000  # requests in all, whatever the time
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _key(shop: Path) -> str:
-    code = (
-        "import sys; from crmseg.workspace import Workspace; "
-        "from crmseg.server.keys import KeyStore\n"
-        "with Workspace.open(sys.argv[1]) as ws: print(KeyStore(ws.state).create('viewer')[1])"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(shop)], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    return out.stdout.strip().splitlines()[-1]
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -68,8 +41,8 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_serve_"))
     shop = work / f"serve{args.customers}"
     demo_shop(shop, args.customers, AS_OF)
-    key = _key(shop)
-    port = _port()
+    key = api_key(shop, "viewer")
+    port = free_port()
     server = subprocess.Popen(
         [CRMSEG, "serve", "-p", str(shop), "--port", str(port), "--no-schedule"],
         stdout=subprocess.DEVNULL,
@@ -145,9 +118,9 @@ def main() -> None:
               f"{elapsed:.0f} s, {len(names)} segments")  # fmt: skip
         targets = {"members": 0.2, "segment": 0.5}
         for kind, values in lat.items():
-            p99 = _pct(values, 0.99)
+            p99 = percentile(values, 0.99)
             verdict = "ok" if p99 <= targets[kind] and not errors[kind] else "MISSED"
-            p50 = _pct(values, 0.5)
+            p50 = percentile(values, 0.5)
             print(f"{kind:<8} {len(values) / elapsed:8.1f} req/s  p50 {p50 * 1000:7.1f} ms"
                   f"  p99 {p99 * 1000:7.1f} ms  errors {errors[kind]}  "
                   f"(target p99 <= {targets[kind] * 1000:.0f} ms: {verdict})")  # fmt: skip
