@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1251,7 +1251,10 @@ class Workspace:
         tables = self._loaded_tables()
         chosen = settings.attributes if settings is not None else ()
         attrs = S.attribute_definitions(dict(tables["customers"].schema().items()), chosen)
-        goal = [Definition(S.TARGET, "trait", text=wanted.rule, file=S.SOURCE)] * bool(wanted.rule)
+        # a campaign's conversion is no rule: only rule targets are compiled
+        goal = (
+            [Definition(S.TARGET, "trait", text=wanted.rule, file=S.SOURCE)] if wanted.rule else []
+        )
         plan = self.compiled.plan(tables, [*goal, *attrs])
         sends = None
         if wanted.campaign is not None:
@@ -1269,10 +1272,7 @@ class Workspace:
             progress,
             sends,
         )
-        S.described(
-            lambda extra: self.compiled.plan(tables, [*extra]), tables, self.backend.execute,
-            result,
-        )  # fmt: skip
+        S.described(partial(self.compiled.plan, tables), tables, self.backend.execute, result)
         out = result.as_dict()
         out["written"] = []
         if write:

@@ -144,15 +144,7 @@ def fit_churn(
         "fill": [float(v) for v in design.fill],
         "mean": [float(v) for v in design.mean],
         "sd": [float(v) for v in design.sd],
-        "folds": [
-            {
-                "coef": [float(v) for v in c.estimator.coef_[0]],
-                "intercept": float(c.estimator.intercept_[0]),
-                "a": float(c.calibrators[0].a_),
-                "b": float(c.calibrators[0].b_),
-            }
-            for c in model.calibrated_classifiers_
-        ],
+        "folds": folds(model),
         "coef": [float(v) for v in base.coef_[0]],
     }
     record = ModelRecord(
@@ -171,6 +163,20 @@ def fit_churn(
         },
     )
     return ChurnFit(state, auc, record)
+
+
+def folds(model: Any) -> list[dict[str, float | list[float]]]:
+    """A fitted ``CalibratedClassifierCV`` (sigmoid) as plain numbers: each fold's logistic
+    coefficients and intercept and its calibration's ``a`` and ``b``, as scoring reads them."""
+    return [
+        {
+            "coef": [float(v) for v in c.estimator.coef_[0]],
+            "intercept": float(c.estimator.intercept_[0]),
+            "a": float(c.calibrators[0].a_),
+            "b": float(c.calibrators[0].b_),
+        }
+        for c in model.calibrated_classifiers_
+    ]
 
 
 def standardised(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:

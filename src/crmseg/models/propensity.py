@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from crmseg.errors import ModelError
-from crmseg.models.churn import LOG_FEATURES, sklearn
+from crmseg.models.churn import LOG_FEATURES, folds, sklearn
 from crmseg.models.record import ModelRecord
 
 if TYPE_CHECKING:
@@ -307,15 +307,7 @@ def _fit_target(
     seconds = time.perf_counter() - clock
     state = {
         **design.state(),
-        "folds": [
-            {
-                "coef": [float(v) for v in c.estimator.coef_[0]],
-                "intercept": float(c.estimator.intercept_[0]),
-                "a": float(c.calibrators[0].a_),
-                "b": float(c.calibrators[0].b_),
-            }
-            for c in final.calibrated_classifiers_
-        ],
+        "folds": folds(final),
         "coef": [float(v) for v in base.coef_[0]],
     }
     record = ModelRecord(

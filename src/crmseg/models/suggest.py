@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -104,15 +104,7 @@ class Suggestion:
     members_now: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "english": self.english,
-            "conditions": self.conditions,
-            "quality": self.quality,
-            "search": self.search,
-            "holdout": self.holdout,
-            "members_now": self.members_now,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -309,13 +301,7 @@ def features(
 
 def _models(plan: Plan, name: str) -> set[str]:
     """The model groups (``clv``, ``churn``, ...) a trait reads, through other traits too."""
-    out: set[str] = set()
-    for key in plan.closure([name]):
-        node = plan.checked[key].node
-        for n in A.walk(node) if node is not None else []:
-            if isinstance(n, A.ModelRef):
-                out.add(n.name.split(".", 1)[0])
-    return out
+    return {m.split(".", 1)[0] for m in plan.models_read(name)}
 
 
 def attribute_definitions(schema: Mapping[str, Any], names: Sequence[str]) -> list[Definition]:

@@ -322,16 +322,10 @@ class ModelTraits:
         from crmseg.models.clusters import assign_clusters
 
         fit = self.fit(group, tables, as_of)
-        if group == "propensity":
-            scored: pd.DataFrame = (
-                self.execute(self._propensity_table(fit, tables, as_of))
-                .to_pandas()
-                .set_index("customer_id")
-            )
-            return scored
-        if group == "clv":
+        scored_apart = {"propensity": self._propensity_table, "clv": self._clv_table}
+        if group in scored_apart:  # scored in Python into a table of their own
             out: pd.DataFrame = (
-                self.execute(self._clv_table(fit, tables, as_of))
+                self.execute(scored_apart[group](fit, tables, as_of))
                 .to_pandas()
                 .set_index("customer_id")
             )

@@ -356,12 +356,17 @@ class Plan:
         c = self.checked[k]
         if not (c.defn.file or "").startswith("<builtin:"):
             return False
-        return any(
-            isinstance(n, A.ModelRef)
-            for d in self.closure([k[1]])
+        return bool(self.models_read(k[1]))
+
+    def models_read(self, name: str) -> set[str]:
+        """The model traits (``clv.p_alive``, ...) ``name`` reads, through other definitions."""
+        return {
+            n.name
+            for d in self.closure([name])
             if (node := self.checked[d].node) is not None
             for n in A.walk(node)
-        )
+            if isinstance(n, A.ModelRef)
+        }
 
     def levels(self, keys: Sequence[Key]) -> list[list[Key]]:
         level: dict[Key, int] = {}

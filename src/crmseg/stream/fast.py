@@ -13,8 +13,9 @@ Rows stored after the start are kept beside the grouped ones and gathered the sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -256,9 +257,6 @@ def _recent(
 ) -> ir.Table:
     """The rows of ``table`` the exact segments may still read from ``start`` on: those
     within its horizon (a table read only through windows keeps only their span)."""
-    import math
-    from datetime import timedelta
-
     from crmseg.sources.model import TABLES
 
     out = table.select(*schema.names)
