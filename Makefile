@@ -18,7 +18,7 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,spark,identity,models,report,server]"
+	$(BIN)/pip install --quiet -e ".[dev,spark,postgres,identity,models,report,server]"
 	@touch $@ $(STAMP_RUN)
 
 demo: $(STAMP_RUN)

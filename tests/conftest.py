@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import Server
 
 CUSTOMERS_CSV = """\
 customer_id,email,country,signup_at,plan,tier
@@ -87,3 +89,11 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         env=env,
         timeout=300,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Server]:
+    """A PostgreSQL server on 127.0.0.1 for this test process (see tests/postgres.py)."""
+    from tests.postgres import start
+
+    yield from start()

@@ -46,11 +46,34 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# which settings each engine reads (the rest are refused for it, so a typo cannot pass)
+BACKEND_FIELDS = {
+    "duckdb": {"path", "threads", "memory_limit"},
+    "postgres": {"host", "port", "database", "user", "password_env"},
+}
+
+
 class BackendConfig(Strict):
-    kind: Literal["duckdb"] = "duckdb"
+    kind: Literal["duckdb", "postgres"] = "duckdb"
     path: str = Field(".crmseg/warehouse.duckdb", description="warehouse file, project-relative")
     threads: int | None = Field(None, ge=1, description="DuckDB threads (default: all cores)")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '8GB'")
+    host: str = Field("127.0.0.1", description="Postgres host")
+    port: int = Field(5432, ge=1, le=65535, description="Postgres port")
+    database: str | None = Field(None, description="Postgres database (default: the user's)")
+    user: str | None = Field(None, description="Postgres user (default: the login name)")
+    password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the Postgres password (never in the file)",
+    )
+
+    @model_validator(mode="after")
+    def _for_kind(self) -> BackendConfig:
+        allowed = BACKEND_FIELDS[self.kind] | {"kind"}
+        for name in sorted(self.model_fields_set - allowed):
+            raise ValueError(f"{name!r} is not a setting of the {self.kind} backend")
+        return self
 
     @field_validator("memory_limit")
     @classmethod

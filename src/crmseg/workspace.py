@@ -144,7 +144,8 @@ class Workspace:
     def _reader(self) -> None:
         """Read-only verbs on a project that was never loaded work in memory: they must not
         create the warehouse file."""
-        if self._backend is None and not (self.root / self.config.backend.path).exists():
+        local = self.config.backend.kind == "duckdb"  # a server database is there already
+        if self._backend is None and local and not (self.root / self.config.backend.path).exists():
             from crmseg.backends import connect
 
             self._backend = connect(self.config.backend, self.root, memory=True)

@@ -209,3 +209,21 @@ def _spark_schema(t: pa.Table) -> Any:
         for f in t.schema
     ]
     return S.StructType(fields)
+
+
+@pytest.fixture(scope="session")
+def pg(postgres: Any) -> Iterator[tuple[Any, Mapping[str, ibis.Table]]]:
+    """The dataset in a real PostgreSQL server (tests/postgres.py), through crmseg's
+    backend: its compiler is the one whole runs use."""
+    from crmseg.backends.postgres import PostgresBackend
+    from crmseg.config import BackendConfig
+
+    config = BackendConfig(
+        kind="postgres", host=postgres.host, port=postgres.port, user=postgres.user,
+        database=postgres.database("rules"),
+    )  # fmt: skip
+    backend = PostgresBackend(config)
+    con = backend.con
+    tables = {n: con.create_table(n, t) for n, t in arrow_tables().items()}
+    yield con, tables
+    backend.close()

@@ -196,3 +196,15 @@ def test_spark_memberships_match(
     wrong = {n: (got[n], exp) for n, _, exp in RULES if got[n] != exp}
     assert not wrong
     assert got == members(plan, *duck)
+
+
+@pytest.mark.postgres
+def test_postgres_memberships_match(
+    plan: Plan,
+    pg: tuple[Any, Mapping[str, ibis.Table]],
+    duck: tuple[Any, Mapping[str, ibis.Table]],
+) -> None:
+    got = members(plan, *pg)
+    wrong = {n: (got[n], exp) for n, _, exp in RULES if got[n] != exp}
+    assert not wrong
+    assert got == members(plan, *duck)

@@ -32,7 +32,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dialect", ["duckdb", "pyspark"])
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres", "pyspark"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_sql(case: str, dialect: str) -> None:
     if dialect == "pyspark":

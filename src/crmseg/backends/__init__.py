@@ -13,6 +13,10 @@ __all__ = ["CANONICAL_SCHEMA", "Backend", "connect"]
 def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
     """Open the configured backend (its path is relative to the project folder), or an empty
     in-memory one with the same settings."""
+    if config.kind == "postgres":
+        from crmseg.backends.postgres import PostgresBackend
+
+        return PostgresBackend(config)
     from crmseg.backends.duckdb import DuckDBBackend
 
     path: Path | str = ":memory:" if memory else root / config.path

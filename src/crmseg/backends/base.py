@@ -199,11 +199,19 @@ class Backend(ABC):
         except Exception as exc:
             raise BackendError(f"cannot create schema {CANONICAL_SCHEMA}: {exc}") from exc
 
+    def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
+        """Delimited text files as a table (``options``: the CSV reader's settings, DuckDB's
+        names; engines without a reader of client files parse them with DuckDB's)."""
+        return self.con.read_csv(paths, **options)
+
+    def read_parquet(self, paths: list[str]) -> ir.Table:
+        return self.con.read_parquet(paths)
+
     def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
         """``crmseg.<name>``: a persistent view reading ``paths`` with the engine's own reader
         (engines without one copy the rows in)."""
-        reader = self.con.read_parquet if file_format == "parquet" else self.con.read_csv
-        self.put(name, reader(paths))
+        parquet = file_format == "parquet"
+        self.put(name, self.read_parquet(paths) if parquet else self.read_csv(paths))
         return self.canonical(name)
 
     @property

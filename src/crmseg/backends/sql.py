@@ -16,6 +16,8 @@ def compiler(dialect: str) -> Any:
     """The compiler for ``dialect`` (one instance per process)."""
     import ibis.backends.sql.compilers as sc
 
+    if dialect == "postgres":
+        return _postgres(sc)
     if dialect != "duckdb":
         return getattr(sc, dialect).compiler
 
@@ -39,3 +41,23 @@ def to_sql(expr: ir.Expr, dialect: str) -> str:
     out = c.to_sqlglot(expr.unbind())
     queries = out if isinstance(out, list) else [out]
     return ";\n".join(q.sql(dialect=c.dialect, pretty=True) for q in queries)
+
+
+def _postgres(sc: Any) -> Any:
+    import sqlglot.expressions as sge
+
+    class Postgres(type(sc.postgres.compiler)):  # type: ignore[misc]
+        def visit_Cast(self, op: Any, *, arg: Any, to: Any) -> Any:
+            # Postgres casts boolean to int4 but not to int8 or floats: go through int4
+            if op.arg.dtype.is_boolean() and (to.is_integer() or to.is_floating()):
+                arg = sge.Cast(this=arg, to=sge.DataType.build("INT"))
+            return super().visit_Cast(op, arg=arg, to=to)
+
+        def visit_Round(self, op: Any, *, arg: Any, digits: Any) -> Any:
+            # round() of a double is rint() in Postgres (2.5 -> 2); numeric rounds half
+            # away from zero like DuckDB and Spark (2.5 -> 3)
+            if op.arg.dtype.is_floating() and op.dtype.is_integer():  # Ibis casts the others
+                arg = sge.Cast(this=arg, to=sge.DataType.build("DECIMAL"))
+            return super().visit_Round(op, arg=arg, digits=digits)
+
+    return Postgres()

@@ -130,13 +130,13 @@ def _read(
         return None
     try:
         if source.file_format == "parquet":
-            return backend.con.read_parquet(matches)
+            return backend.read_parquet(matches)
         if source.delimiter == "whitespace":
             return _whitespace(backend, matches)
         options: dict[str, Any] = {"max_line_size": MAX_CSV_LINE}
         if source.delimiter:
             options["delim"] = source.delimiter
-        raw = backend.con.read_csv(matches, **options)
+        raw = backend.read_csv(matches, **options)
         if tz != "UTC":
             # The CSV sniffer reads a column mixing naive and offset timestamps as UTC
             # instants; read such columns as text so naive values get the source timezone.
@@ -149,7 +149,7 @@ def _read(
                 and raw[theirs].type().timezone
             ]
             if zoned:
-                raw = backend.con.read_csv(matches, types=dict.fromkeys(zoned, "string"), **options)
+                raw = backend.read_csv(matches, types=dict.fromkeys(zoned, "string"), **options)
         return raw
     except Exception as exc:
         problems.append(f"{origin}: cannot read {source.file_format}: {_reason(exc, matches)}")
@@ -235,7 +235,7 @@ def _whitespace(backend: Backend, files: list[str]) -> ir.Table:
         header = next((line.split() for line in f if line.strip()), [])
     if not header:
         raise ValueError(f"{files[0]}: the file is empty")
-    lines = backend.con.read_csv(
+    lines = backend.read_csv(
         files,
         columns={"line": "VARCHAR"},
         delim=_UNIT,

@@ -1,0 +1,36 @@
+"""What differs between engines, in one place: the rule compiler asks the dialect of the
+data it compiles over instead of naming engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    # an ordered-set aggregate (median) may run as a window over every row; where it may
+    # not (Postgres), the median over customers is a scalar subquery
+    median_window: bool = True
+    # median and quantiles are exact (Spark's percentile_approx is not)
+    exact_median: bool = True
+
+
+DIALECTS = {
+    "duckdb": Dialect("duckdb"),
+    "postgres": Dialect("postgres", median_window=False),
+    "pyspark": Dialect("pyspark", exact_median=False),
+}
+
+
+def dialect_of(expr: ir.Expr) -> Dialect:
+    """The dialect of the engine ``expr``'s tables live in (DuckDB's for in-memory data)."""
+    try:
+        backend = expr._find_backend(use_default=False)
+    except Exception:  # in-memory tables only: Ibis's default engine, DuckDB
+        return DIALECTS["duckdb"]
+    return DIALECTS.get(backend.name, Dialect(backend.name))

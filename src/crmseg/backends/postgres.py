@@ -1,0 +1,251 @@
+"""PostgreSQL: the warehouse in a database server, through Ibis and psycopg.
+
+Postgres cannot read files on the client, so files are parsed by the embedded reader (the
+same one DuckDB projects use, so both engines load identical rows) and copied in with
+``COPY ... FROM STDIN``; tables already in the database are read where they are. DDL is
+transactional in Postgres, so a run's ``pending`` block is one transaction, as on DuckDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from crmseg.backends.base import CANONICAL_SCHEMA, Backend, _first_line
+from crmseg.errors import BackendError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import pyarrow as pa
+
+    from crmseg.config import BackendConfig
+
+
+def _ibis_class() -> Any:
+    """Ibis's Postgres backend, with in-memory tables copied in by ``COPY`` (Ibis inserts
+    them a row at a time: minutes for a million rows)."""
+    try:
+        from ibis.backends.postgres import Backend as IbisPostgres
+    except ImportError as exc:  # psycopg missing
+        raise BackendError(
+            "the postgres backend needs psycopg: pip install 'crmseg[postgres]'"
+        ) from exc
+
+    class Postgres(IbisPostgres):  # type: ignore[misc]
+        def _register_in_memory_table(self, op: Any) -> None:
+            import sqlglot as sg
+            import sqlglot.expressions as sge
+
+            schema = op.schema
+            create = sge.Create(
+                kind="TABLE",
+                this=sge.Schema(
+                    this=sg.to_identifier(op.name, quoted=True),
+                    expressions=schema.to_sqlglot_column_defs(self.dialect),
+                ),
+                properties=sge.Properties(expressions=[sge.TemporaryProperty()]),
+            )
+            data = op.data.to_pyarrow(schema)
+            with self.con.cursor() as cursor, self.con.transaction():
+                cursor.execute(create.sql(self.dialect))
+                copy_in(cursor, sg.to_identifier(op.name, quoted=True).sql(self.dialect), data)
+
+    return Postgres
+
+
+def copy_in(cursor: Any, target: str, data: pa.Table) -> None:
+    """Append ``data`` to the table named ``target`` (quoted SQL) with one COPY.
+
+    Arrow writes the rows as CSV; quoted empty strings stay empty strings and unquoted
+    empty fields are NULL, which is how Postgres's CSV format reads them."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    if data.num_rows == 0:
+        return
+    nested = [f.name for f in data.schema if pa.types.is_nested(f.type)]
+    if nested:  # lists and structs have no CSV form: Postgres reads them as literals
+        raise BackendError(f"cannot copy the nested columns {nested} into {target}")
+    columns = ", ".join(f'"{c}"' for c in data.column_names)
+    buffer = io.BytesIO()
+    csv.write_csv(
+        data,
+        buffer,
+        csv.WriteOptions(include_header=False, quoting_style="all_valid"),
+    )
+    statement = f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)"
+    with cursor.copy(statement) as copy:
+        view = buffer.getbuffer()
+        for start in range(0, len(view), 1 << 20):
+            copy.write(view[start : start + (1 << 20)])
+
+
+class PostgresBackend(Backend):
+    kind = "postgres"
+    dialect = "postgres"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.where = f"{config.host}:{config.port}"
+        password = None
+        if config.password_env:
+            password = os.environ.get(config.password_env)
+            if password is None:
+                raise BackendError(
+                    f"backend.password_env: the environment variable {config.password_env} "
+                    "is not set"
+                )
+        try:
+            con = _ibis_class()().connect(
+                host=config.host,
+                port=config.port,
+                user=config.user,
+                password=password,
+                database=config.database,
+                connect_timeout=10,
+                application_name="crmseg",
+            )
+        except BackendError:
+            raise
+        except Exception as exc:
+            reason = _first_line(exc)
+            if password:  # never echo a secret, whatever the driver put in its message
+                reason = reason.replace(password, "***")
+            raise BackendError(
+                f"cannot connect to PostgreSQL at {self.where}: {reason}"
+            ) from None
+        from crmseg.backends.sql import compiler
+
+        con.compiler = compiler("postgres")
+        self._depth = 0
+        self._temp = 0
+        super().__init__(con)
+
+    @property
+    def raw(self) -> Any:
+        """The psycopg connection."""
+        return self.con.con
+
+    def execute(self, expr: ir.Expr) -> pa.Table:
+        try:
+            return self.con.to_pyarrow(expr)
+        except BackendError:
+            raise
+        except Exception as exc:
+            self._recover()
+            raise BackendError(
+                f"PostgreSQL failed: {_first_line(exc)}", sql=self.sql_of(expr)
+            ) from exc
+
+    def _recover(self) -> None:
+        """After a failed statement outside a transaction block, the connection is usable
+        again (inside one, the block's rollback does it)."""
+        if self._depth == 0:
+            with contextlib.suppress(Exception):
+                self.raw.rollback()
+
+    # --- files: parsed here, copied in -------------------------------------------------------
+
+    def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
+        return self._upload(self._reader().con.read_csv(paths, **options))
+
+    def read_parquet(self, paths: list[str]) -> ir.Table:
+        return self._upload(self._reader().con.read_parquet(paths))
+
+    def _reader(self) -> Backend:
+        from crmseg.backends.duckdb import DuckDBBackend
+
+        if not hasattr(self, "_files"):
+            self._files = DuckDBBackend(":memory:")
+        return self._files
+
+    def _upload(self, expr: ir.Table) -> ir.Table:
+        """A temporary table of ``expr``'s rows (it lives until the connection closes)."""
+        import ibis
+
+        data = self._reader().execute(expr)
+        self._temp += 1
+        name = f"_crmseg_file_{os.getpid()}_{self._temp}"
+        schema = ibis.schema(data.schema)
+        try:
+            self.con.create_table(name, schema=schema, temp=True)
+            with self.raw.cursor() as cursor:
+                copy_in(cursor, f'"{name}"', data)
+        except Exception as exc:
+            self._recover()
+            raise BackendError(f"cannot copy rows into PostgreSQL: {_first_line(exc)}") from exc
+        return self.con.table(name)
+
+    def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
+        raw = self.read_parquet(paths) if file_format == "parquet" else self.read_csv(paths)
+        self.put(name, raw)
+        return self.canonical(name)
+
+    def append(self, name: str, rows: pa.Table) -> None:
+        import ibis
+
+        self.ensure_schema()
+        try:
+            if name not in self.con.list_tables(database=CANONICAL_SCHEMA):
+                self.con.create_table(name, schema=ibis.schema(rows.schema),
+                                      database=CANONICAL_SCHEMA)  # fmt: skip
+            with self.raw.cursor() as cursor:
+                copy_in(cursor, f'"{CANONICAL_SCHEMA}"."{name}"', rows)
+        except Exception as exc:
+            self._recover()
+            raise BackendError(
+                f"cannot append to {CANONICAL_SCHEMA}.{name}: {_first_line(exc)}"
+            ) from exc
+
+    def scratch(self, name: str, expr: ir.Table) -> ir.Table:
+        """A temporary table: it never reaches the database's storage for others."""
+        try:
+            self.con.drop_table(name, force=True)
+            return self.con.create_table(name, expr, temp=True)
+        except Exception as exc:
+            self._recover()
+            raise BackendError(
+                f"cannot materialise {name}: {_first_line(exc)}", sql=self.sql_of(expr)
+            ) from exc
+
+    def drop_scratch(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            self.con.drop_table(name, force=True)
+
+    def drop(self, name: str) -> None:
+        """Drop ``crmseg.<name>`` whether a table or a view (Postgres refuses DROP TABLE on
+        a view, and a failed statement would end the run's transaction)."""
+        import sqlglot.expressions as sge
+
+        views = self.views() if self.has_table(name, CANONICAL_SCHEMA) else set()
+        kind = "VIEW" if name in views else "TABLE"
+        drop = sge.Drop(
+            kind=kind,
+            this=sge.Table(
+                this=sge.to_identifier(name, quoted=True),
+                db=sge.to_identifier(CANONICAL_SCHEMA, quoted=True),
+            ),
+            exists=True,
+        )
+        with self.raw.cursor() as cursor:
+            cursor.execute(drop.sql("postgres"))
+
+    @contextlib.contextmanager
+    def pending(self) -> Iterator[None]:
+        """One transaction: Postgres rolls back created and dropped tables too."""
+        self._depth += 1
+        try:
+            if self._depth > 1:
+                yield
+                return
+            with self.raw.transaction():
+                yield
+        finally:
+            self._depth -= 1
+
+    def close(self) -> None:
+        if hasattr(self, "_files"):
+            self._files.close()
+        super().close()
