@@ -113,9 +113,7 @@ class PostgresBackend(Backend):
             reason = _first_line(exc)
             if password:  # never echo a secret, whatever the driver put in its message
                 reason = reason.replace(password, "***")
-            raise BackendError(
-                f"cannot connect to PostgreSQL at {self.where}: {reason}"
-            ) from None
+            raise BackendError(f"cannot connect to PostgreSQL at {self.where}: {reason}") from None
         from crmseg.backends.sql import compiler
 
         con.compiler = compiler("postgres")
