@@ -11,12 +11,13 @@ __all__ = ["CANONICAL_SCHEMA", "Backend", "connect"]
 
 
 def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
-    """Open the configured backend (its path is relative to the project folder), or an empty
-    in-memory one with the same settings."""
+    """Open the configured backend (its path is relative to the project folder), or, with
+    ``memory``, an empty one of the same engine that disappears on close (an in-memory DuckDB;
+    a scratch database on a server)."""
     if config.kind == "postgres":
         from crmseg.backends.postgres import PostgresBackend
 
-        return PostgresBackend(config)
+        return PostgresBackend(config, scratch=memory)
     from crmseg.backends.duckdb import DuckDBBackend
 
     path: Path | str = ":memory:" if memory else root / config.path

@@ -24,6 +24,24 @@ if TYPE_CHECKING:
     from crmseg.config import BackendConfig
 
 
+# The views reading a table, through any depth of views; the deepest last.
+_DEPENDENTS = """
+WITH RECURSIVE deps(oid, depth) AS (
+    SELECT r.ev_class, 1
+    FROM pg_depend d JOIN pg_rewrite r ON d.objid = r.oid
+    WHERE d.refobjid = %(target)s::regclass AND r.ev_class <> %(target)s::regclass
+    UNION
+    SELECT r.ev_class, deps.depth + 1
+    FROM deps JOIN pg_depend d ON d.refobjid = deps.oid JOIN pg_rewrite r ON d.objid = r.oid
+    WHERE r.ev_class <> deps.oid
+)
+SELECT n.nspname, c.relname, pg_get_viewdef(c.oid), max(deps.depth) AS depth
+FROM deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+GROUP BY n.nspname, c.relname, c.oid
+ORDER BY depth, n.nspname, c.relname
+"""
+
+
 def _ibis_class() -> Any:
     """Ibis's Postgres backend, with in-memory tables copied in by ``COPY`` (Ibis inserts
     them a row at a time: minutes for a million rows)."""
@@ -87,8 +105,11 @@ class PostgresBackend(Backend):
     kind = "postgres"
     dialect = "postgres"
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: BackendConfig, scratch: bool = False) -> None:
+        """``scratch``: an empty database of its own, dropped on close (``crmseg test``
+        loads fixture rows there, never into the project's database)."""
         self.where = f"{config.host}:{config.port}"
+        self._admin: Any = None
         password = None
         if config.password_env:
             password = os.environ.get(config.password_env)
@@ -97,16 +118,25 @@ class PostgresBackend(Backend):
                     f"backend.password_env: the environment variable {config.password_env} "
                     "is not set"
                 )
+        settings: dict[str, Any] = {
+            "host": config.host,
+            "port": config.port,
+            "user": config.user,
+            "password": password,
+            "connect_timeout": 10,
+            "application_name": "crmseg",
+        }
+        database = config.database
         try:
-            con = _ibis_class()().connect(
-                host=config.host,
-                port=config.port,
-                user=config.user,
-                password=password,
-                database=config.database,
-                connect_timeout=10,
-                application_name="crmseg",
-            )
+            if scratch:
+                import psycopg
+                import sqlglot as sg
+
+                database = f"crmseg_scratch_{os.urandom(6).hex()}"
+                self._admin = psycopg.connect(dbname=config.database, autocommit=True, **settings)
+                self._admin.execute(f"CREATE DATABASE {sg.to_identifier(database).sql('postgres')}")
+                self._scratch_db = database
+            con = _ibis_class()().connect(database=database, **settings)
         except BackendError:
             raise
         except Exception as exc:
@@ -212,9 +242,39 @@ class PostgresBackend(Backend):
         with contextlib.suppress(Exception):
             self.con.drop_table(name, force=True)
 
+    def put(self, name: str, expr: ir.Table, *, view: bool = False) -> None:
+        """As the base class; views over the replaced object are made again over the new one.
+
+        Postgres binds a view to the table it reads when the view is made, so replacing a
+        table drops its views (DuckDB and Spark look tables up by name when a view is
+        read): the views' definitions are read first and run again after."""
+        dependents = self._dependents(name)
+        super().put(name, expr, view=view)
+        try:
+            with self.raw.cursor() as cursor:
+                for statement in dependents:
+                    cursor.execute(statement)
+        except Exception as exc:
+            raise BackendError(
+                f"cannot make the views over {CANONICAL_SCHEMA}.{name} again: {_first_line(exc)}"
+            ) from exc
+
+    def _dependents(self, name: str) -> list[str]:
+        """CREATE VIEW statements of every view that reads ``crmseg.<name>``, directly or
+        through other views, in an order that makes each after what it reads."""
+        if not self.has_table(name, CANONICAL_SCHEMA):
+            return []
+        with self.raw.cursor() as cursor:
+            rows = cursor.execute(_DEPENDENTS, {"target": f'"{CANONICAL_SCHEMA}"."{name}"'})
+            return [
+                f'CREATE VIEW "{schema}"."{view}" AS {definition}'
+                for schema, view, definition, _ in rows.fetchall()
+            ]
+
     def drop(self, name: str) -> None:
-        """Drop ``crmseg.<name>`` whether a table or a view (Postgres refuses DROP TABLE on
-        a view, and a failed statement would end the run's transaction)."""
+        """Drop ``crmseg.<name>`` whether a table or a view, and the views over it (see
+        ``put``). Postgres refuses DROP TABLE on a view, and a failed statement would end the
+        run's transaction."""
         import sqlglot.expressions as sge
 
         views = self.views() if self.has_table(name, CANONICAL_SCHEMA) else set()
@@ -226,9 +286,29 @@ class PostgresBackend(Backend):
                 db=sge.to_identifier(CANONICAL_SCHEMA, quoted=True),
             ),
             exists=True,
+            cascade=True,
         )
         with self.raw.cursor() as cursor:
             cursor.execute(drop.sql("postgres"))
+
+    def checksum(self, table: ir.Table) -> str:
+        """Row count and an order-independent sum of every row's md5 (Ibis cannot hash a
+        whole row on Postgres)."""
+        import sqlglot as sg
+
+        body = sg.select("*").from_(self.con.compiler.to_sqlglot(table).subquery("r"))
+        query = (
+            "SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(CAST(s AS text)), 1, 15))"
+            f"::bit(60)::bigint::numeric), 0) AS h FROM ({body.sql('postgres')}) AS s"
+        )
+        try:
+            with self.raw.cursor() as cursor:
+                row = cursor.execute(query).fetchone()
+        except Exception as exc:
+            self._recover()
+            raise BackendError(f"PostgreSQL failed: {_first_line(exc)}", sql=query) from exc
+        assert row is not None
+        return f"{row[0]}:{row[1]}"
 
     @contextlib.contextmanager
     def pending(self) -> Iterator[None]:
@@ -247,3 +327,11 @@ class PostgresBackend(Backend):
         if hasattr(self, "_files"):
             self._files.close()
         super().close()
+        if self._admin is not None:
+            import sqlglot as sg
+
+            with contextlib.suppress(Exception):
+                name = sg.to_identifier(self._scratch_db).sql("postgres")
+                self._admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            self._admin.close()
+            self._admin = None

@@ -1,4 +1,5 @@
-"""Segment unit tests written by users (``tests/*.yml``), run on an in-memory DuckDB.
+"""Segment unit tests written by users (``tests/*.yml``), run on an empty warehouse of the
+project's engine (an in-memory DuckDB, a scratch database on a server).
 
 ```yaml
 tests:

@@ -1,0 +1,221 @@
+"""The PostgreSQL backend on a real server: sources already in the database, runs that are
+one transaction, unit tests in a scratch database, and one-line errors for bad settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from crmseg import Workspace
+from crmseg.demo.scaffold import init_project
+from tests.conftest import MakeProject, run_cli
+from tests.postgres import Server
+from tests.segments.conftest import grow_customers
+
+pytestmark = pytest.mark.postgres
+
+T1 = datetime(2026, 10, 1)
+T2 = datetime(2026, 11, 1)
+
+
+def _on(root: Path, line: str) -> None:
+    """Point the project's ``backend:`` at ``line``."""
+    config = root / "crmseg.yml"
+    text = config.read_text()
+    if "backend:" in text:
+        lines = [line if x.startswith("backend:") else x for x in text.splitlines()]
+    else:
+        lines = [line, *text.splitlines()]
+    config.write_text("\n".join(lines) + "\n")
+
+
+def _connect(server: Server, database: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(
+        host=server.host, port=server.port, user=server.user, dbname=database, autocommit=True
+    )
+
+
+def test_sources_that_are_tables_in_the_database(
+    postgres: Server, make_project: MakeProject
+) -> None:
+    db = postgres.database("tables")
+    with _connect(postgres, db) as con:
+        con.execute("CREATE SCHEMA shop")
+        con.execute(
+            "CREATE TABLE shop.people (customer_id text, country text, signup_at timestamp)"
+        )
+        con.execute(
+            "INSERT INTO shop.people VALUES ('1', 'DE', '2024-01-01'), ('2', 'AT', '2024-02-01'),"
+            " ('3', 'FR', '2024-03-01'), ('4', NULL, '2024-04-01')"
+        )
+        con.execute(
+            "CREATE TABLE shop.sales (id int, customer_id text, ordered_at timestamp, total float8)"
+        )
+        con.execute(
+            "INSERT INTO shop.sales VALUES (1, '1', '2024-05-01', 120),"
+            " (2, '1', '2024-06-01', 80.5), (3, '2', '2024-05-15', 300)"
+        )
+    root = make_project(
+        crmseg_yml=f"""\
+        {postgres.backend(db)}
+        name: tables
+        sources:
+          customers: {{table: shop.people}}
+          orders: {{table: shop.sales, columns: {{order_id: id, amount: total}}}}
+        """
+    )
+    with Workspace.open(root) as ws:
+        first = ws.run(as_of=datetime(2024, 7, 1))
+        assert ws.members("demographic.dach") == ["1", "2"]
+        assert ws.members("value.buyers") == ["1", "2"]
+        assert first.details["sources"]["orders"] == "loaded"
+        again = ws.run(as_of=datetime(2024, 7, 2))
+        assert again.details["sources"]["orders"] == "unchanged"  # the checksum held
+    with _connect(postgres, db) as con:
+        con.execute("INSERT INTO shop.sales VALUES (4, '4', '2024-06-20', 10)")
+    with Workspace.open(root) as ws:
+        third = ws.run(as_of=datetime(2024, 7, 3))
+        assert third.details["sources"]["orders"] == "loaded"
+        assert ws.members("value.buyers") == ["1", "2", "4"]
+
+
+def _run(root: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "crmseg", "run", "-p", str(root), "--as-of", f"{T2:%Y-%m-%d}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_a_killed_run_leaves_the_previous_data(postgres: Server, tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    init_project(root, demo=True, customers=1500, seed=3)
+    _on(root, postgres.backend(postgres.database("killed")))
+    with Workspace.open(root) as ws:
+        ws.run(as_of=T1)
+        names = [s.name for s in ws.segments]
+        before = {n: ws.members(n, as_of=T1) for n in names}
+        customers = ws.backend.scalar(ws.backend.canonical("customers").count())
+    grow_customers(root)
+    outcomes = []
+    for delay in (0.5, 1.5, 2.5, 3.5, 5.0):
+        proc = _run(root)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            outcomes.append("killed")
+        else:
+            outcomes.append("finished")
+        proc.wait()
+        if outcomes[-1] == "finished":
+            break
+        with Workspace.open(root) as ws:
+            assert [r.as_of for r in ws.runs()] == [T1], delay
+            assert ws.backend.scalar(ws.backend.canonical("customers").count()) == customers
+            for n in names:
+                assert ws.members(n, as_of=T1) == before[n], (delay, n)
+    assert "killed" in outcomes
+    assert _run(root).wait() == 0
+    with Workspace.open(root) as ws:
+        assert [r.as_of for r in ws.runs()][-1] == T2
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == customers + 1
+        # the identity view over customers was made again over the new table
+        assert "golden_customers" in ws.backend.views()
+
+
+def test_unit_tests_never_touch_the_project_database(
+    postgres: Server, make_project: MakeProject
+) -> None:
+    db = postgres.database("unit")
+    root = make_project(
+        crmseg_yml=postgres.backend(db)
+        + "\n"
+        + textwrap.dedent("""\
+            name: unit
+            sources:
+              customers: {path: data/customers.csv}
+            """),
+        tests__dach_yml="""\
+        tests:
+          - name: dach
+            as_of: 2024-06-01
+            customers:
+              - {customer_id: a, country: DE}
+              - {customer_id: b, country: FR}
+            expect:
+              demographic.dach: [a]
+        """,
+        segments__core_yml="""\
+        segments:
+          - name: demographic.dach
+            description: DACH.
+            owner: crm-team
+            rule: country in ('DE', 'AT', 'CH')
+        """,
+    )
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 7, 1))
+        assert ws.members("demographic.dach") == ["1", "2"]
+    result = run_cli("test", "-p", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+    with Workspace.open(root) as ws:  # the project's rows are as they were
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == 4
+    with _connect(postgres, "postgres") as con:  # and the scratch database is gone
+        names = [r[0] for r in con.execute("SELECT datname FROM pg_database").fetchall()]
+    assert not [n for n in names if n.startswith("crmseg_scratch_")]
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        (
+            "{kind: postgres, host: 127.0.0.1, port: PORT, password_env: CRMSEG_TEST_SECRET}",
+            "error: cannot connect to PostgreSQL at 127.0.0.1:PORT: ",
+        ),
+        (
+            "{kind: postgres, port: 5432, password_env: CRMSEG_TEST_UNSET}",
+            "error: backend.password_env: the environment variable CRMSEG_TEST_UNSET is not set",
+        ),
+        (
+            "{kind: postgres, path: warehouse.duckdb}",
+            "crmseg.yml:1:10 [backend]: 'path' is not a setting of the postgres backend",
+        ),
+        ("{host: db.example.com}", "[backend]: 'host' is not a setting of the duckdb backend"),
+        ("{kind: oracle}", "[backend.kind]: Input should be 'duckdb' or 'postgres'"),
+    ],
+)
+def test_bad_backend_settings_get_one_line(
+    make_project: MakeProject, backend: str, expected: str
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    root = make_project()
+    _on(root, "backend: " + backend.replace("PORT", port))
+    env = {**os.environ, "CRMSEG_TEST_SECRET": "hunter2-secret", "COLUMNS": "200"}
+    env.pop("CRMSEG_TEST_UNSET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "crmseg", "run", "-p", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected.replace("PORT", port) in lines[0]
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
