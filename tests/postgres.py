@@ -9,6 +9,7 @@ skipped, unless ``CRMSEG_REQUIRE_POSTGRES=1`` (CI) makes that a failure.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -62,12 +63,23 @@ def _free_port() -> int:
 
 
 def start() -> Iterator[Server]:
+    """The pytest side of :func:`cluster`: skipped (or failed, in CI) without the binaries."""
     pytest.importorskip("psycopg", reason="pip install 'crmseg[postgres]'")
-    bindir = _bin()
-    if bindir is None:
+    if _bin() is None:
         if os.environ.get("CRMSEG_REQUIRE_POSTGRES") == "1":
             pytest.fail("PostgreSQL is required here but initdb/pg_ctl were not found")
         pytest.skip("PostgreSQL binaries not found (apt-get install postgresql)")
+    with cluster() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Server]:
+    """A new cluster on a free port of 127.0.0.1, stopped and deleted on exit (the
+    benchmarks use it too)."""
+    bindir = _bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL binaries not found (apt-get install postgresql)")
     # its own folder under /tmp: pytest's temporary folders are closed to other users
     folder = Path(tempfile.mkdtemp(prefix="crmseg-pg-"))
     prefix: list[str] = []
@@ -81,18 +93,18 @@ def start() -> Iterator[Server]:
         if done.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr.strip()[-2000:]}")
 
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "crmseg", "--auth=trust", "-E", "UTF8",
-        "--no-sync")  # fmt: skip
-    options = (
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off"
-    )
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
-        "-w", "start")  # fmt: skip
     try:
-        yield Server("127.0.0.1", port, "crmseg")
-    finally:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "crmseg", "--auth=trust",
+            "-E", "UTF8", "--no-sync")  # fmt: skip
+        options = (
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
+            "-w", "start")  # fmt: skip
         try:
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            yield Server("127.0.0.1", port, "crmseg")
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Benchmark: the demo catalog run on each engine, side by side, as a user runs it.
+
+    .venv/bin/python benchmarks/bench_engines.py [--customers 500000] [--workdir DIR]
+
+One demo shop is generated (``crmseg init --demo``) and copied once per engine; only the
+``backend:`` line differs. Each step is its own ``crmseg`` process on those files, timed
+wall-clock with its peak RSS:
+
+* the first run (load every source, check quality, resolve identity, fit the models,
+  compute and record the 26 segments);
+* the next day's run (sources unchanged: the wide table is computed again);
+* ``crmseg preview`` of one segment at a new instant (computed, not read from history).
+
+DuckDB is the embedded default and the baseline of each step's ratio. Postgres is a real
+server this script starts with ``initdb``/``pg_ctl`` on a free port of 127.0.0.1 (the tests'
+cluster helper) and stops at the end; its peak RSS is crmseg's process only, not the
+server's. PySpark is not listed: whole runs on Spark are not supported yet (rule plans are,
+see docs/backends.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from _harness import CRMSEG, Timed, report, timed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' Postgres helper
+
+from tests.postgres import cluster
+
+DAY1, DAY2, PREVIEW = "2026-11-01", "2026-11-02", "2026-11-02T12:00"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=500_000)
+    ap.add_argument("--workdir", type=Path, help="keep the generated shop here")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_engines_"))
+    data = work / f"data{args.customers}"
+    if not (data / "crmseg.yml").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        timed("generate", CRMSEG, "init", str(data), "--demo", "--customers", str(args.customers))
+    print(f"demo shop: {args.customers:,} customers in {data}", flush=True)
+
+    with cluster() as server:
+        database = server.database("bench")
+        engines = {
+            "duckdb": "backend: {kind: duckdb}",
+            "postgres": server.backend(database),
+        }
+        steps: dict[str, list[Timed]] = {}
+        for engine, line in engines.items():
+            shop = work / f"{engine}{args.customers}"
+            shutil.rmtree(shop, ignore_errors=True)
+            shutil.copytree(data, shop, ignore=shutil.ignore_patterns(".crmseg"))
+            config = shop / "crmseg.yml"
+            lines = config.read_text().splitlines()
+            config.write_text(
+                "\n".join(line if x.startswith("backend:") else x for x in lines) + "\n"
+            )
+            p = ["-p", str(shop)]
+            print(f"== {engine}", flush=True)
+            steps[engine] = [
+                timed(f"{engine}: crmseg run (first, fresh state)", CRMSEG, "run", *p,
+                      "--as-of", DAY1),
+                timed(f"{engine}: crmseg run (next day, sources unchanged)", CRMSEG, "run", *p,
+                      "--as-of", DAY2),
+                timed(f"{engine}: crmseg preview value.vip (computed)", CRMSEG, "preview",
+                      "value.vip", *p, "--as-of", PREVIEW),
+            ]  # fmt: skip
+            for step in steps[engine]:
+                print(step.line(), flush=True)
+    rows: list[tuple[Timed, Timed | None]] = []
+    for i in range(len(steps["duckdb"])):
+        base = steps["duckdb"][i]
+        rows += [(base, None)] + [(s[i], base) for e, s in steps.items() if e != "duckdb"]
+    report(f"engines, {args.customers:,} customers (ratio: to DuckDB)", rows)
+
+
+if __name__ == "__main__":
+    main()
