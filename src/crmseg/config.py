@@ -48,8 +48,8 @@ class Strict(BaseModel):
 
 # which settings each engine reads (the rest are refused for it, so a typo cannot pass)
 BACKEND_FIELDS = {
-    "duckdb": {"path", "threads", "memory_limit"},
-    "postgres": {"host", "port", "database", "user", "password_env"},
+    "duckdb": {"path", "threads", "memory_limit", "sql_dialect"},
+    "postgres": {"host", "port", "database", "user", "password_env", "sql_dialect"},
 }
 
 
@@ -67,6 +67,26 @@ class BackendConfig(Strict):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="environment variable holding the Postgres password (never in the file)",
     )
+
+    sql_dialect: str | None = Field(
+        None,
+        description="the SQL dialect sql: segments and sources are written in (default: the "
+        "engine's own); they are transpiled to the engine's with sqlglot",
+    )
+
+    @field_validator("sql_dialect")
+    @classmethod
+    def _dialect(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import sqlglot
+
+        try:
+            sqlglot.Dialect.get_or_raise(value)
+        except ValueError:
+            known = ", ".join(sorted(d.value for d in sqlglot.Dialects if d.value))
+            raise ValueError(f"unknown SQL dialect {value!r}; known: {known}") from None
+        return value
 
     @model_validator(mode="after")
     def _for_kind(self) -> BackendConfig:

@@ -219,3 +219,35 @@ def test_bad_backend_settings_get_one_line(
     assert expected.replace("PORT", port) in lines[0]
     assert "hunter2" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_sql_segments_written_for_duckdb_run_on_postgres(
+    postgres: Server, make_project: MakeProject
+) -> None:
+    # DuckDB's spellings: strftime and an unquoted INTERVAL; Postgres knows neither
+    query = (
+        "SELECT customer_id FROM crmseg.customers "
+        "WHERE strftime(signup_at, '%m') = '01' OR signup_at < DATE '2024-03-15' - INTERVAL 30 DAY"
+    )
+    segments = f"""\
+    segments:
+      - name: custom.early
+        description: Signed up in January, or before mid-February.
+        owner: crm-team
+        sql: "{query}"
+    """
+    duck = make_project("duck", segments__core_yml=segments)
+    with Workspace.open(duck) as ws:
+        ws.run(as_of=datetime(2024, 7, 1))
+        expected = ws.members("custom.early")
+    assert expected == ["1", "2"]
+    root = make_project("pg", segments__core_yml=segments)
+    _on(root, postgres.backend(postgres.database("dialect")).replace("}", ", sql_dialect: duckdb}"))
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 7, 1))
+        assert ws.members("custom.early") == expected
+    _on(root, postgres.backend("dialect"))  # written for DuckDB, read as Postgres SQL
+    result = run_cli("run", "-p", str(root))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: segments/core.yml:"), result.stderr
+    assert "custom.early" in result.stderr

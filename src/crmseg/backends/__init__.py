@@ -14,11 +14,15 @@ def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
     """Open the configured backend (its path is relative to the project folder), or, with
     ``memory``, an empty one of the same engine that disappears on close (an in-memory DuckDB;
     a scratch database on a server)."""
+    backend: Backend
     if config.kind == "postgres":
         from crmseg.backends.postgres import PostgresBackend
 
-        return PostgresBackend(config, scratch=memory)
-    from crmseg.backends.duckdb import DuckDBBackend
+        backend = PostgresBackend(config, scratch=memory)
+    else:
+        from crmseg.backends.duckdb import DuckDBBackend
 
-    path: Path | str = ":memory:" if memory else root / config.path
-    return DuckDBBackend(path, threads=config.threads, memory_limit=config.memory_limit)
+        path: Path | str = ":memory:" if memory else root / config.path
+        backend = DuckDBBackend(path, threads=config.threads, memory_limit=config.memory_limit)
+    backend.written = config.sql_dialect or backend.dialect
+    return backend

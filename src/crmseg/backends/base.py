@@ -30,6 +30,8 @@ class Backend(ABC):
 
     def __init__(self, con: BaseBackend) -> None:
         self.con = con
+        # the dialect users' SQL (``sql:`` segments and sources) is written in
+        self.written = self.dialect
 
     @abstractmethod
     def execute(self, expr: ir.Expr) -> pa.Table:
@@ -77,12 +79,23 @@ class Backend(ABC):
             return []
         return sorted(n for n in names if not n.startswith("_"))
 
-    def sql(self, query: str) -> ir.Table:
-        """A user's own SQL (the ``sql:`` escape hatch, ``table:`` sources) as an Ibis table."""
+    def sql(self, query: str, dialect: str | None = None) -> ir.Table:
+        """A user's own SQL (the ``sql:`` escape hatch, ``sql:`` sources) as an Ibis table;
+        written in ``dialect`` (default: the project's ``backend.sql_dialect``), transpiled
+        to the engine's with sqlglot when they differ."""
+        import sqlglot
+
+        source = dialect or self.written
+        text = query
+        if source != self.dialect:
+            try:
+                text = sqlglot.transpile(query, read=source, write=self.dialect)[0]
+            except sqlglot.errors.SqlglotError as exc:
+                raise BackendError(f"invalid {source} SQL: {_first_line(exc)}", sql=query) from None
         try:
-            return self.con.sql(query, dialect=self.dialect)
+            return self.con.sql(text, dialect=self.dialect)
         except Exception as exc:
-            raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=query) from None
+            raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=text) from None
 
     # --- the canonical schema, one object at a time (call inside ``pending``) ---------------
 

@@ -193,7 +193,7 @@ def _query(
     where = f"sources.{name}.sql{source.named_at}"
     dialect = backend.dialect
     try:
-        tree = sqlglot.parse_one(source.sql, read=dialect)
+        tree = sqlglot.parse_one(source.sql, read=backend.written)
     except sqlglot.errors.ParseError as exc:
         detail = exc.errors[0] if exc.errors else {}
         at = f" at line {detail.get('line')}, column {detail.get('col')}" if detail else ""
@@ -202,7 +202,7 @@ def _query(
     if not isinstance(tree, sge.Query):
         problems.append(f"{where}: expected a SELECT query, got {tree.key.upper()}")
         return None
-    for used in referenced_inputs(source, inputs, dialect):
+    for used in referenced_inputs(source, inputs, backend.written):
         given = inputs[used]
         as_source = SourceConfig(
             path=given.path, table=given.table, format=given.format, delimiter=given.delimiter
@@ -216,7 +216,7 @@ def _query(
         assert isinstance(body, sge.Query)
         tree = tree.with_(used, as_=body)
     try:
-        return backend.sql(tree.sql(dialect))
+        return backend.sql(tree.sql(dialect), dialect=dialect)
     except BackendError as exc:
         problems.append(f"{where}: {str(exc).splitlines()[0]}")
         return None

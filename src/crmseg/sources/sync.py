@@ -414,7 +414,7 @@ def _query_fingerprint(
     old = before["fingerprint"] if before is not None else None
     fp: dict[str, Any] = {"config": config_hash(config, source, name), "inputs": {}}
     same = old is not None and old.get("config") == fp["config"]
-    for used in referenced_inputs(source, config.inputs, backend.dialect):
+    for used in referenced_inputs(source, config.inputs, backend.written):
         given = config.inputs[used]
         as_source = SourceConfig(
             path=given.path, table=given.table, format=given.format, delimiter=given.delimiter
