@@ -130,3 +130,30 @@ def f() -> None:
     assert _allowed("crmseg.backends.duckdb", "crmseg.sources.model")
     assert _allowed("crmseg.models.traits", "crmseg.traits")
     assert _allowed("crmseg.workspace", "crmseg.measurement.lift")
+
+
+ENGINES = ("duckdb", "psycopg", "pyspark", "sqlalchemy")
+
+
+def _engine_imports(path: Path) -> set[str]:
+    """The database drivers ``path`` imports, at any depth."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        out.update(n.split(".")[0] for n in names if n.split(".")[0] in ENGINES)
+    return out
+
+
+def test_engines_appear_only_in_backends() -> None:
+    """Stages speak Ibis and the state interface; only crmseg.backends talks to a driver."""
+    found = {
+        _module(path): sorted(_engine_imports(path))
+        for path in SRC.rglob("*.py")
+        if not _module(path).startswith("crmseg.backends") and _engine_imports(path)
+    }
+    assert found == {}
+    assert _engine_imports(SRC / "backends" / "local.py") == {"duckdb"}  # the check sees them

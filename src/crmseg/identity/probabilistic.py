@@ -74,9 +74,10 @@ def _prepared(customers: ir.Table, backend: Any, phones: PhoneBook) -> pa.Table:
 def match_pairs(data: pa.Table, config: IdentityConfig) -> pa.Table:
     """(customer_id_l, customer_id_r, match_weight, match_probability) at or above threshold."""
     splink = _splink()
-    import duckdb
     import splink.comparison_library as cl
-    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+    from splink import Linker, SettingsCreator, block_on
+
+    from crmseg.backends.local import splink_api
 
     cfg = config.splink
     cols = set(data.column_names)
@@ -103,9 +104,7 @@ def match_pairs(data: pa.Table, config: IdentityConfig) -> pa.Table:
     if not rules or len(comparisons) < 2 or data.num_rows < 2:
         return empty
     logging.getLogger("splink").setLevel(logging.WARNING)
-    con = duckdb.connect()
-    try:
-        api = DuckDBAPI(connection=con)
+    with splink_api() as api:
         settings = SettingsCreator(
             link_type="dedupe_only",
             unique_id_column_name="customer_id",
@@ -124,8 +123,6 @@ def match_pairs(data: pa.Table, config: IdentityConfig) -> pa.Table:
             training.estimate_parameters_using_expectation_maximisation(rule)
         predictions: Any = linker.inference.predict(threshold_match_probability=cfg.threshold)
         table = predictions.as_pyarrow_table()
-    finally:
-        con.close()
     del splink
     if table.num_rows == 0:
         return empty
