@@ -251,3 +251,55 @@ def test_sql_segments_written_for_duckdb_run_on_postgres(
     assert result.returncode == 1
     assert result.stderr.startswith("error: segments/core.yml:"), result.stderr
     assert "custom.early" in result.stderr
+
+
+MESSY_CUSTOMERS = """\
+customer_id,country,signup_at,tier_score,vip
+1,DE,2024-01-01 10:00:00,1.5,true
+2,AT,2024-02-29T23:30:00+02:00,,no
+3,FR,2024-03-31 02:30,7,
+4,,2024-10-27 02:30:00,-2e3,yes
+"""
+
+
+def _loaded(root: Path) -> list[dict[str, object]]:
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 12, 1))
+        t = ws.backend.canonical("customers")
+        return ws.backend.execute(t.order_by("customer_id")).to_pylist()
+
+
+def test_files_load_the_same_rows_and_errors_as_on_duckdb(
+    postgres: Server, make_project: MakeProject
+) -> None:
+    config = """\
+    name: messy
+    timezone: Europe/Berlin
+    sources:
+      customers: {path: data/customers.csv}
+    """
+    segments = """\
+    segments:
+      - name: demographic.dach
+        description: DACH.
+        owner: crm-team
+        rule: country in ('DE', 'AT')
+    """
+    files = {"crmseg_yml": config, "data__customers_csv": MESSY_CUSTOMERS,
+             "segments__core_yml": segments}  # fmt: skip
+    duck = make_project("duck", **files)
+    pg = make_project("pg", **files)
+    _on(pg, postgres.backend(postgres.database("messy")))
+    expected = _loaded(duck)
+    assert expected[1]["signup_at"] == datetime(2024, 2, 29, 21, 30)  # its own offset
+    assert expected[0]["signup_at"] == datetime(2024, 1, 1, 9)  # Berlin wall time
+    # rows 3 and 4 fall in the spring gap and the autumn overlap of Berlin's clocks: whatever
+    # the reading, the engines must agree on it
+    assert _loaded(pg) == expected
+    # values that are not what the column holds: the same located error on both
+    bad = MESSY_CUSTOMERS.replace("2024-10-27 02:30:00", "2023-02-29 10:00").replace("-2e3", "x")
+    for root in (duck, pg):
+        (root / "data" / "customers.csv").write_text(bad)
+    errors = [run_cli("run", "-p", str(root)).stderr for root in (duck, pg)]
+    assert "found 1 value that is not (e.g. '2023-02-29 10:00')" in errors[0]
+    assert errors[1] == errors[0].replace(str(duck), str(pg))

@@ -30,15 +30,15 @@ def local_to_utc(backend: "Backend", value: Any, tz: str) -> Any:
     import ibis
     import ibis.expr.datatypes as dt
 
-    if backend.dialect == "duckdb":
+    if backend.dialect in ("duckdb", "postgres"):  # timezone(zone, ts) means the same in both
 
         @ibis.udf.scalar.builtin(name="timezone")
         def zoned(zone: str, ts: dt.timestamp) -> dt.Timestamp(timezone="UTC"):  # type: ignore[valid-type, empty-body]
-            """DuckDB's timezone(zone, naive) -> an instant."""
+            """timezone(zone, naive) -> an instant."""
 
         @ibis.udf.scalar.builtin(name="timezone")
         def wall(zone: str, ts: dt.Timestamp(timezone="UTC")) -> dt.timestamp:  # type: ignore[valid-type, empty-body]
-            """DuckDB's timezone(zone, instant) -> naive wall time there."""
+            """timezone(zone, instant) -> naive wall time there."""
 
         return wall("UTC", zoned(tz, value))
 

@@ -5,7 +5,7 @@ is what runs."""
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -43,10 +43,75 @@ def to_sql(expr: ir.Expr, dialect: str) -> str:
     return ";\n".join(q.sql(dialect=c.dialect, pretty=True) for q in queries)
 
 
+# What a text must look like for a cast to a type not to fail (Postgres has no TRY_CAST;
+# pg_input_is_valid arrives only in 16). Dates are checked further against month lengths.
+_NUMBER = r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+_INTEGER = r"^\s*[-+]?[0-9]{1,18}\s*$"
+_BOOLEAN = r"^\s*(?i:t|f|true|false|y|n|yes|no|on|off|1|0)\s*$"
+_DATE = r"^\s*[0-9]{4}-(0?[1-9]|1[0-2])-(0?[1-9]|[12][0-9]|3[01])"
+_CLOCK = r"([ T]([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?)?\s*$"
+
+
 def _postgres(sc: Any) -> Any:
     import sqlglot.expressions as sge
 
-    class Postgres(type(sc.postgres.compiler)):  # type: ignore[misc]
+    def matches(arg: Any, pattern: str) -> Any:
+        return sge.RegexpLike(this=arg, expression=sge.Literal.string(pattern))
+
+    def fits_month(text: Any) -> Any:
+        """The day of a ``YYYY-M-D...`` text is within its month's length."""
+        parts = [
+            sge.Cast(
+                this=sge.func("split_part", sge.func("split_part", sge.func("btrim", text),
+                              sge.Literal.string(" "), sge.Literal.number(1)),
+                              sge.Literal.string("-"), sge.Literal.number(i)),
+                to=sge.DataType.build("INT"),
+            )
+            for i in (1, 2, 3)
+        ]  # fmt: skip
+        first = sge.func("make_date", parts[0], parts[1], sge.Literal.number(1))
+        last = sge.Sub(
+            this=sge.Add(this=first, expression=sge.Interval(this=sge.Literal.string("1 month"))),
+            expression=sge.Interval(this=sge.Literal.string("1 day")),
+        )
+        return sge.LTE(this=parts[2], expression=sge.Extract(this=sge.var("day"), expression=last))
+
+    import ibis.expr.operations as ops
+
+    base = type(sc.postgres.compiler)
+
+    class Postgres(base):  # type: ignore[misc,valid-type]
+        # Ibis writes arbitrary() as first(), which Postgres lacks (visit_Arbitrary below)
+        SIMPLE_OPS: ClassVar[dict[Any, str]] = {
+            k: v for k, v in base.SIMPLE_OPS.items() if k is not ops.Arbitrary
+        }
+
+        def visit_TryCast(self, op: Any, *, arg: Any, to: Any) -> Any:
+            """A cast that gives null instead of failing, for text: the text is checked
+            against the form the target type reads first (CASE evaluates in order)."""
+            if not op.arg.dtype.is_string():
+                return self.visit_Cast(op, arg=arg, to=to)
+            cast = self.visit_Cast(op, arg=sge.func("btrim", arg), to=to)
+            if to.is_integer():
+                ok = matches(arg, _INTEGER)
+            elif to.is_floating() or to.is_decimal():
+                ok = matches(arg, _NUMBER)
+            elif to.is_boolean():
+                ok = matches(arg, _BOOLEAN)
+            elif to.is_date():
+                ok = sge.and_(matches(arg, _DATE + r"\s*$"), fits_month(arg))
+            elif to.is_timestamp() and to.timezone is None:
+                ok = sge.and_(matches(arg, _DATE + _CLOCK), fits_month(arg))
+            else:
+                return cast
+            inner = sge.If(this=ok, true=sge.true())
+            checked = sge.Case(ifs=[inner], default=sge.false())
+            return sge.Case(ifs=[sge.If(this=checked, true=cast)], default=sge.null())
+
+        def visit_Arbitrary(self, op: Any, *, arg: Any, where: Any, **_: Any) -> Any:
+            # Ibis writes first(), which Postgres lacks; any value will do
+            return self.agg.min(arg, where=where)
+
         def visit_Cast(self, op: Any, *, arg: Any, to: Any) -> Any:
             # Postgres casts boolean to int4 but not to int8 or floats: go through int4
             if op.arg.dtype.is_boolean() and (to.is_integer() or to.is_floating()):
