@@ -97,3 +97,24 @@ def postgres() -> Iterator[Server]:
     from tests.postgres import start
 
     yield from start()
+
+
+@pytest.fixture(scope="session")
+def spark_ready() -> None:
+    """PySpark and a Java runtime are there for whole runs on Spark (CI installs Java;
+    ``CRMSEG_REQUIRE_SPARK=1`` turns their absence into a failure instead of a skip)."""
+    import importlib.util
+    import shutil
+
+    missing = [
+        what
+        for what, ok in (
+            ("pyspark (pip install 'crmseg[spark]')", importlib.util.find_spec("pyspark")),
+            ("java", shutil.which("java") or os.environ.get("JAVA_HOME")),
+        )
+        if not ok
+    ]
+    if missing:
+        if os.environ.get("CRMSEG_REQUIRE_SPARK") == "1":
+            pytest.fail(f"whole runs on Spark need {', '.join(missing)}")
+        pytest.skip(f"whole runs on Spark need {', '.join(missing)}")

@@ -50,12 +50,17 @@ class Strict(BaseModel):
 BACKEND_FIELDS = {
     "duckdb": {"path", "threads", "memory_limit", "sql_dialect"},
     "postgres": {"host", "port", "database", "user", "password_env", "sql_dialect"},
+    "pyspark": {"path", "master", "conf", "sql_dialect"},
 }
 
 
 class BackendConfig(Strict):
-    kind: Literal["duckdb", "postgres"] = "duckdb"
-    path: str = Field(".crmseg/warehouse.duckdb", description="warehouse file, project-relative")
+    kind: Literal["duckdb", "postgres", "pyspark"] = "duckdb"
+    path: str = Field(
+        ".crmseg/warehouse.duckdb",
+        description="warehouse file (DuckDB) or folder (PySpark, default .crmseg/spark), "
+        "project-relative",
+    )
     threads: int | None = Field(None, ge=1, description="DuckDB threads (default: all cores)")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '8GB'")
     host: str = Field("127.0.0.1", description="Postgres host")
@@ -66,6 +71,11 @@ class BackendConfig(Strict):
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="environment variable holding the Postgres password (never in the file)",
+    )
+
+    master: str = Field("local[*]", description="Spark master URL (PySpark)")
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Spark settings, e.g. spark.driver.memory (PySpark)"
     )
 
     sql_dialect: str | None = Field(
@@ -93,6 +103,8 @@ class BackendConfig(Strict):
         allowed = BACKEND_FIELDS[self.kind] | {"kind"}
         for name in sorted(self.model_fields_set - allowed):
             raise ValueError(f"{name!r} is not a setting of the {self.kind} backend")
+        if self.kind == "pyspark" and "path" not in self.model_fields_set:
+            object.__setattr__(self, "path", ".crmseg/spark")  # the kind's default (frozen)
         return self
 
     @field_validator("memory_limit")

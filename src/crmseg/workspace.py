@@ -144,7 +144,7 @@ class Workspace:
     def _reader(self) -> None:
         """Read-only verbs on a project that was never loaded work in memory: they must not
         create the warehouse file."""
-        local = self.config.backend.kind == "duckdb"  # a server database is there already
+        local = self.config.backend.kind != "postgres"  # a server database is there already
         if self._backend is None and local and not (self.root / self.config.backend.path).exists():
             from crmseg.backends import connect
 

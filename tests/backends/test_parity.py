@@ -1,12 +1,12 @@
-"""The parity suite: the whole demo catalog run on DuckDB and on a real PostgreSQL server
-gives the same answers (every segment's members, every trait of every customer, campaign
-audiences, lift figures). Exact for memberships and counts; floats within 1e-9 relative."""
+"""The parity suite: the whole demo catalog run on DuckDB, on a real PostgreSQL server and on
+PySpark local mode gives the same answers (every segment's members, every trait of every
+customer, campaign audiences, lift figures). Exact for memberships and counts; floats within
+1e-9 relative."""
 
 from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,6 @@ import pytest
 from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
 from tests.postgres import Server
-
-pytestmark = pytest.mark.postgres
 
 AT = datetime(2026, 11, 1)
 CUSTOMERS = 2000
@@ -65,28 +63,49 @@ def same(a: Any, b: Any, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shops(tmp_path_factory: pytest.TempPathFactory, postgres: Server) -> Iterator[dict[str, Path]]:
-    base = tmp_path_factory.mktemp("parity")
-    duck = base / "duckdb"
-    init_project(duck, demo=True, customers=CUSTOMERS, seed=7)
-    pg = base / "postgres"
-    shutil.copytree(duck, pg)
-    config = pg / "crmseg.yml"
-    lines = config.read_text().splitlines()
-    lines = [postgres.backend(postgres.database("parity")) if line.startswith("backend:")
-             else line for line in lines]  # fmt: skip
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("parity") / "duckdb"
+    init_project(root, demo=True, customers=CUSTOMERS, seed=7)
+    return root
+
+
+@pytest.fixture(scope="module")
+def duckdb_answers(demo: Path) -> dict[str, Any]:
+    shop = demo.parent / "duckdb-run"
+    shutil.copytree(demo, shop)
+    answered = answers(shop)
+    assert sum(len(m) for m in answered["members"].values()) > 1000  # the demo is not empty
+    assert len(answered["traits"]) > CUSTOMERS * 0.9
+    assert answered["audiences"] and any(a["treatment"] for a in answered["audiences"].values())
+    assert answered["lift"]
+    return answered
+
+
+def on(demo: Path, engine: str, backend: str) -> Path:
+    """A copy of the demo project whose ``backend:`` line is ``backend``."""
+    shop = demo.parent / engine
+    shutil.copytree(demo, shop)
+    config = shop / "crmseg.yml"
+    lines = [backend if x.startswith("backend:") else x for x in config.read_text().splitlines()]
     config.write_text("\n".join(lines) + "\n")
-    yield {"duckdb": duck, "postgres": pg}
+    return shop
 
 
-def test_the_demo_catalog_gives_the_same_answers_on_duckdb_and_postgres(
-    shops: dict[str, Path],
+@pytest.mark.postgres
+def test_the_demo_catalog_gives_the_same_answers_on_postgres(
+    demo: Path, duckdb_answers: dict[str, Any], postgres: Server
 ) -> None:
-    duck = answers(shops["duckdb"])
-    pg = answers(shops["postgres"])
-    assert sum(len(m) for m in duck["members"].values()) > 1000  # the demo is not empty
-    assert len(duck["traits"]) > CUSTOMERS * 0.9
-    assert duck["audiences"] and any(a["treatment"] for a in duck["audiences"].values())
-    assert duck["lift"]
+    shop = on(demo, "postgres", postgres.backend(postgres.database("parity")))
+    answered = answers(shop)
     for part in ("members", "traits", "audiences", "lift"):
-        same(pg[part], duck[part], part)
+        same(answered[part], duckdb_answers[part], part)
+
+
+@pytest.mark.spark
+def test_the_demo_catalog_gives_the_same_answers_on_pyspark(
+    demo: Path, duckdb_answers: dict[str, Any], spark_ready: None
+) -> None:
+    shop = on(demo, "pyspark", 'backend: {kind: pyspark, master: "local[2]"}')
+    answered = answers(shop)
+    for part in ("members", "traits", "audiences", "lift"):
+        same(answered[part], duckdb_answers[part], part)

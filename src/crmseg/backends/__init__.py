@@ -19,6 +19,11 @@ def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
         from crmseg.backends.postgres import PostgresBackend
 
         backend = PostgresBackend(config, scratch=memory)
+    elif config.kind == "pyspark":
+        from crmseg.backends.spark import SparkBackend
+
+        folder = None if memory else root / config.path
+        backend = SparkBackend(folder, master=config.master, conf=config.conf)
     else:
         from crmseg.backends.duckdb import DuckDBBackend
 

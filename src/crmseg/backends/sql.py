@@ -18,6 +18,10 @@ def compiler(dialect: str) -> Any:
 
     if dialect == "postgres":
         return _postgres(sc)
+    if dialect == "pyspark":
+        import ibis
+
+        _ = ibis.pyspark  # registers the options its compiler reads (treat_nan_as_null)
     if dialect != "duckdb":
         return getattr(sc, dialect).compiler
 
