@@ -42,8 +42,29 @@ def local_to_utc(backend: "Backend", value: Any, tz: str) -> Any:
 
         return wall("UTC", zoned(tz, value))
 
+    # Spark's to_utc_timestamp reads a wall time the clocks show twice (autumn) with the
+    # summer offset; DuckDB and Postgres read it with the later, standard one. The later
+    # reading is the wall time less the offset a few hours on; it is taken when it shows
+    # the same wall time (only then is the time ambiguous).
     @ibis.udf.scalar.builtin(name="to_utc_timestamp")
     def to_utc(ts: dt.timestamp, zone: str) -> dt.timestamp:  # type: ignore[empty-body]
         """Spark's to_utc_timestamp(naive local, zone) -> naive UTC."""
 
-    return to_utc(value, tz)
+    @ibis.udf.scalar.builtin(name="from_utc_timestamp")
+    def from_utc(ts: dt.timestamp, zone: str) -> dt.timestamp:  # type: ignore[empty-body]
+        """Spark's from_utc_timestamp(naive UTC, zone) -> naive local."""
+
+    @ibis.udf.scalar.builtin(name="unix_micros")
+    def micros(ts: dt.timestamp) -> dt.int64:  # type: ignore[empty-body]
+        """Microseconds since 1970 (the session zone is UTC)."""
+
+    @ibis.udf.scalar.builtin(name="timestamp_micros")
+    def at(us: dt.int64) -> dt.timestamp:  # type: ignore[empty-body]
+        """The timestamp that many microseconds after 1970."""
+
+    first = to_utc(value, tz)
+    later = at(micros(first) + 6 * 3600 * 1_000_000)
+    offset = micros(from_utc(later, tz)) - micros(later)
+    second = at(micros(value) - offset)
+    ambiguous = (second > first) & (from_utc(second, tz) == value)
+    return ibis.cases((ambiguous, second), else_=first)

@@ -168,6 +168,23 @@ def _naive_utc(data: pa.Table) -> pa.Table:
     return data if schema == data.schema else data.cast(schema)
 
 
+def _instants(schema: pa.Schema) -> list[str]:
+    """Columns holding zoned timestamps (instants)."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.tz is not None]
+
+
+def _parquet_instants(path: str) -> list[str]:
+    """Zoned timestamp columns of a Parquet file, as DuckDB reads it (UTC-adjusted ones)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return _instants(pq.read_schema(path))
+    except Exception:  # Spark reads it, or says why
+        return []
+
+
 def _visible(folder: Path) -> list[Path]:
     """The data files of a folder as Spark lists them (names starting _ or . are not)."""
     return sorted(p for p in folder.iterdir() if not p.name.startswith(("_", ".")))
@@ -412,15 +429,26 @@ class SparkBackend(Backend):
         entry = self._entry(name)
         if entry is None:
             raise BackendError(f"table {database}.{name} not found in the pyspark warehouse")
+        return self._ibis_table(name, entry["schema"], entry.get("instants", ()), self.db)
+
+    def _ibis_table(
+        self, name: str, schema: Any, instants: Any, database: str | None = None
+    ) -> ir.Table:
+        """An Ibis table over a Spark relation of ``schema`` (its JSON form). Spark has one
+        timestamp type for naive and zoned values; ``instants`` are the columns that were
+        zoned where they came from, which the loader reads as instants, not wall time."""
+        import ibis.expr.datatypes as dt
         import ibis.expr.operations as ops
         import ibis.expr.schema as sch
         from ibis.backends.pyspark.datatypes import PySparkType
         from pyspark.sql.types import StructType
 
-        schema = sch.Schema(PySparkType.to_ibis(StructType.fromJson(entry["schema"])))
-        namespace = ops.Namespace(database=self.db)
+        struct = dict(PySparkType.to_ibis(StructType.fromJson(schema)).fields)
+        for column in instants:
+            struct[column] = dt.Timestamp(timezone="UTC", nullable=struct[column].nullable)
+        namespace = ops.Namespace(database=database)
         table: ir.Table = ops.DatabaseTable(
-            name, schema=schema, source=self.con, namespace=namespace
+            name, schema=sch.Schema(struct), source=self.con, namespace=namespace
         ).to_expr()
         return table
 
@@ -534,7 +562,8 @@ class SparkBackend(Backend):
                     raise BackendError(
                         f"Spark cannot read {paths[0]}: {_first_line(exc)}"
                     ) from None
-                entry = {"name": name, "kind": "table", "path": path, "schema": schema}
+                entry = {"name": name, "kind": "table", "path": path, "schema": schema,
+                         "instants": _parquet_instants(paths[0])}  # fmt: skip
                 self._register(entry)
                 self._set(entry)
                 return self.canonical(name)
@@ -543,10 +572,11 @@ class SparkBackend(Backend):
     def read_parquet(self, paths: list[str]) -> ir.Table:
         name = f"_crmseg_file_{uuid.uuid4().hex[:8]}"
         try:
-            self.spark.read.parquet(*paths).createOrReplaceTempView(name)
+            frame = self.spark.read.parquet(*paths)
+            frame.createOrReplaceTempView(name)
         except Exception as exc:
             raise BackendError(f"Spark cannot read {paths[0]}: {_first_line(exc)}") from None
-        return self.con.table(name)
+        return self._ibis_table(name, frame.schema.jsonValue(), _parquet_instants(paths[0]))
 
     def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
         """Parsed by the embedded reader (Spark's CSV reader types and quotes differently),
@@ -559,8 +589,9 @@ class SparkBackend(Backend):
         finally:
             reader.close()
         name = f"_crmseg_file_{uuid.uuid4().hex[:8]}"
-        self._arrow_frame(data, name).createOrReplaceTempView(name)
-        return self.con.table(name)
+        frame = self._arrow_frame(data, name)
+        frame.createOrReplaceTempView(name)
+        return self._ibis_table(name, frame.schema.jsonValue(), _instants(data.schema))
 
     def scratch(self, name: str, expr: ir.Table) -> ir.Table:
         """A working table: Parquet in this process's work folder, read through a temporary

@@ -1,0 +1,200 @@
+"""The PySpark backend in local mode: a killed run leaves the previous catalog and data, one
+process at a time opens a warehouse, unit tests never touch it, files load the same rows as
+on DuckDB, and bad settings get one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from crmseg import Workspace
+from crmseg.demo.scaffold import init_project
+from crmseg.errors import BackendError, StateError
+from tests.backends.test_postgres import MESSY_CUSTOMERS, _loaded, _on
+from tests.conftest import MakeProject, run_cli
+from tests.segments.conftest import grow_customers
+
+pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_ready")]
+
+SPARK = 'backend: {kind: pyspark, master: "local[2]"}'
+T1 = datetime(2026, 10, 1)
+T2 = datetime(2026, 11, 1)
+
+
+def _catalog(root: Path) -> dict[str, str]:
+    objects = json.loads((root / ".crmseg" / "spark" / "catalog.json").read_text())["objects"]
+    return {o["name"]: o.get("path") or o["sql"] for o in objects}
+
+
+def test_a_killed_run_leaves_the_previous_data(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    init_project(root, demo=True, customers=400, seed=3)
+    _on(root, SPARK)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=T1)
+        names = [s.name for s in ws.segments]
+        before = {n: ws.members(n, as_of=T1) for n in names}
+        customers = ws.backend.scalar(ws.backend.canonical("customers").count())
+    catalog = _catalog(root)
+    grow_customers(root)
+    identity = root / ".crmseg" / "spark" / "tables" / "identity_map"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmseg", "run", "-p", str(root), "--as-of", f"{T2:%Y-%m-%d}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # kill it once it has written new tables (a second identity folder) and before it
+        # commits: the catalog it would replace must be the one it read
+        deadline = time.monotonic() + 240
+        while len(list(identity.iterdir())) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            time.sleep(0.05)
+        # meanwhile, nobody else opens the warehouse (the lock is taken first: this fails
+        # before starting anything)
+        with (
+            pytest.raises(BackendError, match="in use by another crmseg process"),
+            Workspace.open(root) as busy,
+        ):
+            busy.backend  # noqa: B018 (opening it is the test)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(list(identity.iterdir())) == 2  # the killed run's folder is there
+    assert _catalog(root) == catalog
+    with Workspace.open(root) as ws:
+        assert [r.as_of for r in ws.runs()] == [T1]
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == customers
+        for n in names:
+            assert ws.members(n, as_of=T1) == before[n], n
+    with Workspace.open(root) as ws:
+        ws.run(as_of=T2)
+        assert len(list(identity.iterdir())) == 1  # what the killed run wrote is gone
+        assert [r.as_of for r in ws.runs()][-1] == T2
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == customers + 1
+        assert "golden_customers" in ws.backend.views()
+
+
+def test_a_failed_run_restores_the_catalog_in_the_same_process(
+    make_project: MakeProject,
+) -> None:
+    root = make_project()
+    _on(root, SPARK)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 7, 1))
+        catalog = _catalog(root)
+        dach = ws.members("demographic.dach")
+        (root / "data" / "customers.csv").write_text(
+            "customer_id,email,country,signup_at,plan,tier\n9,z@example.com,DE,2024-01-01,pro,gold\n"
+        )
+        with pytest.raises(StateError, match="injected"):
+            ws.run(as_of=datetime(2024, 7, 2), _fail_after=0)
+        assert _catalog(root) == catalog
+        # the session reads the previous tables again, not the failed run's
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == 4
+        assert ws.members("demographic.dach") == dach
+
+
+def test_unit_tests_never_touch_the_project_warehouse(make_project: MakeProject) -> None:
+    root = make_project(
+        tests__dach_yml="""\
+        tests:
+          - name: dach
+            as_of: 2024-06-01
+            customers:
+              - {customer_id: a, country: DE}
+              - {customer_id: b, country: FR}
+            expect:
+              demographic.dach: [a]
+        """,
+    )
+    _on(root, SPARK)
+    with Workspace.open(root) as ws:
+        ws.run(as_of=datetime(2024, 7, 1))
+    catalog = _catalog(root)
+    result = run_cli("test", "-p", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+    assert _catalog(root) == catalog
+    with Workspace.open(root) as ws:
+        assert ws.backend.scalar(ws.backend.canonical("customers").count()) == 4
+
+
+def test_files_load_the_same_rows_and_errors_as_on_duckdb(make_project: MakeProject) -> None:
+    config = """\
+    name: messy
+    timezone: Europe/Berlin
+    sources:
+      customers: {path: data/customers.csv}
+    """
+    segments = """\
+    segments:
+      - name: demographic.dach
+        description: DACH.
+        owner: crm-team
+        rule: country in ('DE', 'AT')
+    """
+    files = {"crmseg_yml": config, "data__customers_csv": MESSY_CUSTOMERS,
+             "segments__core_yml": segments}  # fmt: skip
+    duck = make_project("duck", **files)
+    spark = make_project("spark", **files)
+    _on(spark, SPARK)
+    expected = _loaded(duck)
+    assert expected[1]["signup_at"] == datetime(2024, 2, 29, 21, 30)
+    assert _loaded(spark) == expected
+    bad = MESSY_CUSTOMERS.replace("2024-10-27 02:30:00", "2023-02-29 10:00").replace("-2e3", "x")
+    for root in (duck, spark):
+        (root / "data" / "customers.csv").write_text(bad)
+    errors = [run_cli("run", "-p", str(root)).stderr for root in (duck, spark)]
+    assert "found 1 value that is not (e.g. '2023-02-29 10:00')" in errors[0]
+    assert errors[1] == errors[0].replace(str(duck), str(spark))
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("{kind: pyspark, host: db.example.com}", "'host' is not a setting of the pyspark backend"),
+        ('{kind: pyspark, master: "nowhere://1"}', "error: cannot start Spark (nowhere://1): "),
+        ("{kind: pyspark, conf: [1]}", "[backend.conf]: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_spark_settings_get_one_line(
+    make_project: MakeProject, backend: str, expected: str
+) -> None:
+    root = make_project()
+    _on(root, "backend: " + backend)
+    result = subprocess.run(
+        [sys.executable, "-m", "crmseg", "run", "-p", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_engine_is_told_by_the_catalog_not_the_folder(make_project: MakeProject) -> None:
+    """A catalog file that is not crmseg's gives one line naming it, and nothing is lost."""
+    root = make_project()
+    _on(root, SPARK)
+    folder = root / ".crmseg" / "spark"
+    folder.mkdir(parents=True)
+    (folder / "catalog.json").write_text(textwrap.dedent("{not json"))
+    result = run_cli("run", "-p", str(root))
+    assert result.returncode == 1
+    assert "catalog.json: not a crmseg Spark catalog" in result.stderr
+    assert (folder / "catalog.json").read_text() == "{not json"
