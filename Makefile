@@ -25,7 +25,7 @@ demo: $(STAMP_RUN)
 	$(BIN)/crmseg demo --dir demo-shop
 
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: $(STAMP_DEV)
 	$(BIN)/python -m pytest -n 2 -m "not spark and not slow" $(PYTEST_ARGS)

@@ -14,8 +14,8 @@ wall-clock with its peak RSS:
 DuckDB is the embedded default and the baseline of each step's ratio. Postgres is a real
 server this script starts with ``initdb``/``pg_ctl`` on a free port of 127.0.0.1 (the tests'
 cluster helper) and stops at the end; its peak RSS is crmseg's process only, not the
-server's. PySpark is not listed: whole runs on Spark are not supported yet (rule plans are,
-see docs/backends.md).
+server's. PySpark runs in local mode on two cores (``local[2]``); its peak RSS is the Python
+process's, not the JVM's (``--engines`` picks a subset).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=500_000)
     ap.add_argument("--workdir", type=Path, help="keep the generated shop here")
+    ap.add_argument("--engines", default="duckdb,postgres,pyspark",
+                    help="comma-separated, DuckDB always included (the baseline)")  # fmt: skip
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_engines_"))
     data = work / f"data{args.customers}"
@@ -49,9 +51,15 @@ def main() -> None:
 
     with cluster() as server:
         database = server.database("bench")
+        chosen = {"duckdb", *args.engines.split(",")}
         engines = {
-            "duckdb": "backend: {kind: duckdb}",
-            "postgres": server.backend(database),
+            e: line
+            for e, line in {
+                "duckdb": "backend: {kind: duckdb}",
+                "postgres": server.backend(database),
+                "pyspark": 'backend: {kind: pyspark, master: "local[2]"}',
+            }.items()
+            if e in chosen
         }
         steps: dict[str, list[Timed]] = {}
         for engine, line in engines.items():

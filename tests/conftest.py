@@ -118,3 +118,11 @@ def spark_ready() -> None:
         if os.environ.get("CRMSEG_REQUIRE_SPARK") == "1":
             pytest.fail(f"whole runs on Spark need {', '.join(missing)}")
         pytest.skip(f"whole runs on Spark need {', '.join(missing)}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Spark tests share one xdist worker (``--dist loadgroup``): each worker would start
+    and warm its own JVM (about 25 s) and two JVMs fight over two cores."""
+    for item in items:
+        if item.get_closest_marker("spark") is not None:
+            item.add_marker(pytest.mark.xdist_group("spark"))

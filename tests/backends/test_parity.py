@@ -17,6 +17,9 @@ from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
 from tests.postgres import Server
 
+# one worker computes DuckDB's answers once for both engines (see tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("spark")
+
 AT = datetime(2026, 11, 1)
 CUSTOMERS = 2000
 

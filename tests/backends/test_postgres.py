@@ -191,7 +191,7 @@ def test_unit_tests_never_touch_the_project_database(
             "crmseg.yml:1:10 [backend]: 'path' is not a setting of the postgres backend",
         ),
         ("{host: db.example.com}", "[backend]: 'host' is not a setting of the duckdb backend"),
-        ("{kind: oracle}", "[backend.kind]: Input should be 'duckdb' or 'postgres'"),
+        ("{kind: oracle}", "[backend.kind]: Input should be 'duckdb', 'postgres' or 'pyspark'"),
     ],
 )
 def test_bad_backend_settings_get_one_line(

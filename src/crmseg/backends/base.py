@@ -27,6 +27,8 @@ class Backend(ABC):
 
     kind: str = "abstract"
     dialect: str = "duckdb"
+    # whether real time (crmseg stream, POST /events) runs here
+    streams: bool = True
 
     def __init__(self, con: BaseBackend) -> None:
         self.con = con

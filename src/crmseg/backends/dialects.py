@@ -16,14 +16,15 @@ class Dialect:
     # an ordered-set aggregate (median) may run as a window over every row; where it may
     # not (Postgres), the median over customers is a scalar subquery
     median_window: bool = True
-    # median and quantiles are exact (Spark's percentile_approx is not)
+    # median and quantiles are exact (all three engines' are: Spark's percentile, not its
+    # percentile_approx); an engine with only approximate ones would say so here
     exact_median: bool = True
 
 
 DIALECTS = {
     "duckdb": Dialect("duckdb"),
     "postgres": Dialect("postgres", median_window=False),
-    "pyspark": Dialect("pyspark", exact_median=False),
+    "pyspark": Dialect("pyspark"),
 }
 
 

@@ -193,6 +193,8 @@ def _visible(folder: Path) -> list[Path]:
 class SparkBackend(Backend):
     kind = "pyspark"
     dialect = "pyspark"
+    # a micro-batch would cost seconds of Spark jobs; the realtime plan is not tested here
+    streams = False
 
     def __init__(
         self,
@@ -211,21 +213,27 @@ class SparkBackend(Backend):
         self.path = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock(folder)
-        shutil.rmtree(folder / "_work", ignore_errors=True)  # a killed process's, if any
-        self.spark = _session(master, conf or {}, folder / "spark.log")
-        self.db = f"crmseg_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self._work = folder / "_work" / self.db  # memtables, scratch and file uploads
-        self._work.mkdir(parents=True, exist_ok=True)
-        con = _ibis_class()().connect(self.spark)
-        con.owner = self  # writes the in-memory tables Ibis registers
-        from crmseg.backends.sql import compiler
+        try:
+            shutil.rmtree(folder / "_work", ignore_errors=True)  # a killed process's, if any
+            self._catalog = self._load()  # a bad catalog fails before Spark starts
+            self.spark = _session(master, conf or {}, folder / "spark.log")
+            self.db = f"crmseg_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            self._work = folder / "_work" / self.db  # memtables, scratch and file uploads
+            self._work.mkdir(parents=True, exist_ok=True)
+            con = _ibis_class()().connect(self.spark)
+            con.owner = self  # writes the in-memory tables Ibis registers
+            from crmseg.backends.sql import compiler
 
-        con.compiler = compiler("pyspark")
-        super().__init__(con)
-        self._pending = False
-        self._catalog = self._load()
-        self._made: dict[str, str] = {}  # what is in Spark's catalog now, and its kind
-        self._register_all()
+            con.compiler = compiler("pyspark")
+            super().__init__(con)
+            self._pending = False
+            self._made: dict[str, str] = {}  # what is in Spark's catalog now, and its kind
+            self._register_all()
+        except BaseException:
+            self._lock.close()  # a failed open leaves the warehouse to others
+            if self._temporary:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     # --- the lock and the catalog file -----------------------------------------------------
 

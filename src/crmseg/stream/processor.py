@@ -77,6 +77,13 @@ class Processor:
         use_fast: bool = True,
         guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
+        if not backend.streams:
+            from crmseg.errors import BackendError
+
+            raise BackendError(
+                f"real time (crmseg stream, POST /events) is not available on the "
+                f"{backend.kind} backend; use duckdb or postgres"
+            )
         self.backend = backend
         self.state = state
         self.catalog = catalog
