@@ -14,8 +14,8 @@ wall-clock with its peak RSS:
 DuckDB is the embedded default and the baseline of each step's ratio. Postgres is a real
 server this script starts with ``initdb``/``pg_ctl`` on a free port of 127.0.0.1 (the tests'
 cluster helper) and stops at the end; its peak RSS is crmseg's process only, not the
-server's. PySpark runs in local mode on two cores (``local[2]``); its peak RSS is the Python
-process's, not the JVM's (``--engines`` picks a subset).
+server's. PySpark runs in local mode on two cores (``local[2]``, driver memory 6 GB); its peak
+RSS is the Python process's, not the JVM's (``--engines`` picks a subset).
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def main() -> None:
             for e, line in {
                 "duckdb": "backend: {kind: duckdb}",
                 "postgres": server.backend(database),
-                "pyspark": 'backend: {kind: pyspark, master: "local[2]"}',
+                # the driver collects results (1 GB by default is short at 500k customers)
+                "pyspark": 'backend: {kind: pyspark, master: "local[2]", '
+                "conf: {spark.driver.memory: 6g}}",
             }.items()
             if e in chosen
         }

@@ -238,16 +238,21 @@ def test_write_appends_for_review_and_never_clobbers(shop: Workspace, tmp_path: 
     assert path.read_text() == broken
 
 
-def test_cli_text_and_json(shop: Workspace) -> None:
+def test_cli_text_and_json(shop: Workspace, tmp_path: Path) -> None:
     import json
+    import shutil
 
-    done = _cli(shop.root, "suggest", "--target", "purchase", "--top", "2", "--format", "json")
+    # a copy: this process may hold the shop's state file open (DuckDB's lock), and
+    # nothing writes to it meanwhile (write-ahead logs are copied with their files)
+    root = tmp_path / "shop"
+    shutil.copytree(shop.root, root)
+    done = _cli(root, "suggest", "--target", "purchase", "--top", "2", "--format", "json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert len(data["suggestions"]) == 2 and data["written"] == []
-    text = _cli(shop.root, "suggest", "--target", "purchase", "--top", "1")
+    text = _cli(root, "suggest", "--target", "purchase", "--top", "1")
     assert "held out:" in text.stdout and "lift" in text.stdout
-    bad = _cli(shop.root, "suggest", "--target", "orders_count >= 2")
+    bad = _cli(root, "suggest", "--target", "orders_count >= 2")
     assert bad.returncode == 1 and "--target:1:1:" in bad.stderr + bad.stdout
 
 
