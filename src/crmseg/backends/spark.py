@@ -82,16 +82,25 @@ def _session(master: str, conf: Mapping[str, str], log: Path | None = None) -> A
         raise BackendError(f"cannot start Spark ({master}): {_first_line(exc)}{where}") from None
     session = base.newSession()
     settings = {
-        # timestamps are naive UTC throughout (as on DuckDB and Postgres)
+        "spark.sql.shuffle.partitions": "8",
+        **dict(conf),
+        # pinned whatever the project says: timestamps are naive UTC throughout (as on
+        # DuckDB and Postgres), and Parquet and Arrow carry them exactly
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.parquet.inferTimestampNTZ.enabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.shuffle.partitions": str(conf.get("spark.sql.shuffle.partitions", 8)),
-        **dict(conf),
     }
     for key, value in settings.items():
-        session.conf.set(key, value)
+        # static settings (spark.driver.memory) only reach a context that starts now;
+        # a session takes the SQL ones
+        if session.conf.isModifiable(key):
+            try:
+                session.conf.set(key, value)
+            except Exception as exc:
+                raise BackendError(
+                    f"backend.conf: Spark refuses {key}={value!r}: {_first_line(exc)}"
+                ) from None
     return session
 
 
