@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_ready")]
 # static setting (driver memory) is taken at start and never set on a running session
 SPARK = (
     'backend: {kind: pyspark, master: "local[2]", conf: {spark.sql.adaptive.enabled: "false",'
-    " spark.sql.shuffle.partitions: \"2\", spark.driver.memory: 1g}}"
+    ' spark.sql.shuffle.partitions: "2", spark.driver.memory: 1g}}'
 )
 T1 = datetime(2026, 10, 1)
 T2 = datetime(2026, 11, 1)
