@@ -165,7 +165,10 @@ def test_files_load_the_same_rows_and_errors_as_on_duckdb(make_project: MakeProj
     ("backend", "expected"),
     [
         ("{kind: pyspark, host: db.example.com}", "'host' is not a setting of the pyspark backend"),
-        ('{kind: pyspark, master: "nowhere://1"}', "error: cannot start Spark (nowhere://1): "),
+        (
+            '{kind: pyspark, master: "nowhere://1"}',
+            "error: cannot start Spark (nowhere://1): Master must either be yarn or start with",
+        ),
         ("{kind: pyspark, conf: [1]}", "[backend.conf]: Input should be a valid dictionary"),
     ],
 )

@@ -78,8 +78,9 @@ def _session(master: str, conf: Mapping[str, str], log: Path | None = None) -> A
         with _output_to(log):
             base = builder.getOrCreate()
     except Exception as exc:
+        reason = _jvm_reason(log) or _first_line(exc)
         where = f" (its log: {log})" if log else ""
-        raise BackendError(f"cannot start Spark ({master}): {_first_line(exc)}{where}") from None
+        raise BackendError(f"cannot start Spark ({master}): {reason}{where}") from None
     session = base.newSession()
     settings = {
         "spark.sql.shuffle.partitions": "8",
@@ -102,6 +103,17 @@ def _session(master: str, conf: Mapping[str, str], log: Path | None = None) -> A
                     f"backend.conf: Spark refuses {key}={value!r}: {_first_line(exc)}"
                 ) from None
     return session
+
+
+def _jvm_reason(log: Path | None) -> str | None:
+    """The message of the JVM's last exception in ``log`` (PySpark only says the gateway
+    exited)."""
+    if log is None or not log.exists():
+        return None
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "Exception" in line and ": " in line and not line.startswith((" ", "\t")):
+            return line.split(": ", 1)[1].strip()
+    return None
 
 
 @contextlib.contextmanager
