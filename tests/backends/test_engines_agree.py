@@ -1,8 +1,9 @@
-"""Property: any rule the language accepts has the same members on DuckDB and on Postgres.
+"""Property: any rule the language accepts has the same members on DuckDB, on Postgres and on
+PySpark.
 
 Rules come from the fuzz generator (``tests/rules/rulegen.py``: traits, attributes,
 aggregates with where/within, sequences, functions, case, in, between, like, literals at the
-edges), seeded by hypothesis, over the same 400-customer demo loaded into both engines. A
+edges), seeded by hypothesis, over the same 400-customer demo loaded into each engine. A
 rule the engines refuse must be refused by both. ``CRMSEG_PROPERTY_EXAMPLES`` sets how many
 batches of 25 rules (default 4 here; docs/backends.md gives a longer run's figures).
 """
@@ -13,6 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,34 +28,48 @@ from crmseg.rules.defs import Definition
 from tests.postgres import Server
 from tests.rules.rulegen import RuleGen
 
-pytestmark = pytest.mark.postgres
-
 AT = datetime(2026, 11, 1)
 EXAMPLES = int(os.environ.get("CRMSEG_PROPERTY_EXAMPLES", "4"))
 BATCH = 25
 
 
 @pytest.fixture(scope="module")
-def engines(
-    tmp_path_factory: pytest.TempPathFactory, postgres: Server
-) -> Iterator[dict[str, Workspace]]:
-    base = tmp_path_factory.mktemp("agree")
-    duck = base / "duckdb"
-    init_project(duck, demo=True, customers=400, seed=5)
-    pg = base / "postgres"
-    shutil.copytree(duck, pg)
-    config = pg / "crmseg.yml"
-    backend = postgres.backend(postgres.database("agree"))
-    lines = [backend if x.startswith("backend:") else x for x in config.read_text().splitlines()]
-    config.write_text("\n".join(lines) + "\n")
-    opened = {}
-    for name, root in (("duckdb", duck), ("postgres", pg)):
-        ws = Workspace.open(root)
-        ws.run(as_of=AT)
-        opened[name] = ws
-    yield opened
-    for ws in opened.values():
-        ws.close()
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("agree") / "demo"
+    init_project(root, demo=True, customers=400, seed=5)
+    return root
+
+
+def _opened(demo: Path, name: str, backend: str | None) -> Workspace:
+    root = demo.parent / name
+    shutil.copytree(demo, root)
+    if backend is not None:
+        config = root / "crmseg.yml"
+        lines = [backend if x.startswith("backend:") else x
+                 for x in config.read_text().splitlines()]  # fmt: skip
+        config.write_text("\n".join(lines) + "\n")
+    ws = Workspace.open(root)
+    ws.run(as_of=AT)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def duck(demo: Path) -> Iterator[Workspace]:
+    with _opened(demo, "duckdb", None) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def pg(demo: Path, postgres: Server) -> Iterator[Workspace]:
+    with _opened(demo, "postgres", postgres.backend(postgres.database("agree"))) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def spark(demo: Path, spark_ready: None) -> Iterator[Workspace]:
+    line = 'backend: {kind: pyspark, master: "local[2]"}'
+    with _opened(demo, "pyspark", line) as ws:
+        yield ws
 
 
 def _members(ws: Workspace, defs: list[Definition]) -> dict[str, Any]:
@@ -72,18 +88,9 @@ def _members(ws: Workspace, defs: list[Definition]) -> dict[str, Any]:
     return {n: sorted(r["customer_id"] for r in rows if r[n]) for n in names}
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(seed=st.integers(0, 2**31))
-def test_every_accepted_rule_has_the_same_members_on_both_engines(
-    engines: dict[str, Workspace], seed: int
-) -> None:
+def _batch(duck: Workspace, seed: int) -> list[Definition]:
+    """Up to BATCH generated rules that DuckDB's rule checker accepts."""
     gen = RuleGen(seed)
-    duck = engines["duckdb"]
     defs = []
     for i in range(BATCH * 3):  # about half the generated rules are (meant to be) rejected
         d = Definition(f"custom.r{i}", "segment", gen.rule(), None, "segments/r.yml", 1, 1)
@@ -96,19 +103,53 @@ def test_every_accepted_rule_has_the_same_members_on_both_engines(
         if len(defs) == BATCH:
             break
     assert defs
+    return defs
+
+
+def _compare(duck: Workspace, other: Workspace, seed: int) -> None:
+    defs = _batch(duck, seed)
     expected = _members(duck, defs)
-    got = _members(engines["postgres"], defs)
+    got = _members(other, defs)
     differ = {d.text: (expected[d.name], got[d.name]) for d in defs
               if not _agree(expected[d.name], got[d.name])}  # fmt: skip
     assert not differ, differ
     assert any(not isinstance(v, str) for v in expected.values())
 
 
-def _agree(duck: Any, pg: Any) -> bool:
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.mark.postgres
+@PROPERTY
+@given(seed=st.integers(0, 2**31))
+def test_every_accepted_rule_has_the_same_members_on_postgres(
+    duck: Workspace, pg: Workspace, seed: int
+) -> None:
+    _compare(duck, pg, seed)
+
+
+@pytest.mark.spark
+@PROPERTY
+@given(seed=st.integers(0, 2**31))
+def test_every_accepted_rule_has_the_same_members_on_pyspark(
+    duck: Workspace, spark: Workspace, seed: int
+) -> None:
+    _compare(duck, spark, seed)
+
+
+def _agree(duck: Any, other: Any) -> bool:
     """Same members, or both refused; and the one listed difference (docs/backends.md): a
-    float past 1.8e308 is infinity on DuckDB (IEEE 754) and an error on Postgres, which
-    names the segment."""
-    if isinstance(duck, str) or isinstance(pg, str):
-        overflow = not isinstance(duck, str) and "out of range" in pg
-        return overflow or (isinstance(duck, str) and isinstance(pg, str))
-    return bool(duck == pg)
+    number past the engine's range. DuckDB makes a float past 1.8e308 infinity (IEEE 754)
+    and rounds an integer at the int64 edge; Postgres ("out of range") and Spark
+    ("ARITHMETIC_OVERFLOW") refuse it with an error that names the segment."""
+    if isinstance(duck, str) or isinstance(other, str):
+        overflow = not isinstance(duck, str) and (
+            "out of range" in other or "ARITHMETIC_OVERFLOW" in other
+        )
+        return overflow or (isinstance(duck, str) and isinstance(other, str))
+    return bool(duck == other)

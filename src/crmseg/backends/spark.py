@@ -82,6 +82,12 @@ def _session(master: str, conf: Mapping[str, str], log: Path | None = None) -> A
         where = f" (its log: {log})" if log else ""
         raise BackendError(f"cannot start Spark ({master}): {reason}{where}") from None
     session = base.newSession()
+    # PySpark 4 also logs every failed query as a JSON stack trace on standard error;
+    # crmseg reports the failure itself, in one line
+    import logging
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        logging.getLogger(name).disabled = True
     settings = {
         "spark.sql.shuffle.partitions": "8",
         **dict(conf),
