@@ -20,7 +20,7 @@ import pytest
 
 from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
-from crmseg.errors import BackendError, StateError
+from crmseg.errors import BackendError, CrmsegError, StateError
 from tests.backends.test_postgres import MESSY_CUSTOMERS, _loaded, _on
 from tests.conftest import MakeProject, run_cli
 from tests.segments.conftest import grow_customers
@@ -156,9 +156,12 @@ def test_files_load_the_same_rows_and_errors_as_on_duckdb(make_project: MakeProj
     bad = MESSY_CUSTOMERS.replace("2024-10-27 02:30:00", "2023-02-29 10:00").replace("-2e3", "x")
     for root in (duck, spark):
         (root / "data" / "customers.csv").write_text(bad)
-    errors = [run_cli("run", "-p", str(root)).stderr for root in (duck, spark)]
-    assert "found 1 value that is not (e.g. '2023-02-29 10:00')" in errors[0]
-    assert errors[1] == errors[0].replace(str(duck), str(spark))
+    error = run_cli("run", "-p", str(duck)).stderr
+    assert "found 1 value that is not (e.g. '2023-02-29 10:00')" in error
+    # in this process (a CLI process would start another JVM): the same lines
+    with Workspace.open(spark) as ws, pytest.raises(CrmsegError) as caught:
+        ws.run(as_of=datetime(2024, 12, 1))
+    assert "error: " + str(caught.value) == error.strip().replace(str(duck), str(spark))
 
 
 @pytest.mark.parametrize(
@@ -214,7 +217,15 @@ def test_sources_that_are_tables_in_spark(make_project: MakeProject, tmp_path: P
         sources:
           customers: {{table: shop_t.people}}
           orders: {{table: shop_t.sales, columns: {{order_id: id, amount: total}}}}
-        """
+        """,
+        # user SQL names the canonical schema crmseg, whatever Spark's catalog calls it
+        segments__sql_yml="""\
+        segments:
+          - name: custom.big_spenders
+            description: Spent 200 or more in one order.
+            owner: crm-team
+            sql: "SELECT DISTINCT customer_id FROM crmseg.orders WHERE amount >= 200"
+        """,
     )
     with Workspace.open(root) as ws:
         spark = ws.backend.spark  # type: ignore[attr-defined]
@@ -235,6 +246,7 @@ def test_sources_that_are_tables_in_spark(make_project: MakeProject, tmp_path: P
         first = ws.run(as_of=datetime(2024, 7, 1))
         assert ws.members("demographic.dach") == ["1", "2"]
         assert ws.members("value.buyers") == ["1", "2"]
+        assert ws.members("custom.big_spenders") == ["2"]
         assert first.details["sources"]["orders"] == "loaded"
         again = ws.run(as_of=datetime(2024, 7, 2))
         assert again.details["sources"]["orders"] == "unchanged"  # the checksum held

@@ -495,6 +495,22 @@ class SparkBackend(Backend):
     def canonical_tables(self) -> list[str]:
         return sorted(o["name"] for o in self._catalog if not o["name"].startswith("_"))
 
+    def sql(self, query: str, dialect: str | None = None) -> ir.Table:
+        """As the base class; ``crmseg.<table>`` in the user's SQL names this process's
+        database in Spark's catalog."""
+        import sqlglot
+        import sqlglot.expressions as sge
+
+        source = dialect or self.written
+        try:
+            tree = sqlglot.parse_one(query, read=source)
+        except sqlglot.errors.SqlglotError:
+            return super().sql(query, dialect)  # which reports it
+        for table in tree.find_all(sge.Table):
+            if table.db == CANONICAL_SCHEMA and not table.catalog:
+                table.set("db", sge.to_identifier(self.db))
+        return super().sql(tree.sql(source), dialect=source)
+
     def views(self) -> set[str]:
         return {o["name"] for o in self._catalog if o["kind"] == "view"}
 
