@@ -262,6 +262,25 @@ customer_id,country,signup_at,tier_score,vip
 """
 
 
+# a project reading MESSY_CUSTOMERS in Berlin time (files for make_project)
+MESSY_PROJECT = {
+    "crmseg_yml": """\
+    name: messy
+    timezone: Europe/Berlin
+    sources:
+      customers: {path: data/customers.csv}
+    """,
+    "data__customers_csv": MESSY_CUSTOMERS,
+    "segments__core_yml": """\
+    segments:
+      - name: demographic.dach
+        description: DACH.
+        owner: crm-team
+        rule: country in ('DE', 'AT')
+    """,
+}
+
+
 def _loaded(root: Path) -> list[dict[str, object]]:
     with Workspace.open(root) as ws:
         ws.run(as_of=datetime(2024, 12, 1))
@@ -272,21 +291,7 @@ def _loaded(root: Path) -> list[dict[str, object]]:
 def test_files_load_the_same_rows_and_errors_as_on_duckdb(
     postgres: Server, make_project: MakeProject
 ) -> None:
-    config = """\
-    name: messy
-    timezone: Europe/Berlin
-    sources:
-      customers: {path: data/customers.csv}
-    """
-    segments = """\
-    segments:
-      - name: demographic.dach
-        description: DACH.
-        owner: crm-team
-        rule: country in ('DE', 'AT')
-    """
-    files = {"crmseg_yml": config, "data__customers_csv": MESSY_CUSTOMERS,
-             "segments__core_yml": segments}  # fmt: skip
+    files = MESSY_PROJECT
     duck = make_project("duck", **files)
     pg = make_project("pg", **files)
     _on(pg, postgres.backend(postgres.database("messy")))

@@ -21,7 +21,7 @@ import pytest
 from crmseg import Workspace
 from crmseg.demo.scaffold import init_project
 from crmseg.errors import BackendError, CrmsegError, StateError
-from tests.backends.test_postgres import MESSY_CUSTOMERS, _loaded, _on
+from tests.backends.test_postgres import MESSY_CUSTOMERS, MESSY_PROJECT, _loaded, _on
 from tests.conftest import MakeProject, run_cli
 from tests.segments.conftest import grow_customers
 
@@ -132,21 +132,7 @@ def test_a_failed_run_restores_the_catalog_in_the_same_process(
 
 
 def test_files_load_the_same_rows_and_errors_as_on_duckdb(make_project: MakeProject) -> None:
-    config = """\
-    name: messy
-    timezone: Europe/Berlin
-    sources:
-      customers: {path: data/customers.csv}
-    """
-    segments = """\
-    segments:
-      - name: demographic.dach
-        description: DACH.
-        owner: crm-team
-        rule: country in ('DE', 'AT')
-    """
-    files = {"crmseg_yml": config, "data__customers_csv": MESSY_CUSTOMERS,
-             "segments__core_yml": segments}  # fmt: skip
+    files = MESSY_PROJECT
     duck = make_project("duck", **files)
     spark = make_project("spark", **files)
     _on(spark, SPARK)

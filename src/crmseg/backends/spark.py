@@ -160,9 +160,8 @@ def _ibis_class() -> Any:
         def to_pyarrow(self, expr: Any, /, *, params: Any = None, limit: Any = None,
                        **kwargs: Any) -> Any:  # fmt: skip
             table = expr.as_table()
-            self._run_pre_execute_hooks(table)
-            query = self.compile(table, params=params, limit=limit)
-            data = _conform(self._session.sql(query).toArrow(), table.schema().to_pyarrow())
+            frame = self.owner._frame(table, params=params, limit=limit)
+            data = _conform(frame.toArrow(), table.schema().to_pyarrow())
             return expr.__pyarrow_result__(data)
 
         def execute(self, expr: Any, /, *, params: Any = None, limit: Any = None,
@@ -347,12 +346,6 @@ class SparkBackend(Backend):
     def _q(self, *parts: str) -> str:
         return ".".join("`" + p.replace("`", "``") + "`" for p in parts)
 
-    @staticmethod
-    def _literal(text: str) -> str:
-        import sqlglot.expressions as sge
-
-        return sge.Literal.string(text).sql("spark")
-
     def _sql(self, statement: str) -> Any:
         try:
             return self.spark.sql(statement)
@@ -426,11 +419,11 @@ class SparkBackend(Backend):
 
     # --- running -----------------------------------------------------------------------------
 
-    def _frame(self, expr: ir.Expr) -> Any:
+    def _frame(self, expr: ir.Expr, **compile: Any) -> Any:
         """A Spark DataFrame of ``expr`` (in-memory tables it reads are registered first)."""
         table = expr.as_table()
         self.con._run_pre_execute_hooks(table)
-        return self.spark.sql(self.con.compile(table))
+        return self.spark.sql(self.con.compile(table, **compile))
 
     def execute(self, expr: ir.Expr) -> pa.Table:
         import ibis.expr.types as ir
@@ -523,8 +516,6 @@ class SparkBackend(Backend):
 
     def put(self, name: str, expr: ir.Table, *, view: bool = False) -> None:
         if view:
-            from crmseg.backends.sql import to_sql
-
             self.con._run_pre_execute_hooks(expr)
             sql = self.con.compile(expr)
             entry: dict[str, Any] = {"name": name, "kind": "view", "sql": self._stored(sql)}
@@ -534,7 +525,7 @@ class SparkBackend(Backend):
             except Exception as exc:
                 raise BackendError(
                     f"cannot write {CANONICAL_SCHEMA}.{name}: {_first_line(exc)}",
-                    sql=to_sql(expr, "pyspark"),
+                    sql=self.sql_of(expr),
                 ) from None
             entry["schema"] = schema.jsonValue()
             self._set(entry)
