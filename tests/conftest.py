@@ -8,10 +8,14 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.postgres import Server
+
+if TYPE_CHECKING:
+    from crmseg.backends.state import StateStore
 
 CUSTOMERS_CSV = """\
 customer_id,email,country,signup_at,plan,tier
@@ -97,6 +101,39 @@ def postgres() -> Iterator[Server]:
     from tests.postgres import start
 
     yield from start()
+
+
+OpenState = Callable[..., "StateStore"]
+
+
+@pytest.fixture(scope="session")
+def state_database(postgres: Server) -> str:
+    """One database for the state tests on Postgres; each test takes schemas of its own."""
+    return postgres.database("states")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def open_state(request: pytest.FixtureRequest, tmp_path: Path) -> OpenState:
+    """``open_state(name)`` opens the state called ``name`` (again, when it was opened
+    before: the same file or schema) on each engine the state runs on."""
+    import uuid
+
+    from crmseg.backends import open_state as opened
+    from crmseg.config import StateConfig
+
+    if request.param == "duckdb":
+        return lambda name="state": opened(StateConfig(path=f"{name}.duckdb"), tmp_path)
+    server: Server = request.getfixturevalue("postgres")
+    database = request.getfixturevalue("state_database")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+
+    def make(name: str = "state") -> StateStore:
+        settings = {"kind": "postgres", "host": server.host, "port": server.port,
+                    "user": server.user, "database": database,
+                    "schema": f"{prefix}_{name}"}  # fmt: skip
+        return opened(StateConfig.model_validate(settings), tmp_path)
+
+    return make
 
 
 @pytest.fixture(scope="session")

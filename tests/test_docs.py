@@ -49,7 +49,8 @@ def test_every_config_key_is_documented() -> None:
         (InputConfig, "inputs.<name>."),
         (ModelsConfig, "models."),
     ):
-        for key in model.model_fields:
+        for name, field in model.model_fields.items():
+            key = field.alias or name  # what users write (state.schema)
             if model is Config and key in ("backend", "state", "sources", "quality", "identity"):
                 continue
             if (model, key) in ((IdentityConfig, "golden"), (IdentityConfig, "splink")):

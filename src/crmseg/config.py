@@ -116,8 +116,41 @@ class BackendConfig(Strict):
         return value
 
 
+STATE_FIELDS = {
+    "duckdb": {"path"},
+    "postgres": {"host", "port", "database", "user", "password_env", "db_schema"},
+}
+
+
 class StateConfig(Strict):
+    """Where crmseg keeps its records: a DuckDB file (one process at a time) or a schema of a
+    PostgreSQL database (several processes write and read it)."""
+
+    kind: Literal["duckdb", "postgres"] = "duckdb"
     path: str = Field(".crmseg/state.duckdb", description="state database, project-relative")
+    host: str = Field("127.0.0.1", description="Postgres host")
+    port: int = Field(5432, ge=1, le=65535, description="Postgres port")
+    database: str | None = Field(None, description="Postgres database (default: the user's)")
+    user: str | None = Field(None, description="Postgres user (default: the login name)")
+    password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the Postgres password (never in the file)",
+    )
+    db_schema: str = Field(
+        "crmseg_state",
+        alias="schema",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Postgres schema holding the state's tables (created when missing)",
+    )
+
+    @model_validator(mode="after")
+    def _for_kind(self) -> StateConfig:
+        allowed = STATE_FIELDS[self.kind] | {"kind"}
+        for name in sorted(self.model_fields_set - allowed):
+            shown = "schema" if name == "db_schema" else name
+            raise ValueError(f"{shown!r} is not a setting of the {self.kind} state")
+        return self
 
 
 class Constant(Strict):

@@ -126,9 +126,9 @@ class Workspace:
     @property
     def state(self) -> StateStore:
         if self._state is None:
-            from crmseg.backends.state import StateStore
+            from crmseg.backends import open_state
 
-            self._state = StateStore(self.root / self.config.state.path)
+            self._state = open_state(self.config.state, self.root)
             self._empty_state = None
         return self._state
 
@@ -170,12 +170,14 @@ class Workspace:
         read-only commands never create the state file."""
         if self._state is not None:
             return self._state
-        if (self.root / self.config.state.path).exists():
+        from crmseg.backends import state_exists
+
+        if state_exists(self.config.state, self.root):
             return self.state
         if self._empty_state is None:
-            from crmseg.backends.state import StateStore
+            from crmseg.backends.state import DuckDBState
 
-            self._empty_state = StateStore(":memory:")
+            self._empty_state = DuckDBState(":memory:")
         return self._empty_state
 
     @property
@@ -996,9 +998,10 @@ class Workspace:
     def forget(self, asked: Sequence[str], keep_going: bool = False) -> Forgotten:
         """Forget the people these ids, emails or phones name, everywhere (see
         ``crmseg.privacy.forget``). Unknown ones stop the request unless ``keep_going``."""
+        from crmseg.backends import state_exists
         from crmseg.errors import ForgetError
 
-        if not (self.root / self.config.state.path).exists():  # never ran: create nothing
+        if not state_exists(self.config.state, self.root):  # never ran: create nothing
             raise ForgetError("nothing is loaded yet: run `crmseg run` first")
         forget = self._forgetter()
         forget.resume()

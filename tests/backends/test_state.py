@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crmseg.backends.state import StateStore, literal
+from crmseg.backends.state import DuckDBState, literal
 from crmseg.errors import StateError
+from tests.conftest import OpenState
 
 STEPS = [
     ["CREATE TABLE things (id INTEGER, name VARCHAR)"],
@@ -21,9 +22,8 @@ STEPS = [
 ]
 
 
-def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
-    path = tmp_path / "state.duckdb"
-    state = StateStore(path)
+def test_migrations_apply_once_and_in_order(open_state: OpenState) -> None:
+    state = open_state()
     state.migrate("things", STEPS[:1])
     state.execute("INSERT INTO things VALUES (1, 'a')")
     state.migrate("things", STEPS[:1])  # nothing to do
@@ -31,28 +31,37 @@ def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
     assert state.version("things") == 2
     assert state.rows("SELECT id, name, size FROM things") == [(1, "a", 0)]
     state.close()
-    reopened = StateStore(path)
+    reopened = open_state()
     reopened.migrate("things", STEPS)
     assert reopened.rows("SELECT count(*) FROM things") == [(1,)]
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    state = StateStore(tmp_path / "state.duckdb")
+def test_a_newer_schema_is_refused(open_state: OpenState) -> None:
+    state = open_state()
     state.migrate("things", STEPS)
     with pytest.raises(StateError, match="newer crmseg"):
         state.migrate("things", STEPS[:1])
 
 
-def test_a_failed_migration_changes_nothing(tmp_path: Path) -> None:
-    state = StateStore(tmp_path / "state.duckdb")
+def test_a_failed_migration_step_changes_nothing(open_state: OpenState) -> None:
+    """Each version is one transaction: the steps before a failing one stay, with their
+    version; the failing one leaves nothing (here: its first statement's table)."""
+    state = open_state()
+    bad = ["CREATE TABLE half (x INTEGER)", "ALTER TABLE no_such_table ADD COLUMN x INTEGER"]
     with pytest.raises(Exception, match="no_such_table"):
-        state.migrate("things", [*STEPS, ["ALTER TABLE no_such_table ADD COLUMN x INTEGER"]])
-    assert state.version("things") == 0
-    assert not state.has_table("things")
+        state.migrate("things", [*STEPS, bad])
+    assert state.version("things") == len(STEPS)
+    assert state.has_table("things") and not state.has_table("half")
+    state.migrate("things", STEPS)  # the known steps are done: nothing to do
+    columns = state.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'things' "
+        "AND table_schema = current_schema() ORDER BY ordinal_position"
+    )
+    assert [c for (c,) in columns] == ["id", "name", "size"]
 
 
-def test_nested_transactions_roll_back_together() -> None:
-    state = StateStore()
+def test_nested_transactions_roll_back_together(open_state: OpenState) -> None:
+    state = open_state()
     state.execute("CREATE TABLE t (x INTEGER)")
     with pytest.raises(RuntimeError), state.transaction():
         state.execute("INSERT INTO t VALUES (1)")
@@ -79,7 +88,7 @@ values = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(value=values)
 def test_literals_read_back_as_bound_parameters(value: object) -> None:
-    state = StateStore()
+    state = DuckDBState()
     text = literal(value)
     assert text is not None
     inlined = state.con.execute(f"SELECT {text}").fetchall()[0][0]
@@ -96,8 +105,8 @@ def test_literals_read_back_as_bound_parameters(value: object) -> None:
 def test_reading_the_state_imports_no_pandas(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from crmseg.backends.state import StateStore\n"
-        f"s = StateStore({str(tmp_path / 's.duckdb')!r})\n"
+        "from crmseg.backends.state import DuckDBState\n"
+        f"s = DuckDBState({str(tmp_path / 's.duckdb')!r})\n"
         "s.migrate('x', [['CREATE TABLE x (a VARCHAR, t TIMESTAMP)']])\n"
         "s.execute('INSERT INTO x VALUES (?, ?)', [\"it's\", None])\n"
         "print(s.rows('SELECT a FROM x WHERE a = $a', {'a': \"it's\"}))\n"

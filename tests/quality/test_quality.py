@@ -324,15 +324,16 @@ def pc_count_non_finite(values: pa.ChunkedArray) -> int:
 
 
 def test_examples_stored_before_masking_are_masked_by_the_migration(tmp_path: Path) -> None:
-    from crmseg.backends.state import StateStore
+    from crmseg.backends.state import DuckDBState
     from crmseg.quality.checks import Finding, QualityReport
     from crmseg.quality.store import QualityStore
 
-    state = StateStore(tmp_path / "state.duckdb")
+    state = DuckDBState(tmp_path / "state.duckdb")
     raw = {"customer_id": "7", "email": "anna@example", "signup_at": "2024-01-01"}
     finding = Finding("invalid_emails", "customers", "email", 1, 4, "warn", 0.0, "bad", [raw])
     QualityStore(state).save(1, AS_OF, QualityReport(AS_OF, [finding]))
-    state.execute("UPDATE meta SET value = '2' WHERE key = 'schema.quality'")  # as before
+    state.execute("ALTER TABLE quality_findings DROP COLUMN seq")  # as schema 2 had it
+    state.execute("UPDATE meta SET value = '2' WHERE key = 'schema.quality'")
     report = QualityStore(state).latest()  # opening the store migrates
     assert report is not None
     (example,) = report.findings[0].examples

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import datetime, timedelta
-from pathlib import Path
 from unittest import mock
 
 import pyarrow as pa
@@ -10,10 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crmseg.backends.state import StateStore
+from crmseg.backends.state import DuckDBState, StateStore
 from crmseg.errors import StateError
 from crmseg.segments import store as history_store
 from crmseg.segments.store import History, SegmentResult, _differences
+from tests.conftest import OpenState
+from tests.postgres import Server
 
 T0 = datetime(2026, 1, 1)
 
@@ -29,8 +31,8 @@ def _run(store: History, at: datetime, members: dict[str, list[str]], **kw: obje
     return record.run_id
 
 
-def test_intervals_follow_membership_over_runs(tmp_path: Path) -> None:
-    store = History(StateStore(tmp_path / "state.duckdb"))
+def test_intervals_follow_membership_over_runs(open_state: OpenState) -> None:
+    store = History(open_state())
     _run(store, T0, {"a.x": ["1", "2"]})
     _run(store, T0 + timedelta(days=1), {"a.x": ["2", "3"]})
     _run(store, T0 + timedelta(days=2), {"a.x": ["1", "2", "3"]})
@@ -47,30 +49,29 @@ def test_intervals_follow_membership_over_runs(tmp_path: Path) -> None:
     assert rows == [(T0, T0 + timedelta(days=1)), (T0 + timedelta(days=2), None)]
 
 
-def test_rerun_with_same_members_changes_nothing(tmp_path: Path) -> None:
-    store = History(StateStore(tmp_path / "state.duckdb"))
+def test_rerun_with_same_members_changes_nothing(open_state: OpenState) -> None:
+    store = History(open_state())
     _run(store, T0, {"a.x": ["1", "2"]})
-    before = store.state.con.execute("SELECT * FROM memberships ORDER BY ALL").fetchall()
+    before = store.state.rows("SELECT * FROM memberships ORDER BY 1, 2, 3, 4, 5, 6")
     _run(store, T0 + timedelta(days=1), {"a.x": ["1", "2"]})
     _run(store, T0 + timedelta(days=1), {"a.x": ["1", "2"]})
-    assert store.state.con.execute("SELECT * FROM memberships ORDER BY ALL").fetchall() == before
+    assert store.state.rows("SELECT * FROM memberships ORDER BY 1, 2, 3, 4, 5, 6") == before
 
 
-def test_injected_failure_leaves_previous_state(tmp_path: Path) -> None:
-    path = tmp_path / "state.duckdb"
-    store = History(StateStore(path))
+def test_injected_failure_leaves_previous_state(open_state: OpenState) -> None:
+    store = History(open_state())
     _run(store, T0, {"a.x": ["1"], "a.y": ["2"]})
     with pytest.raises(StateError, match="injected"):
         _run(store, T0 + timedelta(days=1), {"a.x": ["3"], "a.y": ["4"]}, fail_after=1)
     store.state.close()
-    reopened = History(StateStore(path))
+    reopened = History(open_state())
     assert [r.run_id for r in reopened.runs()] == [1]
     assert reopened.members("a.x", T0 + timedelta(days=2)) == ["1"]
     assert reopened.members("a.y", T0 + timedelta(days=2)) == ["2"]
 
 
-def test_run_at_picks_the_latest_run_not_after(tmp_path: Path) -> None:
-    store = History(StateStore(tmp_path / "state.duckdb"))
+def test_run_at_picks_the_latest_run_not_after(open_state: OpenState) -> None:
+    store = History(open_state())
     _run(store, T0, {"a.x": ["1"]})
     _run(store, T0 + timedelta(days=7), {"a.x": ["1"]})
     run = store.run_at(T0 + timedelta(days=3))
@@ -106,8 +107,37 @@ def test_intervals_equal_the_snapshots_in_as_of_order(
         _check_intervals(runs)
 
 
-def _check_intervals(runs: list[tuple[int, dict[str, frozenset[str]]]]) -> None:
-    store = History(StateStore())
+# The same on a Postgres state (the splice's statements translated), fewer examples: each
+# opens a schema of its own on the server.
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(runs=snapshots)
+@pytest.mark.postgres
+def test_intervals_equal_the_snapshots_on_postgres(
+    postgres: Server, state_database: str, runs: list[tuple[int, dict[str, frozenset[str]]]]
+) -> None:
+    from crmseg.backends.pgstate import PostgresState
+    from crmseg.config import StateConfig
+
+    schema = f"h{next(_EXAMPLES)}_{os.getpid()}"
+    config = StateConfig.model_validate(
+        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
+         "user": postgres.user, "database": state_database, "schema": schema}
+    )  # fmt: skip
+    state = PostgresState(config)
+    try:
+        _check_intervals(runs, state)
+    finally:
+        state.execute(f"DROP SCHEMA {schema} CASCADE")
+        state.close()
+
+
+_EXAMPLES = itertools.count()
+
+
+def _check_intervals(
+    runs: list[tuple[int, dict[str, frozenset[str]]]], state: StateStore | None = None
+) -> None:
+    store = History(state or DuckDBState())
     truth: dict[str, dict[int, frozenset[str]]] = {s: {} for s in SEGMENTS}
     latest: dict[tuple[str, int], int] = {}
     for day, chosen in runs:
@@ -122,11 +152,11 @@ def _check_intervals(runs: list[tuple[int, dict[str, frozenset[str]]]]) -> None:
             before = [d for d in days if T0 + timedelta(days=d) <= at]
             expected = sorted(truth[seg][before[-1]]) if before else []
             assert store.members(seg, at) == expected, (runs, seg, probe)
-        rows = store.state.con.execute(
+        rows = store.state.rows(
             "SELECT customer_id, entered_at, exited_at FROM memberships WHERE segment = ? "
             "ORDER BY 1, 2",
             [seg],
-        ).fetchall()
+        )
         for (c1, _e1, x1), (c2, e2, _x2) in itertools.pairwise(rows):
             if c1 == c2:  # canonical: no overlap, no touching intervals
                 assert x1 is not None and x1 < e2, rows

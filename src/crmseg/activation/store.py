@@ -117,7 +117,11 @@ class ActivationStore:
         """Remember (staged, final) paths in the activation's transaction: once it commits,
         the files belong in place even if the process dies before moving them."""
         for staged, final in files:
-            self.state.execute("INSERT OR REPLACE INTO staged_files VALUES (?, ?)", [staged, final])
+            self.state.execute(
+                "INSERT INTO staged_files VALUES (?, ?) "
+                "ON CONFLICT (staged) DO UPDATE SET final = excluded.final",
+                [staged, final],
+            )
 
     def staged_files(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.state.rows("SELECT staged, final FROM staged_files")]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from crmseg.backends.base import CANONICAL_SCHEMA, Backend
-from crmseg.config import BackendConfig
+from crmseg.backends.state import DuckDBState, StateStore
+from crmseg.config import BackendConfig, StateConfig
 
-__all__ = ["CANONICAL_SCHEMA", "Backend", "connect"]
+__all__ = ["CANONICAL_SCHEMA", "Backend", "StateStore", "connect", "open_state", "state_exists"]
 
 
 def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
@@ -31,3 +32,18 @@ def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
         backend = DuckDBBackend(path, threads=config.threads, memory_limit=config.memory_limit)
     backend.written = config.sql_dialect or backend.dialect
     return backend
+
+
+def open_state(config: StateConfig, root: Path) -> StateStore:
+    """Open (and create when missing) the configured state database."""
+    if config.kind == "postgres":
+        from crmseg.backends.pgstate import PostgresState
+
+        return PostgresState(config)
+    return DuckDBState(root / config.path)
+
+
+def state_exists(config: StateConfig, root: Path) -> bool:
+    """Whether anything was ever recorded: read-only commands must not create a state file.
+    A state on a server is there to be read (its schema is made on first open)."""
+    return config.kind == "postgres" or (root / config.path).exists()

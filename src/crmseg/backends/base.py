@@ -30,6 +30,8 @@ class Backend(ABC):
     # whether real time (crmseg stream, POST /events) runs here
     streams: bool = True
 
+    _files: Backend | None = None  # see ``reader``
+
     def __init__(self, con: BaseBackend) -> None:
         self.con = con
         # the dialect users' SQL (``sql:`` segments and sources) is written in
@@ -254,7 +256,20 @@ class Backend(ABC):
     def session(self) -> Iterator[Backend]:
         yield self
 
+    def reader(self) -> Backend:
+        """A private in-memory DuckDB that parses files for engines that cannot read them
+        the way crmseg reads them (Postgres on a server, Spark's CSV reader), so every
+        engine loads the same rows; made on first use, closed with this backend."""
+        if self._files is None:
+            from crmseg.backends.duckdb import DuckDBBackend
+
+            self._files = DuckDBBackend(":memory:")
+        return self._files
+
     def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
+            self._files = None
         disconnect = getattr(self.con, "disconnect", None)
         if disconnect is not None:
             disconnect()

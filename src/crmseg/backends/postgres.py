@@ -232,23 +232,16 @@ class PostgresBackend(Backend):
     # --- files: parsed here, copied in -------------------------------------------------------
 
     def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
-        return self._upload(self._reader().con.read_csv(paths, **options))
+        return self._upload(self.reader().con.read_csv(paths, **options))
 
     def read_parquet(self, paths: list[str]) -> ir.Table:
-        return self._upload(self._reader().con.read_parquet(paths))
-
-    def _reader(self) -> Backend:
-        from crmseg.backends.duckdb import DuckDBBackend
-
-        if not hasattr(self, "_files"):
-            self._files = DuckDBBackend(":memory:")
-        return self._files
+        return self._upload(self.reader().con.read_parquet(paths))
 
     def _upload(self, expr: ir.Table) -> ir.Table:
         """A temporary table of ``expr``'s rows (it lives until the connection closes)."""
         import ibis
 
-        data = self._reader().execute(expr)
+        data = self.reader().execute(expr)
         self._temp += 1
         name = f"_crmseg_file_{os.getpid()}_{self._temp}"
         schema = ibis.schema(data.schema)
@@ -373,20 +366,22 @@ class PostgresBackend(Backend):
 
     @contextlib.contextmanager
     def pending(self) -> Iterator[None]:
-        """One transaction: Postgres rolls back created and dropped tables too."""
+        """One transaction: Postgres rolls back created and dropped tables too. Writers of
+        one database take turns (an advisory lock held to the end of the transaction): two
+        processes replacing the same tables at once would fail on each other's drops."""
         self._depth += 1
         try:
             if self._depth > 1:
                 yield
                 return
             with self.raw.transaction():
+                with self.raw.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtext('crmseg.warehouse'))")
                 yield
         finally:
             self._depth -= 1
 
     def close(self) -> None:
-        if hasattr(self, "_files"):
-            self._files.close()
         super().close()
         if self._admin is not None:
             import sqlglot as sg

@@ -256,6 +256,10 @@ class SparkBackend(Backend):
             self._made: dict[str, str] = {}  # what is in Spark's catalog now, and its kind
             self._register_all()
         except BaseException:
+            if hasattr(self, "db") and hasattr(self, "spark"):  # nothing of it stays in Spark
+                with contextlib.suppress(Exception):
+                    self.spark.sql(f"DROP DATABASE IF EXISTS {self._q(self.db)} CASCADE")
+                shutil.rmtree(folder / "_work" / self.db, ignore_errors=True)
             self._lock.close()  # a failed open leaves the warehouse to others
             if self._temporary:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -623,13 +627,8 @@ class SparkBackend(Backend):
     def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
         """Parsed by the embedded reader (Spark's CSV reader types and quotes differently),
         the rows handed to Spark as Parquet."""
-        from crmseg.backends.duckdb import DuckDBBackend
-
-        reader = DuckDBBackend(":memory:")
-        try:
-            data = reader.execute(reader.con.read_csv(paths, **options))
-        finally:
-            reader.close()
+        reader = self.reader()
+        data = reader.execute(reader.con.read_csv(paths, **options))
         name = f"_crmseg_file_{uuid.uuid4().hex[:8]}"
         frame = self._arrow_frame(data, name)
         frame.createOrReplaceTempView(name)
@@ -703,6 +702,9 @@ class SparkBackend(Backend):
         self._collect()
 
     def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
+            self._files = None
         with contextlib.suppress(Exception):
             self.spark.sql(f"DROP DATABASE IF EXISTS {self._q(self.db)} CASCADE")
         with contextlib.suppress(Exception):
@@ -721,9 +723,17 @@ class SparkBackend(Backend):
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """Spark's Arrow result with the expression's types (its timestamps carry UTC)."""
+    import pyarrow as pa
+
     if data.schema == schema:
         return data
-    try:
-        return data.rename_columns(schema.names).cast(schema)
-    except Exception:
-        return data
+    data = data.rename_columns(schema.names)
+    columns = []
+    for name, column, want in zip(schema.names, data.columns, schema.types, strict=True):
+        try:
+            columns.append(column.cast(want))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise BackendError(
+                f"Spark returned {name} as {column.type}, not {want}: {_first_line(exc)}"
+            ) from None
+    return pa.table(columns, schema=schema)

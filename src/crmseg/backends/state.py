@@ -30,7 +30,160 @@ _META = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR
 
 
 class StateStore:
-    """A connection to the state database (a DuckDB file, or in memory for tests)."""
+    """The state database: one connection to DuckDB (:class:`DuckDBState`, the default) or
+    PostgreSQL (:class:`crmseg.backends.pgstate.PostgresState`). Stores write DuckDB's SQL;
+    another engine translates it. The migrations, and which rows :meth:`scrub` touches, are
+    the same on every engine."""
+
+    path: str  # where the state is, for messages
+    dialect = "duckdb"
+    row_id = "rowid"  # the engine's physical row address
+    shared = False  # whether other processes write it meanwhile (a state on a server)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # --- migrations ---------------------------------------------------------------------------
+
+    def version(self, component: str) -> int:
+        rows = self.rows("SELECT value FROM meta WHERE key = ?", [f"schema.{component}"])
+        return int(rows[0][0]) if rows else 0
+
+    def migrate(self, component: str, migrations: Sequence[Sequence[str]]) -> None:
+        """Bring ``component``'s tables to the newest version: ``migrations[i]`` holds the
+        statements that take version ``i`` to ``i + 1``; the version is kept in ``meta``."""
+        have = self.version(component)
+        if have > len(migrations):
+            raise StateError(
+                f"{self.path} was written by a newer crmseg ({component} schema {have}, this "
+                f"version knows {len(migrations)}); upgrade crmseg"
+            )
+        if have == len(migrations):
+            return
+        # one transaction per version (DuckDB refuses to alter a table that the same
+        # transaction updated); the version is read again inside each: another process may
+        # have migrated meanwhile (transactions on a shared state take turns)
+        for step in range(have, len(migrations)):
+            with self.transaction():
+                if self.version(component) > step:
+                    continue
+                for statement in migrations[step]:
+                    self.execute(statement)
+                self.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+                    "excluded.value",
+                    [f"schema.{component}", str(step + 1)],
+                )
+
+    # --- statements (each engine's own) -----------------------------------------------------
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        raise NotImplementedError
+
+    def rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def dicts(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        raise NotImplementedError
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        """Append Arrow rows to one of crmseg's tables (columns in the table's order)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def registered(self, **tables: pa.Table) -> Iterator[None]:
+        """Arrow tables visible to statements under these names for the block."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements of the block commit together or not at all (blocks nest)."""
+        raise NotImplementedError
+        yield
+
+    def text_columns(self) -> list[tuple[str, str]]:
+        """(table, column) of every text column of every state table."""
+        raise NotImplementedError
+
+    def claim(self, role: str) -> bool:
+        """Take ``role`` (e.g. the stream processor) for this connection's life; False when
+        another process holds it. Only one process opens a DuckDB state: always True."""
+        return True
+
+    def writes(self) -> int | None:
+        """How many transactions were committed to a state other processes write too (their
+        readers drop what they cached when it moves); None: only this process writes."""
+        return None
+
+    def scrub(
+        self,
+        values: pa.Array,
+        keys: pa.Array,
+        replace: Callable[[str], str],
+        key_columns: Sequence[str] = ("customer_id", "customer_key"),
+    ) -> int:
+        """Remove people from every table: rows where a text column equals one of ``values``,
+        or a ``key_columns`` column one of ``keys``, are deleted; longer text that contains one
+        of either (JSON lists of examples, batch payloads) is passed through ``replace``. Call
+        inside ``transaction``. Returns the rows touched."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        both = pc.unique(pa.concat_arrays([values.cast(pa.string()), keys.cast(pa.string())]))
+        columns: dict[str, list[str]] = {}
+        for table, column in self.text_columns():
+            columns.setdefault(table, []).append(column)
+        touched = 0
+        with self.registered(
+            __forget=pa.table({"v": both}),
+            __values=pa.table({"v": values.cast(pa.string())}),
+            __keys=pa.table({"v": keys.cast(pa.string())}),
+        ):
+            for table, cols in columns.items():
+                q = _quoted(table)
+                hit = " OR ".join(
+                    f"{_quoted(c)} IN (SELECT v FROM __values)"
+                    + (f" OR {_quoted(c)} IN (SELECT v FROM __keys)" if c in key_columns else "")
+                    for c in cols
+                )
+                touched += int(self.rows(f"SELECT count(*) FROM {q} WHERE {hit}")[0][0])
+                self.execute(f"DELETE FROM {q} WHERE {hit}")
+                for c in cols:
+                    touched += self._replace_in(q, _quoted(c), replace)
+        return touched
+
+    def _replace_in(self, table: str, column: str, replace: Callable[[str], str]) -> int:
+        # Only text longer than any id, email or phone can hold one among other text.
+        rowid = self.row_id
+        rows = self.rows(
+            f"SELECT {rowid}, {column} FROM {table} WHERE length({column}) > 40 AND EXISTS "
+            f"(SELECT 1 FROM __forget WHERE strpos({table}.{column}, v) > 0)"
+        )
+        if not rows:
+            return 0
+        changed = 0
+        for rid, text in rows:
+            new = replace(text)
+            if new != text:  # contains() also finds a value inside a longer one
+                self.execute(f"UPDATE {table} SET {column} = ? WHERE {self.row_id} = ?", [new, rid])
+                changed += 1
+        return changed
+
+    def has_table(self, name: str) -> bool:
+        rows = self.rows(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
+            "AND table_schema = current_schema()",
+            [name],
+        )
+        return bool(rows[0][0])
+
+
+class DuckDBState(StateStore):
+    """The state in a DuckDB file (or in memory: tests, and scratch work of a command)."""
 
     def __init__(self, path: Path | str = ":memory:") -> None:
         import duckdb
@@ -52,34 +205,6 @@ class StateStore:
     def close(self) -> None:
         self.con.close()
 
-    # --- migrations ---------------------------------------------------------------------------
-
-    def version(self, component: str) -> int:
-        rows = self.rows("SELECT value FROM meta WHERE key = ?", [f"schema.{component}"])
-        return int(rows[0][0]) if rows else 0
-
-    def migrate(self, component: str, migrations: Sequence[Sequence[str]]) -> None:
-        """Bring ``component``'s tables to the newest version: ``migrations[i]`` holds the
-        statements that take version ``i`` to ``i + 1``; the version is kept in ``meta``."""
-        have = self.version(component)
-        if have > len(migrations):
-            raise StateError(
-                f"{self.path} was written by a newer crmseg ({component} schema {have}, this "
-                f"version knows {len(migrations)}); upgrade crmseg"
-            )
-        if have == len(migrations):
-            return
-        with self.transaction():
-            for statements in migrations[have:]:
-                for statement in statements:
-                    self.con.execute(statement)
-            self.execute(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [f"schema.{component}", str(len(migrations))],
-            )
-
-    # --- statements ---------------------------------------------------------------------------
-
     def execute(self, sql: str, params: Params = None) -> None:
         self._run(sql, params)
 
@@ -96,7 +221,6 @@ class StateStore:
         return table
 
     def insert(self, table: str, data: pa.Table) -> None:
-        """Append Arrow rows to one of crmseg's tables (columns in the table's order)."""
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", table):
             raise StateError(f"not a state table name: {table!r}")
         with self.registered(__insert=data):
@@ -104,7 +228,6 @@ class StateStore:
 
     @contextmanager
     def registered(self, **tables: pa.Table) -> Iterator[None]:
-        """Arrow tables visible to statements under these names for the block."""
         for name, data in tables.items():
             self.con.register(name, data)
         try:
@@ -127,7 +250,6 @@ class StateStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All statements of the block commit together or not at all (blocks nest)."""
         if self._depth:
             self._depth += 1
             try:
@@ -146,69 +268,16 @@ class StateStore:
         self._depth = 0
         self.con.execute("COMMIT")
 
-    def scrub(
-        self,
-        values: pa.Array,
-        keys: pa.Array,
-        replace: Callable[[str], str],
-        key_columns: Sequence[str] = ("customer_id", "customer_key"),
-    ) -> int:
-        """Remove people from every table: rows where a text column equals one of ``values``,
-        or a ``key_columns`` column one of ``keys``, are deleted; longer text that contains one
-        of either (JSON lists of examples, batch payloads) is passed through ``replace``. Call
-        inside ``transaction``. Returns the rows touched."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        both = pc.unique(pa.concat_arrays([values.cast(pa.string()), keys.cast(pa.string())]))
-        columns: dict[str, list[str]] = {}
-        for table, column in self.rows(
-            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
-            "JOIN information_schema.tables t USING (table_schema, table_name) "
-            "WHERE t.table_type = 'BASE TABLE' AND c.data_type = 'VARCHAR' "
-            "ORDER BY c.table_name, c.ordinal_position"
-        ):
-            columns.setdefault(str(table), []).append(str(column))
-        touched = 0
-        with self.registered(
-            __forget=pa.table({"v": both}),
-            __values=pa.table({"v": values.cast(pa.string())}),
-            __keys=pa.table({"v": keys.cast(pa.string())}),
-        ):
-            for table, cols in columns.items():
-                q = _quoted(table)
-                hit = " OR ".join(
-                    f"{_quoted(c)} IN (SELECT v FROM __values)"
-                    + (f" OR {_quoted(c)} IN (SELECT v FROM __keys)" if c in key_columns else "")
-                    for c in cols
-                )
-                touched += int(self.rows(f"SELECT count(*) FROM {q} WHERE {hit}")[0][0])
-                self.con.execute(f"DELETE FROM {q} WHERE {hit}")
-                for c in cols:
-                    touched += self._replace_in(q, _quoted(c), replace)
-        return touched
-
-    def _replace_in(self, table: str, column: str, replace: Callable[[str], str]) -> int:
-        # Only text longer than any id, email or phone can hold one among other text.
-        rows = self.rows(
-            f"SELECT rowid, {column} FROM {table} WHERE length({column}) > 40 AND EXISTS "
-            f"(SELECT 1 FROM __forget WHERE contains({table}.{column}, v))"
-        )
-        if not rows:
-            return 0
-        changed = 0
-        for rowid, text in rows:
-            new = replace(text)
-            if new != text:  # contains() also finds a value inside a longer one
-                self.con.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", [new, rowid])
-                changed += 1
-        return changed
-
-    def has_table(self, name: str) -> bool:
-        rows = self.rows(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        )
-        return bool(rows[0][0])
+    def text_columns(self) -> list[tuple[str, str]]:
+        return [
+            (str(t), str(c))
+            for t, c in self.rows(
+                "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+                "JOIN information_schema.tables t USING (table_schema, table_name) "
+                "WHERE t.table_type = 'BASE TABLE' AND c.data_type = 'VARCHAR' "
+                "ORDER BY c.table_name, c.ordinal_position"
+            )
+        ]
 
 
 def _quoted(name: str) -> str:

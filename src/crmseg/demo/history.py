@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from crmseg.activation.audience import Audience, Step
 from crmseg.activation.store import ActivationStore
-from crmseg.backends.state import StateStore
+from crmseg.backends import open_state
 from crmseg.config import load_config
 
 # Not a campaign file's hash: marks activations that were imported, not computed.
@@ -31,7 +31,7 @@ def record_past_campaigns(directory: Path) -> int:
         return 0
     log = pq.read_table(log_file).to_pandas()
     meta = pq.read_table(meta_file).to_pylist()
-    state = StateStore(directory / load_config(directory).state.path)
+    state = open_state(load_config(directory).state, directory)
     added = 0
     try:
         store = ActivationStore(state)

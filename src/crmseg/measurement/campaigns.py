@@ -28,7 +28,7 @@ SELECT s.campaign, s.arm, s.sent_at,
        coalesce(sum(o.amount), 0.0) AS revenue
 FROM __m_sends s
 LEFT JOIN __m_orders o ON o.customer_id = s.customer_key
-    AND o.ordered_at > s.sent_at AND o.ordered_at <= least(s.sent_at + to_days($w), $end)
+    AND o.ordered_at > s.sent_at AND o.ordered_at <= least(s.sent_at + $w * INTERVAL 1 DAY, $end)
 WHERE s.arm IN ('treatment', 'holdout')
 GROUP BY s.campaign, s.arm, s.sent_at, s.customer_key, s.rowid_
 """

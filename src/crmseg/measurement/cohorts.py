@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crmseg.backends.state import StateStore
+from crmseg.backends.state import DuckDBState
 from crmseg.measurement.data import Facts
 
 _SQL = """
@@ -25,7 +25,7 @@ FROM act GROUP BY cohort, age ORDER BY cohort, age
 
 def cohorts(facts: Facts, months: int = 12) -> dict[str, Any]:
     """The last ``months`` acquisition cohorts up to the data's end."""
-    scratch = StateStore()  # an in-memory database of its own: nothing is stored
+    scratch = DuckDBState()  # an in-memory database of its own: nothing is stored
     try:
         with scratch.registered(__m_orders=facts.orders):
             rows = scratch.rows(_SQL)

@@ -28,7 +28,7 @@ _SQL = """
 WITH r AS (SELECT run_id, as_of FROM runs WHERE run_id IN (SELECT run_id FROM __m_runs)),
 mem AS (
     SELECT r.run_id, r.as_of, m.segment, m.customer_id,
-           least(r.as_of + to_days($w), $end) AS until
+           least(r.as_of + $w * INTERVAL 1 DAY, $end) AS until
     FROM r
     JOIN run_segments s ON s.run_id = r.run_id
     JOIN memberships m ON m.segment = s.segment AND m.entered_at <= r.as_of

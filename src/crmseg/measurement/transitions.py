@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from crmseg.backends.state import StateStore
+from crmseg.backends.state import DuckDBState, StateStore
 
 NONE = "(none)"
 
@@ -16,7 +16,7 @@ NONE = "(none)"
 def matrix(before: pa.Table, after: pa.Table, column: str) -> dict[str, Any]:
     """Counts of customers by (value before, value after); a customer missing on one side or
     with a null value is ``(none)`` (e.g. not a customer yet)."""
-    scratch = StateStore()  # an in-memory database of its own: nothing is stored
+    scratch = DuckDBState()  # an in-memory database of its own: nothing is stored
     try:
         with scratch.registered(__a=before, __b=after):
             rows = scratch.rows(

@@ -197,7 +197,10 @@ class _Checker:
 
     def fetch_examples(self) -> None:
         for finding, rows in self._examples:
-            result = self.backend.execute(rows.limit(self.q.examples))
+            # the first rows in the order of their columns: the same data gives the same
+            # examples on every run and every engine (an unordered limit takes any rows)
+            first = rows.order_by(list(rows.columns)).limit(self.q.examples)
+            result = self.backend.execute(first)
             # Examples are stored with every run and printed: personal data is masked.
             finding.examples = [
                 {

@@ -60,11 +60,14 @@ MIGRATIONS: list[list[str]] = [
         '"([^"\\\\]|\\\\.)*"\', \'"\\1": "***"\', \'g\') '
         "WHERE table_name IN ('customers', 'identifiers')"
     ],
+    # 4: the report's order kept in a column (not every engine has insertion-ordered row
+    # ids); older reports order by check, table and column
+    ["ALTER TABLE quality_findings ADD COLUMN seq INTEGER DEFAULT 0"],
 ]
 
 _COLUMNS = (
     "run_id, as_of, check_name, table_name, column_name, severity, level, affected, total, "
-    "rate, message, examples, max_rate, checked_at"
+    "rate, message, examples, max_rate, checked_at, seq"
 )
 
 
@@ -96,6 +99,7 @@ class QualityStore:
                 ),
                 "max_rate": pa.array([f.max_rate for f in report.findings], pa.float64()),
                 "checked_at": pa.array([report.as_of] * n, pa.timestamp("us")),
+                "seq": pa.array(range(n), pa.int32()),
             }
         )
         names = pa.table(
@@ -127,7 +131,8 @@ class QualityStore:
         run_id, checked_at = rows[0]
         found = self.state.rows(
             "SELECT check_name, table_name, column_name, affected, total, severity, max_rate, "
-            "message, examples FROM quality_findings WHERE run_id = ? ORDER BY rowid",
+            "message, examples FROM quality_findings WHERE run_id = ? "
+            "ORDER BY seq, check_name, table_name, column_name",
             [run_id],
         )
         findings = [

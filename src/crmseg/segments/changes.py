@@ -56,6 +56,9 @@ MIGRATIONS: list[list[str]] = [
         after_hash VARCHAR
     )""",
     ],
+    # 2: entries of one instant in the order written (not every engine has insertion-ordered
+    # row ids); older entries come after, by time alone
+    ["ALTER TABLE audit_log ADD COLUMN seq BIGINT"],
 ]
 
 
@@ -134,13 +137,16 @@ class ChangeStore:
         at: datetime,
     ) -> None:
         self.state.execute(
-            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log SELECT ?, ?, ?, ?, ?, ?, coalesce(max(seq), 0) + 1 "
+            "FROM audit_log",
             [at, actor, action, obj, before, after],
         )
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self.state.dicts(
-            "SELECT * FROM audit_log ORDER BY logged_at DESC, rowid DESC LIMIT ?", [limit]
+            "SELECT logged_at, actor, action, object, before_hash, after_hash FROM audit_log "
+            "ORDER BY logged_at DESC, seq DESC NULLS LAST LIMIT ?",
+            [limit],
         )
 
 

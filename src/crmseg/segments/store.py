@@ -124,8 +124,9 @@ class History:
     def __init__(self, state: StateStore, remember: bool = False) -> None:
         self.state = state
         # person keys -> pid, kept between calls (``remember``: a writer that is the only
-        # one while it lives, such as the stream processor)
-        self._people: dict[str, int] | None = {} if remember else None
+        # one while it lives, such as the stream processor; never on a shared state, where
+        # another process's run adds people meanwhile)
+        self._people: dict[str, int] | None = {} if remember and not state.shared else None
         state.migrate("segments", MIGRATIONS)
 
     def forget(self, customer_ids: pa.Array) -> int:

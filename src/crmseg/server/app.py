@@ -114,9 +114,10 @@ class Server:
 
         self.stream = StreamWorker(self)
         # Answers that only a write can change (members at an instant, the catalog), kept
-        # until the next write through this server: it holds the project's files, so no
-        # other process writes meanwhile.
+        # until the next write through this server, or one by another process to a shared
+        # state (see ``watch``).
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._writes = self.ws.state.writes()  # the state's count of committed writes
         self._fresh: tuple[float, list[Any]] = (float("-inf"), [])
         self._refreshing = False
         self.current: dict[str, Any] | None = None  # the run going now, with its progress
@@ -188,13 +189,26 @@ class Server:
 
     def watch(self) -> None:
         """At most once a second: definition files edited outside the server (by hand, a git
-        pull) drop the cached definitions and answers, as a write through the server does."""
+        pull), or a state that another process wrote (a shared state on PostgreSQL: another
+        server, the command line), drop the cached definitions and answers, as a write
+        through the server does."""
         at, files = self._files
         if time.monotonic() - at < 1.0:
             return
         now = self.ws.definition_files()
+        writes = self.ws.state.writes()  # on a connection of its own: never waits for ours
+        if writes != self._writes:
+            # keys too (one revoked through another server stops working here); they are
+            # read on the connections, so not while a request holds them: next time then
+            if not self.lock.acquire(blocking=False):
+                return
+            try:
+                self.keys.reload()
+            finally:
+                self.lock.release()
         self._files = (time.monotonic(), now)
-        if now != files:
+        if now != files or writes != self._writes:
+            self._writes = writes
             self.changed()
 
     def changed(self, stream: bool = True) -> None:

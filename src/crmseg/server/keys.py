@@ -63,9 +63,9 @@ class KeyStore:
         self.state = state
         state.migrate("keys", MIGRATIONS)
         self._live: dict[str, tuple[str, ApiKey]] = {}
-        self._reload()
+        self.reload()
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
         rows = self.state.dicts(
             "SELECT key_id, secret_hash, role, name, created_at, revoked_at FROM api_keys "
             "WHERE revoked_at IS NULL"
@@ -83,7 +83,7 @@ class KeyStore:
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
                 [key_id, _hash(secret), role, name, now],
             )
-        self._reload()
+        self.reload()
         return ApiKey(key_id, role, name, now), f"crmseg_{key_id}_{secret}"  # type: ignore[arg-type]
 
     def list(self) -> list[ApiKey]:
@@ -102,7 +102,7 @@ class KeyStore:
                 self.state.execute(
                     "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [now, key_id]
                 )
-            self._reload()
+            self.reload()
         return next(k for k in self.list() if k.key_id == key_id)
 
     def check(self, text: str) -> ApiKey | None:

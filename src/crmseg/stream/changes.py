@@ -85,7 +85,9 @@ class ChangeLog:
 
     def advance(self, reader: str, change_id: int) -> None:
         self.state.execute(
-            "INSERT OR REPLACE INTO stream_cursors VALUES (?, ?)", [reader, change_id]
+            "INSERT INTO stream_cursors VALUES (?, ?) "
+            "ON CONFLICT (reader) DO UPDATE SET change_id = excluded.change_id",
+            [reader, change_id],
         )
 
     def latest(self) -> datetime | None:

@@ -84,6 +84,14 @@ class Processor:
                 f"real time (crmseg stream, POST /events) is not available on the "
                 f"{backend.kind} backend; use duckdb or postgres"
             )
+        if not state.claim("stream"):
+            from crmseg.errors import ConflictError
+
+            # two processors would each record entries and exits from their own view
+            raise ConflictError(
+                "another crmseg process runs the stream processor of this state: one at a "
+                "time (send events to that one)"
+            )
         self.backend = backend
         self.state = state
         self.catalog = catalog
