@@ -19,11 +19,9 @@ import pyarrow as pa
 import pytest
 
 from crmseg import Workspace
-from crmseg.demo.scaffold import init_project
 from crmseg.errors import BackendError, CrmsegError, StateError
 from tests.backends.test_postgres import MESSY_CUSTOMERS, MESSY_PROJECT, _loaded, _on
 from tests.conftest import MakeProject, run_cli
-from tests.segments.conftest import grow_customers
 
 pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_ready")]
 
@@ -42,9 +40,9 @@ def _catalog(root: Path) -> dict[str, str]:
     return {o["name"]: o.get("path") or o["sql"] for o in objects}
 
 
-def test_a_killed_run_leaves_the_previous_data(tmp_path: Path) -> None:
-    root = tmp_path / "shop"
-    init_project(root, demo=True, customers=300, seed=3)
+def test_a_killed_run_leaves_the_previous_data(make_project: MakeProject) -> None:
+    # the small project: the subprocess's fresh JVM is the cost (the demo made this 80 s)
+    root = make_project()
     _on(root, SPARK)
     with Workspace.open(root) as ws:
         ws.run(as_of=T1)
@@ -52,7 +50,8 @@ def test_a_killed_run_leaves_the_previous_data(tmp_path: Path) -> None:
         before = {n: ws.members(n, as_of=T1) for n in names}
         customers = ws.backend.scalar(ws.backend.canonical("customers").count())
     catalog = _catalog(root)
-    grow_customers(root)
+    with (root / "data" / "customers.csv").open("a") as f:  # the next run loads again
+        f.write("5,eve@example.com,DE,2024-05-01 10:00:00,pro,gold\n")
     identity = root / ".crmseg" / "spark" / "tables" / "identity_map"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crmseg", "run", "-p", str(root), "--as-of", f"{T2:%Y-%m-%d}"],
