@@ -262,15 +262,29 @@ customer_id,country,signup_at,tier_score,vip
 """
 
 
-# a project reading MESSY_CUSTOMERS in Berlin time (files for make_project)
+# order times in a strptime format (12-hour clock, day first, padded or not), one in the
+# spring gap and one in the autumn overlap of Berlin's clocks
+MESSY_ORDERS = """\
+order_id,customer_id,ordered_at,amount
+o1,1,03/02/2024 1:05 PM,10
+o2,2,3/2/2024 12:00 am,20
+o3,3,31/03/2024 02:30 AM,5
+o4,4,27/10/2024 2:30 am,7
+o5,1,29/2/2024 11:59 pm,1
+"""
+ORDERS_FORMAT = "%d/%m/%Y %I:%M %p"
+
+# a project reading MESSY_CUSTOMERS and MESSY_ORDERS in Berlin time (files for make_project)
 MESSY_PROJECT = {
-    "crmseg_yml": """\
+    "crmseg_yml": f"""\
     name: messy
     timezone: Europe/Berlin
     sources:
-      customers: {path: data/customers.csv}
+      customers: {{path: data/customers.csv}}
+      orders: {{path: data/orders.csv, formats: {{ordered_at: "{ORDERS_FORMAT}"}}}}
     """,
     "data__customers_csv": MESSY_CUSTOMERS,
+    "data__orders_csv": MESSY_ORDERS,
     "segments__core_yml": """\
     segments:
       - name: demographic.dach
@@ -281,11 +295,13 @@ MESSY_PROJECT = {
 }
 
 
-def _loaded(root: Path) -> list[dict[str, object]]:
+def _loaded(root: Path) -> dict[str, list[dict[str, object]]]:
     with Workspace.open(root) as ws:
         ws.run(as_of=datetime(2024, 12, 1))
-        t = ws.backend.canonical("customers")
-        return ws.backend.execute(t.order_by("customer_id")).to_pylist()
+        return {
+            name: ws.backend.execute(ws.backend.canonical(name).order_by(key)).to_pylist()
+            for name, key in (("customers", "customer_id"), ("orders", "order_id"))
+        }
 
 
 def test_files_load_the_same_rows_and_errors_as_on_duckdb(
@@ -296,8 +312,11 @@ def test_files_load_the_same_rows_and_errors_as_on_duckdb(
     pg = make_project("pg", **files)
     _on(pg, postgres.backend(postgres.database("messy")))
     expected = _loaded(duck)
-    assert expected[1]["signup_at"] == datetime(2024, 2, 29, 21, 30)  # its own offset
-    assert expected[0]["signup_at"] == datetime(2024, 1, 1, 9)  # Berlin wall time
+    people, orders = expected["customers"], expected["orders"]
+    assert people[1]["signup_at"] == datetime(2024, 2, 29, 21, 30)  # its own offset
+    assert people[0]["signup_at"] == datetime(2024, 1, 1, 9)  # Berlin wall time
+    assert orders[0]["ordered_at"] == datetime(2024, 2, 3, 12, 5)  # 1:05 PM in Berlin
+    assert orders[1]["ordered_at"] == datetime(2024, 2, 2, 23)  # 12:00 am, the day before
     # rows 3 and 4 fall in the spring gap and the autumn overlap of Berlin's clocks: whatever
     # the reading, the engines must agree on it
     assert _loaded(pg) == expected
@@ -305,6 +324,29 @@ def test_files_load_the_same_rows_and_errors_as_on_duckdb(
     bad = MESSY_CUSTOMERS.replace("2024-10-27 02:30:00", "2023-02-29 10:00").replace("-2e3", "x")
     for root in (duck, pg):
         (root / "data" / "customers.csv").write_text(bad)
+        (root / "data" / "orders.csv").write_text(MESSY_ORDERS.replace("29/2/2024", "30/2/2024"))
     errors = [run_cli("run", "-p", str(root)).stderr for root in (duck, pg)]
     assert "found 1 value that is not (e.g. '2023-02-29 10:00')" in errors[0]
+    assert "(e.g. '30/2/2024 11:59 pm')" in errors[0]
     assert errors[1] == errors[0].replace(str(duck), str(pg))
+
+
+def test_a_format_the_engine_cannot_read_is_one_located_line(
+    postgres: Server, make_project: MakeProject
+) -> None:
+    root = make_project(
+        crmseg_yml="""\
+        name: shop
+        sources:
+          customers: {path: data/customers.csv}
+          orders: {path: data/orders.csv, formats: {ordered_at: "%a %d %b %Y"}}
+        """,
+        data__orders_csv="order_id,customer_id,ordered_at,amount\n1,1,Mon 05 Feb 2024,3\n",
+    )
+    _on(root, postgres.backend(postgres.database("formats")))
+    done = run_cli("run", "-p", str(root))
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        "error: data/orders.csv: formats.ordered_at: on the postgres backend, %a is not "
+        "supported (supported: %Y %y %m %d %H %I %M %S %f %p %b %B %% (and %-m, %-d, ...))"
+    )

@@ -19,8 +19,14 @@ import pyarrow as pa
 import pytest
 
 from crmseg import Workspace
-from crmseg.errors import BackendError, CrmsegError, StateError
-from tests.backends.test_postgres import MESSY_CUSTOMERS, MESSY_PROJECT, _loaded, _on
+from crmseg.errors import BackendError, CrmsegError, SourceError, StateError
+from tests.backends.test_postgres import (
+    MESSY_CUSTOMERS,
+    MESSY_ORDERS,
+    MESSY_PROJECT,
+    _loaded,
+    _on,
+)
 from tests.conftest import MakeProject, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_ready")]
@@ -136,17 +142,21 @@ def test_files_load_the_same_rows_and_errors_as_on_duckdb(make_project: MakeProj
     spark = make_project("spark", **files)
     _on(spark, SPARK)
     expected = _loaded(duck)
-    assert expected[1]["signup_at"] == datetime(2024, 2, 29, 21, 30)
+    assert expected["customers"][1]["signup_at"] == datetime(2024, 2, 29, 21, 30)
     assert _loaded(spark) == expected
     bad = MESSY_CUSTOMERS.replace("2024-10-27 02:30:00", "2023-02-29 10:00").replace("-2e3", "x")
     for root in (duck, spark):
         (root / "data" / "customers.csv").write_text(bad)
+        (root / "data" / "orders.csv").write_text(MESSY_ORDERS.replace("29/2/2024", "30/2/2024"))
     error = run_cli("run", "-p", str(duck)).stderr
     assert "found 1 value that is not (e.g. '2023-02-29 10:00')" in error
+    assert "(e.g. '30/2/2024 11:59 pm')" in error
     # in this process (a CLI process would start another JVM): the same lines
     with Workspace.open(spark) as ws, pytest.raises(CrmsegError) as caught:
         ws.run(as_of=datetime(2024, 12, 1))
-    assert "error: " + str(caught.value) == error.strip().replace(str(duck), str(spark))
+    assert isinstance(caught.value, SourceError)
+    shown = ["error: " + caught.value.problems[0], *("  " + p for p in caught.value.problems[1:])]
+    assert "\n".join(shown) == error.strip().replace(str(duck), str(spark))
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,29 @@ def parse_time(backend: "Backend", text: Any, fmt: str) -> Any:
     import ibis
     import ibis.expr.datatypes as dt
 
-    from crmseg.errors import BackendError
+    if backend.dialect != "duckdb":  # a regular expression and arithmetic, as DuckDB reads
+        from crmseg.backends.strptime import parse as portable
 
-    if backend.dialect != "duckdb":
-        raise BackendError(f"formats: parsing with a format is not available on {backend.dialect}")
+        return portable(text, fmt)
 
     @ibis.udf.scalar.builtin(name="try_strptime")
     def parse(value: str, layout: str) -> dt.timestamp:  # type: ignore[empty-body]
         """DuckDB's try_strptime(text, format) -> naive timestamp or null."""
 
     return parse(text, fmt)
+
+
+def format_problem(backend: "Backend", fmt: str) -> str | None:
+    """Why ``fmt`` cannot be read on this engine, or None (DuckDB reads every format)."""
+    if backend.dialect == "duckdb":
+        return None
+    from crmseg.backends.strptime import compile_format
+
+    try:
+        compile_format(fmt)
+    except ValueError as exc:
+        return f"on the {backend.kind} backend, {exc}"
+    return None
 
 
 def local_to_utc(backend: "Backend", value: Any, tz: str) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import Backend
+from crmseg.backends.functions import format_problem
 from crmseg.config import Config, Constant, InputConfig, SourceConfig
 from crmseg.errors import BackendError, SourceError
 from crmseg.sources import expressions, retention
@@ -481,7 +482,7 @@ def plan_sources(
                 f"{origin}: required column {name}.{col_name} is missing (found: "
                 f"{', '.join(found)}; map one with columns: {{{col_name}: <your column>}})"
             )
-        for key in source.formats:
+        for key, layout in source.formats.items():
             found_col = next((c for c in canonical.columns if c.name == key), None)
             if found_col is None or found_col.dtype not in ("timestamp", "date"):
                 times = [c.name for c in canonical.columns if c.dtype in ("timestamp", "date")]
@@ -489,6 +490,8 @@ def plan_sources(
                     f"{origin}: formats.{key}: {name} has no timestamp or date column {key!r} "
                     f"(timestamp and date columns: {', '.join(times) or 'none'})"
                 )
+            elif (why := format_problem(backend, layout)) is not None:
+                problems.append(f"{origin}: formats.{key}: {why}")
         values: dict[str, Any] = {}
         for col in canonical.columns:
             if col.name in constants:
@@ -503,6 +506,8 @@ def plan_sources(
                 continue
             given = raw[theirs_col] if theirs_col is not None else computed[col.name]
             fmt = source.formats.get(col.name)
+            if fmt is not None and format_problem(backend, fmt) is not None:
+                continue  # said above; the source is refused
             converted, check = _convert(backend, given, col.dtype, tz, fmt, source.decimal)
             if col.dtype == "float":
                 # NaN sorts above every number and sums to NaN: such values are missing.
@@ -596,7 +601,7 @@ def _check_types(
     floats: dict[str, list[tuple[str, Any]]] = {}
     for table, col, value in numbers:
         floats.setdefault(table, []).append((col, value))
-    for table in {*by_table, *floats}:
+    for table in sorted({*by_table, *floats}):  # one order of problems on every run
         if table not in planned:
             continue
         cols = by_table.get(table, [])
