@@ -308,3 +308,29 @@ def test_one_stream_processor_per_shared_state(postgres: Server, make_project: M
             second.processor()
         first.close()
         second.processor()
+
+
+def test_writes_count_other_processes_only(postgres: Server) -> None:
+    """A server drops its caches when another process wrote: its own commits are not news
+    (or it would restart its stream processor after each of its own batches)."""
+    config = StateConfig.model_validate(
+        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
+         "user": postgres.user, "database": postgres.database("counts")}
+    )  # fmt: skip
+    mine, other = open_state(config, Path(".")), open_state(config, Path("."))
+    try:
+        mine.migrate("things", [["CREATE TABLE things (x INTEGER)"]])
+        seen = mine.writes()
+        with mine.transaction():
+            mine.execute("INSERT INTO things VALUES (1)")
+        assert mine.writes() == seen
+        with other.transaction():
+            other.execute("INSERT INTO things VALUES (2)")
+        assert mine.writes() == seen + 1
+        before = other.writes()
+        with mine.transaction():  # reads only: nothing to tell anyone
+            mine.rows("SELECT count(*) FROM things")
+        assert other.writes() == before
+    finally:
+        mine.close()
+        other.close()

@@ -350,3 +350,32 @@ def test_a_format_the_engine_cannot_read_is_one_located_line(
         "error: data/orders.csv: formats.ordered_at: on the postgres backend, %a is not "
         "supported (supported: %Y %y %m %d %H %I %M %S %f %p %b %B %% (and %-m, %-d, ...))"
     )
+
+
+def test_probabilistic_identity_links_the_same_people(postgres: Server, tmp_path: Path) -> None:
+    """Splink compares the prepared customer columns each engine pulls out, on an embedded
+    DuckDB (docs/backends.md): the same links, weights and people on Postgres as on DuckDB."""
+    pytest.importorskip("splink")
+    duck, pg = tmp_path / "duck", tmp_path / "pg"
+    for root in (duck, pg):
+        init_project(root, demo=True, customers=600, seed=8)
+        with (root / "crmseg.yml").open("a") as f:
+            f.write("identity: {splink: {enabled: true}}\n")
+    _on(pg, postgres.backend(postgres.database("splink")))
+    found = []
+    for root in (duck, pg):
+        with Workspace.open(root) as ws:
+            ws.run(as_of=T2)
+            tables = {}
+            pair = ["customer_id_l", "customer_id_r"]
+            for name, key in (("identity_map", "customer_id"), ("identity_matches", pair)):
+                t = ws.backend.canonical(name)
+                tables[name] = ws.backend.execute(t.order_by(key)).to_pylist()
+            found.append(tables)
+    a, b = found
+    assert a["identity_matches"], "Splink found no pairs: the comparison says nothing"
+    assert a["identity_map"] == b["identity_map"]
+    assert len(a["identity_matches"]) == len(b["identity_matches"])
+    for x, y in zip(a["identity_matches"], b["identity_matches"], strict=True):
+        assert (x["customer_id_l"], x["customer_id_r"]) == (y["customer_id_l"], y["customer_id_r"])
+        assert abs(x["match_probability"] - y["match_probability"]) <= 1e-9

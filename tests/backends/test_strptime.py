@@ -126,6 +126,7 @@ def test_the_portable_reading_equals_try_strptime(con: Any, case: tuple[str, lis
         ("%Y-%m-%d %Y", "twice"),
         ("%Y-%y-%m-%d", "the year twice"),
         ("%Y-%m-%d %", "lone %"),
+        (" %Y-%m-%d", "starts with a space"),
     ],
 )
 def test_formats_it_cannot_read_are_named(fmt: str, error: str) -> None:

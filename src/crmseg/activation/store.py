@@ -140,6 +140,7 @@ class ActivationStore:
 
     def record(self, audience: Audience, campaign_hash: str, created_at: datetime) -> int:
         """Write the activation and its send-log rows (call inside a transaction)."""
+        self.state.exclusive()  # the next id is this writer's
         rows = self.state.rows("SELECT coalesce(max(activation_id), 0) + 1 FROM activations")
         activation_id = int(rows[0][0])
         funnel = [{"step": s.label, "count": s.count} for s in audience.recorded]
@@ -179,7 +180,8 @@ class ActivationStore:
     def activations(self, campaign: str | None = None) -> list[dict[str, Any]]:
         rows = self.state.rows(
             "SELECT activation_id, campaign, as_of, created_at, channel, funnel, treatment, "
-            "holdout FROM activations WHERE ? IS NULL OR campaign = ? ORDER BY activation_id",
+            "holdout FROM activations WHERE CAST(? AS VARCHAR) IS NULL OR campaign = ? "
+            "ORDER BY activation_id",
             [campaign, campaign],
         )
         keys = ("activation_id", "campaign", "as_of", "created_at", "channel", "funnel")
@@ -257,11 +259,12 @@ class ActivationStore:
             )
 
     def failed(self, batch: Batch, attempts: int) -> None:
-        self.state.execute(
-            "UPDATE sync_batches SET attempts = attempts + ? WHERE destination = ? "
-            "AND batch_id = ?",
-            [attempts, batch.destination, batch.batch_id],
-        )
+        with self.state.transaction():  # a write other processes' readers count
+            self.state.execute(
+                "UPDATE sync_batches SET attempts = attempts + ? WHERE destination = ? "
+                "AND batch_id = ?",
+                [attempts, batch.destination, batch.batch_id],
+            )
 
 
 def migrate(state: StateStore) -> None:

@@ -227,9 +227,12 @@ class PostgresState(StateStore):
         _adapters(self.con)
         self._depth = 0
         self._wrote = False  # whether the transaction under way wrote (see ``writes``)
+        self._locked = False  # whether it holds the writers' turn (see ``exclusive``)
+        self._mine = 0  # transactions this connection committed with writes
         self._columns: dict[str, list[str]] = {}
         # one at a time: CREATE SCHEMA IF NOT EXISTS is not safe against a concurrent one
         with self._errors(), self.transaction():
+            self.exclusive()
             self.con.execute(sql_text("CREATE SCHEMA IF NOT EXISTS {}", self.schema))
             self.con.execute(sql_text("SET search_path TO {}", self.schema))
             self.con.execute("SET TimeZone = 'UTC'")
@@ -259,6 +262,7 @@ class PostgresState(StateStore):
         return cursor
 
     def execute(self, sql: str, params: Params = None) -> None:
+        self.exclusive()
         self._wrote = True
         if sql.lstrip()[:6].upper() in ("ALTER ", "CREATE", "DROP T"):
             self._columns.clear()  # the tables' columns as ``insert`` knew them may change
@@ -303,6 +307,7 @@ class PostgresState(StateStore):
             ]
         # the table's columns in order, as DuckDB's INSERT ... SELECT * takes them
         named = data.rename_columns(self._columns[table][: data.num_columns])
+        self.exclusive()
         self._wrote = True
         with self._errors(), self.con.cursor() as cursor:
             copy_in(cursor, f'"{table}"', named)
@@ -336,9 +341,11 @@ class PostgresState(StateStore):
             # in a failed transaction its rollback removes them (a statement would fail)
             if self.con.info.transaction_status != TransactionStatus.INERROR:
                 for name in made:
-                    self.con.execute(
-                        sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(name))
-                    )
+                    # a lost connection took them with it: the error that matters is raised
+                    with contextlib.suppress(Exception):
+                        self.con.execute(
+                            sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(name))
+                        )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -349,27 +356,35 @@ class PostgresState(StateStore):
             finally:
                 self._depth -= 1
             return
-        self._wrote = False
+        self._wrote = self._locked = False
         with self._errors():
             self.con.execute("BEGIN")
-            # writers take turns (see the module's docstring)
-            self.con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self.schema])
         self._depth = 1
         try:
             yield
+            self._depth = 0
+            with self._errors():
+                if self._wrote:
+                    self.con.execute(
+                        "INSERT INTO meta VALUES ('writes', '1') ON CONFLICT (key) DO UPDATE "
+                        "SET value = CAST(CAST(meta.value AS bigint) + 1 AS text)"
+                    )
+                self.con.execute("COMMIT")
+            if self._wrote:
+                self._mine += 1
         except BaseException:
             self._depth = 0
+            # also after a failed COMMIT or lock wait: the connection is usable again
             with contextlib.suppress(Exception):
                 self.con.execute("ROLLBACK")
             raise
-        self._depth = 0
-        with self._errors():
-            if self._wrote:
-                self.con.execute(
-                    "INSERT INTO meta VALUES ('writes', '1') ON CONFLICT (key) DO UPDATE "
-                    "SET value = CAST(CAST(meta.value AS bigint) + 1 AS text)"
-                )
-            self.con.execute("COMMIT")
+
+    def exclusive(self) -> None:
+        if self._depth and not self._locked:
+            # writers take turns (see the module's docstring); from here to the commit
+            with self._errors():
+                self.con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self.schema])
+            self._locked = True
 
     def claim(self, role: str) -> bool:
         # a session lock: held until this connection closes, then free for another process
@@ -389,7 +404,8 @@ class PostgresState(StateStore):
             row = self._probe.execute(
                 sql_text("SELECT value FROM {}.meta WHERE key = 'writes'", self.schema)
             ).fetchone()
-        return int(row[0]) if row else 0
+        # this process's own commits are not news to it
+        return (int(row[0]) if row else 0) - self._mine
 
     @contextmanager
     def _errors(self, sql: str | None = None) -> Iterator[None]:

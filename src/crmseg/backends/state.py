@@ -109,6 +109,11 @@ class StateStore:
         """(table, column) of every text column of every state table."""
         raise NotImplementedError
 
+    def exclusive(self) -> None:
+        """Inside a transaction: take the writers' turn now, before reading what the
+        transaction will write from (the next id, the known people). Writes take it
+        themselves; a DuckDB file has one writer anyway."""
+
     def claim(self, role: str) -> bool:
         """Take ``role`` (e.g. the stream processor) for this connection's life; False when
         another process holds it. Only one process opens a DuckDB state: always True."""

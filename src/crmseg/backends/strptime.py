@@ -58,6 +58,9 @@ def compile_format(fmt: str) -> Parsed:
         else:
             tokens.append(("literal", ch))
             i += 1
+    if tokens and tokens[0][0] == "space":
+        # DuckDB skips the text's leading whitespace and then finds none for the format's
+        raise ValueError("the format starts with a space, which matches no text; remove it")
     for n, (kind, value) in enumerate(tokens):
         if kind == "space":
             parts.append(r"\s+")

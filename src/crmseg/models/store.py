@@ -91,6 +91,7 @@ class FitStore:
     ) -> int:
         """Record a fit (its state and its records) and return its id."""
         with self.state.transaction():
+            self.state.exclusive()  # the next id is this writer's
             fit_id = int(
                 self.state.rows("SELECT coalesce(max(fit_id), 0) + 1 FROM model_fits")[0][0]
             )

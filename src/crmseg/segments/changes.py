@@ -90,6 +90,7 @@ class ChangeStore:
 
     def add(self, change: Change) -> int:
         with self.state.transaction():
+            self.state.exclusive()  # the next id is this writer's
             rows = self.state.rows("SELECT coalesce(max(change_id), 0) + 1 FROM changes")
             change.change_id = int(rows[0][0])
             self.state.execute(
@@ -136,11 +137,12 @@ class ChangeStore:
         after: str | None,
         at: datetime,
     ) -> None:
-        self.state.execute(
-            "INSERT INTO audit_log SELECT ?, ?, ?, ?, ?, ?, coalesce(max(seq), 0) + 1 "
-            "FROM audit_log",
-            [at, actor, action, obj, before, after],
-        )
+        with self.state.transaction():  # in turn with other writers: one seq each
+            self.state.execute(
+                "INSERT INTO audit_log SELECT ?, ?, ?, ?, ?, ?, coalesce(max(seq), 0) + 1 "
+                "FROM audit_log",
+                [at, actor, action, obj, before, after],
+            )
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self.state.dicts(

@@ -112,6 +112,7 @@ class ScheduleStore:
         if error is not None:
             retry_at = finished + min(timedelta(minutes=2 ** (failures - 1)), retry_max)
         with self.state.transaction():
+            self.state.exclusive()  # the next id is this writer's
             rows = self.state.rows("SELECT coalesce(max(attempt_id), 0) + 1 FROM schedule_attempts")
             self.state.execute(
                 "INSERT INTO schedule_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -167,6 +167,7 @@ class History:
         state = self.state
         info = dict(details or {})
         with state.transaction():
+            state.exclusive()  # new keys and the run's id are this writer's
             chosen, members = self._keyed(results)
             run_id = int(state.rows("SELECT coalesce(max(run_id), 0) + 1 FROM runs")[0][0])
             state.execute(
@@ -249,6 +250,7 @@ class History:
         a transaction with the change log's rows."""
         if changes.num_rows == 0:
             return
+        self.state.exclusive()  # new keys, and the open intervals it closes, are this writer's
         sids = self._segment_keys(changes.column("segment").to_pylist())
         pids = self._stream_pids(changes.column("customer_id").to_pylist())
         keyed = pa.table(
@@ -598,13 +600,14 @@ class History:
 
     def history(self, segment: str) -> list[dict[str, Any]]:
         """Size, entered and exited per run of a segment, in as_of order."""
+        # A rerun at the same instant replaced the earlier snapshot: show the newest only
+        # (the order outside: a subquery's order is not kept on every engine)
         rows = self.state.rows(
+            "SELECT run_id, as_of, customers, size, entered, exited, definition_hash FROM ("
             "SELECT r.run_id, r.as_of, r.customers, s.size, s.entered, s.exited, "
-            "s.definition_hash FROM run_segments s JOIN runs r USING (run_id) "
-            "WHERE s.segment = ? "
-            # A rerun at the same instant replaced the earlier snapshot: show the newest only.
-            "QUALIFY row_number() OVER (PARTITION BY r.as_of ORDER BY r.run_id DESC) = 1 "
-            "ORDER BY r.as_of, r.run_id",
+            "s.definition_hash, row_number() OVER (PARTITION BY r.as_of ORDER BY r.run_id DESC)"
+            " AS newest FROM run_segments s JOIN runs r USING (run_id) WHERE s.segment = ?) "
+            "WHERE newest = 1 ORDER BY as_of, run_id",
             [segment],
         )
         keys = ("run_id", "as_of", "customers", "size", "entered", "exited", "definition_hash")

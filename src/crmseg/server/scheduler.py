@@ -69,6 +69,10 @@ class Scheduler:
 
     def _due(self, now: datetime) -> dict[str, Any]:
         ws = self.server.ws
+        # servers sharing a state (on Postgres): one schedules, the others stand by (two
+        # would run and activate the same due work); held until its connection closes
+        if not ws.state.claim("scheduler"):
+            return {"skipped": "another server schedules this project"}
         last = self.store.latest()
         if last is not None and not last["ok"] and last["retry_at"] and now < last["retry_at"]:
             return {"skipped": f"retrying at {last['retry_at']:%Y-%m-%d %H:%M:%S} UTC"}
