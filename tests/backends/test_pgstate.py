@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from crmseg import Workspace
@@ -333,4 +334,61 @@ def test_writes_count_other_processes_only(postgres: Server) -> None:
         assert other.writes() == before
     finally:
         mine.close()
+        other.close()
+
+
+def test_text_orders_as_on_duckdb_whatever_the_collation(postgres: Server) -> None:
+    """The state's text sorts byte by byte (DuckDB's order) in a database whose collation
+    sorts otherwise (ICU en-US puts '_x' and 'a' before 'B')."""
+    import psycopg
+
+    from crmseg.backends.state import DuckDBState
+    from crmseg.segments.store import History, SegmentResult
+
+    with psycopg.connect(host=postgres.host, port=postgres.port, user=postgres.user,
+                         dbname="postgres", autocommit=True) as con:  # fmt: skip
+        con.execute("DROP DATABASE IF EXISTS icu_state")
+        con.execute(
+            "CREATE DATABASE icu_state TEMPLATE template0 LOCALE_PROVIDER icu "
+            "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    config = StateConfig.model_validate(
+        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
+         "user": postgres.user, "database": "icu_state"}
+    )  # fmt: skip
+    ids = ["c", "_x", "B", "a", "Zed", "ä"]
+    at = datetime(2026, 1, 1)
+    orders = []
+    for state in (DuckDBState(), open_state(config, Path("."))):
+        history = History(state)
+        result = SegmentResult("s.x", "h", "rule", pa.array(ids, pa.string()))
+        history.record_run(at, at, at, 6, {"customers": 6}, [result], "t")
+        orders.append(history.members("s.x", at))
+        state.close()
+    assert orders[0] == sorted(ids)  # bytes: B, Zed, _x, a, c, ä
+    assert orders[1] == orders[0]
+
+
+def test_a_dropped_connection_is_opened_again(postgres: Server) -> None:
+    """A server restart or an idle timeout ends the state's connection: the next statement
+    between transactions opens it again (a server keeps answering), with its claims."""
+    import psycopg
+
+    config = StateConfig.model_validate(
+        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
+         "user": postgres.user, "database": postgres.database("revive")}
+    )  # fmt: skip
+    state, other = open_state(config, Path(".")), open_state(config, Path("."))
+    try:
+        assert state.claim("stream")
+        pid = state.rows("SELECT pg_backend_pid()")[0][0]
+        with psycopg.connect(host=postgres.host, port=postgres.port, user=postgres.user,
+                             dbname="revive", autocommit=True) as admin:  # fmt: skip
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert state.rows("SELECT pg_backend_pid()")[0][0] != pid
+        with state.transaction():
+            state.execute("CREATE TABLE t (x INTEGER)")
+        assert not other.claim("stream")  # taken again by the new connection
+    finally:
+        state.close()
         other.close()

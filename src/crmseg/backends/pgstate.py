@@ -52,7 +52,8 @@ def translate(sql: str, bound: bool) -> tuple[str, ...]:
 
 
 def _portable(tree: Any) -> Any:
-    """What sqlglot leaves in DuckDB's terms: subqueries in FROM without a name (Postgres
+    """Text columns made with the "C" collation, and what sqlglot leaves in DuckDB's terms:
+    subqueries in FROM without a name (Postgres
     before 16 needs one), ``GROUP BY ALL`` (the positions of the selected expressions
     without an aggregate), ``any_value`` (none before Postgres 16; ``min`` is one of the
     values) and ``arg_max``/``arg_min`` (the first of an ordered array, rows with a null key
@@ -63,6 +64,18 @@ def _portable(tree: Any) -> Any:
 
     def rewrite(node: Any) -> Any:
         nonlocal count
+        if (
+            isinstance(node, sge.ColumnDef)
+            and node.args.get("kind") is not None
+            and node.args["kind"].this in (sge.DataType.Type.VARCHAR, sge.DataType.Type.TEXT)
+            and not node.find(sge.CollateColumnConstraint)
+        ):
+            # text compares and sorts byte by byte, as on DuckDB, whatever the database's
+            # collation (en_US would put '_x' before 'B')
+            column = node.copy()
+            collate = sge.CollateColumnConstraint(this=sge.to_identifier("C", quoted=True))
+            column.append("constraints", sge.ColumnConstraint(kind=collate))
+            return column
         if isinstance(node, sge.Group) and node.args.get("all") and node.parent is not None:
             select = node.parent
             keys = [
@@ -165,7 +178,7 @@ def _pg_type(field: pa.Field) -> str:
 
     t = field.type
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
-        return "text"
+        return 'text COLLATE "C"'  # as the state's own text columns (see _portable)
     if pa.types.is_boolean(t):
         return "boolean"
     if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_int32(t):
@@ -192,7 +205,7 @@ class PostgresState(StateStore):
 
     def __init__(self, config: StateConfig) -> None:
         try:
-            import psycopg
+            import psycopg  # noqa: F401 (here: a missing extra is one line)
         except ImportError:
             raise StateError(
                 "the state on PostgreSQL needs psycopg: pip install 'crmseg[postgres]'"
@@ -217,14 +230,9 @@ class PostgresState(StateStore):
             "application_name": "crmseg",
         }
         self._probe: Any = None
-        try:
-            self.con = psycopg.connect(**self._settings, autocommit=True)
-        except Exception as exc:
-            reason = _first(exc)
-            if password:  # never echo a secret, whatever the driver put in its message
-                reason = reason.replace(password, "***")
-            raise StateError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
-        _adapters(self.con)
+        self._where = where
+        self._claims: set[str] = set()
+        self.con = self._connect()
         self._depth = 0
         self._wrote = False  # whether the transaction under way wrote (see ``writes``)
         self._locked = False  # whether it holds the writers' turn (see ``exclusive``)
@@ -238,6 +246,33 @@ class PostgresState(StateStore):
             self.con.execute("SET TimeZone = 'UTC'")
             self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            con = psycopg.connect(**self._settings, autocommit=True)
+        except Exception as exc:
+            reason, password = _first(exc), self._settings["password"]
+            if password:  # never echo a secret, whatever the driver put in its message
+                reason = reason.replace(password, "***")
+            raise StateError(f"cannot connect to PostgreSQL at {self._where}: {reason}") from None
+        _adapters(con)
+        return con
+
+    def _revive(self) -> bool:
+        """A connection the server dropped (a restart, an idle timeout) is opened again
+        between transactions; True when it was. Inside one, its work is lost: the error
+        stands."""
+        if self._depth or not self.con.broken:
+            return False
+        self.con = self._connect()
+        self.con.execute(sql_text("SET search_path TO {}", self.schema))
+        self.con.execute("SET TimeZone = 'UTC'")
+        for role in self._claims:  # session locks went with the old connection
+            if not self.claim(role):
+                raise StateError(f"lost the {role} to another process while reconnecting")
+        return True
+
     def close(self) -> None:
         for con in (self.con, self._probe):
             if con is not None:
@@ -246,19 +281,26 @@ class PostgresState(StateStore):
 
     # --- statements ---------------------------------------------------------------------------
 
-    def _cursor(self, sql: str, params: Params) -> Any:
+    def _cursor(self, sql: str, params: Params, again: bool = True) -> Any:
+        import psycopg
+
         bound = bool(params)
         *first, text = translate(sql, bound)
         cursor = self.con.cursor()
-        with self._errors(text):
-            for statement in first:
-                cursor.execute(statement)
-            if not bound:
-                cursor.execute(text)
-            elif isinstance(params, Mapping):
-                cursor.execute(text, dict(params))
-            else:
-                cursor.execute(text, list(params or []))
+        try:
+            with self._errors(text):
+                for statement in first:
+                    cursor.execute(statement)
+                if not bound:
+                    cursor.execute(text)
+                elif isinstance(params, Mapping):
+                    cursor.execute(text, dict(params))
+                else:
+                    cursor.execute(text, list(params or []))
+        except StateError as exc:
+            if again and isinstance(exc.__cause__, psycopg.OperationalError) and self._revive():
+                return self._cursor(sql, params, again=False)
+            raise
         return cursor
 
     def execute(self, sql: str, params: Params = None) -> None:
@@ -357,6 +399,7 @@ class PostgresState(StateStore):
                 self._depth -= 1
             return
         self._wrote = self._locked = False
+        self._revive()
         with self._errors():
             self.con.execute("BEGIN")
         self._depth = 1
@@ -392,15 +435,16 @@ class PostgresState(StateStore):
             row = self.con.execute(
                 "SELECT pg_try_advisory_lock(hashtext(%s))", [f"{self.schema}.{role}"]
             ).fetchone()
-        return bool(row and row[0])
+        if row and row[0]:
+            self._claims.add(role)
+            return True
+        return False
 
     def writes(self) -> int | None:
         # on a connection of its own: the main one may be inside another thread's transaction
         with self._errors():
-            if self._probe is None:
-                import psycopg
-
-                self._probe = psycopg.connect(**self._settings, autocommit=True)
+            if self._probe is None or self._probe.broken:
+                self._probe = self._connect()
             row = self._probe.execute(
                 sql_text("SELECT value FROM {}.meta WHERE key = 'writes'", self.schema)
             ).fetchone()
