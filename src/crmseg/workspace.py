@@ -863,6 +863,7 @@ class Workspace:
         if approve and change.proposed_by == by and not admin:
             raise ForbiddenError("another editor or an admin approves a change, not its author")
         file = None
+        saved: dict[Path, str] | None = None  # the segment files before this approval wrote
         current = next((s for s in self.segments if s.name == change.segment), None)
         if approve and current is not None and current.hash == change.after_hash:
             # written by an approval that was killed before it was recorded: record it now
@@ -877,22 +878,34 @@ class Workspace:
             folder = self.root / "segments"
             saved = {p: p.read_text(encoding="utf-8") for p in folder.glob("*.y*ml")}
             file = write_change(self.root, current, doc, change.text)
+            written_to = self.root / file
             self._reload_definitions()
             try:
                 written = self.segment(change.segment)
                 if written.hash != change.after_hash:
                     raise ConflictError(f"{file} did not take the definition as proposed")
             except Exception:
-                for path, body in saved.items():
-                    path.write_text(body, encoding="utf-8")
-                if (self.root / file) not in saved:
-                    (self.root / file).unlink(missing_ok=True)
-                self._reload_definitions()
+                self._restore(saved, written_to)
                 raise
             changes.after_write()
         with self.state.transaction():
+            # decided meanwhile through another server (a shared state): that decision stands
+            self.state.exclusive()
+            now = store.get(change_id).status
+            if now != "pending":
+                if saved is not None:
+                    self._restore(saved, written_to)
+                raise ConflictError(f"change {change_id} was already {now}")
             store.decide(change, "approved" if approve else "rejected", by, utcnow(), file)
         return store.get(change_id)
+
+    def _restore(self, saved: dict[Path, str], written: Path) -> None:
+        """The segment files as they were before an approval wrote ``written``."""
+        for path, body in saved.items():
+            path.write_text(body, encoding="utf-8")
+        if written not in saved:
+            written.unlink(missing_ok=True)
+        self._reload_definitions()
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest ``limit`` entries of the audit log (who did what, with hashes)."""

@@ -392,3 +392,30 @@ def test_a_dropped_connection_is_opened_again(postgres: Server) -> None:
     finally:
         state.close()
         other.close()
+
+
+def test_a_change_decided_meanwhile_elsewhere_stands(
+    postgres: Server, make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers deciding one proposal at once: the first decision stands, and the second
+    approval takes back the file it wrote."""
+    from crmseg.segments import changes
+
+    root = make_project()
+    db = postgres.database("decide")
+    _on(root, postgres.backend(db))
+    _set(root, "state", _state_line(postgres, db))
+    text = "segments:\n  - name: value.big\n    description: Big.\n    owner: crm-team\n" \
+        "    rule: sum(orders.amount) >= 100\n"  # fmt: skip
+    before = {p.name: p.read_text() for p in (root / "segments").iterdir()}
+    with Workspace.open(root) as first, Workspace.open(root) as second:
+        first.run(as_of=datetime(2024, 7, 1))
+        change = first.propose(text, by="ana")
+        # the other server rejects it while this one writes its approval
+        monkeypatch.setattr(
+            changes, "after_write", lambda: second.decide(change.change_id, False, by="cem")
+        )
+        with pytest.raises(ConflictError, match="was already rejected"):
+            first.decide(change.change_id, True, by="ben")
+        assert first.changes()[0].status == "rejected"
+    assert {p.name: p.read_text() for p in (root / "segments").iterdir()} == before
