@@ -58,17 +58,18 @@ def test_a_killed_run_leaves_the_previous_data(make_project: MakeProject) -> Non
     catalog = _catalog(root)
     with (root / "data" / "customers.csv").open("a") as f:  # the next run loads again
         f.write("5,eve@example.com,DE,2024-05-01 10:00:00,pro,gold\n")
-    identity = root / ".crmseg" / "spark" / "tables" / "identity_map"
+    # the first table the run writes anew: killed there, it has written and not committed
+    written = root / ".crmseg" / "spark" / "tables" / "customers"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crmseg", "run", "-p", str(root), "--as-of", f"{T2:%Y-%m-%d}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        # kill it once it has written new tables (a second identity folder) and before it
+        # kill it once it has written a new table (a second customers folder) and before it
         # commits: the catalog it would replace must be the one it read
         deadline = time.monotonic() + 240
-        while len(list(identity.iterdir())) < 2 and time.monotonic() < deadline:
+        while len(list(written.iterdir())) < 2 and time.monotonic() < deadline:
             assert proc.poll() is None, "the run finished before it could be killed"
             time.sleep(0.05)
         # meanwhile, nobody else opens the warehouse (the lock is taken first: this fails
@@ -82,7 +83,7 @@ def test_a_killed_run_leaves_the_previous_data(make_project: MakeProject) -> Non
     finally:
         proc.kill()
         proc.wait()
-    assert len(list(identity.iterdir())) == 2  # the killed run's folder is there
+    assert len(list(written.iterdir())) == 2  # the killed run's folder is there
     assert _catalog(root) == catalog
     with Workspace.open(root) as ws:
         assert [r.as_of for r in ws.runs()] == [T1]
@@ -92,8 +93,8 @@ def test_a_killed_run_leaves_the_previous_data(make_project: MakeProject) -> Non
         # the next commit removes what the killed run wrote
         with ws.backend.pending():
             ws.backend.append("_probe", pa.table({"x": [1]}))
-        assert len(list(identity.iterdir())) == 1
-        assert _catalog(root)["identity_map"] == catalog["identity_map"]
+        assert len(list(written.iterdir())) == 1
+        assert _catalog(root)["customers"] == catalog["customers"]
 
 
 def test_a_failed_run_restores_the_catalog_in_the_same_process(

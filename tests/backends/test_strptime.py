@@ -97,7 +97,7 @@ def con() -> Any:
 
 
 @settings(
-    max_examples=int(os.environ.get("CRMSEG_PROPERTY_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("CRMSEG_PROPERTY_EXAMPLES", "80")),
     deadline=None,
     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
