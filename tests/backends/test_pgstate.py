@@ -419,3 +419,39 @@ def test_a_change_decided_meanwhile_elsewhere_stands(
             first.decide(change.change_id, True, by="ben")
         assert first.changes()[0].status == "rejected"
     assert {p.name: p.read_text() for p in (root / "segments").iterdir()} == before
+
+
+def test_the_stream_numbers_people_another_process_added(postgres: Server) -> None:
+    """The stream processor keeps person keys between batches; on a shared state a run of
+    another process adds people meanwhile: each person keeps one key, and keys stay unique."""
+    from crmseg.segments.store import History, SegmentResult
+
+    config = StateConfig.model_validate(
+        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
+         "user": postgres.user, "database": postgres.database("pids")}
+    )  # fmt: skip
+    a, b = open_state(config, Path(".")), open_state(config, Path("."))
+    t1, t2, t3 = datetime(2026, 1, 1), datetime(2026, 1, 2), datetime(2026, 1, 3)
+
+    def run(at: datetime, ids: list[str]) -> None:
+        result = SegmentResult("s.x", "h", "rule", pa.array(ids, pa.string()))
+        History(b).record_run(at, at, at, len(ids), {"customers": len(ids)}, [result], "t")
+
+    def stream(history: History, at: datetime, ids: list[str]) -> None:
+        changes = pa.table({"segment": ["s.x"] * len(ids), "customer_id": ids,
+                            "change": ["entered"] * len(ids), "at": [at] * len(ids)})  # fmt: skip
+        with a.transaction():
+            history.apply_stream(changes)
+
+    try:
+        run(t1, ["p1", "p2"])
+        processor = History(a, remember=True)
+        stream(processor, t1, ["p3"])
+        run(t2, ["p4", "p1"])  # another process numbers p4 meanwhile
+        stream(processor, t3, ["p4", "p5"])
+        people = a.rows("SELECT customer_id, pid FROM people ORDER BY pid")
+        assert [c for c, _ in people] == ["p1", "p2", "p3", "p4", "p5"]
+        assert [p for _, p in people] == [1, 2, 3, 4, 5]
+    finally:
+        a.close()
+        b.close()

@@ -124,9 +124,9 @@ class History:
     def __init__(self, state: StateStore, remember: bool = False) -> None:
         self.state = state
         # person keys -> pid, kept between calls (``remember``: a writer that is the only
-        # one while it lives, such as the stream processor; never on a shared state, where
-        # another process's run adds people meanwhile)
-        self._people: dict[str, int] | None = {} if remember and not state.shared else None
+        # one while it lives, such as the stream processor; on a shared state, where
+        # another process's run adds people meanwhile, new ones are looked up first)
+        self._people: dict[str, int] | None = {} if remember else None
         state.migrate("segments", MIGRATIONS)
 
     def forget(self, customer_ids: pa.Array) -> int:
@@ -286,8 +286,19 @@ class History:
             known.update((str(c), int(p)) for p, c in self.state.rows(
                 "SELECT pid, customer_id FROM people"))  # fmt: skip
         fresh = sorted({k for k in ids if k not in known})
+        top = max(known.values(), default=0)
+        if fresh and self.state.shared:
+            # another process may have numbered them, or others, since the keys were read:
+            # these are looked up, and new ones numbered after the stored top (the caller
+            # holds the writers' turn, see ``apply_stream``)
+            stored = self.state.rows(
+                "SELECT pid, customer_id FROM people WHERE customer_id IN (SELECT unnest(?))",
+                [fresh],
+            )
+            known.update((str(c), int(p)) for p, c in stored)
+            fresh = [k for k in fresh if k not in known]
+            top = int(self.state.rows("SELECT coalesce(max(pid), 0) FROM people")[0][0])
         if fresh:
-            top = max(known.values(), default=0)
             pids = np.arange(top + 1, top + 1 + len(fresh), dtype=np.int32)
             self.state.insert(
                 "people",
