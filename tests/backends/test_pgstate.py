@@ -47,6 +47,13 @@ def _state_line(server: Server, database: str, schema: str = "crmseg_state") -> 
     )
 
 
+def _config(server: Server, database: str) -> StateConfig:
+    """A state on ``server`` in ``database`` (its default schema)."""
+    settings = {"kind": "postgres", "host": server.host, "port": server.port,
+                "user": server.user, "database": database}  # fmt: skip
+    return StateConfig.model_validate(settings)
+
+
 def _set(root: Path, key: str, line: str) -> None:
     """Replace (or add) the top-level ``key:`` line of the project's crmseg.yml."""
     config = root / "crmseg.yml"
@@ -237,10 +244,7 @@ def test_bad_state_settings_get_one_line(
 
 
 def test_a_newer_state_is_refused(postgres: Server) -> None:
-    config = StateConfig.model_validate(
-        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
-         "user": postgres.user, "database": postgres.database("newer")}
-    )  # fmt: skip
+    config = _config(postgres, postgres.database("newer"))
     state = open_state(config, Path("."))
     state.execute("INSERT INTO meta VALUES ('schema.segments', '99')")
     state.close()
@@ -314,10 +318,7 @@ def test_one_stream_processor_per_shared_state(postgres: Server, make_project: M
 def test_writes_count_other_processes_only(postgres: Server) -> None:
     """A server drops its caches when another process wrote: its own commits are not news
     (or it would restart its stream processor after each of its own batches)."""
-    config = StateConfig.model_validate(
-        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
-         "user": postgres.user, "database": postgres.database("counts")}
-    )  # fmt: skip
+    config = _config(postgres, postgres.database("counts"))
     mine, other = open_state(config, Path(".")), open_state(config, Path("."))
     try:
         mine.migrate("things", [["CREATE TABLE things (x INTEGER)"]])
@@ -352,10 +353,7 @@ def test_text_orders_as_on_duckdb_whatever_the_collation(postgres: Server) -> No
             "CREATE DATABASE icu_state TEMPLATE template0 LOCALE_PROVIDER icu "
             "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
         )
-    config = StateConfig.model_validate(
-        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
-         "user": postgres.user, "database": "icu_state"}
-    )  # fmt: skip
+    config = _config(postgres, "icu_state")
     ids = ["c", "_x", "B", "a", "Zed", "ä"]
     at = datetime(2026, 1, 1)
     orders = []
@@ -374,10 +372,7 @@ def test_a_dropped_connection_is_opened_again(postgres: Server) -> None:
     between transactions opens it again (a server keeps answering), with its claims."""
     import psycopg
 
-    config = StateConfig.model_validate(
-        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
-         "user": postgres.user, "database": postgres.database("revive")}
-    )  # fmt: skip
+    config = _config(postgres, postgres.database("revive"))
     state, other = open_state(config, Path(".")), open_state(config, Path("."))
     try:
         assert state.claim("stream")
@@ -426,10 +421,7 @@ def test_the_stream_numbers_people_another_process_added(postgres: Server) -> No
     another process adds people meanwhile: each person keeps one key, and keys stay unique."""
     from crmseg.segments.store import History, SegmentResult
 
-    config = StateConfig.model_validate(
-        {"kind": "postgres", "host": postgres.host, "port": postgres.port,
-         "user": postgres.user, "database": postgres.database("pids")}
-    )  # fmt: skip
+    config = _config(postgres, postgres.database("pids"))
     a, b = open_state(config, Path(".")), open_state(config, Path("."))
     t1, t2, t3 = datetime(2026, 1, 1), datetime(2026, 1, 2), datetime(2026, 1, 3)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -210,13 +209,9 @@ class PostgresState(StateStore):
             raise StateError(
                 "the state on PostgreSQL needs psycopg: pip install 'crmseg[postgres]'"
             ) from None
-        password = None
-        if config.password_env:
-            password = os.environ.get(config.password_env)
-            if password is None:
-                raise StateError(
-                    f"state.password_env: the environment variable {config.password_env} is not set"
-                )
+        from crmseg.backends.postgres import secret
+
+        password = secret(config.password_env, "state", StateError)
         self.schema = config.db_schema
         where = f"{config.host}:{config.port}"
         self.path = f"the state schema {self.schema} on PostgreSQL at {where}"

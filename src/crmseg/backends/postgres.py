@@ -88,6 +88,17 @@ def _flat(expr: ir.Table) -> bool:
     )  # fmt: skip
 
 
+def secret(env: str | None, section: str, error: type[Exception]) -> str | None:
+    """The password in the environment variable ``env`` names (``password_env``), if any;
+    a named variable that is not set is ``error`` located at ``section``."""
+    if not env:
+        return None
+    password = os.environ.get(env)
+    if password is None:
+        raise error(f"{section}.password_env: the environment variable {env} is not set")
+    return password
+
+
 def copy_in(cursor: Any, target: str, data: pa.Table) -> None:
     """Append ``data`` to the table named ``target`` (quoted SQL) with one COPY.
 
@@ -124,14 +135,7 @@ class PostgresBackend(Backend):
         loads fixture rows there, never into the project's database)."""
         self.where = f"{config.host}:{config.port}"
         self._admin: Any = None
-        password = None
-        if config.password_env:
-            password = os.environ.get(config.password_env)
-            if password is None:
-                raise BackendError(
-                    f"backend.password_env: the environment variable {config.password_env} "
-                    "is not set"
-                )
+        password = secret(config.password_env, "backend", BackendError)
         settings: dict[str, Any] = {
             "host": config.host,
             "port": config.port,
