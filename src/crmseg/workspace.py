@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from crmseg.segments.runs import Runner
     from crmseg.segments.store import History, RunRecord
     from crmseg.stream.feed import Fed
-    from crmseg.stream.processor import Change, Processor
+    from crmseg.stream.processor import Changes, Processor
 
 Progress = Callable[[str, float], None]
 
@@ -434,7 +434,7 @@ class Workspace:
     def stream(
         self,
         lines: Iterable[str],
-        emit: Callable[[list[Change]], None],
+        emit: Callable[[Changes], None],
         batch_size: int = 1000,
         replay: bool = False,
     ) -> Fed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -1361,7 +1361,7 @@ def stream(
     import json
     import sys
 
-    def emit(changes: list[Any]) -> None:
+    def emit(changes: Iterable[Any]) -> None:
         for c in changes:
             print(json.dumps(c.as_dict()), flush=True)
 

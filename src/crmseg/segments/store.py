@@ -127,6 +127,7 @@ class History:
         # one while it lives, such as the stream processor; on a shared state, where
         # another process's run adds people meanwhile, new ones are looked up first)
         self._people: dict[str, int] | None = {} if remember else None
+        self._top = 0  # the highest pid in _people
         state.migrate("segments", MIGRATIONS)
 
     def forget(self, customer_ids: pa.Array) -> int:
@@ -285,8 +286,9 @@ class History:
         if not known:
             known.update((str(c), int(p)) for p, c in self.state.rows(
                 "SELECT pid, customer_id FROM people"))  # fmt: skip
-        fresh = sorted({k for k in ids if k not in known})
-        top = max(known.values(), default=0)
+            self._top = max(known.values(), default=0)
+        fresh = sorted(set(ids).difference(known))
+        top = self._top
         if fresh and self.state.shared:
             # another process may have numbered them, or others, since the keys were read:
             # these are looked up, and new ones numbered after the stored top (the caller
@@ -305,7 +307,8 @@ class History:
                 pa.table({"pid": pa.array(pids), "customer_id": pa.array(fresh, pa.string())}),
             )
             known.update(zip(fresh, (int(p) for p in pids), strict=True))
-        return np.array([known[k] for k in ids], dtype=np.int32)
+            self._top = top + len(fresh)
+        return np.fromiter(map(known.__getitem__, ids), dtype=np.int32, count=len(ids))
 
     def latest_instant(self, segment: str) -> datetime | None:
         """The newest instant the segment's history knows: its last run, or a later entry

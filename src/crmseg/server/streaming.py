@@ -22,7 +22,7 @@ from crmseg.stream.processor import now as utcnow
 
 if TYPE_CHECKING:
     from crmseg.server.app import Server
-    from crmseg.stream.processor import Processor
+    from crmseg.stream.processor import Changes, Processor
 
 BUSY_SECONDS = 2.0  # longest wait for the workspace before answering 429
 CATCH_UP_SECONDS = 0.2  # sweeps this far behind take everyone due at once
@@ -171,10 +171,12 @@ class StreamWorker:
             self.server.ws.stream_evaluated = p.current_through(utcnow())
         self._changed(changes)
 
-    def _drain(self) -> list[Any]:
+    def _drain(self) -> Changes:
+        from crmseg.stream.processor import Changes
+
         p = self.processor
         if p is None or not p.pending:
-            return []
+            return Changes()
         count = p.backlog
         changes = p.apply()
         self.applied += count
@@ -188,9 +190,9 @@ class StreamWorker:
         realtime = any(s.spec.refresh == "realtime" for s in ws.segments)
         return realtime and "customers" in ws.backend.canonical_tables()
 
-    def _changed(self, changes: list[Any]) -> None:
+    def _changed(self, changes: Changes) -> None:
         if changes:
-            self.server.stream_changed({c.segment for c in changes})
+            self.server.stream_changed(changes.segments)
             self.version += 1
 
     def _deliver(self) -> None:

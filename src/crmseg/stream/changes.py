@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:
@@ -45,20 +46,16 @@ class ChangeLog:
     def last_id(self) -> int:
         return int(self.state.rows("SELECT coalesce(max(change_id), 0) FROM stream_changes")[0][0])
 
-    def add(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows`` (without ids) in order; the id of the last one."""
+    def add(self, changes: pa.Table) -> int:
+        """Append ``changes`` (the columns after change_id) in order; the id of the last."""
         first = self.last_id() + 1
-        if not rows:
+        n = changes.num_rows
+        if not n:
             return first - 1
-        types = {c: pa.timestamp("us") if c == "changed_at" else pa.string() for c in COLUMNS[1:]}
-        table = pa.table(
-            {
-                "change_id": pa.array(range(first, first + len(rows)), pa.int64()),
-                **{c: pa.array([r[c] for r in rows], types[c]) for c in COLUMNS[1:]},
-            }
-        )
-        self.state.insert("stream_changes", table)
-        return first + len(rows) - 1
+        ids = pa.array(np.arange(first, first + n, dtype=np.int64))
+        self.state.insert("stream_changes", changes.select(list(COLUMNS[1:])).add_column(
+            0, "change_id", ids))  # fmt: skip
+        return int(first + n - 1)
 
     def after(
         self, cursor: int, segment: str | None = None, limit: int = 1000

@@ -54,7 +54,10 @@ class PersonRows:
         """No rows stored since the grouping."""
         self.delta: list[pa.Table] = []
         self.delta_rows = 0
-        self.delta_at: dict[int, list[int]] = {}  # person -> positions among the new rows
+        # the new rows of a person as a chain, newest first: ``head`` per person, then
+        # ``prev`` per new row (-1 ends it); a batch links thousands with a few array steps
+        self.head = np.full(len(self.index), -1, np.int64)
+        self.prev = np.full(1024, -1, np.int64)
         self._joined: pa.Table | None = None
 
     def _group(self, table: pa.Table) -> None:
@@ -72,16 +75,37 @@ class PersonRows:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
 
     def add(self, rows: pa.Table) -> None:
-        """Rows stored after the start, found by person through their own small index (and
-        grouped with the others once there are many)."""
+        """Rows stored after the start, found by person through their chains (and grouped
+        with the others once there are many)."""
         found = self.index.get
+        keys = rows.column("customer_id").to_pylist()
+        owner = np.fromiter((found(k, -1) if k is not None else -1 for k in keys), np.int64,
+                            len(keys))  # fmt: skip
+        if len(self.head) < len(self.index):  # people numbered since
+            grown = np.full(len(self.index), -1, np.int64)
+            grown[: len(self.head)] = self.head
+            self.head = grown
         first = self.delta_rows
-        for j, key in enumerate(rows.column("customer_id").to_pylist()):
-            person = found(key, -1) if key is not None else -1
-            if person >= 0:
-                self.delta_at.setdefault(person, []).append(first + j)
+        end = first + len(keys)
+        if end > len(self.prev):
+            grown = np.full(max(end, 2 * len(self.prev)), -1, np.int64)
+            grown[: len(self.prev)] = self.prev
+            self.prev = grown
+        rows_at = np.flatnonzero(owner >= 0)
+        order = rows_at[np.argsort(owner[rows_at], kind="stable")]  # by person, then in order
+        people = owner[order]
+        at = order + first
+        same = np.zeros(len(order), dtype=bool)
+        same[1:] = people[1:] == people[:-1]
+        # each row links to the one before it of its person: in this batch, or the head
+        self.prev[at[same]] = at[np.flatnonzero(same) - 1]
+        opens = ~same
+        self.prev[at[opens]] = self.head[people[opens]]
+        closes = np.ones(len(order), dtype=bool)
+        closes[:-1] = ~same[1:]
+        self.head[people[closes]] = at[closes]
         self.delta.append(rows)
-        self.delta_rows += rows.num_rows
+        self.delta_rows = end
         self._joined = None
         if self.delta_rows >= MERGE_ROWS:
             self._group(pa.concat_tables([self.rows, *self.delta]))
@@ -100,14 +124,24 @@ class PersonRows:
             parts = [self.rows.take(pa.array(np.arange(total, dtype=np.int64) + offsets))]
         else:
             parts = [self.rows.slice(0, 0)]
-        if self.delta_at:
-            at = self.delta_at
-            mine = [(p, i) for p in people.tolist() if p in at for i in at[p]]
-            if mine:
+        if self.delta_rows:
+            mine = people[(people >= 0) & (people < len(self.head))]
+            link = self.head[mine]
+            rows: list[np.ndarray] = []
+            whose: list[np.ndarray] = []
+            while True:  # one step down every chain at once
+                live = link >= 0
+                if not live.any():
+                    break
+                mine, link = mine[live], link[live]
+                rows.append(link)
+                whose.append(mine)
+                link = self.prev[link]
+            if rows:
                 if self._joined is None:  # chunks side by side, nothing copied
                     self._joined = pa.concat_tables(self.delta)
-                parts.append(self._joined.take(pa.array([i for _, i in mine], pa.int64())))
-                owners.append(np.array([p for p, _ in mine], np.int64))
+                parts.append(self._joined.take(pa.array(np.concatenate(rows))))
+                owners.append(np.concatenate(whose))
         return pa.concat_tables(parts), np.concatenate(owners)
 
 

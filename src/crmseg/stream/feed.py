@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from crmseg.stream.ingest import TIME, parse_lines
 
 if TYPE_CHECKING:
-    from crmseg.stream.processor import Change, Processor
+    from crmseg.stream.processor import Changes, Processor
 
 _END = object()
 
@@ -40,7 +40,7 @@ def feed(
     processor: Processor,
     lines: Iterable[str],
     timezone: str,
-    emit: Callable[[list[Change]], None],
+    emit: Callable[[Changes], None],
     batch_size: int = 1000,
     batch_ms: int = 100,
     replay: bool = False,
@@ -55,9 +55,9 @@ def feed(
 
     threading.Thread(target=read, name="crmseg-stream-reader", daemon=True).start()
 
-    def out(changes: list[Change]) -> None:
-        done.entered += sum(c.change == "entered" for c in changes)
-        done.exited += sum(c.change == "exited" for c in changes)
+    def out(changes: Changes) -> None:
+        done.entered += changes.count("entered")
+        done.exited += changes.count("exited")
         if changes:
             emit(changes)
 
@@ -124,7 +124,7 @@ def _until_due(processor: Processor, replay: bool) -> float | None:
 def _sweeps_until(
     processor: Processor,
     at: datetime,
-    out: Callable[[list[Change]], None],
+    out: Callable[[Changes], None],
     before: bool = False,
 ) -> None:
     """Every sweep due at or before ``at`` (strictly before, with ``before``: the batch at

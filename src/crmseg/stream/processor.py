@@ -17,7 +17,7 @@ import contextlib
 import functools
 import heapq
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +62,47 @@ class Change:
         return {"segment": self.segment, "customer_id": self.customer_id,
                 "change": self.change, "at": self.at.isoformat(sep=" "),
                 "reason": self.reason, "cause": self.cause}  # fmt: skip
+
+
+CHANGES = pa.schema(
+    [("segment", pa.string()), ("customer_id", pa.string()), ("change", pa.string()),
+     ("at", pa.timestamp("us")), ("reason", pa.string()), ("cause", pa.string())]
+)  # fmt: skip
+
+
+class Changes:
+    """Entries and exits, column by column (a batch under load makes thousands): iterating
+    gives :class:`Change` objects, in order."""
+
+    def __init__(self, table: pa.Table | None = None) -> None:
+        self.table = CHANGES.empty_table() if table is None else table
+
+    def __add__(self, other: Changes) -> Changes:
+        if not other.table.num_rows:
+            return self
+        if not self.table.num_rows:
+            return other
+        return Changes(pa.concat_tables([self.table, other.table]))
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __bool__(self) -> bool:
+        return bool(self.table.num_rows > 0)
+
+    def __iter__(self) -> Iterator[Change]:
+        for row in self.table.to_pylist():
+            yield Change(**row)
+
+    def __getitem__(self, i: int) -> Change:
+        return Change(**self.table.slice(i if i >= 0 else len(self) + i, 1).to_pylist()[0])
+
+    @property
+    def segments(self) -> set[str]:
+        return set(pc.unique(self.table.column("segment")).to_pylist())
+
+    def count(self, change: str) -> int:
+        return int(pc.sum(pc.equal(self.table.column("change"), change)).as_py() or 0)
 
 
 class Processor:
@@ -111,8 +152,7 @@ class Processor:
         self.keys: list[str] = []
         self.members: dict[str, np.ndarray] = {}
         self.bits: dict[str, np.ndarray] = {}
-        self.nxt = np.full(0, np.datetime64("NaT"), dtype="datetime64[us]")
-        self.heap: list[tuple[datetime, int]] = []
+        self.checks = Checks()  # each person's next check (when time alone may change them)
         self.last_full: datetime | None = None
         self.at: datetime | None = None  # the latest instant evaluated
         self._realtime: tuple[int, Realtime] | None = None
@@ -192,7 +232,7 @@ class Processor:
                 self.store = StreamStore(b, directory, self.config.stream.unknown_people)
         return self.store
 
-    def start(self, at: datetime | None = None) -> list[Change]:
+    def start(self, at: datetime | None = None) -> Changes:
         """Everyone's membership of the realtime segments at ``at`` (default: now), with the
         history aligned to it (changes since the history's last word, cause ``stream start``)."""
         from crmseg.segments.store import History
@@ -240,13 +280,13 @@ class Processor:
         """Items stored but not yet evaluated."""
         return sum(s.items for s in list(self.inbox))
 
-    def apply(self, at: datetime | None = None) -> list[Change]:
+    def apply(self, at: datetime | None = None) -> Changes:
         """Re-evaluate the people the stored batches touched, at ``at`` (default: now)."""
         batches: list[Stored] = []
         while self.inbox:
             batches.append(self.inbox.popleft())
         if not batches:
-            return []
+            return Changes()
         touched = sorted({k for s in batches for k in s.touched})
         self._grow(touched)  # numbered first: their new rows are found by number
         if self.fast is not None:  # their rows, beside the ones held since the start
@@ -260,11 +300,12 @@ class Processor:
         cause = f"batch {first}" if first == last else f"batches {first}-{last}"
         cause += f" ({sum(s.items for s in batches)} items)"
         if not names:
-            return []
-        changes: list[Change] = []
+            return Changes()
+        changes = Changes()
         if rt.exact:
             result = self._exact(rt, tables, at, touched)
-            self._grow(result.column("customer_id").to_pylist())
+            if self.fast is None:  # the fast path answers only for the people it was given
+                self._grow(result.column("customer_id").to_pylist())
             changes += self._compare(rt, result, rt.exact, at, cause)
         if rt.local:
             result = self._run(rt, tables, at, touched, rt.local)
@@ -279,34 +320,26 @@ class Processor:
     def next_due(self) -> datetime | None:
         """When :meth:`sweep` has work next: the earliest next check, or the next periodic
         sweep when some segments need one."""
-        while self.heap and _stale(self.heap[0], self.nxt):
-            heapq.heappop(self.heap)
-        due = self.heap[0][0] if self.heap else None
+        due = self.checks.earliest()
         rt = self._realtime[1] if self._realtime else None
         if rt is not None and (rt.local or rt.population) and self.last_full is not None:
             full = self.last_full + timedelta(seconds=self.config.stream.sweep_seconds)
             due = full if due is None else min(due, full)
         return due
 
-    def sweep(self, at: datetime | None = None) -> list[Change]:
+    def sweep(self, at: datetime | None = None) -> Changes:
         """Re-evaluate everyone whose next check is at or before ``at`` (default: now), and
         everyone for the periodic segments when their interval has passed."""
         at = self._instant(at)
-        due: dict[int, datetime] = {}
-        while self.heap and self.heap[0][0] <= at:
-            when, i = heapq.heappop(self.heap)
-            if not _stale((when, i), self.nxt):
-                due[i] = when
-                self.nxt[i] = np.datetime64("NaT")
+        due = self.checks.take(at)
         tables, rt = self._current()
-        changes: list[Change] = []
-        if due and rt.exact:
-            keys = [self.keys[i] for i in sorted(due)]
+        changes = Changes()
+        if len(due[0]) and rt.exact:
+            keys = [self.keys[i] for i in due[0].tolist()]
             result = self._exact(rt, tables, at, keys)
             # a change is stamped at the person's own check instant, the moment time changed
             # it (the sweep runs when the first one comes, so they are at most as late as it)
-            stamps = {self.keys[i]: when for i, when in due.items()}
-            changes += self._compare(rt, result, rt.exact, at, "sweep (time passed)", stamps)
+            changes += self._compare(rt, result, rt.exact, at, "sweep (time passed)", due)
         periodic = [*rt.local, *rt.population]
         every = timedelta(seconds=self.config.stream.sweep_seconds)
         if periodic and (self.last_full is None or at >= self.last_full + every):
@@ -326,9 +359,10 @@ class Processor:
     # --- comparing --------------------------------------------------------------------------
 
     def _grow(self, ids: Sequence[str]) -> None:
-        new = [k for k in dict.fromkeys(ids) if k not in self.index]
-        if not new:
+        fresh = set(ids).difference(self.index)
+        if not fresh:
             return
+        new = [k for k in dict.fromkeys(ids) if k in fresh]  # numbered in order of mention
         for k in new:
             self.index[k] = len(self.keys)
             self.keys.append(k)
@@ -336,8 +370,7 @@ class Processor:
         for name in self.members:
             self.members[name] = np.concatenate([self.members[name], np.zeros(extra, bool)])
             self.bits[name] = np.concatenate([self.bits[name], np.zeros(extra, np.uint32)])
-        nat = np.full(extra, np.datetime64("NaT"), dtype="datetime64[us]")
-        self.nxt = np.concatenate([self.nxt, nat])
+        self.checks.grow(extra)
 
     def _compare(
         self,
@@ -346,38 +379,40 @@ class Processor:
         names: Sequence[str],
         at: datetime,
         cause: str,
-        stamps: Mapping[str, datetime] | None = None,
+        stamps: tuple[np.ndarray, np.ndarray] | None = None,
         first: bool = False,
-    ) -> list[Change]:
-        ids = result.column("customer_id").to_pylist()
-        idx = np.fromiter((self.index[k] for k in ids), dtype=np.int64, count=len(ids))
-        changes: list[Change] = []
+    ) -> Changes:
+        """The entries and exits ``result`` makes, stamped ``at`` (or, with ``stamps``, a
+        person's own check instant: their numbers, sorted, and instants)."""
+        ids = result.column("customer_id").combine_chunks()
+        found = self.index.__getitem__
+        idx = np.fromiter(map(found, ids.to_pylist()), dtype=np.int64, count=len(ids))
+        when = np.full(len(idx), np.datetime64(at, "us"))
+        if stamps is not None and len(stamps[0]):
+            numbers, instants = stamps
+            pos = np.minimum(np.searchsorted(numbers, idx), len(numbers) - 1)
+            hit = numbers[pos] == idx
+            when[hit] = instants[pos[hit]]
+        made: list[pa.Table] = []
         for name in names:
             now = _flags(result.column(name))
             parts = rt.parts[name]
             bits = np.zeros(len(ids), dtype=np.uint32)
             for j, p in enumerate(parts):
                 bits |= _flags(result.column(p.column)).astype(np.uint32) << np.uint32(j)
-            was = self.members[name][idx]
-            before = self.bits[name][idx]
-            turned = tuple(parts)
-            for pos in np.flatnonzero(now != was):
-                entered = bool(now[pos])
-                reason = _reason(turned, int(before[pos]), int(bits[pos]), entered, first)
-                when = stamps.get(ids[pos], at) if stamps else at
-                changes.append(Change(name, ids[pos], "entered" if entered else "exited",
-                                      when, reason, cause))  # fmt: skip
+            turned = np.flatnonzero(now != self.members[name][idx])
+            if len(turned):
+                before = self.bits[name][idx[turned]]
+                made.append(_changes(name, ids, turned, now[turned], before, bits[turned],
+                                     when[turned], tuple(parts), cause, first))  # fmt: skip
             self.members[name][idx] = now
             self.bits[name][idx] = bits
         if rt.exact and any(n in rt.exact for n in names):
             nxt = result.column(NEXT).to_numpy(zero_copy_only=False).astype("datetime64[us]")
-            self.nxt[idx] = nxt
-            due = np.flatnonzero(~np.isnat(nxt))
-            for when, i in zip(nxt[due].tolist(), idx[due].tolist(), strict=True):
-                heapq.heappush(self.heap, (when, i))
-        return changes
+            self.checks.set(idx, nxt)
+        return Changes(pa.concat_tables(made)) if made else Changes()
 
-    def _write(self, changes: list[Change]) -> None:
+    def _write(self, changes: Changes) -> None:
         from crmseg.segments.store import History
 
         if not changes:
@@ -386,14 +421,19 @@ class Processor:
             # one for the processor's life: it keeps the person keys it has seen (runs,
             # which add people too, restart the processor)
             self.history = History(self.state, remember=True)
-        rows = [{**c.as_dict(), "changed_at": c.at, "definition_hash": self.hashes[c.segment]}
-                for c in changes]  # fmt: skip
-        table = pa.table(
+        table = changes.table
+        segment = table.column("segment")
+        names = pc.unique(segment)
+        hashes = pa.array([self.hashes[n] for n in names.to_pylist()], pa.string())
+        logged = pa.table(
             {
-                "segment": pa.array([c.segment for c in changes], pa.string()),
-                "customer_id": pa.array([c.customer_id for c in changes], pa.string()),
-                "change": pa.array([c.change for c in changes], pa.string()),
-                "at": pa.array([c.at for c in changes], pa.timestamp("us")),
+                "segment": segment,
+                "customer_id": table.column("customer_id"),
+                "change": table.column("change"),
+                "changed_at": table.column("at"),
+                "reason": table.column("reason"),
+                "cause": table.column("cause"),
+                "definition_hash": hashes.take(pc.index_in(segment, value_set=names)),
             }
         )
         try:
@@ -401,8 +441,9 @@ class Processor:
                 if self.closed:  # replaced meanwhile: its successor starts from the history
                     return
                 with self.state.transaction():
-                    self.history.apply_stream(table)
-                    last = self.log.add(rows)
+                    self.history.apply_stream(table.select(["segment", "customer_id", "change",
+                                                            "at"]))  # fmt: skip
+                    last = self.log.add(logged)
                 self.last_change = last
         except BaseException:
             self.history = None  # what it remembered may not have been committed
@@ -431,10 +472,117 @@ def _flags(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return out
 
 
-def _stale(entry: tuple[datetime, int], nxt: np.ndarray) -> bool:
-    when, i = entry
-    current = nxt[i]
-    return bool(np.isnat(current)) or current.astype(datetime) != when
+class Checks:
+    """Each person's next check, and the earliest of them: the instants in a numpy array,
+    found through buckets of one second (a batch sets thousands: no Python object each)."""
+
+    def __init__(self) -> None:
+        self.at = np.full(0, np.datetime64("NaT"), dtype="datetime64[us]")
+        self.buckets: dict[int, list[np.ndarray]] = {}  # second -> people with a check in it
+        self.seconds: list[int] = []  # a heap of the buckets' seconds
+
+    def grow(self, extra: int) -> None:
+        nat = np.full(extra, np.datetime64("NaT"), dtype="datetime64[us]")
+        self.at = np.concatenate([self.at, nat])
+
+    def set(self, people: np.ndarray, at: np.ndarray) -> None:
+        """The next check of ``people`` is ``at`` (NaT: none)."""
+        self.at[people] = at
+        ok = ~np.isnat(at)
+        if not ok.any():
+            return
+        people, seconds = people[ok], at[ok].astype(np.int64) // 1_000_000
+        order = np.argsort(seconds, kind="stable")
+        seconds, people = seconds[order], people[order]
+        starts = np.flatnonzero(np.diff(seconds)) + 1
+        for second, group in zip(seconds[np.r_[0, starts]].tolist(), np.split(people, starts),
+                                 strict=True):  # fmt: skip
+            if second not in self.buckets:
+                self.buckets[second] = []
+                heapq.heappush(self.seconds, second)
+            self.buckets[second].append(group)
+
+    def _live(self, second: int) -> tuple[np.ndarray, np.ndarray]:
+        """The people whose check is still in ``second``, and their checks."""
+        parts = self.buckets[second]
+        people = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        at = self.at[people]
+        live = ~np.isnat(at)
+        live[live] = at[live].astype(np.int64) // 1_000_000 == second
+        people, at = people[live], at[live]
+        self.buckets[second] = [people]
+        return people, at
+
+    def earliest(self) -> datetime | None:
+        while self.seconds:
+            second = self.seconds[0]
+            people, at = self._live(second)
+            if len(people):
+                out: datetime = at.min().astype(datetime)
+                return out
+            heapq.heappop(self.seconds)
+            del self.buckets[second]
+        return None
+
+    def take(self, until: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """The people whose check is at or before ``until`` (sorted) and their checks; those
+        checks are cleared."""
+        end = np.datetime64(until, "us")
+        last = int(end.astype(np.int64)) // 1_000_000
+        people: list[np.ndarray] = []
+        instants: list[np.ndarray] = []
+        while self.seconds and self.seconds[0] <= last:
+            second = self.seconds[0]
+            mine, at = self._live(second)
+            due = at <= end
+            people.append(mine[due])
+            instants.append(at[due])
+            if not due.all():  # only in the last second: the rest stays for later
+                self.buckets[second] = [mine[~due]]
+                break
+            heapq.heappop(self.seconds)
+            del self.buckets[second]
+        if not people:
+            return np.zeros(0, np.int64), np.zeros(0, "datetime64[us]")
+        found, at = np.concatenate(people), np.concatenate(instants)
+        order = np.argsort(found, kind="stable")
+        found, at = found[order], at[order]
+        self.at[found] = np.datetime64("NaT")
+        return found, at
+
+
+def _changes(
+    name: str,
+    ids: pa.Array,
+    turned: np.ndarray,
+    entered: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    when: np.ndarray,
+    parts: tuple[Any, ...],
+    cause: str,
+    first: bool,
+) -> pa.Table:
+    """The changes of one segment, as rows of :data:`CHANGES` (a reason per combination of
+    parts that turned, not per person)."""
+    n = len(turned)
+    code = (before.astype(np.uint64) << np.uint64(33)) | (after.astype(np.uint64) << np.uint64(1))
+    code |= entered.astype(np.uint64)
+    kinds, which = np.unique(code, return_inverse=True)
+    reasons = [_reason(parts, int(k) >> 33, (int(k) >> 1) & 0xFFFFFFFF, bool(k & 1), first)
+               for k in kinds.tolist()]  # fmt: skip
+    zeros = pa.array(np.zeros(n, np.int32))
+    return pa.table(
+        {
+            "segment": pa.array([name], pa.string()).take(zeros),
+            "customer_id": ids.take(pa.array(turned)),
+            "change": pa.array(["exited", "entered"]).take(pa.array(entered.astype(np.int8))),
+            "at": pa.array(when, pa.timestamp("us")),
+            "reason": pa.array(reasons, pa.string()).take(pa.array(which.ravel())),
+            "cause": pa.array([cause], pa.string()).take(zeros),
+        },
+        schema=CHANGES,
+    )
 
 
 @functools.lru_cache(maxsize=4096)  # few combinations of parts turn: one string each
