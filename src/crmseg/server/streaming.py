@@ -177,12 +177,16 @@ class StreamWorker:
         p = self.processor
         if p is None or not p.pending:
             return Changes()
-        count = p.backlog
-        changes = p.apply()
-        self.applied += count
+        before = p.evaluated
+        changes = p.apply(taken=self._room_made)
+        self.applied += p.evaluated - before
+        return changes
+
+    def _room_made(self) -> None:
+        """The backlog was taken for evaluation: producers waiting for room may store
+        (while it is evaluated, not after)."""
         with self._drained:
             self._drained.notify_all()
-        return changes
 
     def _wanted(self) -> bool:
         """Whether to start the processor unasked: realtime segments over loaded data."""

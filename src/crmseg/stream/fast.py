@@ -13,6 +13,7 @@ Rows stored after the start are kept beside the grouped ones and gathered the sa
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -52,13 +53,15 @@ class PersonRows:
 
     def _fresh(self) -> None:
         """No rows stored since the grouping."""
+        # in blocks of one chunk each, a few (a take over many chunks copies them all first):
+        # a block is merged into the one before it once that is not much bigger
         self.delta: list[pa.Table] = []
+        self.delta_starts: list[int] = []
         self.delta_rows = 0
         # the new rows of a person as a chain, newest first: ``head`` per person, then
         # ``prev`` per new row (-1 ends it); a batch links thousands with a few array steps
         self.head = np.full(len(self.index), -1, np.int64)
         self.prev = np.full(1024, -1, np.int64)
-        self._joined: pa.Table | None = None
 
     def _group(self, table: pa.Table) -> None:
         encoded = table.column("customer_id").combine_chunks().cast(pa.string())
@@ -69,7 +72,7 @@ class PersonRows:
         person = np.where(codes >= 0, numbers[np.maximum(codes, 0)], -1) if len(codes) else codes
         keep = np.flatnonzero(person >= 0)
         order = keep[np.argsort(person[keep], kind="stable")]
-        self.rows = table.take(pa.array(order))
+        self.rows = table.take(pa.array(order)).combine_chunks()
         size = max(len(self.index), int(person.max()) + 1 if len(person) else 0)
         self.counts = np.bincount(person[order], minlength=size).astype(np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
@@ -77,10 +80,8 @@ class PersonRows:
     def add(self, rows: pa.Table) -> None:
         """Rows stored after the start, found by person through their chains (and grouped
         with the others once there are many)."""
-        found = self.index.get
         keys = rows.column("customer_id").to_pylist()
-        owner = np.fromiter((found(k, -1) if k is not None else -1 for k in keys), np.int64,
-                            len(keys))  # fmt: skip
+        owner = np.fromiter(map(self.index.get, keys, itertools.repeat(-1)), np.int64, len(keys))
         if len(self.head) < len(self.index):  # people numbered since
             grown = np.full(len(self.index), -1, np.int64)
             grown[: len(self.head)] = self.head
@@ -104,9 +105,13 @@ class PersonRows:
         closes = np.ones(len(order), dtype=bool)
         closes[:-1] = ~same[1:]
         self.head[people[closes]] = at[closes]
-        self.delta.append(rows)
+        self.delta.append(rows.combine_chunks())
+        self.delta_starts.append(first)
+        while len(self.delta) > 1 and self.delta[-2].num_rows <= 2 * self.delta[-1].num_rows:
+            last = self.delta.pop()
+            self.delta_starts.pop()
+            self.delta[-1] = pa.concat_tables([self.delta[-1], last]).combine_chunks()
         self.delta_rows = end
-        self._joined = None
         if self.delta_rows >= MERGE_ROWS:
             self._group(pa.concat_tables([self.rows, *self.delta]))
             self._fresh()
@@ -138,10 +143,13 @@ class PersonRows:
                 whose.append(mine)
                 link = self.prev[link]
             if rows:
-                if self._joined is None:  # chunks side by side, nothing copied
-                    self._joined = pa.concat_tables(self.delta)
-                parts.append(self._joined.take(pa.array(np.concatenate(rows))))
-                owners.append(np.concatenate(whose))
+                at, who = np.concatenate(rows), np.concatenate(whose)
+                block = np.searchsorted(self.delta_starts, at, side="right") - 1
+                for b in np.unique(block).tolist():
+                    mine_b = block == b
+                    local = at[mine_b] - self.delta_starts[b]
+                    parts.append(self.delta[b].take(pa.array(local)))
+                    owners.append(who[mine_b])
         return pa.concat_tables(parts), np.concatenate(owners)
 
 
@@ -222,8 +230,8 @@ class Fast:
     def run(self, keys: Sequence[str], at: datetime) -> pa.Table:
         """Membership, parts and next checks of ``keys`` at ``at`` (like Realtime.evaluate):
         the query over the shifted rows, the next checks over the true ones."""
-        found = self.index.get
-        people = np.fromiter((found(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        found = map(self.index.get, keys, itertools.repeat(-1))
+        people = np.fromiter(found, dtype=np.int64, count=len(keys))
         order = np.argsort(people, kind="stable")
         shift = self.reference - at
         instant = int(np.datetime64(at, "us").astype(np.int64))
@@ -261,9 +269,9 @@ def _earliest(
 def _with_checks(result: pa.Table, keys: list[str], best: np.ndarray) -> pa.Table:
     """``result`` with the next check of each of its people, and a row (members of nothing)
     for each person with a check who does not exist yet."""
-    position = {k: i for i, k in enumerate(keys)}
-    ids = result.column("customer_id").to_pylist()
-    mine = np.fromiter((position[k] for k in ids), np.int64, len(ids))
+    given = pa.array(keys, pa.string())
+    found = pc.index_in(result.column("customer_id"), value_set=given)
+    mine = found.to_numpy(zero_copy_only=False).astype(np.int64)
     present = np.zeros(len(keys), dtype=bool)
     present[mine] = True
     later = np.flatnonzero(~present & (best != _NEVER))

@@ -159,6 +159,7 @@ class Processor:
         # stored, not yet evaluated: appended by whoever stores, taken by whoever evaluates
         # (deque appends and pops are safe between threads)
         self.inbox: deque[Stored] = deque()
+        self.evaluated = 0  # items taken from the inbox and evaluated
         self.closed = False  # set when a run or new definitions replace this processor
         self.last_change = self.log.last_id()  # the change log's newest id
         self.fast: Fast | None = None  # the exact segments over rows held in memory
@@ -280,13 +281,21 @@ class Processor:
         """Items stored but not yet evaluated."""
         return sum(s.items for s in list(self.inbox))
 
-    def apply(self, at: datetime | None = None) -> Changes:
-        """Re-evaluate the people the stored batches touched, at ``at`` (default: now)."""
+    def apply(self, at: datetime | None = None, taken: Callable[[], None] | None = None) -> Changes:
+        """Re-evaluate the people the stored batches touched, at ``at`` (default: now);
+        ``taken`` is called once they are out of the backlog, before the evaluation."""
         batches: list[Stored] = []
         while self.inbox:
             batches.append(self.inbox.popleft())
+        if taken is not None:
+            taken()
         if not batches:
             return Changes()
+        changes = self._evaluate(batches, at)
+        self.evaluated += sum(s.items for s in batches)
+        return changes
+
+    def _evaluate(self, batches: list[Stored], at: datetime | None) -> Changes:
         touched = sorted({k for s in batches for k in s.touched})
         self._grow(touched)  # numbered first: their new rows are found by number
         if self.fast is not None:  # their rows, beside the ones held since the start
