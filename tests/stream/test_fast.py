@@ -46,15 +46,18 @@ def test_person_rows_gathers_what_was_stored(
             for k in batch:  # people first seen in this batch are numbered before it is added
                 if k >= 0 and key[k] not in index:
                     index[key[k]] = len(index)
-            rows.add(_rows([key[k] for k in batch], n))
+            owner = np.array([index.get(str(key[k]), -1) for k in batch], np.int64)
+            # numbered by the caller (as the processor does) or by the rows' keys
+            rows.add(_rows([key[k] for k in batch], n), owner if len(stored) % 2 else None)
             stored += [(n + j, k) for j, k in enumerate(batch)]
             n += len(batch)
             for people in asked:
                 numbers = np.array(
                     sorted({index.get(f"c{p}", -1) if p >= 0 else -1 for p in people}), np.int64
                 )
-                got, owners = rows.take(numbers)
-                pairs = sorted(zip(got.column("n").to_pylist(), owners.tolist(), strict=True))
+                got, where = rows.take(numbers)
+                owners = numbers[where].tolist()
+                pairs = sorted(zip(got.column("n").to_pylist(), owners, strict=True))
                 wanted = sorted(
                     (i, index[key[k]])
                     for i, k in stored
@@ -123,6 +126,6 @@ def test_checks_set_with_nothing_due() -> None:
 @pytest.mark.parametrize("people", [[], [0]])
 def test_person_rows_with_nothing_stored_later(people: list[int]) -> None:
     rows = PersonRows(_rows(["c0", "c0", None], 0), {"c0": 0})
-    got, owners = rows.take(np.array(people, np.int64))
+    got, where = rows.take(np.array(people, np.int64))
     assert got.column("n").to_pylist() == ([0, 1] if people else [])
-    assert owners.tolist() == ([0, 0] if people else [])
+    assert where.tolist() == ([0, 0] if people else [])

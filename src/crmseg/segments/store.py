@@ -262,16 +262,19 @@ class History:
                 "changed_at": changes.column("at").cast(pa.timestamp("us")),
             }
         )
+        entries = int(pc.sum(keyed.column("entered")).as_py() or 0)
         with self.state.registered(_stream_changes=keyed):
-            self.state.execute(
-                "UPDATE intervals SET exited_at = c.changed_at, exited_run = 0 "
-                "FROM _stream_changes c WHERE NOT c.entered AND intervals.sid = c.sid "
-                "AND intervals.pid = c.pid AND intervals.exited_at IS NULL"
-            )
-            self.state.execute(
-                "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL "
-                "FROM _stream_changes WHERE entered"
-            )
+            if entries < keyed.num_rows:  # the update scans the intervals: only for exits
+                self.state.execute(
+                    "UPDATE intervals SET exited_at = c.changed_at, exited_run = 0 "
+                    "FROM _stream_changes c WHERE NOT c.entered AND intervals.sid = c.sid "
+                    "AND intervals.pid = c.pid AND intervals.exited_at IS NULL"
+                )
+            if entries:
+                self.state.execute(
+                    "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL "
+                    "FROM _stream_changes WHERE entered"
+                )
 
     def _stream_pids(self, ids: list[str]) -> np.ndarray:
         """The pid of each of ``ids``, new people numbered after the known ones; with

@@ -77,17 +77,20 @@ class PersonRows:
         self.counts = np.bincount(person[order], minlength=size).astype(np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
 
-    def add(self, rows: pa.Table) -> None:
-        """Rows stored after the start, found by person through their chains (and grouped
-        with the others once there are many)."""
-        keys = rows.column("customer_id").to_pylist()
-        owner = np.fromiter(map(self.index.get, keys, itertools.repeat(-1)), np.int64, len(keys))
+    def add(self, rows: pa.Table, owner: np.ndarray | None = None) -> None:
+        """Rows stored after the start (``owner``: each one's person number, when known),
+        found by person through their chains (and grouped with the others once there are
+        many)."""
+        if owner is None:
+            keys = rows.column("customer_id").to_pylist()
+            found = map(self.index.get, keys, itertools.repeat(-1))
+            owner = np.fromiter(found, np.int64, len(keys))
         if len(self.head) < len(self.index):  # people numbered since
             grown = np.full(len(self.index), -1, np.int64)
             grown[: len(self.head)] = self.head
             self.head = grown
         first = self.delta_rows
-        end = first + len(keys)
+        end = first + len(owner)
         if end > len(self.prev):
             grown = np.full(max(end, 2 * len(self.prev)), -1, np.int64)
             grown[: len(self.prev)] = self.prev
@@ -117,11 +120,13 @@ class PersonRows:
             self._fresh()
 
     def take(self, people: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-        """The rows of ``people`` (their numbers), and each row's person number."""
-        known = people[(people >= 0) & (people < len(self.counts))]
+        """The rows of ``people`` (their numbers), and each row's person as a position in
+        ``people``."""
+        where = np.flatnonzero((people >= 0) & (people < len(self.counts)))
+        known = people[where]
         counts = self.counts[known]
         total = int(counts.sum())
-        owners = [np.repeat(known, counts)]
+        owners = [np.repeat(where, counts)]
         if total:
             # the ranges [start, start + count) of every person, as one index array
             ends = np.cumsum(counts)
@@ -130,8 +135,8 @@ class PersonRows:
         else:
             parts = [self.rows.slice(0, 0)]
         if self.delta_rows:
-            mine = people[(people >= 0) & (people < len(self.head))]
-            link = self.head[mine]
+            mine = np.flatnonzero((people >= 0) & (people < len(self.head)))
+            link = self.head[people[mine]]
             rows: list[np.ndarray] = []
             whose: list[np.ndarray] = []
             while True:  # one step down every chain at once
@@ -221,25 +226,36 @@ class Fast:
             for n in read
         }
 
-    def add(self, name: str, rows: pa.Table) -> None:
-        """Rows a batch stored (person keys in customer_id)."""
+    def add(
+        self, name: str, rows: pa.Table, known: tuple[pa.Array, np.ndarray] | None = None
+    ) -> None:
+        """Rows a batch stored (person keys in customer_id); ``known``: keys and their
+        numbers, covering the rows' keys, to number them by (an Arrow lookup)."""
         cache = self.cached.get(name)
-        if cache is not None:
-            cache.add(_fill(rows, cache.schema).cast(cache.schema))
+        if cache is None:
+            return
+        owner = None
+        if known is not None:
+            keys, numbers = known
+            found = pc.index_in(rows.column("customer_id"), value_set=keys)
+            pos = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
+            owner = np.where(pos >= 0, numbers[np.maximum(pos, 0)], -1) if len(pos) else None
+        cache.add(_fill(rows, cache.schema).cast(cache.schema), owner)
 
-    def run(self, keys: Sequence[str], at: datetime) -> pa.Table:
-        """Membership, parts and next checks of ``keys`` at ``at`` (like Realtime.evaluate):
-        the query over the shifted rows, the next checks over the true ones."""
-        found = map(self.index.get, keys, itertools.repeat(-1))
-        people = np.fromiter(found, dtype=np.int64, count=len(keys))
-        order = np.argsort(people, kind="stable")
+    def run(self, keys: Sequence[str], at: datetime, people: np.ndarray | None = None
+            ) -> pa.Table:  # fmt: skip
+        """Membership, parts and next checks of ``keys`` at ``at`` (like Realtime.evaluate),
+        ``people`` their numbers when known: the query over the shifted rows, the next checks
+        over the true ones."""
+        if people is None:
+            found = map(self.index.get, keys, itertools.repeat(-1))
+            people = np.fromiter(found, dtype=np.int64, count=len(keys))
         shift = self.reference - at
         instant = int(np.datetime64(at, "us").astype(np.int64))
         best = np.full(len(keys), _NEVER, dtype=np.int64)
         bound: dict[str, pa.Table] = {}
         for n, cache in self.cached.items():
-            rows, owners = cache.take(people)
-            where = order[np.searchsorted(people[order], owners)]  # each row's key position
+            rows, where = cache.take(people)  # where: each row's position in keys
             for c in self.stamps[n]:
                 _earliest(best, where, rows.column(c), instant, self.steps)
             bound[PREFIX + n] = _widen(_shifted(rows, shift), self.full[n])

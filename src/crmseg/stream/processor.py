@@ -198,11 +198,16 @@ class Processor:
             return tables, self.realtime(tables)
 
     def _exact(
-        self, rt: Realtime, tables: Mapping[str, ir.Table], at: datetime, keys: Sequence[str]
+        self,
+        rt: Realtime,
+        tables: Mapping[str, ir.Table],
+        at: datetime,
+        keys: Sequence[str],
+        people: np.ndarray | None = None,
     ) -> pa.Table:
         fast = self.fast if not tables else self._fast(rt, tables, at)
         if fast is not None:
-            return fast.run(keys, at)
+            return fast.run(keys, at, people)
         return self._run(rt, tables, at, keys, rt.exact)
 
     def _run(
@@ -298,10 +303,12 @@ class Processor:
     def _evaluate(self, batches: list[Stored], at: datetime | None) -> Changes:
         touched = sorted({k for s in batches for k in s.touched})
         self._grow(touched)  # numbered first: their new rows are found by number
+        numbers = np.fromiter(map(self.index.__getitem__, touched), np.int64, len(touched))
         if self.fast is not None:  # their rows, beside the ones held since the start
+            known = (pa.array(touched, pa.string()), numbers)
             for stored in batches:
                 for name, rows in stored.tables.items():
-                    self.fast.add(name, rows)
+                    self.fast.add(name, rows, known)
         at = self._instant(at)
         tables, rt = self._current()
         names = [*rt.exact, *rt.local]
@@ -312,7 +319,7 @@ class Processor:
             return Changes()
         changes = Changes()
         if rt.exact:
-            result = self._exact(rt, tables, at, touched)
+            result = self._exact(rt, tables, at, touched, numbers)
             if self.fast is None:  # the fast path answers only for the people it was given
                 self._grow(result.column("customer_id").to_pylist())
             changes += self._compare(rt, result, rt.exact, at, cause)
@@ -345,7 +352,7 @@ class Processor:
         changes = Changes()
         if len(due[0]) and rt.exact:
             keys = [self.keys[i] for i in due[0].tolist()]
-            result = self._exact(rt, tables, at, keys)
+            result = self._exact(rt, tables, at, keys, due[0])
             # a change is stamped at the person's own check instant, the moment time changed
             # it (the sweep runs when the first one comes, so they are at most as late as it)
             changes += self._compare(rt, result, rt.exact, at, "sweep (time passed)", due)
