@@ -128,6 +128,7 @@ class History:
         # another process's run adds people meanwhile, new ones are looked up first)
         self._people: dict[str, int] | None = {} if remember else None
         self._top = 0  # the highest pid in _people
+        self._sids: dict[str, int] = {}  # segment -> sid, with remember
         state.migrate("segments", MIGRATIONS)
 
     def forget(self, customer_ids: pa.Array) -> int:
@@ -252,7 +253,9 @@ class History:
         if changes.num_rows == 0:
             return
         self.state.exclusive()  # new keys, and the open intervals it closes, are this writer's
-        sids = self._segment_keys(changes.column("segment").to_pylist())
+        segment = changes.column("segment")
+        names = pc.unique(segment)
+        sids = self._stream_sids(names.to_pylist()).take(pc.index_in(segment, value_set=names))
         pids = self._stream_pids(changes.column("customer_id").to_pylist())
         keyed = pa.table(
             {
@@ -275,6 +278,17 @@ class History:
                     "INSERT INTO intervals SELECT sid, pid, changed_at, NULL, 0, NULL "
                     "FROM _stream_changes WHERE entered"
                 )
+
+    def _stream_sids(self, names: list[str]) -> pa.Array:
+        """The sid of each of ``names`` (distinct); with ``remember``, from the ones this
+        store has seen (a segment's key never changes once given)."""
+        if self._people is None:
+            return self._segment_keys(names)
+        known = self._sids
+        missing = [n for n in names if n not in known]
+        if missing:
+            known.update(zip(missing, self._segment_keys(missing).to_pylist(), strict=True))
+        return pa.array([known[n] for n in names], pa.int64())
 
     def _stream_pids(self, ids: list[str]) -> np.ndarray:
         """The pid of each of ``ids``, new people numbered after the known ones; with
