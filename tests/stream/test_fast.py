@@ -4,17 +4,18 @@ person (grouped ones, chained new ones, blocks merged, regrouping) and the next 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crmseg.stream import fast
 from crmseg.stream.fast import PersonRows
-from crmseg.stream.processor import Checks
+from crmseg.stream.processor import Checks, _changes, _reason
 
 
 def _rows(keys: list[str | None], first: int) -> pa.Table:
@@ -79,6 +80,7 @@ def test_person_rows_gathers_what_was_stored(
         max_size=15,
     )
 )  # fmt: skip
+@example(steps=[([(1, 100), (1, 150)], 0), ([(1, 200)], 0), ([], 1_000_000)])
 def test_checks_give_every_due_person_once_at_their_instant(
     steps: list[tuple[list[tuple[int, int | None]], int]],
 ) -> None:
@@ -89,8 +91,7 @@ def test_checks_give_every_due_person_once_at_their_instant(
     checks.grow(20)
     plain: dict[int, datetime] = {}
     clock = 0
-    for given_sets, advance in steps:
-        sets = list(dict(given_sets).items())  # one check per person per call, as a batch has
+    for sets, advance in steps:  # a person named twice in one call: the last counts
         people = np.array([p for p, _ in sets], np.int64)
         at = np.array(
             [np.datetime64("NaT") if u is None else np.datetime64(t0 + timedelta(microseconds=u))
@@ -129,3 +130,34 @@ def test_person_rows_with_nothing_stored_later(people: list[int]) -> None:
     got, where = rows.take(np.array(people, np.int64))
     assert got.column("n").to_pylist() == ([0, 1] if people else [])
     assert where.tolist() == ([0, 0] if people else [])
+
+
+@dataclass(frozen=True)
+class _Part:
+    text: str
+
+
+@settings(max_examples=60, deadline=None)
+@example(parts=32, rows=[(1 << 31, 0, False), (0, 1 << 31, True)])
+@given(
+    parts=st.integers(1, 32),
+    rows=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.booleans()),
+                  min_size=1, max_size=20),
+)  # fmt: skip
+def test_changes_give_each_row_the_reason_of_its_own_parts(
+    parts: int, rows: list[tuple[int, int, bool]]
+) -> None:
+    """Reasons are worked out once per combination of parts: each row still gets its own,
+    up to a rule of 32 parts (the last one included)."""
+    mask = (1 << parts) - 1
+    rows = [(b & mask, a & mask, e) for b, a, e in rows]
+    named = tuple(_Part(f"p{j}") for j in range(parts))
+    table = _changes(
+        "s", pa.array([f"c{i}" for i in range(len(rows))]), np.arange(len(rows)),
+        np.array([e for _, _, e in rows]), np.array([b for b, _, _ in rows], np.uint32),
+        np.array([a for _, a, _ in rows], np.uint32),
+        np.full(len(rows), np.datetime64("2026-01-01T00:00:00", "us")), named, "batch 1", False,
+    )  # fmt: skip
+    wanted = [_reason(named, b, a, e, False) for b, a, e in rows]
+    assert table.column("reason").to_pylist() == wanted
+    assert table.column("change").to_pylist() == ["entered" if e else "exited" for *_, e in rows]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -490,19 +491,33 @@ def _flags(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 class Checks:
     """Each person's next check, and the earliest of them: the instants in a numpy array,
-    found through buckets of one second (a batch sets thousands: no Python object each)."""
+    found through buckets of one second (a batch sets thousands: no Python object each).
+
+    Safe between threads (the server's status asks for the earliest while the worker sets
+    and takes): even reading tidies the buckets."""
 
     def __init__(self) -> None:
         self.at = np.full(0, np.datetime64("NaT"), dtype="datetime64[us]")
         self.buckets: dict[int, list[np.ndarray]] = {}  # second -> people with a check in it
         self.seconds: list[int] = []  # a heap of the buckets' seconds
+        self.lock = threading.Lock()
 
     def grow(self, extra: int) -> None:
         nat = np.full(extra, np.datetime64("NaT"), dtype="datetime64[us]")
-        self.at = np.concatenate([self.at, nat])
+        with self.lock:
+            self.at = np.concatenate([self.at, nat])
 
     def set(self, people: np.ndarray, at: np.ndarray) -> None:
-        """The next check of ``people`` is ``at`` (NaT: none)."""
+        """The next check of ``people`` is ``at`` (NaT: none; a person named twice: the
+        last)."""
+        with self.lock:
+            self._set(people, at)
+
+    def _set(self, people: np.ndarray, at: np.ndarray) -> None:
+        if len(np.unique(people)) < len(people):
+            _, last = np.unique(people[::-1], return_index=True)
+            keep = np.sort(len(people) - 1 - last)
+            people, at = people[keep], at[keep]
         self.at[people] = at
         ok = ~np.isnat(at)
         if not ok.any():
@@ -521,7 +536,7 @@ class Checks:
     def _live(self, second: int) -> tuple[np.ndarray, np.ndarray]:
         """The people whose check is still in ``second``, and their checks."""
         parts = self.buckets[second]
-        people = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        people = np.unique(np.concatenate(parts))
         at = self.at[people]
         live = ~np.isnat(at)
         live[live] = at[live].astype(np.int64) // 1_000_000 == second
@@ -530,6 +545,10 @@ class Checks:
         return people, at
 
     def earliest(self) -> datetime | None:
+        with self.lock:
+            return self._earliest()
+
+    def _earliest(self) -> datetime | None:
         while self.seconds:
             second = self.seconds[0]
             people, at = self._live(second)
@@ -543,6 +562,10 @@ class Checks:
     def take(self, until: datetime) -> tuple[np.ndarray, np.ndarray]:
         """The people whose check is at or before ``until`` (sorted) and their checks; those
         checks are cleared."""
+        with self.lock:
+            return self._take(until)
+
+    def _take(self, until: datetime) -> tuple[np.ndarray, np.ndarray]:
         end = np.datetime64(until, "us")
         last = int(end.astype(np.int64)) // 1_000_000
         people: list[np.ndarray] = []
@@ -582,11 +605,12 @@ def _changes(
     """The changes of one segment, as rows of :data:`CHANGES` (a reason per combination of
     parts that turned, not per person)."""
     n = len(turned)
-    code = (before.astype(np.uint64) << np.uint64(33)) | (after.astype(np.uint64) << np.uint64(1))
-    code |= entered.astype(np.uint64)
-    kinds, which = np.unique(code, return_inverse=True)
-    reasons = [_reason(parts, int(k) >> 33, (int(k) >> 1) & 0xFFFFFFFF, bool(k & 1), first)
-               for k in kinds.tolist()]  # fmt: skip
+    # one row per combination of (parts before, parts after, entered)
+    code = (before.astype(np.uint64) << np.uint64(32)) | after.astype(np.uint64)
+    kinds, which = np.unique(np.stack([code, entered.astype(np.uint64)], axis=1), axis=0,
+                             return_inverse=True)  # fmt: skip
+    reasons = [_reason(parts, int(k) >> 32, int(k) & 0xFFFFFFFF, bool(e), first)
+               for k, e in kinds.tolist()]  # fmt: skip
     zeros = pa.array(np.zeros(n, np.int32))
     return pa.table(
         {
