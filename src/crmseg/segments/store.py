@@ -290,6 +290,22 @@ class History:
             known.update(zip(missing, self._segment_keys(missing).to_pylist(), strict=True))
         return pa.array([known[n] for n in names], pa.int64())
 
+    def _known(self) -> dict[str, int]:
+        """The person keys this store remembers, read on first use."""
+        known = self._people
+        assert known is not None
+        if not known:
+            known.update((str(c), int(p)) for p, c in self.state.rows(
+                "SELECT pid, customer_id FROM people"))  # fmt: skip
+            self._top = max(known.values(), default=0)
+        return known
+
+    def warm(self) -> None:
+        """With ``remember``, read the person keys now (every person: a few hundred ms at
+        500k), not on the first write that needs them."""
+        if self._people is not None:
+            self._known()
+
     def _stream_pids(self, ids: list[str]) -> np.ndarray:
         """The pid of each of ``ids``, new people numbered after the known ones; with
         ``remember``, from the keys this store has seen (no read of every person)."""
@@ -299,11 +315,7 @@ class History:
             where = pc.index_in(arrow, value_set=unique).to_numpy()
             found: np.ndarray = self._person_keys(unique)[where]
             return found
-        known = self._people
-        if not known:
-            known.update((str(c), int(p)) for p, c in self.state.rows(
-                "SELECT pid, customer_id FROM people"))  # fmt: skip
-            self._top = max(known.values(), default=0)
+        known = self._known()
         fresh = sorted(set(ids).difference(known))
         top = self._top
         if fresh and self.state.shared:

@@ -264,7 +264,15 @@ class Processor:
         self.last_full = at
         self.at = at
         self._write(changes)
-        self._fast(rt, tables, at)  # read the rows into memory now, not on the first batch
+        # what the first batch would otherwise pay for: the rows read into memory, the
+        # query's first run, the history's person keys
+        fast = self._fast(rt, tables, at)
+        if fast is not None:
+            fast.run([], at)
+        if self.history is None:
+            self.history = History(self.state, remember=True)
+        with self.guard():
+            self.history.warm()
         return changes
 
     # --- batches ----------------------------------------------------------------------------
