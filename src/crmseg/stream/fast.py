@@ -82,19 +82,12 @@ class PersonRows:
         found by person through their chains (and grouped with the others once there are
         many)."""
         if owner is None:
-            keys = rows.column("customer_id").to_pylist()
-            found = map(self.index.get, keys, itertools.repeat(-1))
-            owner = np.fromiter(found, np.int64, len(keys))
-        if len(self.head) < len(self.index):  # people numbered since
-            grown = np.full(len(self.index), -1, np.int64)
-            grown[: len(self.head)] = self.head
-            self.head = grown
+            owner = _numbers(self.index, rows.column("customer_id").to_pylist())
+        self.head = _grown(self.head, len(self.index))  # people numbered since
         first = self.delta_rows
         end = first + len(owner)
         if end > len(self.prev):
-            grown = np.full(max(end, 2 * len(self.prev)), -1, np.int64)
-            grown[: len(self.prev)] = self.prev
-            self.prev = grown
+            self.prev = _grown(self.prev, max(end, 2 * len(self.prev)))
         rows_at = np.flatnonzero(owner >= 0)
         order = rows_at[np.argsort(owner[rows_at], kind="stable")]  # by person, then in order
         people = owner[order]
@@ -248,8 +241,7 @@ class Fast:
         ``people`` their numbers when known: the query over the shifted rows, the next checks
         over the true ones."""
         if people is None:
-            found = map(self.index.get, keys, itertools.repeat(-1))
-            people = np.fromiter(found, dtype=np.int64, count=len(keys))
+            people = _numbers(self.index, keys)
         shift = self.reference - at
         instant = int(np.datetime64(at, "us").astype(np.int64))
         best = np.full(len(keys), _NEVER, dtype=np.int64)
@@ -264,6 +256,20 @@ class Fast:
 
 
 _NEVER = np.iinfo(np.int64).max
+
+
+def _numbers(index: Mapping[Any, int], keys: Sequence[Any]) -> np.ndarray:
+    """The person number of each key (-1: nobody numbered)."""
+    return np.fromiter(map(index.get, keys, itertools.repeat(-1)), np.int64, len(keys))
+
+
+def _grown(numbers: np.ndarray, size: int) -> np.ndarray:
+    """``numbers`` extended to ``size`` with -1 (as it is when already that long)."""
+    if len(numbers) >= size:
+        return numbers
+    out = np.full(size, -1, np.int64)
+    out[: len(numbers)] = numbers
+    return out
 
 
 def _earliest(

@@ -95,9 +95,6 @@ class Changes:
         for row in self.table.to_pylist():
             yield Change(**row)
 
-    def __getitem__(self, i: int) -> Change:
-        return Change(**self.table.slice(i if i >= 0 else len(self) + i, 1).to_pylist()[0])
-
     @property
     def segments(self) -> set[str]:
         return set(pc.unique(self.table.column("segment")).to_pylist())
@@ -522,8 +519,8 @@ class Checks:
             self._set(people, at)
 
     def _set(self, people: np.ndarray, at: np.ndarray) -> None:
-        if len(np.unique(people)) < len(people):
-            _, last = np.unique(people[::-1], return_index=True)
+        _, last = np.unique(people[::-1], return_index=True)
+        if len(last) < len(people):
             keep = np.sort(len(people) - 1 - last)
             people, at = people[keep], at[keep]
         self.at[people] = at
