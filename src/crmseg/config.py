@@ -52,14 +52,20 @@ BACKEND_FIELDS = {
     "postgres": {"host", "port", "database", "user", "password_env", "sql_dialect"},
     "pyspark": {"path", "master", "conf", "sql_dialect"},
 }
+# any other Ibis backend (SQLite, Snowflake, BigQuery, ...): see crmseg.backends.generic
+OTHER_BACKEND_FIELDS = {"path", "connect", "password_env", "sql_dialect"}
 
 
 class BackendConfig(Strict):
-    kind: Literal["duckdb", "postgres", "pyspark"] = "duckdb"
+    kind: str = Field(
+        "duckdb",
+        description="duckdb, postgres, pyspark, or the name of another Ibis backend (sqlite, "
+        "snowflake, bigquery, trino, ...)",
+    )
     path: str = Field(
         ".crmseg/warehouse.duckdb",
-        description="warehouse file (DuckDB) or folder (PySpark, default .crmseg/spark), "
-        "project-relative",
+        description="warehouse file (DuckDB; another Ibis backend's database file, e.g. "
+        "SQLite's) or folder (PySpark, default .crmseg/spark), project-relative",
     )
     threads: int | None = Field(None, ge=1, description="DuckDB threads (default: all cores)")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '8GB'")
@@ -70,7 +76,14 @@ class BackendConfig(Strict):
     password_env: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="environment variable holding the Postgres password (never in the file)",
+        description="environment variable holding the password of Postgres or another Ibis "
+        "backend (never in the file)",
+    )
+
+    connect: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of Ibis's connect for another Ibis backend (account, "
+        "project_id, warehouse, ...); the password comes from password_env",
     )
 
     master: str = Field("local[*]", description="Spark master URL (PySpark)")
@@ -98,9 +111,24 @@ class BackendConfig(Strict):
             raise ValueError(f"unknown SQL dialect {value!r}; known: {known}") from None
         return value
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value in BACKEND_FIELDS:
+            return value
+        from importlib.metadata import entry_points
+
+        known = sorted(e.name for e in entry_points(group="ibis.backends"))
+        if value not in known:
+            raise ValueError(
+                f"unknown backend {value!r}; expected duckdb, postgres, pyspark or another "
+                f"Ibis backend ({', '.join(k for k in known if k not in BACKEND_FIELDS)})"
+            )
+        return value
+
     @model_validator(mode="after")
     def _for_kind(self) -> BackendConfig:
-        allowed = BACKEND_FIELDS[self.kind] | {"kind"}
+        allowed = BACKEND_FIELDS.get(self.kind, OTHER_BACKEND_FIELDS) | {"kind"}
         for name in sorted(self.model_fields_set - allowed):
             raise ValueError(f"{name!r} is not a setting of the {self.kind} backend")
         if self.kind == "pyspark" and "path" not in self.model_fields_set:

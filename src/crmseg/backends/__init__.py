@@ -25,6 +25,11 @@ def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
 
         folder = None if memory else root / config.path
         backend = SparkBackend(folder, master=config.master, conf=config.conf)
+    elif config.kind != "duckdb":
+        from crmseg.backends.generic import IbisBackend
+
+        file = str(root / config.path) if "path" in config.model_fields_set else None
+        backend = IbisBackend(config, file, scratch=memory)
     else:
         from crmseg.backends.duckdb import DuckDBBackend
 

@@ -74,6 +74,14 @@ class Backend(ABC):
         """A loaded canonical table (see crmseg.sources)."""
         return self.table(name, database=CANONICAL_SCHEMA)
 
+    def stored_tables(self) -> list[str]:
+        """Every object of the canonical schema, bookkeeping included (views too: see
+        :meth:`views`)."""
+        try:
+            return sorted(self.con.list_tables(database=CANONICAL_SCHEMA))
+        except Exception:
+            return []
+
     def canonical_tables(self) -> list[str]:
         """Loaded tables (canonical and identity's); crmseg's bookkeeping (``_sources``) and
         snapshot readers (``_raw_*``) start with an underscore and are left out."""

@@ -19,12 +19,15 @@ class Dialect:
     # median and quantiles are exact (all three engines' are: Spark's percentile, not its
     # percentile_approx); an engine with only approximate ones would say so here
     exact_median: bool = True
+    # floats hold NaN (isnan exists); SQLite stores NaN as null and has no isnan
+    nan: bool = True
 
 
 DIALECTS = {
     "duckdb": Dialect("duckdb"),
     "postgres": Dialect("postgres", median_window=False),
     "pyspark": Dialect("pyspark"),
+    "sqlite": Dialect("sqlite", nan=False),
 }
 
 

@@ -38,6 +38,27 @@ def format_problem(backend: "Backend", fmt: str) -> str | None:
     return None
 
 
+def not_finite(backend: "Backend", value: Any) -> Any:
+    """Whether a float is NaN or an infinity (where floats cannot hold NaN, only the
+    infinities: beyond the largest double)."""
+    import sys
+
+    import ibis
+
+    from crmseg.backends.dialects import DIALECTS, Dialect
+
+    if DIALECTS.get(backend.dialect, Dialect(backend.dialect)).nan:
+        return value.isnan() | value.isinf()
+    return value.abs() > ibis.literal(sys.float_info.max)
+
+
+def missing(value: Any) -> Any:
+    """Whether a float is null or NaN (NaN only where the engine of its tables has it)."""
+    from crmseg.backends.dialects import dialect_of
+
+    return value.isnull() | value.isnan() if dialect_of(value).nan else value.isnull()
+
+
 def local_to_utc(backend: "Backend", value: Any, tz: str) -> Any:
     """A naive timestamp read as wall time in ``tz``, as naive UTC."""
     import ibis

@@ -492,6 +492,9 @@ class SparkBackend(Backend):
     def canonical_tables(self) -> list[str]:
         return sorted(o["name"] for o in self._catalog if not o["name"].startswith("_"))
 
+    def stored_tables(self) -> list[str]:
+        return sorted(o["name"] for o in self._catalog)
+
     def sql(self, query: str, dialect: str | None = None) -> ir.Table:
         """As the base class; ``crmseg.<table>`` in the user's SQL names this process's
         database in Spark's catalog."""

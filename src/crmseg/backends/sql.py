@@ -22,6 +22,8 @@ def compiler(dialect: str) -> Any:
         import ibis
 
         _ = ibis.pyspark  # registers the options its compiler reads (treat_nan_as_null)
+    if dialect == "sqlite":
+        return _sqlite(sc)
     if dialect != "duckdb":
         return getattr(sc, dialect).compiler
 
@@ -37,6 +39,42 @@ def compiler(dialect: str) -> Any:
             return self.agg.arg_max_null(arg, key, where=where)
 
     return DuckDB()
+
+
+def _sqlite(sc: Any) -> Any:
+    import sqlglot.expressions as sge
+    from ibis.common.exceptions import UnsupportedOperationError
+
+    class SQLite(type(sc.sqlite.compiler)):  # type: ignore[misc]
+        # Ibis reads arg_min from a bare column beside min(), which SQLite takes from the row
+        # of the query's last min() or max(): with another one in the same query the value
+        # came from the wrong row. Here the key and the value travel together as a JSON
+        # pair whose text orders as the key does, and the least (greatest) pair wins.
+        def _pair(self, func: str, op: Any, *, arg: Any, key: Any, where: Any) -> Any:
+            kind = op.key.dtype
+            if kind.is_string() or kind.is_temporal():  # ISO text orders as time does
+                sortable = key
+            elif kind.is_integer() or kind.is_boolean():  # fixed width, never negative
+                shifted = sge.Add(this=key, expression=sge.Literal.number(2**62))
+                sortable = self.f.printf(sge.Literal.string("%019d"), shifted)
+            else:
+                raise UnsupportedOperationError(
+                    f"'{type(op).__name__}' operation over a {kind} key"
+                )
+            keep: Any = sge.Not(this=sge.Is(this=key, expression=sge.Null()))
+            if where is not None:
+                keep = sge.and_(keep, where)
+            pair = self.if_(keep, self.f.json_array(sortable, arg), sge.Null())
+            best = self.agg[func](pair)
+            return self.f.anon.json_extract(best, sge.Literal.string("$[1]"))
+
+        def visit_ArgMin(self, op: Any, *, arg: Any, key: Any, where: Any) -> Any:
+            return self._pair("min", op, arg=arg, key=key, where=where)
+
+        def visit_ArgMax(self, op: Any, *, arg: Any, key: Any, where: Any) -> Any:
+            return self._pair("max", op, arg=arg, key=key, where=where)
+
+    return SQLite()
 
 
 def to_sql(expr: ir.Expr, dialect: str) -> str:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import ibis
 
+from crmseg.backends.functions import missing
 from crmseg.config import ModelsConfig
 from crmseg.errors import ModelError
 from crmseg.models import prefetch
@@ -522,7 +523,7 @@ def _per_buyer(o: ir.Table) -> ir.Table:
     """First and last purchase day, days with a purchase, spend and the first day's spend
     per buyer (keyed by the plan's KEY) over some visible orders."""
     amount = o.amount.cast("float64")
-    clean = ibis.cases((amount.isnull() | amount.isnan(), 0.0), (amount < 0, 0.0), else_=amount)
+    clean = ibis.cases((missing(amount), 0.0), (amount < 0, 0.0), else_=amount)
     days = o.select(
         customer_id=o.customer_id.cast("string"), day=o.ordered_at.cast("date"), amount=clean
     )
@@ -573,7 +574,7 @@ def _prepared(state: dict[str, Any], col: Column) -> list[ir.Value]:
     ):
         v = col(name).cast("float64")
         value = ((ibis.greatest(v, 0.0) + 1.0).ln()) if log else v
-        value = ibis.ifelse(v.isnull() | v.isnan(), fill, value)
+        value = ibis.ifelse(missing(v), fill, value)
         out.append((value - mean) / sd)
     return out
 

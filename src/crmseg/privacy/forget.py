@@ -341,7 +341,7 @@ class Forget:
         b = self.backend
         views = b.views()
         removed = 0
-        for name in sorted(b.con.list_tables(database=CANONICAL_SCHEMA)):
+        for name in b.stored_tables():
             if name in views or name in (RECORDS, FORGOTTEN):
                 continue
             t = b.canonical(name)

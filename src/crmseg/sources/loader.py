@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import Backend
-from crmseg.backends.functions import format_problem
+from crmseg.backends.functions import format_problem, not_finite
 from crmseg.config import Config, Constant, InputConfig, SourceConfig
 from crmseg.errors import BackendError, SourceError
 from crmseg.sources import expressions, retention
@@ -383,7 +383,7 @@ def _convert(
         if fam == "int":
             return raw.cast(target), None
         value = raw.try_cast(dt.float64)
-        whole = (value == value.floor()) & ~value.isinf()
+        whole = (value == value.floor()) & ~not_finite(backend, value)
         exact = ibis.ifelse(whole, value.cast(target), ibis.null(dt.int64))
         return exact, exact
     if want == "float":
@@ -514,7 +514,7 @@ def plan_sources(
                 # Counting them is a scan only the quality checks read.
                 if config.quality.enabled:
                     numbers.append((name, col.name, converted))
-                converted = _finite(converted)
+                converted = _finite(backend, converted)
             values[col.name] = converted
             if check is not None:
                 parses = True
@@ -577,10 +577,10 @@ def _fill_items(items: ir.Table, orders: ir.Table) -> ir.Table:
     return joined.select(*ordered)
 
 
-def _finite(value: Any) -> Any:
+def _finite(backend: Backend, value: Any) -> Any:
     import ibis
 
-    return ibis.ifelse(value.isnan() | value.isinf(), ibis.null("float64"), value)
+    return ibis.ifelse(not_finite(backend, value), ibis.null("float64"), value)
 
 
 def _check_types(
@@ -611,7 +611,7 @@ def _check_types(
             aggs[f"n{i}"] = bad.sum()
             aggs[f"e{i}"] = c.raw.cast("string").arbitrary(where=bad)
         for i, (_col, value) in enumerate(floats.get(table, [])):
-            aggs[f"x{i}"] = (value.isnan() | value.isinf()).sum()
+            aggs[f"x{i}"] = not_finite(backend, value).sum()
         try:
             result = backend.execute(raws[table].aggregate(**aggs)).to_pylist()[0]
         except BackendError as exc:
