@@ -107,6 +107,34 @@ def test_sqlite_answers_like_duckdb_or_names_what_it_cannot_compute(
     assert "value.clv_top_20pct" in agreed  # models fit on what SQLite summed
 
 
+SQL_SEGMENTS = """segments:
+  - name: value.big_orders_sql
+    description: Ordered over 200 once.
+    owner: data-team
+    sql: select distinct customer_id from crmseg.orders where amount > 200
+  - name: demographic.dach_sql
+    description: Golden records in Germany, Austria or Switzerland (a view).
+    owner: data-team
+    sql: >-
+      select g.customer_id from crmseg.golden_customers as g
+      where g.country in ('DE', 'AT', 'CH')
+"""
+
+
+def test_sql_segments_read_the_current_tables_and_views(demo: Path) -> None:
+    """``crmseg.<name>`` in users' SQL names the catalog's table, or its view's query."""
+    names = ["value.big_orders_sql", "demographic.dach_sql"]
+    members = {}
+    for engine, backend in (("duckdb", None), ("sqlite", SQLITE)):
+        shop = copy(demo, f"sql-{engine}", backend)
+        (shop / "segments" / "custom.yml").write_text(SQL_SEGMENTS)
+        with Workspace.open(shop) as ws:
+            ws.run(as_of=AT, select=names)
+            members[engine] = {n: ws.members(n, as_of=AT) for n in names}
+    assert all(members["duckdb"].values())
+    assert members["sqlite"] == members["duckdb"]
+
+
 def test_a_construct_sqlite_lacks_is_one_located_line(demo: Path) -> None:
     shop = copy(demo, "sqlite-cli", SQLITE)
     proc = subprocess.run(
@@ -120,6 +148,17 @@ def test_a_construct_sqlite_lacks_is_one_located_line(demo: Path) -> None:
                 "computed: the sqlite backend cannot compute Median")  # fmt: skip
     assert lines[-1].startswith(expected), lines
     assert "Traceback" not in proc.stderr
+    # a model's own query: the segment that needs it, and which model traits
+    proc = subprocess.run(
+        [sys.executable, "-m", "crmseg", "run", "-p", str(shop), "--as-of", "2026-11-01",
+         "-s", "risk.churn_high_value", "-s", "value.vip"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = [x for x in (proc.stdout + proc.stderr).splitlines() if x.strip()][-1]
+    assert last.startswith("error: segments/models.yml:84: segment risk.churn_high_value cannot "
+                           "be computed: its model traits (churn.risk) cannot: the sqlite backend "
+                           "cannot compute Median"), last  # fmt: skip
     with Workspace.open(shop) as ws:
         assert ws.runs() == []  # nothing recorded
 
@@ -222,6 +261,16 @@ def test_settings_of_another_engine_are_checked(tmp_path: Path) -> None:
             IbisBackend(BackendConfig(kind="snowflake", connect={"account": "a"}), None)
     with pytest.raises(BackendError, match="cannot connect to the sqlite database"):
         IbisBackend(BackendConfig(kind="sqlite"), str(tmp_path / "missing" / "w.sqlite"))
+
+
+def test_unit_tests_run_in_a_scratch_warehouse_that_goes_away(demo: Path) -> None:
+    shop = copy(demo, "sqlite-unit", SQLITE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crmseg", "test", "-p", str(shop)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 passed, 0 failed" in proc.stdout
+    assert not (shop / ".crmseg" / "warehouse.sqlite").exists()  # in memory, never the file
 
 
 def test_real_time_is_refused_on_another_engine(demo: Path) -> None:

@@ -198,7 +198,16 @@ def test_unit_tests_never_touch_the_project_database(
             "crmseg.yml:1:10 [backend]: 'path' is not a setting of the postgres backend",
         ),
         ("{host: db.example.com}", "[backend]: 'host' is not a setting of the duckdb backend"),
-        ("{kind: oracle}", "[backend.kind]: Input should be 'duckdb', 'postgres' or 'pyspark'"),
+        (
+            "{kind: orcale}",
+            "[backend.kind]: unknown backend 'orcale'; expected "
+            "duckdb, postgres, pyspark or another Ibis backend (athena, ",
+        ),
+        (
+            "{kind: snowflake, connect: {account: a}}",
+            "error: the snowflake backend needs its driver: pip install "
+            "'ibis-framework[snowflake]'",
+        ),
     ],
 )
 def test_bad_backend_settings_get_one_line(

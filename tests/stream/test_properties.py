@@ -320,7 +320,7 @@ def check_stream(
             # as crmseg stream --replay: the sweeps due before the batch's instant (its own
             # people, stored but not evaluated yet, are left out of the checks), the batch,
             # and the sweeps due at its instant (people it did not touch whose check is now)
-            touched = set(stored.touched)
+            touched = set(stored.touched.to_pylist())
             sweeps(micro.at, True, touched)
             held(micro.at - tick, touched)
             p.apply(micro.at)

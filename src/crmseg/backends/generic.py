@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from crmseg.config import BackendConfig
 
 PREFIX = "crmseg__"
+TEMPORARY = "crmsegtmp_"  # scratch tables, and the objects of scratch warehouses
 _REF = "__crmseg_ref__"  # stands for a canonical name in a view's stored SQL
 
 
@@ -120,13 +121,14 @@ class IbisBackend(Backend):
                 f"cannot connect to the {self.kind} database{where}: {reason}"
             ) from None
         self.dialect = con.name
+        self.glot = con.compiler.dialect  # sqlglot's name may differ (mssql is tsql)
         from crmseg.backends.sql import compiler
 
         with contextlib.suppress(Exception):  # engines Ibis compiles for get crmseg's compiler
             con.compiler = compiler(con.name)
         super().__init__(con)
         self._scratch = scratch
-        self.prefix = f"{PREFIX}s{uuid.uuid4().hex[:8]}_" if scratch else PREFIX
+        self.prefix = f"{TEMPORARY}w{uuid.uuid4().hex[:8]}__" if scratch else PREFIX
         self.catalog_table = f"{self.prefix}catalog"
         self._pending = False
         self._made: list[str] = []  # tables written in the pending block
@@ -146,7 +148,9 @@ class IbisBackend(Backend):
             raise BackendError(f"cannot read {self.catalog_table}: {_first_line(exc)}") from None
         version = max((int(r["version"]) for r in rows), default=0)
         return version, {
-            r["name"]: Entry(r["name"], r["kind"], r["physical"], r["sql"]) for r in rows
+            r["name"]: Entry(r["name"], r["kind"], r["physical"], r["sql"])
+            for r in rows
+            if r["kind"] != "none"
         }
 
     def _list(self) -> list[str]:
@@ -187,38 +191,21 @@ class IbisBackend(Backend):
                 f"cannot record {self.catalog_table} version {version}: {_first_line(exc)}"
             ) from None
         self._version = version
-        self._objects = {n: e for n, e in self._objects.items() if e.kind != "none"}
         self._made = []
         self._collect()
 
     def _collect(self) -> None:
-        """Drop older versions and the tables the current one does not name (replaced ones,
-        what a failed or killed run wrote)."""
-        import sqlglot.expressions as sge
-
+        """Drop the tables the current version does not name (replaced ones, what a failed or
+        killed run wrote). Older versions' rows stay: a few dozen per run, and a record of
+        what each run made current."""
         named = {e.physical for e in self._objects.values() if e.physical}
-        with contextlib.suppress(Exception):
-            older = sge.delete(
-                sge.to_identifier(self.catalog_table, quoted=True),
-                where=sge.LT(
-                    this=sge.column("version"), expression=sge.Literal.number(self._version)
-                ),
-            )
-            self.con.raw_sql(older.sql(self.con.compiler.dialect))
         for table in self._list():
-            if (
-                table.startswith(self.prefix)
-                and table != self.catalog_table
-                and table not in named
-                and table not in self._temps
-                and not table.startswith(f"{self.prefix}scratch_")
-            ):
+            if table.startswith(self.prefix) and table != self.catalog_table and table not in named:
                 with contextlib.suppress(Exception):
                     self.con.drop_table(table, force=True)
 
     def _entry(self, name: str) -> Entry | None:
-        entry = self._objects.get(name)
-        return entry if entry is not None and entry.kind != "none" else None
+        return self._objects.get(name)
 
     def _set(self, entry: Entry) -> None:
         self._objects[entry.name] = entry
@@ -340,7 +327,7 @@ class IbisBackend(Backend):
     def scratch(self, name: str, expr: ir.Table | pa.Table) -> ir.Table:
         """A temporary table where the engine has them, else a table of this process's own
         dropped with ``drop_scratch`` (never in the catalog)."""
-        physical = f"{self.prefix}scratch_{name}_{os.getpid()}"
+        physical = f"{TEMPORARY}t{os.getpid()}_{name}"
         try:
             try:
                 table = self.con.create_table(physical, expr, temp=True, overwrite=True)
@@ -352,7 +339,7 @@ class IbisBackend(Backend):
         return table
 
     def drop_scratch(self, name: str) -> None:
-        physical = f"{self.prefix}scratch_{name}_{os.getpid()}"
+        physical = f"{TEMPORARY}t{os.getpid()}_{name}"
         with contextlib.suppress(Exception):
             self.con.drop_table(physical, force=True)
         self._temps.discard(physical)
@@ -373,10 +360,14 @@ class IbisBackend(Backend):
             raise BackendError(f"cannot write {path}: {_first_line(exc)}") from None
 
     def checksum(self, table: ir.Table) -> str:
-        """As the base class, computed by the embedded reader over the rows (an engine may
-        have no row hash)."""
+        """As the base class; where the engine has no row hash, computed by the embedded
+        reader over the rows."""
         import ibis
 
+        try:
+            return super().checksum(table)
+        except BackendError:
+            pass
         reader = self.reader()
         return reader.checksum(ibis.memtable(self.execute(table)))
 
@@ -388,13 +379,14 @@ class IbisBackend(Backend):
         import sqlglot.expressions as sge
 
         by_physical = {e.physical: n for n, e in self._objects.items() if e.physical}
-        tree = sqlglot.parse_one(sql, read=self.dialect)
+        tree = sqlglot.parse_one(sql, read=self.glot)
         for t in list(tree.find_all(sge.Table)):
             name = by_physical.get(t.name)
             if name is not None:
                 t.set("this", sge.to_identifier(_REF + name, quoted=True))
                 t.set("db", None)
-        return tree.sql(self.dialect)
+        text: str = tree.sql(self.glot)
+        return text
 
     def _expand(self, name: str, seen: tuple[str, ...] = ()) -> str:
         """A view's SQL over the current objects (views it reads become subqueries)."""
@@ -404,10 +396,10 @@ class IbisBackend(Backend):
             raise BackendError(f"the view {CANONICAL_SCHEMA}.{name} reads itself")
         import sqlglot
 
-        tree = sqlglot.parse_one(entry.sql, read=self.dialect)
+        tree = sqlglot.parse_one(entry.sql, read=self.glot)
         resolved = self._resolved(tree, lambda t: t.name[len(_REF) :] if t.name.startswith(_REF)
                                   else None, (*seen, name))  # fmt: skip
-        text: str = resolved.sql(self.dialect)
+        text: str = resolved.sql(self.glot)
         return text
 
     def _resolved(self, tree: Any, named: Any, seen: tuple[str, ...]) -> Any:
@@ -428,7 +420,7 @@ class IbisBackend(Backend):
                 new: Any = sge.Table(this=sge.to_identifier(entry.physical, quoted=True))
                 new = new.as_(alias) if alias != entry.physical else new
             else:
-                inner: Any = sqlglot.parse_one(self._expand(name, seen), read=self.dialect)
+                inner: Any = sqlglot.parse_one(self._expand(name, seen), read=self.glot)
                 new = inner.subquery(alias)
             t.replace(new)
         return tree

@@ -384,23 +384,14 @@ class PostgresState(StateStore):
                             sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(name))
                         )
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self) -> None:
         self._wrote = self._locked = False
         self._revive()
         with self._errors():
             self.con.execute("BEGIN")
-        self._depth = 1
+
+    def _commit(self) -> None:
         try:
-            yield
-            self._depth = 0
             with self._errors():
                 if self._wrote:
                     self.con.execute(
@@ -408,14 +399,16 @@ class PostgresState(StateStore):
                         "SET value = CAST(CAST(meta.value AS bigint) + 1 AS text)"
                     )
                 self.con.execute("COMMIT")
-            if self._wrote:
-                self._mine += 1
         except BaseException:
-            self._depth = 0
-            # also after a failed COMMIT or lock wait: the connection is usable again
-            with contextlib.suppress(Exception):
-                self.con.execute("ROLLBACK")
+            self._rollback()
             raise
+        if self._wrote:
+            self._mine += 1
+
+    def _rollback(self) -> None:
+        # also after a failed COMMIT or lock wait: the connection is usable again
+        with contextlib.suppress(Exception):
+            self.con.execute("ROLLBACK")
 
     def exclusive(self) -> None:
         if self._depth and not self._locked:

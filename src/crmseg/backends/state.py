@@ -99,11 +99,39 @@ class StateStore:
         raise NotImplementedError
         yield
 
+    _depth = 0  # how many transaction blocks are open
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All statements of the block commit together or not at all (blocks nest)."""
+        """All statements of the block commit together or not at all (blocks nest: only the
+        outermost begins and commits)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._begin()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._rollback()
+            raise
+        self._depth = 0
+        self._commit()
+
+    def _begin(self) -> None:
         raise NotImplementedError
-        yield
+
+    def _commit(self) -> None:
+        """Commit; a failure leaves no transaction open."""
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
 
     def text_columns(self) -> list[tuple[str, str]]:
         """(table, column) of every text column of every state table."""
@@ -253,25 +281,14 @@ class DuckDBState(StateStore):
             return self.con.execute(sql, {k: v for k, v in params.items() if k in used})
         return self.con.execute(sql, list(params))
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self.con.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.con.execute("COMMIT")
+
+    def _commit(self) -> None:
+        self.con.execute("COMMIT")  # DuckDB ends the transaction when its commit fails
+
+    def _rollback(self) -> None:
+        self.con.execute("ROLLBACK")
 
     def text_columns(self) -> list[tuple[str, str]]:
         return [

@@ -164,14 +164,18 @@ class Runner:
         transaction is gone, so the load is repeated in a new one, each chosen segment is
         computed alone until one fails (the engine then refuses further statements), and
         everything is rolled back. Segments that need model traits are left out: trying them
-        could fit models."""
+        could fit models; when every other one computes, the first of them is named with
+        the model traits it needs."""
         found: list[tuple[str, BackendError]] = []
+        skipped: list[tuple[str, list[str]]] = []
         try:
             with self.state.transaction(), self.backend.pending():
                 loaded = self.load(at)
                 plan = self.catalog.plan(loaded.tables)
                 for name in chosen:
-                    if plan.models_needed([name]):
+                    models = plan.models_needed([name])
+                    if models:
+                        skipped.append((name, models))
                         continue
                     wide = plan.wide(loaded.tables, at, loaded.sql, select=[name])
                     try:
@@ -184,6 +188,15 @@ class Runner:
             pass
         except CrmsegError:
             return exc
+        if not found and skipped:  # the rest computes: the models these need failed
+            name, models = skipped[0]
+            seg = self.catalog.segment(name)
+            more = len(skipped) - 1
+            others = f" (and {more} more segment{'s' * (more > 1)} with models)" if more else ""
+            return SegmentError(
+                f"{seg.file}:{seg.line}: segment {name} cannot be computed: its model traits "
+                f"({', '.join(models)}) cannot: {exc}{others}"
+            )
         if not found:
             return exc
         name, why = found[0]

@@ -482,6 +482,7 @@ def plan_sources(
                 f"{origin}: required column {name}.{col_name} is missing (found: "
                 f"{', '.join(found)}; map one with columns: {{{col_name}: <your column>}})"
             )
+        unreadable: set[str] = set()  # formats refused above: their columns are skipped
         for key, layout in source.formats.items():
             found_col = next((c for c in canonical.columns if c.name == key), None)
             if found_col is None or found_col.dtype not in ("timestamp", "date"):
@@ -492,6 +493,7 @@ def plan_sources(
                 )
             elif (why := format_problem(backend, layout)) is not None:
                 problems.append(f"{origin}: formats.{key}: {why}")
+                unreadable.add(key)
         values: dict[str, Any] = {}
         for col in canonical.columns:
             if col.name in constants:
@@ -506,7 +508,7 @@ def plan_sources(
                 continue
             given = raw[theirs_col] if theirs_col is not None else computed[col.name]
             fmt = source.formats.get(col.name)
-            if fmt is not None and format_problem(backend, fmt) is not None:
+            if col.name in unreadable:
                 continue  # said above; the source is refused
             converted, check = _convert(backend, given, col.dtype, tz, fmt, source.decimal)
             if col.dtype == "float":

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crmseg.rules import ast as A
-from crmseg.stream.realtime import NEXT, Realtime, _closure_nodes, referenced
+from crmseg.stream.realtime import NEXT, PERSON, Realtime, _closure_nodes, referenced
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -235,13 +235,14 @@ class Fast:
             owner = np.where(pos >= 0, numbers[np.maximum(pos, 0)], -1) if len(pos) else None
         cache.add(_fill(rows, cache.schema).cast(cache.schema), owner)
 
-    def run(self, keys: Sequence[str], at: datetime, people: np.ndarray | None = None
-            ) -> pa.Table:  # fmt: skip
+    def run(self, keys: Sequence[str] | pa.Array, at: datetime,
+            people: np.ndarray | None = None) -> pa.Table:  # fmt: skip
         """Membership, parts and next checks of ``keys`` at ``at`` (like Realtime.evaluate),
         ``people`` their numbers when known: the query over the shifted rows, the next checks
         over the true ones."""
         if people is None:
-            people = _numbers(self.index, keys)
+            listed = keys.to_pylist() if isinstance(keys, pa.Array) else keys
+            people = _numbers(self.index, listed)
         shift = self.reference - at
         instant = int(np.datetime64(at, "us").astype(np.int64))
         best = np.full(len(keys), _NEVER, dtype=np.int64)
@@ -252,7 +253,8 @@ class Fast:
                 _earliest(best, where, rows.column(c), instant, self.steps)
             bound[PREFIX + n] = _widen(_shifted(rows, shift), self.full[n])
         result = self.run_expr(bound)
-        return _with_checks(result, list(keys), best)
+        given = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
+        return _with_checks(result, given, best, people)
 
 
 _NEVER = np.iinfo(np.int64).max
@@ -288,17 +290,19 @@ def _earliest(
         np.minimum.at(best, where[ok], ts[ok] + steps[pos[ok]])
 
 
-def _with_checks(result: pa.Table, keys: list[str], best: np.ndarray) -> pa.Table:
-    """``result`` with the next check of each of its people, and a row (members of nothing)
-    for each person with a check who does not exist yet."""
-    given = pa.array(keys, pa.string())
-    found = pc.index_in(result.column("customer_id"), value_set=given)
+def _with_checks(
+    result: pa.Table, keys: pa.Array, best: np.ndarray, people: np.ndarray
+) -> pa.Table:
+    """``result`` with the next check and the number of each of its people (``people``: the
+    keys' numbers), and a row (members of nothing) for each person with a check who does not
+    exist yet."""
+    found = pc.index_in(result.column("customer_id"), value_set=keys)
     mine = found.to_numpy(zero_copy_only=False).astype(np.int64)
     present = np.zeros(len(keys), dtype=bool)
     present[mine] = True
     later = np.flatnonzero(~present & (best != _NEVER))
     if len(later):
-        ids_later = pa.array([keys[i] for i in later], pa.string())
+        ids_later = keys.take(pa.array(later))
         extra = pa.table(
             {
                 f.name: ids_later if f.name == "customer_id" else pa.nulls(len(later), f.type)
@@ -309,7 +313,7 @@ def _with_checks(result: pa.Table, keys: list[str], best: np.ndarray) -> pa.Tabl
         mine = np.concatenate([mine, later])
     values = best[mine]
     checks = pa.array(values.astype("datetime64[us]"), pa.timestamp("us"), mask=values == _NEVER)
-    return result.append_column(NEXT, checks)
+    return result.append_column(NEXT, checks).append_column(PERSON, pa.array(people[mine]))
 
 
 class Unsupported(Exception):

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crmseg.stream.changes import ChangeLog
-from crmseg.stream.realtime import NEXT, Realtime
+from crmseg.stream.realtime import NEXT, PERSON, Realtime
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -163,6 +163,7 @@ class Processor:
         self.fast: Fast | None = None  # the exact segments over rows held in memory
         self.history: History | None = None
         self.slow_reason: str | None = None  # why there is no fast path, when there is none
+        self._by_key: Any = None  # a pandas Index of ``keys`` (see ``_lookup``)
 
     # --- setting up -------------------------------------------------------------------------
 
@@ -200,13 +201,14 @@ class Processor:
         rt: Realtime,
         tables: Mapping[str, ir.Table],
         at: datetime,
-        keys: Sequence[str],
+        keys: Sequence[str] | pa.Array,
         people: np.ndarray | None = None,
     ) -> pa.Table:
         fast = self.fast if not tables else self._fast(rt, tables, at)
         if fast is not None:
             return fast.run(keys, at, people)
-        return self._run(rt, tables, at, keys, rt.exact)
+        listed = keys.to_pylist() if isinstance(keys, pa.Array) else keys
+        return self._run(rt, tables, at, listed, rt.exact)
 
     def _run(
         self,
@@ -262,7 +264,8 @@ class Processor:
         self.at = at
         self._write(changes)
         # what the first batch would otherwise pay for: the rows read into memory, the
-        # query's first run, the history's person keys
+        # query's first run, the history's person keys, the index of keys
+        self._lookup(pa.array(self.keys[:1], pa.string()))
         fast = self._fast(rt, tables, at)
         if fast is not None:
             fast.run([], at)
@@ -307,11 +310,15 @@ class Processor:
         return changes
 
     def _evaluate(self, batches: list[Stored], at: datetime | None) -> Changes:
-        touched = sorted({k for s in batches for k in s.touched})
-        self._grow(touched)  # numbered first: their new rows are found by number
-        numbers = np.fromiter(map(self.index.__getitem__, touched), np.int64, len(touched))
+        every = pa.chunked_array([s.touched for s in batches], pa.string())
+        touched = pc.unique(every)
+        touched = touched.take(pc.array_sort_indices(touched))  # in key order
+        numbers = self._lookup(touched)
+        if (numbers < 0).any():  # numbered first: their new rows are found by number
+            self._grow(touched.filter(pa.array(numbers < 0)).to_pylist())
+            numbers = self._lookup(touched)
         if self.fast is not None:  # their rows, beside the ones held since the start
-            known = (pa.array(touched, pa.string()), numbers)
+            known = (touched, numbers)
             for stored in batches:
                 for name, rows in stored.tables.items():
                     self.fast.add(name, rows, known)
@@ -330,7 +337,7 @@ class Processor:
                 self._grow(result.column("customer_id").to_pylist())
             changes += self._compare(rt, result, rt.exact, at, cause)
         if rt.local:
-            result = self._run(rt, tables, at, touched, rt.local)
+            result = self._run(rt, tables, at, touched.to_pylist(), rt.local)
             self._grow(result.column("customer_id").to_pylist())
             changes += self._compare(rt, result, rt.local, at, cause)
         self.at = at
@@ -380,6 +387,24 @@ class Processor:
 
     # --- comparing --------------------------------------------------------------------------
 
+    def _lookup(self, keys: pa.Array) -> np.ndarray:
+        """The number of each of ``keys`` (-1: none yet), all at once: a hash index over
+        the numbered keys (positions are numbers), with the few numbered since it was made
+        looked up one by one until there are enough to make it again."""
+        import pandas as pd
+
+        count = len(self.keys)
+        if self._by_key is None or count - len(self._by_key) > 50_000:
+            self._by_key = pd.Index(self.keys, dtype=object)
+        values = keys.to_numpy(zero_copy_only=False)
+        out: np.ndarray = self._by_key.get_indexer(values).astype(np.int64, copy=False)
+        if count > len(self._by_key):
+            missing = np.flatnonzero(out < 0)
+            if len(missing):
+                found = self.index.get
+                out[missing] = [found(k, -1) for k in values[missing].tolist()]
+        return out
+
     def _grow(self, ids: Sequence[str]) -> None:
         fresh = set(ids).difference(self.index)
         if not fresh:
@@ -407,8 +432,11 @@ class Processor:
         """The entries and exits ``result`` makes, stamped ``at`` (or, with ``stamps``, a
         person's own check instant: their numbers, sorted, and instants)."""
         ids = result.column("customer_id").combine_chunks()
-        found = self.index.__getitem__
-        idx = np.fromiter(map(found, ids.to_pylist()), dtype=np.int64, count=len(ids))
+        if PERSON in result.column_names:  # the fast path numbered them
+            idx = result.column(PERSON).to_numpy().astype(np.int64, copy=False)
+        else:
+            found = self.index.__getitem__
+            idx = np.fromiter(map(found, ids.to_pylist()), dtype=np.int64, count=len(ids))
         when = np.full(len(idx), np.datetime64(at, "us"))
         if stamps is not None and len(stamps[0]):
             numbers, instants = stamps

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from crmseg.rules import Plan
 
 NEXT = "__next"  # the column of the next check instant
+PERSON = "__person"  # the fast path's column of each row's person number (the processor's)
 _CMP = ("<", "<=", ">", ">=", "=", "!=")
 _UNIT = {"days_since": 86_400, "hours_since": 3_600}
 _BY_EVENTS = (A.Did, A.SeqR)

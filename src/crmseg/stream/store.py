@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from crmseg.errors import EventError
 from crmseg.sources.streamed import ensure, schema, stream_table
@@ -28,7 +29,7 @@ class Stored:
 
     batch: int  # its number, in order of arrival
     items: int
-    touched: dict[str, Any] = field(default_factory=dict)  # person key -> earliest instant
+    touched: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # each once
     created: list[str] = field(default_factory=list)  # record ids of new people
     rows: dict[str, int] = field(default_factory=dict)
     tables: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # what was written
@@ -87,9 +88,8 @@ class StreamStore:
             columns = dict(rows.columns)
             columns["customer_id"] = keys[name]
             tables[name] = _table(name, columns, number)
-            for key, t in zip(keys[name], rows.columns[TIME[name]], strict=True):
-                before = done.touched.get(key)
-                done.touched[key] = t if before is None else min(before, t)
+        every = pa.chunked_array([pa.array(k, pa.string()) for k in keys.values()], pa.string())
+        done.touched = pc.unique(every)
         if people:
             rows_ = [{k: v for k, v in p.items() if k != "_who"} for p in people.values()]
             people_ = {c: [r[c] for r in rows_] for c in rows_[0]}
