@@ -193,6 +193,16 @@ def test_sqlites_arg_min_takes_the_row_of_its_own_key() -> None:
         {"g": 1, "low": -5, "high": 3, "at_low": "b", "at_high": "a", "first": "b", "last": 3},
         {"g": 2, "low": 2, "high": 10, "at_low": "e", "at_high": "d", "first": "e", "last": 2},
     ]
+    # text keys order by their bytes (JSON would escape some), floats keep all 17 digits
+    u = con.create_table(
+        "u",
+        pa.table({"s": ["a", "a\x01", "a!"], "f": [0.1 + 0.2, 2 / 3, None], "k": [1, 2, 3]}),
+    )
+    pick = u.aggregate(most=u.k.argmax(u.s), least=u.k.argmin(u.s), f=u.f.argmin(u.k),
+                       g=u.f.argmax(u.s), h=u.f.argmax(u.k))  # fmt: skip
+    assert con.to_pyarrow(pick).to_pylist() == [
+        {"most": 3, "least": 1, "f": 0.1 + 0.2, "g": None, "h": None}
+    ]
 
 
 def _catalog(shop: Path) -> tuple[int, list[str]]:
@@ -203,6 +213,18 @@ def _catalog(shop: Path) -> tuple[int, list[str]]:
         version = con.execute(f"SELECT max(version) FROM {PREFIX}catalog").fetchone()[0]
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     return int(version), sorted(tables)
+
+
+def _named(shop: Path, version: int) -> set[str]:
+    """The tables versions ``version`` and the one before name."""
+    import sqlite3
+
+    with sqlite3.connect(shop / ".crmseg" / "warehouse.sqlite") as con:
+        rows = con.execute(
+            f"SELECT physical FROM {PREFIX}catalog WHERE version >= ? AND physical IS NOT NULL",
+            [version - 1],
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 SEGMENTS = ["value.vip", "lifecycle.repeat", "demographic.dach"]
@@ -240,9 +262,30 @@ def test_a_failed_or_killed_run_leaves_the_previous_version(demo: Path) -> None:
     assert new_version > version
     with Workspace.open(shop) as ws:
         assert ws.backend.scalar(ws.backend.canonical("customers").count()) == customers + 1
-        named = {ws.backend._objects[n].physical for n in ws.backend.stored_tables()}
-    # only what the current version names (and the catalog) is left: killed runs' tables went
-    assert set(tables) == {*(n for n in named if n), f"{PREFIX}catalog"}
+    # only what the current and the previous version name (and the catalog) is left: the
+    # tables killed runs staged went
+    assert set(tables) == {*_named(shop, new_version), f"{PREFIX}catalog"}
+
+
+def test_a_writer_that_fell_behind_keeps_nothing(tmp_path: Path) -> None:
+    """Two processes on one warehouse: the one whose run began before the other's commit
+    is refused at its own commit, and what it staged goes."""
+    import ibis
+
+    config = BackendConfig(kind="sqlite", path="w.sqlite")
+    path = str(tmp_path / "w.sqlite")
+    first, second = IbisBackend(config, path), IbisBackend(config, path)
+    try:
+        first.put("t", ibis.memtable({"a": [1]}))
+        with pytest.raises(BackendError, match="another process committed"), second.pending():
+            second.put("u", ibis.memtable({"b": [2]}))
+            first.put("t", ibis.memtable({"a": [1, 2]}))
+        assert second.canonical_tables() == ["t"]  # what the catalog says, not what it staged
+        assert second.scalar(second.canonical("t").count()) == 2
+        assert not any("__u__" in t for t in second.con.list_tables())
+    finally:
+        first.close()
+        second.close()
 
 
 def test_settings_of_another_engine_are_checked(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def connect(config: BackendConfig, root: Path, memory: bool = False) -> Backend:
 
         path: Path | str = ":memory:" if memory else root / config.path
         backend = DuckDBBackend(path, threads=config.threads, memory_limit=config.memory_limit)
-    backend.written = config.sql_dialect or backend.dialect
+    backend.written = config.sql_dialect or backend.sqlglot_dialect
     return backend
 
 

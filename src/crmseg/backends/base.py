@@ -26,7 +26,7 @@ class Backend(ABC):
     """A database that runs crmseg's Ibis expressions."""
 
     kind: str = "abstract"
-    dialect: str = "duckdb"
+    dialect: str = "duckdb"  # Ibis's name: its compiler, crmseg's dialect table
     # whether real time (crmseg stream, POST /events) runs here
     streams: bool = True
 
@@ -36,6 +36,12 @@ class Backend(ABC):
         self.con = con
         # the dialect users' SQL (``sql:`` segments and sources) is written in
         self.written = self.dialect
+
+    @property
+    def sqlglot_dialect(self) -> str:
+        """The dialect's name for sqlglot (Ibis registers its own names, pyspark and mssql
+        among them, when it loads)."""
+        return self.dialect
 
     @abstractmethod
     def execute(self, expr: ir.Expr) -> pa.Table:
@@ -79,8 +85,10 @@ class Backend(ABC):
         :meth:`views`)."""
         try:
             return sorted(self.con.list_tables(database=CANONICAL_SCHEMA))
-        except Exception:
-            return []
+        except Exception as exc:  # a forget must never pass over tables it could not list
+            raise BackendError(
+                f"cannot list the tables of {CANONICAL_SCHEMA}: {_first_line(exc)}"
+            ) from None
 
     def canonical_tables(self) -> list[str]:
         """Loaded tables (canonical and identity's); crmseg's bookkeeping (``_sources``) and
@@ -98,14 +106,15 @@ class Backend(ABC):
         import sqlglot
 
         source = dialect or self.written
+        target = self.sqlglot_dialect
         text = query
-        if source != self.dialect:
+        if source != target:
             try:
-                text = sqlglot.transpile(query, read=source, write=self.dialect)[0]
+                text = sqlglot.transpile(query, read=source, write=target)[0]
             except sqlglot.errors.SqlglotError as exc:
                 raise BackendError(f"invalid {source} SQL: {_first_line(exc)}", sql=query) from None
         try:
-            return self.con.sql(text, dialect=self.dialect)
+            return self.con.sql(text, dialect=target)
         except Exception as exc:
             raise BackendError(f"invalid SQL: {_first_line(exc)}", sql=text) from None
 

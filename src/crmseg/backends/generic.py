@@ -20,7 +20,6 @@ parsed by the embedded reader (DuckDB's, as for Postgres and Spark) and their ro
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -120,8 +119,15 @@ class IbisBackend(Backend):
             raise BackendError(
                 f"cannot connect to the {self.kind} database{where}: {reason}"
             ) from None
+        if not hasattr(con, "compiler") or not hasattr(con, "raw_sql"):
+            with contextlib.suppress(Exception):
+                con.disconnect()
+            raise BackendError(
+                f"the {self.kind} backend is not a SQL engine: crmseg runs on SQL engines"
+            )
         self.dialect = con.name
         self.glot = con.compiler.dialect  # sqlglot's name may differ (mssql is tsql)
+        self._glot_name = _glot_name(self.glot, con.name)
         from crmseg.backends.sql import compiler
 
         with contextlib.suppress(Exception):  # engines Ibis compiles for get crmseg's compiler
@@ -133,7 +139,12 @@ class IbisBackend(Backend):
         self._pending = False
         self._made: list[str] = []  # tables written in the pending block
         self._temps: set[str] = set()
+        self._temp_id = uuid.uuid4().hex[:8]  # scratch names of this backend's own
         self._version, self._objects = self._load()
+
+    @property
+    def sqlglot_dialect(self) -> str:
+        return self._glot_name
 
     # --- the catalog -------------------------------------------------------------------------
 
@@ -177,6 +188,11 @@ class IbisBackend(Backend):
             }
         )
         try:
+            if self._current() != self._version:
+                raise BackendError(
+                    f"another process committed to the {self.kind} warehouse during this "
+                    f"one's work (one writer at a time); nothing of this one was kept"
+                )
             if self.catalog_table not in self._list():
                 self.con.create_table(self.catalog_table, schema=ibis.schema(rows.schema))
             if entries:
@@ -187,6 +203,11 @@ class IbisBackend(Backend):
                                    "sql": pa.nulls(1, pa.string())})  # fmt: skip
                 self.con.insert(self.catalog_table, ibis.memtable(marker))
         except Exception as exc:
+            # what the catalog says is current again; what was staged goes
+            self._version, self._objects = self._load()
+            self._drop_made()
+            if isinstance(exc, BackendError):
+                raise
             raise BackendError(
                 f"cannot record {self.catalog_table} version {version}: {_first_line(exc)}"
             ) from None
@@ -195,10 +216,19 @@ class IbisBackend(Backend):
         self._collect()
 
     def _collect(self) -> None:
-        """Drop the tables the current version does not name (replaced ones, what a failed or
-        killed run wrote). Older versions' rows stay: a few dozen per run, and a record of
-        what each run made current."""
+        """Drop the tables neither the current version nor the one before names (replaced
+        ones, what a failed or killed run wrote). Older versions' rows stay: a few dozen per
+        run, and a record of what each run made current."""
         named = {e.physical for e in self._objects.values() if e.physical}
+        if self._version > 1:  # readers that opened the previous version keep its tables
+            t = self.con.table(self.catalog_table)
+            with contextlib.suppress(Exception):
+                previous = self.con.to_pyarrow(
+                    t.filter(t.version == self._version - 1, t.physical.notnull()).select(
+                        "physical"
+                    )
+                )
+                named |= set(previous.column(0).to_pylist())
         for table in self._list():
             if table.startswith(self.prefix) and table != self.catalog_table and table not in named:
                 with contextlib.suppress(Exception):
@@ -208,6 +238,8 @@ class IbisBackend(Backend):
         return self._objects.get(name)
 
     def _set(self, entry: Entry) -> None:
+        if not self._pending:
+            self._refresh()
         self._objects[entry.name] = entry
         if not self._pending:
             self._commit()
@@ -283,6 +315,8 @@ class IbisBackend(Backend):
         self._set(Entry(name, "table", physical=physical))
 
     def drop(self, name: str) -> None:
+        if not self._pending:
+            self._refresh()
         if name in self._objects:
             del self._objects[name]
             if not self._pending:
@@ -327,7 +361,7 @@ class IbisBackend(Backend):
     def scratch(self, name: str, expr: ir.Table | pa.Table) -> ir.Table:
         """A temporary table where the engine has them, else a table of this process's own
         dropped with ``drop_scratch`` (never in the catalog)."""
-        physical = f"{TEMPORARY}t{os.getpid()}_{name}"
+        physical = f"{TEMPORARY}t{self._temp_id}_{name}"
         try:
             try:
                 table = self.con.create_table(physical, expr, temp=True, overwrite=True)
@@ -339,7 +373,7 @@ class IbisBackend(Backend):
         return table
 
     def drop_scratch(self, name: str) -> None:
-        physical = f"{TEMPORARY}t{os.getpid()}_{name}"
+        physical = f"{TEMPORARY}t{self._temp_id}_{name}"
         with contextlib.suppress(Exception):
             self.con.drop_table(physical, force=True)
         self._temps.discard(physical)
@@ -427,18 +461,22 @@ class IbisBackend(Backend):
 
     def sql(self, query: str, dialect: str | None = None) -> ir.Table:
         """As the base class; ``crmseg.<table>`` in the user's SQL names the catalog's
-        current table (or view)."""
+        current table (or its view's query), resolved after the SQL is in the engine's
+        dialect."""
         import sqlglot
 
         source = dialect or self.written
+        target = self.sqlglot_dialect
         try:
-            tree = sqlglot.parse_one(query, read=source)
+            text = query if source == target else sqlglot.transpile(query, read=source,
+                                                                     write=target)[0]  # fmt: skip
+            tree = sqlglot.parse_one(text, read=target)
         except sqlglot.errors.SqlglotError:
             return super().sql(query, dialect)  # which reports it
         tree = self._resolved(
             tree, lambda t: t.name if t.db == CANONICAL_SCHEMA and not t.catalog else None, ()
         )
-        return super().sql(tree.sql(source), dialect=source)
+        return super().sql(tree.sql(target), dialect=target)
 
     # --- runs --------------------------------------------------------------------------------
 
@@ -449,6 +487,7 @@ class IbisBackend(Backend):
         if self._pending:
             yield
             return
+        self._refresh()
         before = dict(self._objects)
         self._pending = True
         try:
@@ -456,13 +495,35 @@ class IbisBackend(Backend):
         except BaseException:
             self._pending = False
             self._objects = before
-            for physical in self._made:
-                with contextlib.suppress(Exception):
-                    self.con.drop_table(physical, force=True)
-            self._made = []
+            self._drop_made()
             raise
         self._pending = False
         self._commit()
+
+    def _refresh(self) -> None:
+        """Read the catalog again when another process committed since (its tables, not
+        what this process last saw, are current)."""
+        if self._current() != self._version:
+            self._version, self._objects = self._load()
+
+    def _current(self) -> int:
+        """The catalog's newest version in the engine."""
+        if self.catalog_table not in self._list():
+            return 0
+        t = self.con.table(self.catalog_table)
+        try:
+            return int(
+                self.con.to_pyarrow(t.version.max().name("v").as_table()).column(0)[0].as_py() or 0
+            )
+        except Exception as exc:
+            raise BackendError(f"cannot read {self.catalog_table}: {_first_line(exc)}") from None
+
+    def _drop_made(self) -> None:
+        """Drop the tables written since the last commit (they will never be named)."""
+        for physical in self._made:
+            with contextlib.suppress(Exception):
+                self.con.drop_table(physical, force=True)
+        self._made = []
 
     def close(self) -> None:
         for physical in list(self._temps):
@@ -474,3 +535,13 @@ class IbisBackend(Backend):
                     with contextlib.suppress(Exception):
                         self.con.drop_table(table, force=True)
         super().close()
+
+
+def _glot_name(dialect: Any, fallback: str) -> str:
+    """sqlglot's name of a dialect class (Ibis's mssql compiles to sqlglot's tsql)."""
+    import sqlglot
+
+    for name, known in sqlglot.Dialect.classes.items():
+        if known is dialect and name:
+            return str(name)
+    return fallback

@@ -52,8 +52,9 @@ def _sqlite(sc: Any) -> Any:
         # pair whose text orders as the key does, and the least (greatest) pair wins.
         def _pair(self, func: str, op: Any, *, arg: Any, key: Any, where: Any) -> Any:
             kind = op.key.dtype
-            if kind.is_string() or kind.is_temporal():  # ISO text orders as time does
-                sortable = key
+            if kind.is_string() or kind.is_temporal():
+                # the bytes in hex: byte order (ISO time is text), whatever JSON escapes
+                sortable = self.f.hex(key)
             elif kind.is_integer() or kind.is_boolean():  # fixed width, never negative
                 shifted = sge.Add(this=key, expression=sge.Literal.number(2**62))
                 sortable = self.f.printf(sge.Literal.string("%019d"), shifted)
@@ -61,12 +62,19 @@ def _sqlite(sc: Any) -> Any:
                 raise UnsupportedOperationError(
                     f"'{type(op).__name__}' operation over a {kind} key"
                 )
+            value = arg
+            if op.arg.dtype.is_floating():  # JSON keeps 15 digits; text keeps all 17
+                text = self.f.printf(sge.Literal.string("%!.17g"), arg)
+                value = self.if_(sge.Is(this=arg, expression=sge.Null()), sge.Null(), text)
             keep: Any = sge.Not(this=sge.Is(this=key, expression=sge.Null()))
             if where is not None:
                 keep = sge.and_(keep, where)
-            pair = self.if_(keep, self.f.json_array(sortable, arg), sge.Null())
+            pair = self.if_(keep, self.f.json_array(sortable, value), sge.Null())
             best = self.agg[func](pair)
-            return self.f.anon.json_extract(best, sge.Literal.string("$[1]"))
+            out = self.f.anon.json_extract(best, sge.Literal.string("$[1]"))
+            if op.arg.dtype.is_floating():
+                return sge.Cast(this=out, to=sge.DataType.build("REAL"))
+            return out
 
         def visit_ArgMin(self, op: Any, *, arg: Any, key: Any, where: Any) -> Any:
             return self._pair("min", op, arg=arg, key=key, where=where)

@@ -183,6 +183,16 @@ class Runner:
                     except BackendError as problem:
                         found.append((name, problem))
                         break
+                alone = [n for n in chosen if n not in {m for m, _ in skipped}]
+                if not found and skipped and alone:
+                    # the model segments are blamed only if the rest computes together too
+                    wide = plan.wide(loaded.tables, at, loaded.sql, select=alone)
+                    try:
+                        self.backend.execute(
+                            wide.aggregate(**{f"n{i}": wide[n].sum() for i, n in enumerate(alone)})
+                        )
+                    except BackendError:
+                        skipped.clear()
                 raise _Undo()
         except _Undo:
             pass

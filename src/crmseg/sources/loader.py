@@ -192,7 +192,7 @@ def _query(
 
     assert source.sql is not None
     where = f"sources.{name}.sql{source.named_at}"
-    dialect = backend.dialect
+    dialect = backend.sqlglot_dialect
     try:
         tree = sqlglot.parse_one(source.sql, read=backend.written)
     except sqlglot.errors.ParseError as exc:

@@ -432,9 +432,10 @@ class Processor:
         """The entries and exits ``result`` makes, stamped ``at`` (or, with ``stamps``, a
         person's own check instant: their numbers, sorted, and instants)."""
         ids = result.column("customer_id").combine_chunks()
+        idx = np.zeros(0, np.int64)
         if PERSON in result.column_names:  # the fast path numbered them
             idx = result.column(PERSON).to_numpy().astype(np.int64, copy=False)
-        else:
+        if len(idx) != len(ids) or (idx < 0).any():  # not numbered (or not all): by key
             found = self.index.__getitem__
             idx = np.fromiter(map(found, ids.to_pylist()), dtype=np.int64, count=len(ids))
         when = np.full(len(idx), np.datetime64(at, "us"))
