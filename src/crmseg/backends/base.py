@@ -292,6 +292,21 @@ class Backend(ABC):
             disconnect()
 
 
+class CopiesFilesIn(Backend):
+    """An engine that cannot read files the way crmseg reads them: the embedded reader
+    parses them and ``_upload`` copies the rows in."""
+
+    def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
+        return self._upload(self.reader().con.read_csv(paths, **options))
+
+    def read_parquet(self, paths: list[str]) -> ir.Table:
+        return self._upload(self.reader().con.read_parquet(paths))
+
+    @abstractmethod
+    def _upload(self, expr: ir.Table) -> ir.Table:
+        """A temporary table of ``expr``'s rows (an expression of the embedded reader)."""
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

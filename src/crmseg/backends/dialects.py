@@ -31,10 +31,15 @@ DIALECTS = {
 }
 
 
+def dialect_named(name: str) -> Dialect:
+    """What crmseg knows of the dialect ``name`` (defaults for an engine it does not list)."""
+    return DIALECTS.get(name, Dialect(name))
+
+
 def dialect_of(expr: ir.Expr) -> Dialect:
     """The dialect of the engine ``expr``'s tables live in (DuckDB's for in-memory data)."""
     try:
         backend = expr._find_backend(use_default=False)
     except Exception:  # in-memory tables only: Ibis's default engine, DuckDB
         return DIALECTS["duckdb"]
-    return DIALECTS.get(backend.name, Dialect(backend.name))
+    return dialect_named(backend.name)

@@ -45,9 +45,9 @@ def not_finite(backend: "Backend", value: Any) -> Any:
 
     import ibis
 
-    from crmseg.backends.dialects import DIALECTS, Dialect
+    from crmseg.backends.dialects import dialect_named
 
-    if DIALECTS.get(backend.dialect, Dialect(backend.dialect)).nan:
+    if dialect_named(backend.dialect).nan:
         return value.isnan() | value.isinf()
     return value.abs() > ibis.literal(sys.float_info.max)
 

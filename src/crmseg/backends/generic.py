@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from crmseg.backends.base import CANONICAL_SCHEMA, Backend, _first_line
+from crmseg.backends.base import CANONICAL_SCHEMA, CopiesFilesIn, _first_line
 from crmseg.errors import BackendError
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def _sqlite_rows(self: Any, op: Any) -> None:
 _FIXES: dict[str, dict[str, Any]] = {"sqlite": {"_register_in_memory_table": _sqlite_rows}}
 
 
-class IbisBackend(Backend):
+class IbisBackend(CopiesFilesIn):
     # a micro-batch on a remote engine would cost seconds; real time is refused here
     streams = False
 
@@ -176,7 +176,8 @@ class IbisBackend(Backend):
         import ibis
         import pyarrow as pa
 
-        entries = sorted(self._objects.values(), key=lambda e: e.name)
+        # nothing left: the version is one marker row
+        entries = sorted(self._objects.values(), key=lambda e: e.name) or [Entry("_", "none")]
         version = self._version + 1
         rows = pa.table(
             {
@@ -195,13 +196,7 @@ class IbisBackend(Backend):
                 )
             if self.catalog_table not in self._list():
                 self.con.create_table(self.catalog_table, schema=ibis.schema(rows.schema))
-            if entries:
-                self.con.insert(self.catalog_table, ibis.memtable(rows))
-            else:  # nothing left: the version is one marker row
-                marker = pa.table({"version": [version], "name": ["_"], "kind": ["none"],
-                                   "physical": pa.nulls(1, pa.string()),
-                                   "sql": pa.nulls(1, pa.string())})  # fmt: skip
-                self.con.insert(self.catalog_table, ibis.memtable(marker))
+            self.con.insert(self.catalog_table, ibis.memtable(rows))
         except Exception as exc:
             # what the catalog says is current again; what was staged goes
             self._version, self._objects = self._load()
@@ -335,33 +330,14 @@ class IbisBackend(Backend):
         new = ibis.memtable(rows.select(old.columns)).cast(old.schema())
         self.put(name, old.union(new))
 
-    def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
-        import ibis
-
-        reader = self.reader()
-        raw = (
-            reader.con.read_parquet(paths)
-            if file_format == "parquet"
-            else reader.con.read_csv(paths)
-        )
-        self.put(name, ibis.memtable(reader.execute(raw)))
-        return self.canonical(name)
-
-    def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
-        return self._upload(self.reader().con.read_csv(paths, **options))
-
-    def read_parquet(self, paths: list[str]) -> ir.Table:
-        return self._upload(self.reader().con.read_parquet(paths))
-
     def _upload(self, expr: ir.Table) -> ir.Table:
-        """A temporary table of the rows the embedded reader parsed."""
         data = self.reader().execute(expr)
         return self.scratch(f"file_{uuid.uuid4().hex[:8]}", data)
 
     def scratch(self, name: str, expr: ir.Table | pa.Table) -> ir.Table:
         """A temporary table where the engine has them, else a table of this process's own
         dropped with ``drop_scratch`` (never in the catalog)."""
-        physical = f"{TEMPORARY}t{self._temp_id}_{name}"
+        physical = self._scratch_name(name)
         try:
             try:
                 table = self.con.create_table(physical, expr, temp=True, overwrite=True)
@@ -372,16 +348,14 @@ class IbisBackend(Backend):
         self._temps.add(physical)
         return table
 
+    def _scratch_name(self, name: str) -> str:
+        return f"{TEMPORARY}t{self._temp_id}_{name}"
+
     def drop_scratch(self, name: str) -> None:
-        physical = f"{TEMPORARY}t{self._temp_id}_{name}"
+        physical = self._scratch_name(name)
         with contextlib.suppress(Exception):
             self.con.drop_table(physical, force=True)
         self._temps.discard(physical)
-
-    def remove_rows(self, name: str, keep: ir.Table) -> None:
-        import ibis
-
-        self.put(name, ibis.memtable(self.execute(keep)))
 
     def write_parquet(self, expr: ir.Table, path: str) -> None:
         import pyarrow.parquet as pq

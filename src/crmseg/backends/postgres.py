@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from crmseg.backends.base import CANONICAL_SCHEMA, Backend, _first_line
+from crmseg.backends.base import CANONICAL_SCHEMA, CopiesFilesIn, _first_line
 from crmseg.errors import BackendError
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def copy_in(cursor: Any, target: str, data: pa.Table) -> None:
             copy.write(view[start : start + (1 << 20)])
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(CopiesFilesIn):
     kind = "postgres"
     dialect = "postgres"
 
@@ -235,12 +235,6 @@ class PostgresBackend(Backend):
 
     # --- files: parsed here, copied in -------------------------------------------------------
 
-    def read_csv(self, paths: list[str], **options: Any) -> ir.Table:
-        return self._upload(self.reader().con.read_csv(paths, **options))
-
-    def read_parquet(self, paths: list[str]) -> ir.Table:
-        return self._upload(self.reader().con.read_parquet(paths))
-
     def _upload(self, expr: ir.Table) -> ir.Table:
         """A temporary table of ``expr``'s rows (it lives until the connection closes)."""
         import ibis
@@ -258,11 +252,6 @@ class PostgresBackend(Backend):
             self._recover()
             raise BackendError(f"cannot copy rows into PostgreSQL: {_first_line(exc)}") from exc
         return self.con.table(name)
-
-    def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
-        raw = self.read_parquet(paths) if file_format == "parquet" else self.read_csv(paths)
-        self.put(name, raw)
-        return self.canonical(name)
 
     def append(self, name: str, rows: pa.Table) -> None:
         import ibis

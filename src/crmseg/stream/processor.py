@@ -314,9 +314,11 @@ class Processor:
         touched = pc.unique(every)
         touched = touched.take(pc.array_sort_indices(touched))  # in key order
         numbers = self._lookup(touched)
-        if (numbers < 0).any():  # numbered first: their new rows are found by number
-            self._grow(touched.filter(pa.array(numbers < 0)).to_pylist())
-            numbers = self._lookup(touched)
+        new = numbers < 0
+        if new.any():  # numbered first: their new rows are found by number
+            fresh = touched.filter(pa.array(new)).to_pylist()
+            self._grow(fresh)
+            numbers[new] = [self.index[k] for k in fresh]
         if self.fast is not None:  # their rows, beside the ones held since the start
             known = (touched, numbers)
             for stored in batches:
