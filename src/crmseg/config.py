@@ -449,6 +449,12 @@ class SplinkConfig(Strict):
         1_000_000, ge=1000, description="random pairs sampled to estimate u probabilities"
     )
     seed: int = Field(42, description="sampling seed, for reproducible models")
+    engine: Literal["local", "warehouse"] = Field(
+        "local",
+        description="where Splink compares: `local` pulls the compared columns into an "
+        "in-process DuckDB (the same links on every engine); `warehouse` runs Splink's own "
+        "API on the backend's engine (pyspark; duckdb is already local)",
+    )
 
 
 class ScheduleConfig(Strict):

@@ -113,7 +113,7 @@ def _work(root: Path) -> dict[str, Any]:
     record_past_campaigns(root)  # the demo's past send log, into this project's state
     seen: dict[str, Any] = {}
     with Workspace.open(root) as ws:
-        ws.backfill(DEMO_AS_OF - timedelta(days=60), DEMO_AS_OF - timedelta(days=30),
+        ws.backfill(DEMO_AS_OF - timedelta(days=30), DEMO_AS_OF - timedelta(days=30),
                     timedelta(days=30))  # fmt: skip
         ws.run(as_of=DEMO_AS_OF)
         ws.run(as_of=DEMO_AS_OF - timedelta(days=45))  # a backfill between two runs

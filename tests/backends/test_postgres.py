@@ -370,7 +370,8 @@ def test_a_format_the_engine_cannot_read_is_one_located_line(
 
 def test_probabilistic_identity_links_the_same_people(postgres: Server, tmp_path: Path) -> None:
     """Splink compares the prepared customer columns each engine pulls out, on an embedded
-    DuckDB (docs/backends.md): the same links, weights and people on Postgres as on DuckDB."""
+    DuckDB (docs/backends.md): the same links, weights and people on Postgres as on DuckDB.
+    Splink on Postgres itself is refused in one line."""
     pytest.importorskip("splink")
     duck, pg = tmp_path / "duck", tmp_path / "pg"
     for root in (duck, pg):
@@ -395,3 +396,14 @@ def test_probabilistic_identity_links_the_same_people(postgres: Server, tmp_path
     for x, y in zip(a["identity_matches"], b["identity_matches"], strict=True):
         assert (x["customer_id_l"], x["customer_id_r"]) == (y["customer_id_l"], y["customer_id_r"])
         assert abs(x["match_probability"] - y["match_probability"]) <= 1e-9
+    # Splink's own Postgres API cannot compare names: one line says so, nothing is lost
+    config = pg / "crmseg.yml"
+    text = config.read_text().replace("enabled: true}", "enabled: true, engine: warehouse}")
+    config.write_text(text)
+    result = run_cli("run", "-p", str(pg))
+    assert result.returncode == 1
+    assert "identity.splink.engine: warehouse" in result.stderr
+    assert "Jaro-Winkler" in result.stderr and "Traceback" not in result.stderr
+    with Workspace.open(pg) as ws:
+        t = ws.backend.canonical("identity_map")
+        assert ws.backend.execute(t.order_by("customer_id")).to_pylist() == b["identity_map"]

@@ -25,7 +25,7 @@ T1 = datetime(2026, 10, 1)
 T2 = datetime(2026, 11, 1)
 CAMPAIGN = "skincare_replenishment_email"
 EXPORT = Path("exports") / f"{CAMPAIGN}.csv"
-RUN_KILLS = 10  # spread over the run; 30 cost 200 s of the suite for the same phases
+RUN_KILLS = 8  # spread over the run; 30 cost 200 s of the suite for the same phases
 ACTIVATE_KILLS = 6
 CUSTOMERS = 1500  # a run of a few seconds: kills land in every phase of it
 

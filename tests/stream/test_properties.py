@@ -338,7 +338,7 @@ def check_stream(
 RUNS = 2  # seeded runs of the property, so pytest -n 2 runs them side by side
 # per run: each example is a project, a run and tens of batch computations (CI keeps the
 # suite under its time budget; CRMSEG_PROPERTY_EXAMPLES=50 searches harder)
-EXAMPLES = int(os.environ.get("CRMSEG_PROPERTY_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("CRMSEG_PROPERTY_EXAMPLES", "2"))
 
 
 @pytest.mark.parametrize("run", range(RUNS))

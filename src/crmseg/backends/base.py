@@ -226,6 +226,16 @@ class Backend(ABC):
     def drop_scratch(self, name: str) -> None:
         self.drop(name)
 
+    @contextmanager
+    def splink(self, data: ir.Table) -> Iterator[tuple[Any, Any]]:
+        """Splink's database API on this engine and ``data`` as an input it can register,
+        for ``identity.splink.engine: warehouse``; what Splink made is gone after the block."""
+        raise BackendError(
+            f"identity.splink.engine: warehouse: Splink has no API for the {self.kind} "
+            "backend here (it runs on pyspark, and duckdb is local anyway); set engine: local"
+        )
+        yield  # pragma: no cover - makes this a generator
+
     def ensure_schema(self) -> None:
         try:
             if CANONICAL_SCHEMA not in self.con.list_databases():

@@ -145,6 +145,15 @@ class DuckDBBackend(Backend):
         if self._scratch.pop(name, None) is not None:
             self.raw.unregister(name)
 
+    @contextmanager
+    def splink(self, data: ir.Table) -> Iterator[tuple[Any, Any]]:
+        """The local engine is DuckDB too: Splink's tables go to a private in-memory
+        database, not this file (inside a run's transaction they would stay until commit)."""
+        from crmseg.backends.local import splink_api
+
+        with splink_api() as api:
+            yield api, self.execute(data)
+
     def files(self, name: str, paths: list[str], file_format: str) -> ir.Table:
         """A persistent view over Parquet files (DuckDB reads them in place, as fast as its
         own tables); CSV is parsed once into a table."""

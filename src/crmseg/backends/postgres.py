@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import CANONICAL_SCHEMA, CopiesFilesIn, _first_line
@@ -286,6 +287,15 @@ class PostgresBackend(CopiesFilesIn):
     def drop_scratch(self, name: str) -> None:
         with contextlib.suppress(Exception):
             self.con.drop_table(name, force=True)
+
+    @contextmanager
+    def splink(self, data: ir.Table) -> Iterator[tuple[Any, Any]]:
+        raise BackendError(
+            "identity.splink.engine: warehouse: Splink's Postgres dialect has no Jaro-Winkler "
+            "or Damerau-Levenshtein, which the name, email and birth date comparisons use; "
+            "set engine: local"
+        )
+        yield  # pragma: no cover - makes this a generator
 
     def put(self, name: str, expr: ir.Table, *, view: bool = False) -> None:
         """As the base class; views over the replaced object are made again over the new one.

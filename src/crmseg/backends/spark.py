@@ -24,11 +24,12 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmseg.backends.base import CANONICAL_SCHEMA, Backend, _first_line
-from crmseg.errors import BackendError
+from crmseg.errors import BackendError, CrmsegError, MissingDependencyError
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -48,6 +49,26 @@ appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
 """
+
+
+def _similarity_jar() -> str | None:
+    """Splink's jar of Spark SQL string similarities (jaro_winkler and others) for this Spark
+    major version, when Splink is installed. It must be on the classpath when the JVM starts,
+    so every session gets it, whatever identity.splink.engine says."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("splink")
+    if spec is None or spec.origin is None:
+        return None
+    import pyspark
+
+    major = pyspark.__version__.split(".")[0]
+    jars = sorted(
+        (Path(spec.origin).parent / "internals" / "files" / "spark_jars").glob(
+            f"scala-udf-similarity-*_spark{major}.x.jar"
+        )
+    )
+    return str(jars[-1]) if jars else None
 
 
 def _session(master: str, conf: Mapping[str, str], log: Path | None = None) -> Any:
@@ -72,8 +93,13 @@ def _session(master: str, conf: Mapping[str, str], log: Path | None = None) -> A
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{log4j}")
     )
+    jar = _similarity_jar()
+    if jar is not None:
+        jars = [conf["spark.jars"], jar] if conf.get("spark.jars") else [jar]
+        builder = builder.config("spark.jars", ",".join(jars))
     for key, value in conf.items():
-        builder = builder.config(key, value)
+        if key != "spark.jars" or jar is None:
+            builder = builder.config(key, value)
     try:
         with _output_to(log):
             base = builder.getOrCreate()
@@ -653,6 +679,58 @@ class SparkBackend(Backend):
     def drop_scratch(self, name: str) -> None:
         with contextlib.suppress(Exception):
             self.spark.catalog.dropTempView(name)
+
+    @contextmanager
+    def splink(self, data: ir.Table) -> Iterator[tuple[Any, Any]]:
+        """Splink's SparkAPI on this session. Its intermediate tables break lineage as Parquet
+        in this process's work folder (not a checkpoint folder shared by the JVM), and its
+        temporary views and files are gone after the block."""
+        try:
+            from splink import SparkAPI
+        except ImportError:
+            raise MissingDependencyError("splink", "identity") from None
+        jars = self.spark.sparkContext.getConf().get("spark.jars", "") or ""
+        if "scala-udf-similarity" not in jars:
+            raise BackendError(
+                "identity.splink.engine: warehouse: this Spark context started without "
+                "Splink's similarity jar (Splink was installed after it started?); restart"
+            )
+        folder = self._work / f"splink-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+
+        class API(SparkAPI):  # type: ignore[misc]
+            def _get_checkpoint_dir_path(self, spark_df: Any) -> str:
+                return str(folder)
+
+            def _break_lineage_and_repartition(
+                self, spark_df: Any, templated_name: str, physical_name: str
+            ) -> Any:
+                # every EM iteration reads the counts of each comparison vector: without
+                # this they are computed again from the pairs each time (a Spark job)
+                if templated_name == "__splink__agreement_pattern_counts":
+                    path = str(folder / physical_name)
+                    spark_df.write.mode("overwrite").parquet(path)
+                    return self.spark.read.parquet(path)
+                return super()._break_lineage_and_repartition(  # type: ignore[no-untyped-call]
+                    spark_df, templated_name, physical_name
+                )
+
+        before = {t.name for t in self.spark.catalog.listTables() if t.isTemporary}
+        try:
+            api = API(  # type: ignore[no-untyped-call]
+                spark_session=self.spark, break_lineage_method="parquet"
+            )
+            yield api, self._frame(data)
+        except CrmsegError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"Splink failed on Spark: {_first_line(exc)}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                for view in self.spark.catalog.listTables():
+                    if view.isTemporary and view.name not in before:
+                        self.spark.catalog.dropTempView(view.name)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def write_parquet(self, expr: ir.Table, path: str) -> None:
         import pyarrow.parquet as pq

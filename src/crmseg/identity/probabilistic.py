@@ -1,10 +1,13 @@
 """Probabilistic matching with Splink (Fellegi-Sunter), the optional extra ``identity``.
 
-Splink runs on an embedded DuckDB over the customer columns it compares (names, email, E.164
-phone, city, birth date), whatever the warehouse backend is. m and u probabilities are
-estimated without labels (u by random sampling, m by expectation maximisation within blocking
-rules), so nothing is downloaded. Pairs at or above the threshold become extra links for the
-connected components; the guard rails of deterministic matching apply to them too.
+The customer columns it compares (names, email, E.164 phone, city, birth date) are prepared in
+the warehouse; Splink then runs on an embedded DuckDB over them pulled out (``engine: local``,
+the same links whatever the warehouse), or on the warehouse's own engine through its Splink
+API (``engine: warehouse``, PySpark: only the matched pairs leave the cluster). m and u
+probabilities are estimated without labels (u by random sampling, m by expectation
+maximisation within blocking rules), so nothing is downloaded. Pairs at or above the
+threshold become extra links for the connected components; the guard rails of deterministic
+matching apply to them too.
 """
 
 from __future__ import annotations
@@ -35,52 +38,62 @@ def _splink() -> Any:
     return splink
 
 
-def _prepared(customers: ir.Table, backend: Any, phones: PhoneBook) -> pa.Table:
-    from crmseg.sources.normalize import email_key
+def _prepared(scratch: Scratch, customers: ir.Table, phones: PhoneBook) -> ir.Table:
+    """The compared columns, normalised in the engine; phones as E.164 from the lookup the
+    deterministic pass uses (normalised in Python once per distinct phone)."""
+    import ibis
+
+    from crmseg.identity.resolve import phone_lookup
+    from crmseg.sources.normalize import email_key, trimmed
 
     cols = [c for c in COMPARED if c in customers.columns]
+    rows = customers.filter(customers.customer_id.notnull())
+    lookup = phone_lookup(scratch, rows, phones, "splink_phones") if "phone" in cols else None
+    if lookup is not None:
+        country = rows.country if "country" in rows.columns else ibis.null("string")
+        rows = rows.mutate(
+            _country=ibis.ifelse(trimmed(rows.phone).startswith("+"), ibis.null("string"), country)
+        )
+        rows = rows.left_join(
+            lookup,
+            (rows.phone == lookup.phone)
+            & (rows._country.fill_null("") == lookup.country.fill_null("")),
+        )
     values: dict[str, Any] = {}
     for col in cols:
-        value = customers[col]
+        value = rows[col]
         if col == "email":
             values[col] = email_key(value)
         elif col in ("first_name", "last_name", "city"):
             values[col] = value.strip().lower()
+        elif col == "phone":
+            values[col] = rows.e164 if lookup is not None else ibis.null("string")
         else:
             values[col] = value
-    if "country" in customers.columns and "phone" in cols:
-        values["_country"] = customers.country
-    data = backend.execute(
-        customers.filter(customers.customer_id.notnull()).select("customer_id", **values)
+    return rows.select("customer_id", **values)
+
+
+def _empty() -> pa.Table:
+    return pa.table(
+        {
+            "customer_id_l": pa.array([], pa.string()),
+            "customer_id_r": pa.array([], pa.string()),
+            "match_weight": pa.array([], pa.float64()),
+            "match_probability": pa.array([], pa.float64()),
+        }
     )
-    if "phone" in cols:
-        raw = data.column("phone").to_pylist()
-        country = (
-            data.column("_country").to_pylist()
-            if "_country" in data.column_names
-            else [None] * len(raw)
-        )
-        todo = [(p, c) for p, c in zip(raw, country, strict=True) if p]
-        found = iter(phones.normalise(todo))
-        e164 = [next(found)[0] if p else None for p in raw]
-        data = data.set_column(
-            data.column_names.index("phone"), "phone", pa.array(e164, pa.string())
-        )
-    if "_country" in data.column_names:
-        data = data.drop_columns(["_country"])
-    return data
 
 
-def match_pairs(data: pa.Table, config: IdentityConfig) -> pa.Table:
-    """(customer_id_l, customer_id_r, match_weight, match_probability) at or above threshold."""
-    splink = _splink()
+def match_pairs(api: Any, data: Any, columns: list[str], config: IdentityConfig) -> pa.Table:
+    """(customer_id_l, customer_id_r, match_weight, match_probability) at or above threshold:
+    Splink's model trained and applied by ``api`` on ``data`` (an input it can register with
+    the prepared ``columns``)."""
+    _splink()
     import splink.comparison_library as cl
     from splink import Linker, SettingsCreator, block_on
 
-    from crmseg.backends.local import splink_api
-
     cfg = config.splink
-    cols = set(data.column_names)
+    cols = set(columns)
     comparisons: list[Any] = []
     for col in ("first_name", "last_name"):
         if col in cols:
@@ -93,39 +106,34 @@ def match_pairs(data: pa.Table, config: IdentityConfig) -> pa.Table:
     if "birth_date" in cols:
         comparisons.append(cl.DateOfBirthComparison("birth_date", input_is_string=False))
     rules: list[Any] = [block_on(*rule) for rule in cfg.blocking if set(rule) <= cols]
-    empty = pa.table(
-        {
-            "customer_id_l": pa.array([], pa.string()),
-            "customer_id_r": pa.array([], pa.string()),
-            "match_weight": pa.array([], pa.float64()),
-            "match_probability": pa.array([], pa.float64()),
-        }
-    )
-    if not rules or len(comparisons) < 2 or data.num_rows < 2:
-        return empty
+    if not rules or len(comparisons) < 2:
+        return _empty()
     logging.getLogger("splink").setLevel(logging.WARNING)
-    with splink_api() as api:
-        settings = SettingsCreator(
-            link_type="dedupe_only",
-            unique_id_column_name="customer_id",
-            comparisons=comparisons,
-            blocking_rules_to_generate_predictions=rules,
+    settings = SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="customer_id",
+        comparisons=comparisons,
+        blocking_rules_to_generate_predictions=rules,
+    )
+    linker = Linker(api.register(data), settings, log_level=logging.WARNING)
+    training = linker.training
+    contacts = [c for c in ("email", "phone") if c in cols]
+    deterministic: list[Any] = [block_on(c) for c in contacts] or rules[:1]
+    training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
+    # u from every sampled pair in one query: stopping early by chunk would make u depend on
+    # the chunk order, and each chunk is a job of its own on Spark
+    training.estimate_u_using_random_sampling(max_pairs=cfg.max_pairs, seed=cfg.seed, num_chunks=1)
+    # EM cannot estimate a column it blocks on: train names on the contact blocks and
+    # contacts on a name block. No comparison uses term frequencies, so EM iterates over
+    # the counts of each comparison vector, not over every pair: the same estimates.
+    for rule in [*deterministic, rules[0]]:
+        training.estimate_parameters_using_expectation_maximisation(
+            rule, estimate_without_term_frequencies=True
         )
-        linker = Linker(api.register(data), settings, log_level=logging.WARNING)
-        training = linker.training
-        contacts = [c for c in ("email", "phone") if c in cols]
-        deterministic: list[Any] = [block_on(c) for c in contacts] or rules[:1]
-        training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
-        training.estimate_u_using_random_sampling(max_pairs=cfg.max_pairs, seed=cfg.seed)
-        # EM cannot estimate a column it blocks on: train names on the contact blocks and
-        # contacts on a name block.
-        for rule in [*deterministic, rules[0]]:
-            training.estimate_parameters_using_expectation_maximisation(rule)
-        predictions: Any = linker.inference.predict(threshold_match_probability=cfg.threshold)
-        table = predictions.as_pyarrow_table()
-    del splink
+    predictions: Any = linker.inference.predict(threshold_match_probability=cfg.threshold)
+    table = predictions.as_pyarrow_table()
     if table.num_rows == 0:
-        return empty
+        return _empty()
     return pa.table(
         {
             "customer_id_l": pc.cast(table.column("customer_id_l"), pa.string()),
@@ -142,8 +150,26 @@ def splink_links(
     """Splink's pairs as links (customer_id, kind, value) and as a report table."""
     import ibis
 
+    from crmseg.backends.local import splink_api
+
     _splink()
-    pairs = match_pairs(_prepared(customers, scratch.backend, phones), config)
+    prepared = _prepared(scratch, customers, phones)
+    columns = [c for c in prepared.columns if c != "customer_id"]
+    if config.splink.engine == "warehouse":
+        table = scratch.put("splink_input", prepared)
+        rows = scratch.backend.execute(table.count().as_table()).column(0)[0].as_py()
+        if rows < 2:
+            pairs = _empty()
+        else:
+            with scratch.backend.splink(table) as (api, data):
+                pairs = match_pairs(api, data, columns, config)
+    else:
+        data = scratch.backend.execute(prepared)
+        if data.num_rows < 2:
+            pairs = _empty()
+        else:
+            with splink_api() as api:
+                pairs = match_pairs(api, data, columns, config)
     matches = scratch.put("splink_pairs", ibis.memtable(pairs))
     pair = matches.customer_id_l + "|" + matches.customer_id_r
     links = ibis.union(

@@ -71,18 +71,19 @@ class Resolution:
         self.scratch.close()
 
 
-def _phone_lookup(
-    scratch: Scratch, backend: Backend, customers: ir.Table, phones: PhoneBook
+def phone_lookup(
+    scratch: Scratch, customers: ir.Table, phones: PhoneBook, name: str = "phones"
 ) -> ir.Table | None:
+    """(phone, country, e164) for the customers' distinct phones, as a scratch table."""
     import ibis
 
-    distinct = backend.execute(distinct_phones(customers))
+    distinct = scratch.backend.execute(distinct_phones(customers))
     if distinct.num_rows == 0:
         return None
     if "country" not in distinct.column_names:
         distinct = distinct.append_column("country", pa.nulls(distinct.num_rows, pa.string()))
     looked_up = phones.table(distinct).select(["phone", "country", "e164"])
-    return scratch.put("phones", ibis.memtable(looked_up))
+    return scratch.put(name, ibis.memtable(looked_up))
 
 
 def customer_phones(customers: ir.Table, lookup: ir.Table) -> ir.Table:
@@ -126,7 +127,7 @@ def linking_values(
             )
         )
     if "phone" in config.match_on and "phone" in customers.columns:
-        lookup = _phone_lookup(scratch, backend, customers, phones)
+        lookup = phone_lookup(scratch, customers, phones)
         if lookup is not None:
             found = customer_phones(customers, lookup)
             parts.append(found.select("customer_id", kind=ibis.literal("phone"), value=found.e164))
