@@ -54,6 +54,7 @@ BACKEND_FIELDS = {
 }
 # any other Ibis backend (SQLite, Snowflake, BigQuery, ...): see crmseg.backends.generic
 OTHER_BACKEND_FIELDS = {"path", "connect", "password_env", "sql_dialect"}
+SECRET_WORDS = ("password", "passwd", "secret", "token", "private_key", "credentials")
 
 
 class BackendConfig(Strict):
@@ -109,6 +110,18 @@ class BackendConfig(Strict):
         except ValueError:
             known = ", ".join(sorted(d.value for d in sqlglot.Dialects if d.value))
             raise ValueError(f"unknown SQL dialect {value!r}; known: {known}") from None
+        return value
+
+    @field_validator("connect")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # a project file is committed and shown; secrets come from the environment
+        for key in value:
+            if any(word in key.lower() for word in SECRET_WORDS):
+                raise ValueError(
+                    f"{key!r} looks like a secret: keep it out of the file and name the "
+                    "environment variable that holds the password in password_env"
+                )
         return value
 
     @field_validator("kind")

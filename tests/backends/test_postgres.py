@@ -204,6 +204,10 @@ def test_unit_tests_never_touch_the_project_database(
             "duckdb, postgres, pyspark or another Ibis backend (athena, ",
         ),
         (
+            "{kind: snowflake, connect: {account: a, password: hunter2-secret}}",
+            "[backend.connect]: 'password' looks like a secret: keep it out of the file",
+        ),
+        (
             "{kind: snowflake, connect: {account: a}}",
             "error: the snowflake backend needs its driver: pip install "
             "'ibis-framework[snowflake]'",
