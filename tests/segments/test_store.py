@@ -98,7 +98,7 @@ snapshots = st.lists(
 
 # Differences come from bitmaps or, for key spaces too big for them, from a join: both agree.
 @pytest.mark.parametrize("cells", [history_store.BITMAP_CELLS, 0], ids=["bitmap", "join"])
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=snapshots)
 def test_intervals_equal_the_snapshots_in_as_of_order(
     cells: int, runs: list[tuple[int, dict[str, frozenset[str]]]]
