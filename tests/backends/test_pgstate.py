@@ -447,3 +447,22 @@ def test_the_stream_numbers_people_another_process_added(postgres: Server) -> No
     finally:
         a.close()
         b.close()
+
+
+def test_a_state_statement_first_leaves_postgres_sql_intact() -> None:
+    """sqlglot fixes a generator's dispatch the first time one is made, and Ibis adds
+    Postgres spellings (make_date, ...) when its dialects are imported: a state statement
+    translated before any Ibis import once made a later Postgres warehouse in the same
+    process write date_from_parts (CLV models failed). A fresh interpreter sees the order."""
+    code = (
+        "from crmseg.backends.pgstate import translate\n"
+        "translate('SELECT 1', False)\n"
+        "import ibis\n"
+        "from crmseg.backends.sql import to_sql\n"
+        "t = ibis.table({'y': 'int64'}, name='t')\n"
+        "print(to_sql(t.select(d=ibis.date(t.y, 1, 1)), 'postgres'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "MAKE_DATE(" in out and "DATE_FROM_PARTS" not in out, out

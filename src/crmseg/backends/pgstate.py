@@ -31,10 +31,15 @@ def translate(sql: str, bound: bool) -> tuple[str, ...]:
     """``sql`` (one statement in DuckDB's dialect, ``?`` and ``$name`` placeholders) as
     Postgres statements with psycopg's placeholders, run in order; only the last one takes
     the parameters. ``bound``: parameters follow, so a literal ``%`` is doubled."""
+    import ibis.backends.sql.dialects  # noqa: F401 (see below)
     import sqlglot
     import sqlglot.expressions as sge
     from sqlglot.errors import SqlglotError
 
+    # Ibis adds to sqlglot's Postgres generator when its dialects are imported (make_date
+    # for DateFromParts, ...), and sqlglot fixes a generator's dispatch the first time one
+    # is made: generating here first would leave a later Postgres warehouse in this process
+    # writing date_from_parts, which Postgres lacks.
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
         before = []
