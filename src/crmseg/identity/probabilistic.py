@@ -43,22 +43,14 @@ def _prepared(scratch: Scratch, customers: ir.Table, phones: PhoneBook) -> ir.Ta
     deterministic pass uses (normalised in Python once per distinct phone)."""
     import ibis
 
-    from crmseg.identity.resolve import phone_lookup
-    from crmseg.sources.normalize import email_key, trimmed
+    from crmseg.identity.resolve import phone_lookup, with_e164
+    from crmseg.sources.normalize import email_key
 
     cols = [c for c in COMPARED if c in customers.columns]
     rows = customers.filter(customers.customer_id.notnull())
     lookup = phone_lookup(scratch, rows, phones, "splink_phones") if "phone" in cols else None
     if lookup is not None:
-        country = rows.country if "country" in rows.columns else ibis.null("string")
-        rows = rows.mutate(
-            _country=ibis.ifelse(trimmed(rows.phone).startswith("+"), ibis.null("string"), country)
-        )
-        rows = rows.left_join(
-            lookup,
-            (rows.phone == lookup.phone)
-            & (rows._country.fill_null("") == lookup.country.fill_null("")),
-        )
+        rows = with_e164(rows, lookup)
     values: dict[str, Any] = {}
     for col in cols:
         value = rows[col]

@@ -86,23 +86,25 @@ def phone_lookup(
     return scratch.put(name, ibis.memtable(looked_up))
 
 
-def customer_phones(customers: ir.Table, lookup: ir.Table) -> ir.Table:
-    """(customer_id, e164) for customers whose phone parses."""
+def with_e164(customers: ir.Table, lookup: ir.Table) -> ir.Table:
+    """``customers`` with ``e164``: their phone in E.164 where it parses, else null (an
+    international number is looked up without the customer's country)."""
     import ibis
 
     country = customers.country if "country" in customers.columns else ibis.null("string")
     plus = trimmed(customers.phone).startswith("+")
-    keyed = customers.filter(customers.phone.notnull()).select(
-        "customer_id",
-        _phone=customers.phone,
-        _country=ibis.ifelse(plus, ibis.null("string"), country),
-    )
-    joined = keyed.join(
+    keyed = customers.mutate(_country=ibis.ifelse(plus, ibis.null("string"), country))
+    return keyed.left_join(
         lookup,
-        (keyed._phone == lookup.phone)
+        (keyed.phone == lookup.phone)
         & (keyed._country.fill_null("") == lookup.country.fill_null("")),
     )
-    return joined.filter(joined.e164.notnull()).select("customer_id", e164=joined.e164)
+
+
+def customer_phones(customers: ir.Table, lookup: ir.Table) -> ir.Table:
+    """(customer_id, e164) for customers whose phone parses."""
+    found = with_e164(customers.filter(customers.phone.notnull()), lookup)
+    return found.filter(found.e164.notnull()).select("customer_id", e164=found.e164)
 
 
 def linking_values(
